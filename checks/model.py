@@ -1,0 +1,223 @@
+"""Targets, statuses, findings and reports: the values every check exchanges."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import idna
+
+from ._errors import TargetError
+
+__all__ = [
+    "Finding",
+    "Report",
+    "Status",
+    "Target",
+    "TargetKind",
+    "parse_domain",
+    "parse_target",
+    "worst_status",
+]
+
+MAX_LABEL = 63
+MAX_NAME = 253
+
+
+class Status(enum.Enum):
+    """A finding's verdict. `unknown` means nobody could tell: never ok, never fail."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"
+    WARN = "warn"
+    FAIL = "fail"
+
+    @property
+    def severity(self) -> int:
+        """Rank for 'worst of': fail > warn > unknown > ok."""
+        return _SEVERITY[self]
+
+    @property
+    def exit_code(self) -> int:
+        """The Nagios plugin exit code: 0 ok, 1 warn, 2 fail (critical), 3 unknown."""
+        return _EXIT_CODE[self]
+
+
+_SEVERITY = {Status.OK: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.FAIL: 3}
+_EXIT_CODE = {Status.OK: 0, Status.WARN: 1, Status.FAIL: 2, Status.UNKNOWN: 3}
+
+
+def worst_status(statuses: Iterable[Status]) -> Status:
+    """The worst of the statuses; nothing at all is unknown, never ok."""
+    worst: Status | None = None
+    for status in statuses:
+        if worst is None or status.severity > worst.severity:
+            worst = status
+    return worst if worst is not None else Status.UNKNOWN
+
+
+class TargetKind(enum.Enum):
+    DOMAIN = "domain"
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A normalised target: an A-label domain without trailing dot, or an IP address in its canonical form."""
+
+    kind: TargetKind
+    value: str
+
+    @property
+    def is_ip(self) -> bool:
+        return self.kind is not TargetKind.DOMAIN
+
+    @property
+    def json_kind(self) -> str:
+        """'ip' or 'domain', as the JSON output names it."""
+        return "ip" if self.is_ip else "domain"
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        if not self.is_ip:
+            raise TypeError(f"{self.value} is a domain, not an IP address")
+        return ipaddress.ip_address(self.value)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def parse_target(text: str) -> Target:
+    """The Target for an IP address or domain name; raises TargetError saying what is wrong."""
+    raw = text.strip()
+    if not raw:
+        raise TargetError("empty target: give a domain name or an IP address")
+    candidate = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
+    try:
+        address = ipaddress.ip_address(candidate)
+    except ValueError:
+        pass
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        kind = TargetKind.IPV4 if address.version == 4 else TargetKind.IPV6
+        return Target(kind, address.compressed)
+    if _looks_like_ipv4(candidate):
+        raise TargetError(f"{_shorten(raw)!r} is not a valid IPv4 address")
+    if ":" in candidate:
+        raise TargetError(f"{_shorten(raw)!r} is not a valid IPv6 address")
+    return Target(TargetKind.DOMAIN, parse_domain(raw))
+
+
+def parse_domain(text: str) -> str:
+    """The lower-case A-label form of a host name, without trailing dot; raises TargetError."""
+    name = text.strip()
+    if name.endswith("."):
+        name = name[:-1]
+    shown = _shorten(text.strip())
+    if not name:
+        raise TargetError("empty domain name")
+    if len(name) > MAX_NAME * 4 or (name.isascii() and len(name) > MAX_NAME):
+        raise TargetError(f"{shown!r} is too long: {len(name)} characters, the limit is {MAX_NAME}")
+    labels = name.split(".")
+    if any(not label for label in labels):
+        raise TargetError(f"{shown!r} has an empty label (two dots in a row, or a leading dot)")
+    if len(labels) < 2:
+        raise TargetError(f"{shown!r} is a single label; give a full domain name such as example.org")
+    ascii_labels = [_to_a_label(label, shown) for label in labels]
+    if ascii_labels[-1].isdigit():
+        raise TargetError(f"{shown!r} is neither an IP address nor a domain (its last label is a number)")
+    ascii_name = ".".join(ascii_labels)
+    if len(ascii_name) > MAX_NAME:
+        raise TargetError(f"{shown!r} is too long: {len(ascii_name)} characters, the limit is {MAX_NAME}")
+    return ascii_name
+
+
+def _to_a_label(label: str, shown: str) -> str:
+    if label.isascii():
+        lowered = label.lower()
+        if len(lowered) > MAX_LABEL:
+            raise TargetError(f"{shown!r} has a label of {len(lowered)} characters; the limit is {MAX_LABEL}")
+        if lowered.startswith("xn--"):
+            _check_idna(lowered, shown)
+        elif not all(ch.isalnum() or ch == "-" for ch in lowered) or "_" in lowered:
+            raise TargetError(f"{shown!r} contains a character not allowed in a host name")
+        elif lowered.startswith("-") or lowered.endswith("-"):
+            raise TargetError(f"{shown!r} has a label that starts or ends with a hyphen")
+        return lowered
+    return _check_idna(label, shown)
+
+
+def _check_idna(label: str, shown: str) -> str:
+    try:
+        encoded = idna.encode(label, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as error:
+        raise TargetError(f"{shown!r} is not a valid internationalised name: {error}") from None
+    if len(encoded) > MAX_LABEL:
+        raise TargetError(f"{shown!r} has a label longer than {MAX_LABEL} characters once encoded")
+    return encoded
+
+
+def _looks_like_ipv4(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(part.isdigit() for part in parts)
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One verdict about one subject of one check, with the evidence it rests on and what to do."""
+
+    check: str
+    subject: str
+    status: Status
+    summary: str
+    evidence: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    advice: str = ""
+    code: str = ""
+    observed_at: datetime = field(default_factory=_now, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "subject": self.subject,
+            "status": self.status.value,
+            "code": self.code,
+            "summary": self.summary,
+            "evidence": dict(self.evidence),
+            "advice": self.advice,
+            "observed_at": self.observed_at.isoformat(timespec="seconds"),
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    """The findings for one target; its status is the worst of them."""
+
+    target: Target
+    findings: tuple[Finding, ...]
+    duration: float = 0.0
+
+    @property
+    def status(self) -> Status:
+        return worst_status(finding.status for finding in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target.value,
+            "kind": self.target.json_kind,
+            "status": self.status.value,
+            "findings": [finding.to_json() for finding in self.findings],
+        }
