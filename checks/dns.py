@@ -17,7 +17,7 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import dns.exception
 import dns.flags
@@ -227,8 +227,8 @@ class _Prepared:
 class _Limits:
     """One concurrency limit for the whole process, per event loop (asyncio primitives are loop-bound)."""
 
-    size = DEFAULT_CONCURRENCY
-    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    size: ClassVar[int] = DEFAULT_CONCURRENCY
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]] = (
         weakref.WeakKeyDictionary()
     )
 
