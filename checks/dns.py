@@ -370,10 +370,10 @@ class Resolver:
         key = (text_name, type_code)
         prepared = self._prepared.get(key)
         if prepared is None:
-            message = dns.message.make_query(qname, type_code, use_edns=0, payload=EDNS_PAYLOAD)
+            message = dns.message.make_query(qname, dns.rdatatype.RdataType.make(type_code), use_edns=0, payload=EDNS_PAYLOAD)
             message.flags |= dns.flags.AD  # RFC 6840 §5.7: ask a validating resolver to report AD
             wire = message.to_wire()
-            question_length = len(qname.to_wire()) + 4
+            question_length = len(qname.to_wire() or b"") + 4
             prepared = _Prepared(wire[2:], wire[_HEADER : _HEADER + question_length].lower())
             if len(self._prepared) >= MAX_CACHE_ENTRIES:
                 self._prepared.clear()
@@ -438,7 +438,7 @@ def _interpret(wire: bytes, name: str, rdtype: str, type_code: int, server: str,
     if rcode == dns.rcode.REFUSED:
         return DnsAnswer(name, rdtype, Outcome.REFUSED, server=server, via_tcp=via_tcp)
     if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-        detail = f"rcode {dns.rcode.to_text(rcode)}"
+        detail = f"rcode {dns.rcode.to_text(dns.rcode.Rcode.make(rcode))}"
         return DnsAnswer(name, rdtype, Outcome.ERROR, server=server, via_tcp=via_tcp, detail=detail)
     try:
         message = dns.message.from_wire(wire, ignore_trailing=True)
