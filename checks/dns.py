@@ -370,7 +370,9 @@ class Resolver:
         key = (text_name, type_code)
         prepared = self._prepared.get(key)
         if prepared is None:
-            message = dns.message.make_query(qname, dns.rdatatype.RdataType.make(type_code), use_edns=0, payload=EDNS_PAYLOAD)
+            message = dns.message.make_query(
+                qname, dns.rdatatype.RdataType.make(type_code), use_edns=0, payload=EDNS_PAYLOAD
+            )
             message.flags |= dns.flags.AD  # RFC 6840 §5.7: ask a validating resolver to report AD
             wire = message.to_wire()
             question_length = len(qname.to_wire() or b"") + 4
