@@ -13,19 +13,26 @@ import subprocess
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import time, timedelta
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from checks import DnsblSettings, TargetError, parse_domain, parse_nameserver, parse_target
 
+from .durations import parse_duration
+
 __all__ = [
+    "AlertsConfig",
     "Config",
     "ConfigError",
+    "DigestConfig",
     "DnsConfig",
     "DomainSettings",
     "MatrixConfig",
     "MonitorConfig",
+    "ScheduleConfig",
     "Secret",
     "SecretError",
     "load_config",
@@ -131,6 +138,43 @@ class MatrixConfig:
     admins: tuple[str, ...] = ()
     answer_strangers: bool = False
     rate_limit_per_hour: int = 10
+    ignore_users: tuple[str, ...] = ()
+
+
+# The monitor's job families and how often each runs by default.
+DEFAULT_INTERVALS = {"blocklists": "30m", "domains": "6h", "tls": "12h"}
+KNOWN_FAMILIES = ("blocklists", "domains", "tls", "snds", "complaints", "canary")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """[schedule]: an interval per job family, the random spread, and the delay of the first run."""
+
+    intervals: Mapping[str, timedelta] = field(
+        default_factory=lambda: {name: parse_duration(text) for name, text in DEFAULT_INTERVALS.items()}
+    )
+    jitter: timedelta = timedelta(minutes=2)
+    first_run: timedelta = timedelta(seconds=15)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """[alerts]: confirmations before a change counts, unknown tolerance, history retention, retry cap."""
+
+    confirm: int = 2
+    immediate_new_listing: bool = True
+    unknown_after: timedelta = timedelta(hours=2)
+    retention: timedelta = timedelta(days=365)
+    retry_max: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    """[digest]: the daily summary's hour and time zone."""
+
+    enabled: bool = True
+    at: time = time(8, 0)
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -142,6 +186,9 @@ class Config:
     domains: Mapping[str, DomainSettings] = field(default_factory=dict)
     matrix: MatrixConfig | None = None
     state_dir: str = "./state"
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    digest: DigestConfig = field(default_factory=DigestConfig)
     source: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -326,7 +373,10 @@ def _read_matrix(root: Section) -> MatrixConfig | None:
         admins=section.strings("admins", _admin_pattern),
         answer_strangers=section.get("answer_strangers", bool, False),
         rate_limit_per_hour=section.get("rate_limit_per_hour", int, 10),
+        ignore_users=section.strings("ignore_users", _admin_pattern),
     )
+    if config.rate_limit_per_hour < 1:
+        section.problem("rate_limit_per_hour", "must be at least 1")
     section.finish()
     return config
 
@@ -335,6 +385,69 @@ def _admin_pattern(text: str) -> str:
     if not text.startswith("@") or ":" not in text:
         raise ValueError(f"{text!r} must be a user id (@alice:example.org) or a pattern (@*:example.org)")
     return text
+
+
+def _duration(section: Section, name: str, default: timedelta) -> timedelta:
+    text = section.get(name, str, "")
+    if not text:
+        return default
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        section.problem(name, str(error))
+        return default
+
+
+def _read_schedule(root: Section) -> ScheduleConfig:
+    section = root.table("schedule")
+    defaults = ScheduleConfig()
+    intervals = dict(defaults.intervals)
+    for name in KNOWN_FAMILIES:
+        if name in section.data:
+            intervals[name] = _duration(section, name, intervals.get(name, timedelta(hours=1)))
+    config = ScheduleConfig(
+        intervals=intervals,
+        jitter=_duration(section, "jitter", defaults.jitter),
+        first_run=_duration(section, "first_run", defaults.first_run),
+    )
+    section.finish()
+    return config
+
+
+def _read_alerts(root: Section) -> AlertsConfig:
+    section = root.table("alerts")
+    defaults = AlertsConfig()
+    config = AlertsConfig(
+        confirm=section.get("confirm", int, defaults.confirm),
+        immediate_new_listing=section.get("immediate_new_listing", bool, defaults.immediate_new_listing),
+        unknown_after=_duration(section, "unknown_after", defaults.unknown_after),
+        retention=_duration(section, "retention", defaults.retention),
+        retry_max=_duration(section, "retry_max", defaults.retry_max),
+    )
+    if config.confirm < 1:
+        section.problem("confirm", "must be at least 1 (1 alerts on the first run that sees a change)")
+    section.finish()
+    return config
+
+
+def _read_digest(root: Section) -> DigestConfig:
+    section = root.table("digest")
+    at = section.get("at", str, "08:00")
+    hour, _, minute = at.partition(":")
+    parsed = time(8, 0)
+    if hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60:
+        parsed = time(int(hour), int(minute))
+    else:
+        section.problem("at", f'expected a time of day such as "08:00", got {at!r}')
+    zone = section.get("timezone", str, "UTC")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        section.problem("timezone", f'unknown time zone {zone!r}; use a name such as "Europe/Berlin" or "UTC"')
+        zone = "UTC"
+    config = DigestConfig(enabled=section.get("enabled", bool, True), at=parsed, timezone=zone)
+    section.finish()
+    return config
 
 
 # Later sections ([schedule], [snds], [canary], ...) register a reader here; the result lands in Config.extra.
@@ -361,6 +474,9 @@ def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
         domains=_read_domains(root),
         matrix=_read_matrix(root),
         state_dir=state_dir,
+        schedule=_read_schedule(root),
+        alerts=_read_alerts(root),
+        digest=_read_digest(root),
         source=source,
         extra=extra,
     )
