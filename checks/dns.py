@@ -11,8 +11,10 @@ TCP, and every way a query can end is a distinct `Outcome`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import random
+import socket
 import time
 import weakref
 from collections.abc import Iterable, Sequence
@@ -44,6 +46,7 @@ __all__ = [
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_CONCURRENCY = 200
 EDNS_PAYLOAD = 1232
+UDP_RECEIVE_BUFFER = 1 << 20
 MAX_CACHE_TTL = 300
 MAX_CACHE_ENTRIES = 10_000
 _SOA = 6
@@ -263,7 +266,6 @@ class Resolver:
         self._cache_enabled = cache
         self._cache: dict[tuple[str, int], tuple[float, DnsAnswer]] = {}
         self._inflight: dict[tuple[str, int], asyncio.Future[DnsAnswer]] = {}
-        self._prepared: dict[tuple[str, int], _Prepared] = {}
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Nameserver, _UdpClient]] = (
             weakref.WeakKeyDictionary()
         )
@@ -276,12 +278,10 @@ class Resolver:
 
     async def query(self, name: str, rdtype: str = "A") -> DnsAnswer:
         """Ask for `rdtype` records at `name` (made absolute); never raises for DNS outcomes."""
-        try:
-            qname = dns.name.from_text(name)
-            type_code = dns.rdatatype.from_text(rdtype)
-        except (dns.exception.DNSException, ValueError) as error:
-            return DnsAnswer(name, rdtype, Outcome.ERROR, detail=f"invalid query: {error}")
-        text_name = qname.to_text().lower()
+        parsed = _parse_query(name, rdtype)
+        if isinstance(parsed, str):
+            return DnsAnswer(name, rdtype, Outcome.ERROR, detail=f"invalid query: {parsed}")
+        text_name, wire_name, type_code = parsed
         key = (text_name, type_code)
         cached = self._cache.get(key)
         if cached is not None:
@@ -291,12 +291,22 @@ class Resolver:
             del self._cache[key]
         running = self._inflight.get(key)
         if running is not None:
-            return await asyncio.shield(running)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # The query's owner was cancelled (its caller's deadline), not us: ask on our own account.
+                task = asyncio.current_task()
+                if not running.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                return await self.query(name, rdtype)
         future: asyncio.Future[DnsAnswer] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            answer = await self._resolve(qname, text_name, type_code, rdtype.upper())
+            answer = await self._resolve(wire_name, text_name, type_code, rdtype.upper())
             future.set_result(answer)
+        except asyncio.CancelledError:
+            future.cancel()  # joiners see a cancelled future and ask again themselves
+            raise
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # mark retrieved: waiters re-raise it, nobody else must log it
@@ -320,7 +330,7 @@ class Resolver:
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    async def _resolve(self, qname: dns.name.Name, text_name: str, type_code: int, rdtype: str) -> DnsAnswer:
+    async def _resolve(self, wire_name: bytes, text_name: str, type_code: int, rdtype: str) -> DnsAnswer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         servers = list(self.nameservers)
@@ -333,7 +343,7 @@ class Resolver:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
-                    answer = await self._ask(server, qname, text_name, type_code, rdtype, min(per_try, remaining))
+                    answer = await self._ask(server, wire_name, text_name, type_code, rdtype, min(per_try, remaining))
                     if not answer.failed:
                         return answer
                     last = answer
@@ -345,9 +355,9 @@ class Resolver:
         return last or DnsAnswer(text_name, rdtype, Outcome.ERROR, detail="no nameserver configured")
 
     async def _ask(
-        self, server: Nameserver, qname: dns.name.Name, text_name: str, type_code: int, rdtype: str, wait: float
+        self, server: Nameserver, wire_name: bytes, text_name: str, type_code: int, rdtype: str, wait: float
     ) -> DnsAnswer:
-        prepared = self._prepare(qname, text_name, type_code)
+        prepared = _prepare(wire_name, type_code)
         self.sent += 1
         try:
             wire = await self._udp_exchange(server, prepared, wait)
@@ -366,32 +376,20 @@ class Resolver:
             return _interpret(wire, text_name, rdtype, type_code, str(server), via_tcp=True)
         return _interpret(wire, text_name, rdtype, type_code, str(server), via_tcp=False)
 
-    def _prepare(self, qname: dns.name.Name, text_name: str, type_code: int) -> _Prepared:
-        key = (text_name, type_code)
-        prepared = self._prepared.get(key)
-        if prepared is None:
-            message = dns.message.make_query(
-                qname, dns.rdatatype.RdataType.make(type_code), use_edns=0, payload=EDNS_PAYLOAD
-            )
-            message.flags |= dns.flags.AD  # RFC 6840 §5.7: ask a validating resolver to report AD
-            wire = message.to_wire()
-            question_length = len(qname.to_wire() or b"") + 4
-            prepared = _Prepared(wire[2:], wire[_HEADER : _HEADER + question_length].lower())
-            if len(self._prepared) >= MAX_CACHE_ENTRIES:
-                self._prepared.clear()
-            self._prepared[key] = prepared
-        return prepared
-
     async def _udp_exchange(self, server: Nameserver, prepared: _Prepared, wait: float) -> bytes:
         client = await self._client(server)
         query_id = client.new_id()
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
         client.pending[query_id] = _Pending(prepared.question, future)
+        # A timer on the future itself: cheaper than wait_for, which wraps every query in a task.
+        timer = loop.call_later(wait, _expire, future)
         try:
             assert client.transport is not None
             client.transport.sendto(query_id.to_bytes(2, "big") + prepared.body)
-            return await asyncio.wait_for(future, wait)
+            return await future
         finally:
+            timer.cancel()
             del client.pending[query_id]
 
     async def _client(self, server: Nameserver) -> _UdpClient:
@@ -399,7 +397,12 @@ class Resolver:
         clients = self._clients.setdefault(loop, {})
         client = clients.get(server)
         if client is None or client.transport is None or client.transport.is_closing():
-            _, client = await loop.create_datagram_endpoint(_UdpClient, remote_addr=(server.host, server.port))
+            transport, client = await loop.create_datagram_endpoint(_UdpClient, remote_addr=(server.host, server.port))
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                # Up to `concurrency` answers can arrive at once; the default buffer drops some of a burst.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             clients[server] = client
         return client
 
@@ -425,6 +428,51 @@ class Resolver:
                 if client.transport is not None:
                     client.transport.close()
         self._clients.clear()
+
+
+# Flags RD and AD (RFC 6840 §5.7: ask a validating resolver to report AD); one question, one additional (the OPT).
+_QUERY_HEADER = b"\x01\x20\x00\x01\x00\x00\x00\x00\x00\x01"
+_CLASS_IN = b"\x00\x01"
+# The EDNS0 OPT record: root owner, type 41, our UDP payload size as its class, TTL 0, no options.
+_OPT = b"\x00\x00\x29" + EDNS_PAYLOAD.to_bytes(2, "big") + b"\x00\x00\x00\x00\x00\x00"
+_TYPE_CODES: dict[str, int] = {}
+
+
+def _parse_query(name: str, rdtype: str) -> tuple[str, bytes, int] | str:
+    """(lower-case absolute name, its wire form, type code) for a query, or the reason it is invalid."""
+    type_code = _TYPE_CODES.get(rdtype)
+    try:
+        if type_code is None:
+            type_code = _TYPE_CODES[rdtype] = int(dns.rdatatype.from_text(rdtype))
+        fast = _fast_wire_name(name)
+        if fast is not None:
+            return fast[0], fast[1], type_code
+        qname = dns.name.from_text(name)
+    except (dns.exception.DNSException, ValueError) as error:
+        return str(error)
+    return qname.to_text().lower(), (qname.to_wire() or b"").lower(), type_code
+
+
+def _fast_wire_name(name: str) -> tuple[str, bytes] | None:
+    """The common case without dnspython: a plain ASCII name of valid labels; None for anything else."""
+    if not name.isascii() or "\\" in name:
+        return None
+    text = name.lower() if name.endswith(".") else name.lower() + "."
+    labels = text.encode("ascii").split(b".")[:-1]
+    if not labels or not all(0 < len(label) < 64 for label in labels):
+        return None
+    wire = b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
+    return (text, wire) if len(wire) <= 255 else None
+
+
+def _prepare(wire_name: bytes, type_code: int) -> _Prepared:
+    question = wire_name + type_code.to_bytes(2, "big") + _CLASS_IN
+    return _Prepared(_QUERY_HEADER + question + _OPT, question)
+
+
+def _expire(future: asyncio.Future[bytes]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _interpret(wire: bytes, name: str, rdtype: str, type_code: int, server: str, via_tcp: bool) -> DnsAnswer:
