@@ -133,7 +133,7 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
         return [await check_reverse(target.value, ctx)]
     mxset = await mx_hosts(target.value, ctx)
     findings = [_set_finding(mxset, ctx)]
-    findings.extend(_host_finding(host, mxset, ctx) for host in mxset.hosts if mxset.kind in ("mx", "implicit"))
+    findings.extend(_host_finding(host, mxset, ctx) for host in mxset.hosts if mxset.kind == "mx")
     ips = list(dict.fromkeys([address for _, address in mxset.addresses] + [_normal_ip(ip) for ip in ctx.sending_ips]))
     reverse = asyncio.gather(*(check_reverse(ip, ctx) for ip in ips))
     helo = asyncio.gather(*(check_helo(name, ctx) for name in ctx.helo_names))
