@@ -212,8 +212,9 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
     tree, results = walking.result(), [task.result() for task in checking]
     evidence = {"tree": tree.to_json(), "tree_text": render_tree(tree)}
     findings = _root_findings(tree, ctx, evidence)
-    if tree.status == "ok":
+    if tree.status not in ("none", "dns-failed", "invalid-domain"):
         findings += _tree_findings(tree, ctx)
+    if tree.status == "ok":
         findings += _limit_findings(tree, ctx, evidence)
     findings += [_ip_finding(ip, result, tree, ctx) for ip, result in zip(ctx.sending_ips, results, strict=True)]
     return findings
@@ -270,6 +271,8 @@ def _tree_findings(tree: SpfNode, ctx: CheckContext) -> list[Finding]:
                 continue
             loops.add(cycle)
         findings += _node_findings(node, tree, ctx)
+    if tree.parsed is None:
+        return findings
     final = [node.parsed for node in _redirect_chain(tree) if node.parsed is not None]
     alls = [mechanism for record in final for mechanism in record.mechanisms if mechanism.kind == "all"]
     ends_in_redirect = bool(final) and final[-1].redirect is not None
