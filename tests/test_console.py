@@ -1,0 +1,70 @@
+"""`repbot run --console`: stdin lines in, plain replies out, exit 0 at EOF; against the local DNS server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fixtures.dnsserver import DnsServer
+
+
+def run_console(config: Path, lines: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run", "--console", "-c", str(config)],
+        input="".join(line + "\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_config(tmp_path: Path, dns: DnsServer) -> Path:
+    config = tmp_path / "repbot.toml"
+    config.write_text(
+        f"""
+[dns]
+nameservers = ["{dns.address}"]
+timeout = 1.0
+
+[monitor]
+ips = ["192.0.2.1"]
+
+[state]
+dir = "{tmp_path / "state"}"
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_console_answers_each_line_and_exits_at_eof(tmp_path: Path, dns_server: DnsServer) -> None:
+    # A listing with its RFC 5782 test point, so the zone counts as working.
+    dns_server.add("2.0.0.127.zen.spamhaus.org", "A", "127.0.0.2")
+    dns_server.add("1.2.0.192.zen.spamhaus.org", "A", "127.0.0.2")
+    done = run_console(
+        write_config(tmp_path, dns_server),
+        ["!ping", "!help", "!check 192.0.2.1", "!check bad..example", "not a command", "!nope"],
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.startswith("pong\n")
+    assert "!check <target> [--selector S] — check an IP or a domain now" in out
+    assert "192.0.2.1 (ip): ✗ fail" in out
+    assert "zen.spamhaus.org" in out
+    assert "target: 'bad..example' has an empty label" in out
+    assert out.rstrip().endswith("unknown command !nope: try !help")
+    assert "Traceback" not in done.stderr
+
+
+def test_console_needs_no_matrix_section_and_empty_input_is_fine(tmp_path: Path, dns_server: DnsServer) -> None:
+    done = run_console(write_config(tmp_path, dns_server), [])
+    assert (done.returncode, done.stdout) == (0, "")
+
+
+def test_the_shipped_example_config_runs_in_the_console() -> None:
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    done = run_console(example, ["!ping", "!help ping"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:2] == ["pong", "!ping"]
