@@ -1,0 +1,322 @@
+"""The monitor, driven through the real DNS check against a local DNS server whose answers change over time.
+
+The clock is injected: each run is "30 minutes later", so a day of monitoring takes a fraction of a second.
+Alerts go to a recording transport that deduplicates transaction ids the way a homeserver does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.alerts import AlertRules, observe
+from bot.config import Config, ScheduleConfig, parse_config
+from bot.monitor import Monitor, default_families
+from bot.render import Rendered
+from bot.store import Store
+from bot.transport import DeliveryError, Incoming
+from checks import CheckContext, DnsblSettings, Finding, Resolver, Status
+from checks.dnsbl_catalog import load_catalog
+from tests.fixtures.dnsserver import DnsServer
+
+ZONE = "zen.spamhaus.org"
+IP = "192.0.2.10"
+IP2 = "192.0.2.11"
+ROOM = "!alerts:localhost"
+STEP = timedelta(minutes=30)
+
+
+@dataclass
+class RecordingTransport:
+    """A room that records what was posted; the same txn_id never posts twice; it can refuse on demand."""
+
+    alert_rooms: Sequence[str] = (ROOM,)
+    posted: list[tuple[str, str]] = field(default_factory=list)
+    txn_ids: dict[str, str] = field(default_factory=dict)
+    refuse: int = 0
+    attempts: int = 0
+
+    async def send(
+        self, room: str, message: Rendered, *, txn_id: str | None = None, reply_to: Incoming | None = None
+    ) -> str:
+        self.attempts += 1
+        if self.refuse:
+            self.refuse -= 1
+            raise DeliveryError("homeserver unreachable")
+        key = f"{room}/{txn_id}"
+        if txn_id is not None and key in self.txn_ids:
+            return self.txn_ids[key]
+        self.posted.append((room, message.plain))
+        event_id = f"$event{len(self.posted)}"
+        if txn_id is not None:
+            self.txn_ids[key] = event_id
+        return event_id
+
+    def texts(self) -> list[str]:
+        return [text for _, text in self.posted]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Scenario:
+    """One monitored world: the DNS server, the store, the monitor, the room and the clock."""
+
+    def __init__(self, dns: DnsServer, path: Path, config: Config, transport: RecordingTransport) -> None:
+        self.dns = dns
+        self.path = path
+        self.config = config
+        self.clock = Clock()
+        self.transport = transport
+        others = {zone.name for zone in load_catalog().zones} - {ZONE}
+        resolver = Resolver([dns.address], timeout=0.3, cache=False)
+        settings = DnsblSettings(disabled=frozenset(others))
+        self.ctx = CheckContext(resolver=resolver, timeout=0.3, clock=self.clock, dnsbl=settings)
+        dns.add(f"2.0.0.127.{ZONE}", "A", "127.0.0.2")  # the RFC 5782 test point: the zone works
+        self.monitor = self.new_monitor()
+
+    def new_monitor(self) -> Monitor:
+        families = {"blocklists": default_families(self.config)["blocklists"]}
+        store = Store(self.path, clock=self.clock)
+        return Monitor(self.config, store, self.transport, self.ctx, families, clock=self.clock)  # type: ignore[arg-type]
+
+    def listed(self, ip: str = IP, code: str = "127.0.0.2", reason: str = "https://check.spamhaus.org/sbl") -> None:
+        name = ".".join(reversed(ip.split("."))) + f".{ZONE}"
+        self.dns.set_behaviour(name, None)
+        self.dns.remove(name)
+        self.dns.add(name, "A", code)
+        self.dns.add(name, "TXT", reason)
+
+    def clean(self, ip: str = IP) -> None:
+        name = ".".join(reversed(ip.split("."))) + f".{ZONE}"
+        self.dns.set_behaviour(name, None)
+        self.dns.remove(name)
+
+    def failing(self, how: str = "servfail", ip: str = IP) -> None:
+        self.dns.set_behaviour(".".join(reversed(ip.split("."))) + f".{ZONE}", how)
+
+    async def run(self, times: int = 1) -> None:
+        for _ in range(times):
+            await self.monitor.run_family("blocklists")
+            await self.monitor.deliver()
+            self.clock.now += STEP
+
+
+def make_config(tmp_path: Path, ips: Sequence[str] = (IP,), **alerts: Any) -> Config:
+    return parse_config({"monitor": {"ips": list(ips)}, "alerts": alerts, "state": {"dir": str(tmp_path)}})
+
+
+@pytest.fixture
+def world(dns_server: DnsServer, tmp_path: Path) -> Scenario:
+    return Scenario(dns_server, tmp_path / "state.json", make_config(tmp_path), RecordingTransport())
+
+
+async def test_a_listing_alerts_at_once_and_the_delisting_names_its_duration(world: Scenario) -> None:
+    await world.run(2)
+    world.listed()
+    await world.run(3)
+    world.clean()
+    await world.run(2)
+    texts = world.transport.texts()
+    assert len(texts) == 2, texts
+    assert f"{IP}: new listing on {ZONE}" in texts[0]
+    assert "check.spamhaus.org" in texts[0]  # the delisting advice
+    assert f"{IP}: delisted from {ZONE} after 1 h 30 min" in texts[1]
+
+
+async def test_a_single_flap_says_nothing(dns_server: DnsServer, tmp_path: Path) -> None:
+    config = make_config(tmp_path, immediate_new_listing=False)
+    world = Scenario(dns_server, tmp_path / "state.json", config, RecordingTransport())
+    await world.run(2)
+    world.listed()
+    await world.run(1)
+    world.clean()
+    await world.run(3)
+    world.listed()
+    await world.run(2)  # now it holds for two runs: one alert
+    world.clean()
+    await world.run(1)
+    world.listed()
+    await world.run(2)  # a one-run gap in a listing is not a delisting
+    texts = world.transport.texts()
+    assert len(texts) == 1, texts
+    assert "new listing" in texts[0]
+
+
+async def test_unknown_is_neither_a_recovery_nor_a_problem(world: Scenario) -> None:
+    await world.run(2)
+    world.failing("servfail")
+    await world.run(2)
+    world.clean()
+    await world.run(1)
+    world.listed()
+    await world.run(1)
+    world.failing("timeout")
+    await world.run(1)
+    world.failing("refused")
+    await world.run(1)
+    world.listed()
+    await world.run(2)
+    texts = world.transport.texts()
+    assert len(texts) == 1, texts
+    assert "new listing" in texts[0]
+
+
+async def test_a_long_run_of_unknowns_says_cannot_check_once_then_checking_again(world: Scenario) -> None:
+    await world.run(2)
+    world.failing("servfail")
+    await world.run(8)  # 4 hours: past the 2 h threshold
+    world.clean()
+    await world.run(2)
+    texts = world.transport.texts()
+    assert len(texts) == 2, texts
+    assert f"cannot check dnsbl {IP} ({ZONE}) since 2024-05-01 07:00" in texts[0]
+    assert "SERVFAIL" in texts[0]
+    assert f"checking dnsbl {IP} ({ZONE}) again after 4 h" in texts[1]
+
+
+async def test_a_changed_listing_reason_is_news_once_it_holds(world: Scenario) -> None:
+    world.listed(code="127.0.0.2")
+    await world.run(2)
+    world.listed(code="127.0.0.4", reason="https://check.spamhaus.org/xbl")
+    await world.run(3)
+    texts = world.transport.texts()
+    assert len(texts) == 2, texts
+    assert "answers was 127.0.0.2, now 127.0.0.4" in texts[1]
+
+
+async def test_changes_of_one_run_are_grouped_into_one_message(dns_server: DnsServer, tmp_path: Path) -> None:
+    config = make_config(tmp_path, ips=(IP, IP2))
+    world = Scenario(dns_server, tmp_path / "state.json", config, RecordingTransport())
+    await world.run(2)
+    world.listed(IP)
+    world.listed(IP2)
+    await world.run(1)
+    texts = world.transport.texts()
+    assert len(texts) == 1 and texts[0].startswith("repbot: 2 changes")
+    assert f"{IP}: new listing" in texts[0] and f"{IP2}: new listing" in texts[0]
+
+
+async def test_a_muted_alert_is_recorded_but_not_posted(world: Scenario) -> None:
+    await world.run(2)
+    world.monitor.store.mute(ZONE, (world.clock.now + timedelta(hours=1)).isoformat())
+    world.listed()
+    await world.run(1)
+    assert world.transport.texts() == []
+    history = world.monitor.store.history(target=IP)
+    assert [(entry["kind"], entry["muted"]) for entry in history] == [("problem", True)]
+    world.clean()
+    await world.run(4)  # the mute has expired by now: the delisting is posted
+    assert len(world.transport.texts()) == 1 and "delisted" in world.transport.texts()[0]
+
+
+async def test_the_outbox_retries_across_an_outage_and_a_restart(world: Scenario) -> None:
+    await world.run(2)
+    world.transport.refuse = 3
+    world.listed()
+    await world.run(1)
+    assert world.transport.posted == []
+    pending = world.monitor.store.pending()
+    assert len(pending) == 1 and pending[0]["attempts"] == 1
+    world.monitor.store.close()
+    world.monitor = world.new_monitor()  # a restart: the alert is still there
+    world.monitor.store.retry_later(pending[0]["id"], 1, 0.0)
+    world.monitor.retry_max = 0.05
+    await world.monitor.start(schedule=False)
+    try:
+        for _ in range(100):
+            if world.transport.posted:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await world.monitor.stop()
+    assert len(world.transport.texts()) == 1 and "new listing" in world.transport.texts()[0]
+    assert world.monitor.store.pending() == []
+
+
+async def test_a_crash_after_sending_does_not_post_twice(world: Scenario) -> None:
+    await world.run(2)
+    world.listed()
+    await world.monitor.run_family("blocklists")
+    item = world.monitor.store.pending()[0]
+    # The homeserver took it, then the process died before the outbox was updated.
+    from bot.monitor import _txn_id
+
+    await world.transport.send(ROOM, Rendered(item["plain"], item["html"]), txn_id=_txn_id(item["id"], ROOM))
+    world.monitor = world.new_monitor()
+    await world.monitor.deliver()
+    assert len(world.transport.posted) == 1
+    assert world.monitor.store.pending() == []
+
+
+async def test_a_corrupt_state_file_is_reported_in_the_room(world: Scenario) -> None:
+    world.monitor.store.close()
+    world.path.write_text('{"state": {"1": ')
+    world.monitor = world.new_monitor()
+    await world.monitor.start(schedule=False)
+    await world.monitor.deliver()
+    await world.monitor.stop()
+    texts = world.transport.texts()
+    assert len(texts) == 1 and "state file was unreadable" in texts[0] and ".corrupt-" in texts[0]
+
+
+async def test_the_digest_says_all_clear_or_what_is_wrong_once_a_day(world: Scenario) -> None:
+    await world.run(2)
+    assert world.monitor.digest() is not None
+    assert world.monitor.digest() is None  # once a day
+    await world.monitor.deliver()
+    assert world.transport.texts()[-1].startswith("✓ repbot daily digest: all clear (1 checks on 1 targets)")
+    world.listed()
+    await world.run(2)
+    world.clock.now += timedelta(days=1)
+    world.monitor.digest()
+    await world.monitor.deliver()
+    digest = world.transport.texts()[-1]
+    assert "1 problem(s)" in digest and f"{IP} dnsbl {ZONE} for 1 d 1 h" in digest
+
+
+async def test_the_scheduler_runs_each_family_once_soon_after_start(world: Scenario) -> None:
+    schedule = ScheduleConfig(intervals={"blocklists": timedelta(hours=1)}, first_run=timedelta(seconds=0))
+    world.monitor.config = replace(world.config, schedule=schedule)
+    await world.monitor.start()
+    try:
+        jobs = {job.id: job for job in world.monitor._scheduler.get_jobs()}
+        assert set(jobs) == {"blocklists", "digest"}
+        job = jobs["blocklists"]
+        assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, None)
+        for _ in range(100):
+            if world.monitor.store.get_meta("last_run:blocklists"):
+                break
+            await asyncio.sleep(0.05)
+        assert world.monitor.store.get_meta("last_run:blocklists") is not None
+    finally:
+        await world.monitor.stop()
+
+
+def _finding(status: Status, **evidence: Any) -> Finding:
+    return Finding("mx-tls", "mx.example.org", status, "certificate", evidence, code=status.value)
+
+
+def test_evidence_inside_the_same_status_matters_only_for_what_operators_care_about() -> None:
+    rules = AlertRules(confirm=1)
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    state, events = observe(None, "example.org", _finding(Status.OK, days_left=60, serial="1"), now, rules)
+    assert events == []
+    state, events = observe(state, "example.org", _finding(Status.OK, days_left=59, serial="2"), now, rules)
+    assert events == []  # a day less, another serial: no news
+    state, events = observe(state, "example.org", _finding(Status.OK, days_left=20), now, rules)
+    assert [event.detail for event in events] == ["certificate expiry is now near"]
+    state, events = observe(state, "example.org", _finding(Status.OK, policy_hash="a", policy_id="1"), now, rules)
+    state, events = observe(state, "example.org", _finding(Status.OK, policy_hash="b", policy_id="1"), now, rules)
+    assert [event.detail for event in events] == ["policy changed but its id did not"]
