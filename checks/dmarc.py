@@ -465,7 +465,9 @@ def _alignment(
     spf = [t for t in apex.texts() if t.lower().startswith("v=spf1")]
     live = [sel for sel, key in zip(selectors, keys, strict=True) if _has_key(key)]
     where = "exactly" if aspf == "s" else f"at {domain} or under {walk.org_domain}"
-    if len(spf) == 1:
+    if apex.failed:
+        spf_text = f"SPF not judged: TXT {domain} {apex.describe()}"
+    elif len(spf) == 1:
         spf_text = f"SPF can align if the envelope sender (MAIL FROM) is {where} (aspf={aspf})"
     else:
         spf_text = f"SPF cannot align with {domain} itself ({len(spf)} SPF records there)"
@@ -475,7 +477,9 @@ def _alignment(
         dkim_text = f"DKIM can align with d={domain} (adkim={adkim}; selectors with a key: {', '.join(live)})"
     else:
         dkim_text = f"DKIM cannot align: no key at the configured selectors {', '.join(selectors)}"
-    if len(spf) == 1 and (live or not selectors):
+    if apex.failed:
+        status = Status.OK if live else Status.UNKNOWN
+    elif len(spf) == 1 and (live or not selectors):
         status = Status.OK
     elif len(spf) == 1 or live:
         status = Status.WARN

@@ -233,3 +233,14 @@ async def test_alignment_judgements(dns_server: DnsServer, ctx: CheckContext) ->
     ctx.dkim_selectors = {}
     found = await run(ctx)
     assert found["alignment"].status is Status.OK and "not judged" in found["alignment"].summary
+
+
+async def test_alignment_unknown_when_the_spf_lookup_fails(dns_server: DnsServer, ctx: CheckContext) -> None:
+    dns_server.add("_dmarc.example.test", "TXT", GOOD)
+    dns_server.set_behaviour("example.test", "servfail", "TXT")
+    found = await run(ctx)
+    assert found["alignment"].status is Status.UNKNOWN and "SPF not judged" in found["alignment"].summary
+    dns_server.add("s1._domainkey.example.test", "TXT", KEY)
+    ctx.dkim_selectors = {"example.test": ("s1",)}
+    found = await run(ctx)
+    assert found["alignment"].status is Status.OK
