@@ -28,6 +28,7 @@ from typing import Any
 
 import dns.rdtypes.tlsabase
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from .context import CheckContext
@@ -42,6 +43,7 @@ DANE = "dane"
 EXPIRY_WARN_DAYS = 21
 MAX_REPLY_LINES = 64
 _DER = 2  # _ssl.ENCODING_DER
+_SPKI_DER, _SPKI = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
 _HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
 UNREACHABLE = "could not connect from here (outbound port 25 blocked?)"
 
@@ -135,7 +137,7 @@ async def _command(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: str, stage: str, timeout: float
 ) -> SmtpReply:
     try:
-        writer.write(line.encode("ascii") + b"\r\n")
+        writer.write(line.encode("ascii", "replace") + b"\r\n")
         await asyncio.wait_for(writer.drain(), timeout)
     except (OSError, TimeoutError) as error:
         raise _SessionEnded(stage, f"sending {line.split()[0]} failed: {error!r}", unknown=False) from None
@@ -175,7 +177,7 @@ async def _converse(
         await writer.start_tls(tls, server_hostname=probe_.mx, ssl_handshake_timeout=ctx.timeout)
     except ssl.SSLCertVerificationError:
         raise
-    except (OSError, TimeoutError, EOFError, asyncio.IncompleteReadError) as error:
+    except (OSError, TimeoutError, EOFError, ValueError) as error:  # ValueError: a name SNI cannot carry
         raise _SessionEnded("handshake", f"TLS handshake failed: {error!r}", unknown=False) from None
     tls_object = writer.get_extra_info("ssl_object")
     if not isinstance(tls_object, ssl.SSLObject):
@@ -222,18 +224,13 @@ async def probe(mx: str, address: str, ctx: CheckContext) -> TlsProbe:
         result.verify_error = str(error.verify_message or error)
         result.verify_code = int(error.verify_code or 0)
         result.stage, result.detail = "handshake", f"certificate rejected: {result.verify_error}"
-        second = TlsProbe(mx, address)
+        second = TlsProbe(mx, address, verify_error=result.verify_error, verify_code=result.verify_code)
         try:
             await _session(second, ctx, _lenient_context())
         except (_SessionEnded, ssl.SSLError) as ended:
             result.detail += f"; reading it without verification failed too: {ended}"
         else:
-            result.stage, result.version, result.cipher, result.chain = (
-                "done",
-                second.version,
-                second.cipher,
-                second.chain,
-            )
+            result = second
     return result
 
 
@@ -268,18 +265,14 @@ def name_matches(host: str, names: Sequence[str]) -> bool:
 
 
 def _association(der: bytes, selector: int, mtype: int) -> bytes | None:
-    if selector == 0:
-        data = der
-    else:
-        cert = _load(der)
-        if cert is None:
-            return None
-        data = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    if mtype == 0:
-        return data
-    return hashlib.sha256(data).digest() if mtype == 1 else hashlib.sha512(data).digest()
+    cert = _load(der) if selector == 1 else None
+    try:
+        data = cert.public_key().public_bytes(_SPKI_DER, _SPKI) if cert else der
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    if selector == 1 and cert is None:
+        return None
+    return data if mtype == 0 else hashlib.new("sha256" if mtype == 1 else "sha512", data).digest()
 
 
 def _chains_to(chain: Sequence[bytes], anchor: int) -> bool:

@@ -175,6 +175,25 @@ async def test_silent_server_is_unknown(dns_server: DnsServer, smtp_lab: SmtpLab
     assert finding.evidence["stage"] == "banner"
 
 
+async def test_non_smtp_server_is_unknown(dns_server: DnsServer, smtp_lab: SmtpLab, ctx: CheckContext) -> None:
+    _one_mx(dns_server)
+    smtp_lab.serve_garbage("127.0.0.1")
+    [finding] = await _run(ctx)
+    assert (finding.status, finding.code) == (Status.UNKNOWN, "banner-failed")
+    assert "not an SMTP reply" in finding.summary
+
+
+async def test_odd_mx_names_never_crash(dns_server: DnsServer, smtp_lab: SmtpLab, ctx: CheckContext) -> None:
+    dns_server.add(DOMAIN, "MX", "10 _odd_.example.test.")
+    dns_server.add("_odd_.example.test", "A", "127.0.0.1")
+    dns_server.add(DOMAIN, "MX", "20 192.0.2.1.")
+    smtp_lab.serve("127.0.0.1", smtp_lab.leaf(MX1))
+    ctx.helo_names = ("prüfung.example.test",)
+    [finding] = await _run(ctx)  # the IP-literal MX is reported by the "mx" check, not probed
+    assert finding.subject == "_odd_.example.test [127.0.0.1]"
+    assert finding.code == "cert-name-mismatch"
+
+
 async def test_mx_lookup_failure_is_unknown(dns_server: DnsServer, ctx: CheckContext) -> None:
     dns_server.set_behaviour(DOMAIN, "servfail")
     [finding] = await _run(ctx)
