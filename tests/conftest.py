@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.dnsserver",
     "tests.fixtures.synapse",
     "tests.fixtures.dovecot",
+    "tests.fixtures.http_providers",
 ]

@@ -1,0 +1,621 @@
+"""Microsoft SNDS: the legacy key CSV (`data.aspx`, `ipStatus.aspx`) and the 2026 REST API, behind one interface.
+
+The pure `parse_*` functions work from text; `fetch_data`/`fetch_status` do the HTTP; `check` turns both into
+Findings. An HTML login page, a 404 (expired key), an empty answer and "no data" are told apart from data and
+reported as such, never parsed. The key and tokens never reach a Finding or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import ipaddress
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ._errors import LookupFailed
+from .context import CheckContext
+from .model import Finding, Status
+
+__all__ = [
+    "BlockRange",
+    "DataRow",
+    "RefreshTokenSource",
+    "SndsAnswerError",
+    "SndsSettings",
+    "check",
+    "command_token",
+    "fetch_data",
+    "fetch_status",
+    "findings_for_rows",
+    "findings_for_status",
+    "parse_complaint_rate",
+    "parse_data_csv",
+    "parse_data_json",
+    "parse_ip_status",
+    "parse_status_json",
+]
+
+log = logging.getLogger(__name__)
+
+LEGACY_BASE = "https://sendersupport.olc.protection.outlook.com/snds"
+API_BASE = "https://substrate.office.com/ip-domain-management-snds/snds"
+TIME_FORMAT = "%m/%d/%Y %I:%M %p"
+COLOURS = {"GREEN": Status.OK, "YELLOW": Status.WARN, "RED": Status.FAIL}
+MAX_BLOCK_EXPANSION = 65536
+TokenSource = Callable[[], Awaitable[str]]
+
+
+class SndsAnswerError(LookupFailed):
+    """Raised when SNDS answered with something that is not data; `code` says what (login-page, key-expired...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class SndsSettings:
+    """How to reach SNDS and what counts as bad; `key` and `token` are secret sources, never shown."""
+
+    method: str = "key"  # "key" (legacy CSV) or "api" (REST with OAuth 2.0)
+    key: Callable[[], str] | None = field(default=None, repr=False)
+    token: TokenSource | None = field(default=None, repr=False)
+    legacy_base: str = LEGACY_BASE
+    api_base: str = API_BASE
+    ips: tuple[str, ...] = ()
+    days: int = 3
+    complaint_warn_percent: float = 0.3
+    trap_fail: int = 5
+
+
+@dataclass(frozen=True)
+class DataRow:
+    """One data.aspx row (or REST record): the activity of one IP over one period (Pacific time)."""
+
+    ip: str
+    start: datetime
+    end: datetime
+    rcpt_commands: int
+    data_commands: int
+    recipients: int
+    colour: str
+    complaint_text: str
+    complaint_percent: float | None
+    trap_start: datetime | None
+    trap_end: datetime | None
+    trap_hits: int
+    helo: str = ""
+    jmr_sender: str = ""
+    comments: str = ""
+
+    @property
+    def day(self) -> date:
+        """The day the row counts for: the day its activity ends, so a row spanning midnight counts once."""
+        return self.end.date()
+
+
+@dataclass(frozen=True)
+class BlockRange:
+    """One ipStatus.aspx line: a range of addresses and why Microsoft blocks it."""
+
+    first: ipaddress.IPv4Address | ipaddress.IPv6Address
+    last: ipaddress.IPv4Address | ipaddress.IPv6Address
+    blocked: bool
+    reason: str
+
+    def __contains__(self, ip: object) -> bool:
+        address = ipaddress.ip_address(str(ip))
+        return address.version == self.first.version and self.first <= address <= self.last  # type: ignore[operator]
+
+    def addresses(self) -> list[str]:
+        """Every address in the range (refused past MAX_BLOCK_EXPANSION)."""
+        count = int(self.last) - int(self.first) + 1
+        if count > MAX_BLOCK_EXPANSION:
+            raise ValueError(f"range {self.first}-{self.last} has {count} addresses; match it instead")
+        return [str(ipaddress.ip_address(int(self.first) + n)) for n in range(count)]
+
+
+# -- parsing (pure) -------------------------------------------------------------------------------------
+
+
+def classify_answer(status_code: int, content_type: str, body: str) -> None:
+    """Raise SndsAnswerError when an HTTP answer is not data: login page, expired key, error, empty body."""
+    if status_code == 404:
+        raise SndsAnswerError("key-expired", "SNDS answered 404: the access key has expired or was revoked")
+    if status_code in (401, 403):
+        raise SndsAnswerError("auth", f"SNDS refused the credentials (HTTP {status_code})")
+    if 300 <= status_code < 400:
+        raise SndsAnswerError("login-page", f"SNDS redirected (HTTP {status_code}), most likely to a login page")
+    if status_code != 200:
+        raise SndsAnswerError("http-error", f"SNDS answered HTTP {status_code}")
+    head = body.lstrip()[:512].lower()
+    if "html" in content_type.lower() or head.startswith(("<!doctype", "<html", "<head", "<body", "<form")):
+        raise SndsAnswerError("login-page", "SNDS sent an HTML page (a login page?) instead of data: renew access")
+    if not head:
+        raise SndsAnswerError("empty", "SNDS sent an empty answer")
+
+
+_NO_DATA = re.compile(r"^\s*\"?no data\b", re.IGNORECASE)
+
+
+def is_no_data(body: str) -> bool:
+    """True when the body is SNDS's plain "no data" message (normal under ~100 messages a day)."""
+    return bool(_NO_DATA.match(body))
+
+
+def parse_complaint_rate(text: str) -> float | None:
+    """The complaint rate in percent: '< 0.1%' -> 0.1 (an upper bound), '0.35%' -> 0.35, 'None'/'' -> None."""
+    cleaned = text.strip().lstrip("<").strip().rstrip("%").strip()
+    if not cleaned or cleaned.lower() in ("none", "n/a", "-"):
+        return None
+    try:
+        return float(cleaned)
+    except ValueError:
+        return None
+
+
+def _time(text: str) -> datetime | None:
+    text = " ".join(text.split())
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, TIME_FORMAT)
+    except ValueError:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
+
+
+def _int(text: Any) -> int:
+    return int(str(text).strip() or 0)
+
+
+def parse_data_csv(text: str) -> list[DataRow]:
+    """The rows of a data.aspx answer (no header, CRLF, 0-based columns as documented); raises ValueError."""
+    rows: list[DataRow] = []
+    for number, cells in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not cells or not "".join(cells).strip():
+            continue
+        if len(cells) < 11:
+            raise ValueError(f"line {number}: {len(cells)} columns, expected 14")
+        # Columns 11-13 are HELO, JMR P1 sender, comments: the comments may themselves contain commas.
+        tail = [*cells[11:13], ",".join(cells[13:])] + [""] * 3
+        try:
+            rows.append(_row(cells[:11], tail[0], tail[1], tail[2]))
+        except ValueError as error:
+            raise ValueError(f"line {number}: {error}") from None
+    return rows
+
+
+def _row(cells: Sequence[str], helo: str, jmr: str, comments: str) -> DataRow:
+    ip = ipaddress.ip_address(cells[0].strip()).compressed
+    start, end = _time(cells[1]), _time(cells[2])
+    if start is None or end is None:
+        raise ValueError("no activity period")
+    colour = cells[6].strip().upper()
+    if colour not in COLOURS:
+        raise ValueError(f"unknown filter result {cells[6]!r}")
+    return DataRow(
+        ip=ip,
+        start=start,
+        end=end,
+        rcpt_commands=_int(cells[3]),
+        data_commands=_int(cells[4]),
+        recipients=_int(cells[5]),
+        colour=colour,
+        complaint_text=cells[7].strip(),
+        complaint_percent=parse_complaint_rate(cells[7]),
+        trap_start=_time(cells[8]),
+        trap_end=_time(cells[9]),
+        trap_hits=_int(cells[10]),
+        helo=helo.strip(),
+        jmr_sender=jmr.strip(),
+        comments=comments.strip(),
+    )
+
+
+# The REST API's JSON names, as third-party code shows them; each maps to a CSV column.
+_JSON_FIELDS = (
+    ("ipaddress", "ip"),
+    ("activitystart", "activitystarttime"),
+    ("activityend", "activityendtime"),
+    ("rcptcommands", "rcpt"),
+    ("datacommands", "data"),
+    ("messagerecipients", "recipients"),
+    ("filterresult", "filterresults"),
+    ("complaintrate", "complaintrate"),
+    ("trapmessagesstart", "trapperiodstart"),
+    ("trapmessagesend", "trapperiodend"),
+    ("traphits", "trapmessages"),
+)
+
+
+def _records(payload: Any) -> list[Any]:
+    if isinstance(payload, dict):
+        for name in ("value", "data", "items", "results"):
+            if isinstance(payload.get(name), list):
+                return list(payload[name])
+        return [payload]
+    if isinstance(payload, list):
+        return payload
+    raise ValueError(f"expected a JSON list of records, got {type(payload).__name__}")
+
+
+def parse_data_json(text: str) -> list[DataRow]:
+    """The rows of a REST `report/data` answer (a JSON list of records); raises ValueError."""
+    rows = []
+    for record in _records(json.loads(text)):
+        if not isinstance(record, dict):
+            raise ValueError("a record is not a JSON object")
+        lower = {key.lower(): value for key, value in record.items()}
+        cells = [str(lower.get(a, lower.get(b, "")) or "") for a, b in _JSON_FIELDS]
+        rows.append(_row(cells, str(lower.get("samplehelo", "")), str(lower.get("jmrp1sender", "")), ""))
+    return rows
+
+
+def dedupe_rows(rows: Iterable[DataRow]) -> list[DataRow]:
+    """One row per (ip, day), keeping the one whose period ends last; sorted by ip then day."""
+    kept: dict[tuple[str, date], DataRow] = {}
+    for row in rows:
+        key = (row.ip, row.day)
+        if key not in kept or (row.end, row.recipients) > (kept[key].end, kept[key].recipients):
+            kept[key] = row
+    return sorted(kept.values(), key=lambda r: (r.ip, r.day))
+
+
+def parse_ip_status(text: str) -> list[BlockRange]:
+    """The ranges of an ipStatus.aspx answer (`first_ip,last_ip,Yes,reason`); raises ValueError."""
+    ranges = []
+    for number, cells in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not cells or not "".join(cells).strip():
+            continue
+        if len(cells) < 3:
+            raise ValueError(f"line {number}: {len(cells)} columns, expected 4")
+        blocked = cells[2].strip().lower() in ("yes", "true", "1")
+        ranges.append(_range(cells[0], cells[1], blocked, ",".join(cells[3:]).strip()))
+    return ranges
+
+
+def parse_status_json(text: str) -> list[BlockRange]:
+    """The ranges of a REST `report/status/ip` answer; raises ValueError."""
+    ranges = []
+    for record in _records(json.loads(text)):
+        lower = {key.lower(): value for key, value in record.items()}
+        blocked = lower.get("blocked")
+        is_blocked = blocked is True or str(blocked).strip().lower() in ("yes", "true", "1")
+        ranges.append(
+            _range(
+                str(lower.get("beginningipaddress", "")),
+                str(lower.get("endingipaddress", "")),
+                is_blocked,
+                str(lower.get("reason") or ""),
+            )
+        )
+    return ranges
+
+
+def _range(first_text: str, last_text: str, blocked: bool, reason: str) -> BlockRange:
+    first = ipaddress.ip_address(first_text.strip())
+    last = ipaddress.ip_address(last_text.strip() or first_text.strip())
+    if first.version != last.version or first > last:  # type: ignore[operator]
+        raise ValueError(f"bad range {first_text}-{last_text}")
+    return BlockRange(first, last, blocked, reason)
+
+
+# -- fetching -------------------------------------------------------------------------------------------
+
+
+class _ScrubKey(logging.Filter):
+    """Masks `key=` query values in httpx's request log lines: the legacy key travels in the URL."""
+
+    _pattern = re.compile(r"([?&]key=)[^&\s\"']+", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(self._pattern.sub(r"\1[secure]", str(a)) if _stringy(a) else a for a in args)
+        record.msg = self._pattern.sub(r"\1[secure]", str(record.msg))
+        return True
+
+
+def _stringy(value: object) -> bool:
+    return isinstance(value, str | httpx.URL)
+
+
+logging.getLogger("httpx").addFilter(_ScrubKey())
+
+
+async def _get(ctx: CheckContext, url: str, params: dict[str, str], headers: dict[str, str]) -> str:
+    try:
+        response = await ctx.http().get(url, params=params, headers=headers)
+    except httpx.TimeoutException:
+        raise SndsAnswerError("timeout", "SNDS did not answer in time") from None
+    except httpx.HTTPError as error:
+        raise SndsAnswerError("unreachable", f"cannot reach SNDS ({type(error).__name__})") from None
+    classify_answer(response.status_code, response.headers.get("content-type", ""), response.text)
+    return response.text
+
+
+async def _auth(settings: SndsSettings) -> tuple[dict[str, str], dict[str, str]]:
+    """The query parameters and headers that carry the credentials of the configured method."""
+    if settings.method == "api":
+        if settings.token is None:
+            raise SndsAnswerError("config", "SNDS REST API chosen but no token source configured")
+        return {}, {"Authorization": f"Bearer {await settings.token()}", "Accept": "application/json"}
+    if settings.key is None:
+        raise SndsAnswerError("config", "SNDS legacy access chosen but no key configured")
+    return {"key": await asyncio.to_thread(settings.key)}, {}
+
+
+async def _data_for_day(settings: SndsSettings, ctx: CheckContext, day: date | None, ip: str | None) -> list[DataRow]:
+    params, headers = await _auth(settings)
+    if settings.method == "api":
+        shown = (day or ctx.clock().date() - timedelta(days=1)).isoformat()
+        url = f"{settings.api_base.rstrip('/')}/api/report/data/{shown}" + (f"/{ip}" if ip else "")
+    else:
+        url = f"{settings.legacy_base.rstrip('/')}/data.aspx"
+        if day is not None:
+            params["date"] = day.strftime("%m%d%y")
+    try:
+        text = await _get(ctx, url, params, headers)
+    except SndsAnswerError as error:
+        if error.code == "empty" and day is not None:
+            return []  # one quiet day among several is not a failure
+        raise
+    if is_no_data(text):
+        return []
+    try:
+        return parse_data_json(text) if text.lstrip().startswith(("[", "{")) else parse_data_csv(text)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise SndsAnswerError("unparsable", f"SNDS data could not be read: {error}") from None
+
+
+async def fetch_data(settings: SndsSettings, ctx: CheckContext, ip: str | None = None) -> list[DataRow]:
+    """The SNDS rows of the last `settings.days` days, one per (ip, day); raises SndsAnswerError."""
+    today = ctx.clock().date()
+    days = [today - timedelta(days=n) for n in range(1, max(settings.days, 1) + 1)]
+    if settings.method == "key" and settings.days <= 1:
+        batches = [await _data_for_day(settings, ctx, None, ip)]
+    else:
+        batches = list(await asyncio.gather(*(_data_for_day(settings, ctx, day, ip) for day in days)))
+    return dedupe_rows(row for batch in batches for row in batch if ip is None or row.ip == ip)
+
+
+async def fetch_status(settings: SndsSettings, ctx: CheckContext) -> list[BlockRange]:
+    """The ipStatus ranges (blocked IPs and why); raises SndsAnswerError."""
+    params, headers = await _auth(settings)
+    if settings.method == "api":
+        url = f"{settings.api_base.rstrip('/')}/api/report/status/ip"
+    else:
+        url = f"{settings.legacy_base.rstrip('/')}/ipStatus.aspx"
+    try:
+        text = await _get(ctx, url, params, headers)
+    except SndsAnswerError as error:
+        if error.code == "empty":
+            return []  # an empty ipStatus list means nothing is blocked
+        raise
+    if is_no_data(text):
+        return []
+    try:
+        return parse_status_json(text) if text.lstrip().startswith(("[", "{")) else parse_ip_status(text)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise SndsAnswerError("unparsable", f"SNDS ipStatus could not be read: {error}") from None
+
+
+# -- OAuth 2.0 tokens for the REST API ------------------------------------------------------------------
+
+TOKEN_URL = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+TOKEN_FILE = "snds-oauth.json"
+
+
+def command_token(get: Callable[[], str]) -> TokenSource:
+    """A TokenSource calling a blocking secret source (a `token_command` runner) in a thread."""
+
+    async def token() -> str:
+        return await asyncio.to_thread(get)
+
+    return token
+
+
+class RefreshTokenSource:
+    """Access tokens from the refresh-token grant; the rotating refresh token is kept in the state directory."""
+
+    def __init__(
+        self,
+        client: Callable[[], httpx.AsyncClient],
+        state_dir: str | os.PathLike[str],
+        client_id: str,
+        *,
+        token_url: str = TOKEN_URL,
+        scope: str = "",
+        seed: Callable[[], str] | None = None,
+    ) -> None:
+        self._client = client
+        self.path = Path(state_dir) / TOKEN_FILE
+        self.client_id = client_id
+        self.token_url = token_url
+        self.scope = scope
+        self._seed = seed
+        self._access: tuple[str, float] | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<RefreshTokenSource {self.token_url} state={self.path} tokens=[secure]>"
+
+    async def __call__(self) -> str:
+        async with self._lock:  # concurrent fetches share one refresh: a refresh token may be single-use
+            if self._access is None or time.monotonic() >= self._access[1]:
+                self._access = await self._refresh()
+            return self._access[0]
+
+    async def _refresh(self) -> tuple[str, float]:
+        refresh = self._stored() or (await asyncio.to_thread(self._seed) if self._seed else "")
+        if not refresh:
+            raise SndsAnswerError("auth", f"no SNDS refresh token: put one in {self.path} or configure refresh_token")
+        form = {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": self.client_id}
+        if self.scope:
+            form["scope"] = self.scope
+        try:
+            response = await self._client().post(self.token_url, data=form)
+        except httpx.HTTPError as error:
+            raise SndsAnswerError(
+                "unreachable", f"cannot reach the OAuth token endpoint ({type(error).__name__})"
+            ) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        if response.status_code != 200 or not isinstance(answer, dict) or "access_token" not in answer:
+            reason = str(answer.get("error", "")) if isinstance(answer, dict) else ""
+            raise SndsAnswerError(
+                "auth",
+                f"the OAuth token endpoint refused the refresh token (HTTP {response.status_code} {reason})".rstrip(),
+            )
+        if answer.get("refresh_token"):
+            self._store(str(answer["refresh_token"]))
+        lifetime = float(answer.get("expires_in", 3600))
+        return str(answer["access_token"]), time.monotonic() + max(lifetime - 60, 0)
+
+    def _stored(self) -> str:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ""
+        return str(data.get("refresh_token", "")) if isinstance(data, dict) else ""
+
+    def _store(self, refresh: str) -> None:
+        """Write the new refresh token atomically (temporary file, fsync, rename), readable by us alone."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"refresh_token": refresh}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+
+# -- findings -------------------------------------------------------------------------------------------
+
+_ADVICE = {
+    "key-expired": "Automated-access links expire after 30 days: create a new one in SNDS, or move to the REST API.",
+    "login-page": "SNDS wants a login: renew the automated-access key or the OAuth token (see docs/providers.md).",
+    "auth": "Renew the OAuth token (token_command or the stored refresh token).",
+}
+
+
+def findings_for_rows(
+    rows: Sequence[DataRow], ips: Sequence[str], settings: SndsSettings, now: datetime, latest_only: bool = True
+) -> list[Finding]:
+    """Per IP: the latest day's colour, complaint rate and trap hits (every day unless latest_only)."""
+    wanted = list(ips) or sorted({row.ip for row in rows})
+    findings = []
+    for ip in wanted:
+        mine = [row for row in rows if row.ip == ip]
+        if not mine:
+            summary = f"SNDS has no data for {ip}: normal for an IP sending under about 100 messages a day"
+            findings.append(Finding("snds", ip, Status.UNKNOWN, summary, {"ip": ip}, code="snds-no-data"))
+            continue
+        for row in mine[-1:] if latest_only else mine:
+            findings.append(_row_finding(row, ip if latest_only else f"{ip} {row.day}", settings, now))
+    return findings
+
+
+def _row_finding(row: DataRow, subject: str, settings: SndsSettings, now: datetime) -> Finding:
+    statuses = [COLOURS[row.colour]]
+    advice = []
+    if row.colour != "GREEN":
+        advice.append(
+            f"{row.colour}: Microsoft filtered {'most' if row.colour == 'RED' else 'some'} of this mail as spam"
+        )
+    rate = row.complaint_percent
+    if rate is not None and not row.complaint_text.startswith("<") and rate >= settings.complaint_warn_percent:
+        statuses.append(Status.WARN)
+        advice.append(f"complaint rate {row.complaint_text} is over {settings.complaint_warn_percent}%")
+    if row.trap_hits:
+        statuses.append(Status.FAIL if row.trap_hits >= settings.trap_fail else Status.WARN)
+        advice.append(f"{row.trap_hits} spam-trap hits: clean the list that reached them")
+    status = max(statuses, key=lambda s: s.severity)
+    complaints = row.complaint_text or "none reported"
+    summary = (
+        f"{row.ip} on {row.day}: {row.colour}, complaint rate {complaints}, {row.trap_hits} trap hits, "
+        f"{row.recipients} recipients"
+    )
+    evidence = {
+        "ip": row.ip,
+        "day": row.day.isoformat(),
+        "activity": f"{row.start:%Y-%m-%d %H:%M} to {row.end:%Y-%m-%d %H:%M} (Pacific)",
+        "colour": row.colour,
+        "complaint_rate": row.complaint_text,
+        "trap_hits": row.trap_hits,
+        "recipients": row.recipients,
+        "data_commands": row.data_commands,
+        "helo": row.helo,
+    }
+    return Finding("snds", subject, status, summary, evidence, "; ".join(advice), f"snds-{row.colour.lower()}", now)
+
+
+def findings_for_status(ranges: Sequence[BlockRange], ips: Sequence[str], now: datetime) -> list[Finding]:
+    """Per configured IP: blocked (fail, with the reason) or not; without IPs, every blocked address."""
+    blocked = [r for r in ranges if r.blocked]
+    if not ips:
+        ips = [address for r in blocked for address in r.addresses()]
+    findings = []
+    for ip in ips:
+        hits = [r for r in blocked if ip in r]
+        if hits:
+            reasons = "; ".join(dict.fromkeys(r.reason or "no reason given" for r in hits))
+            evidence = {"ip": ip, "ranges": [f"{r.first}-{r.last}" for r in hits], "reason": reasons}
+            advice = "Ask Microsoft to lift it: https://olcsupport.office.com/ (sender support form)"
+            summary = f"Microsoft blocks {ip}: {reasons}"
+            findings.append(Finding("snds", f"{ip} block", Status.FAIL, summary, evidence, advice, "snds-blocked", now))
+        else:
+            summary = f"Microsoft does not block {ip}"
+            findings.append(
+                Finding("snds", f"{ip} block", Status.OK, summary, {"ip": ip}, code="snds-not-blocked", observed_at=now)
+            )
+    return findings
+
+
+def _failure(error: SndsAnswerError, subject: str, now: datetime) -> Finding:
+    return Finding(
+        "snds",
+        subject,
+        Status.UNKNOWN,
+        str(error),
+        {"problem": error.code},
+        _ADVICE.get(error.code, ""),
+        f"snds-{error.code}",
+        now,
+    )
+
+
+async def check(settings: SndsSettings, ctx: CheckContext, ip: str | None = None) -> list[Finding]:
+    """SNDS findings for the configured IPs (or one): colour, complaints and traps per IP, then block status."""
+    ips = [ip] if ip else list(settings.ips or ctx.sending_ips)
+    now = ctx.clock()
+    data, status = await asyncio.gather(
+        fetch_data(settings, ctx, ip), fetch_status(settings, ctx), return_exceptions=True
+    )
+    findings: list[Finding] = []
+    for result, subject in ((data, "SNDS data"), (status, "SNDS ipStatus")):
+        if isinstance(result, SndsAnswerError):
+            log.warning("SNDS: %s (%s)", result, result.code)
+            findings.append(_failure(result, subject, now))
+        elif isinstance(result, BaseException):
+            raise result
+    if isinstance(data, list):
+        findings += findings_for_rows(data, ips, settings, now)
+    if isinstance(status, list):
+        findings += findings_for_status(status, ips, now)
+    return findings
