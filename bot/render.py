@@ -7,9 +7,12 @@ import json
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from checks import Finding, Report, Status
+
+if TYPE_CHECKING:
+    from checks.spf import SpfResult
 
 __all__ = [
     "MARKS",
@@ -121,15 +124,7 @@ def json_value(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-class _SpfLike(Protocol):
-    result: str
-    explanation: str
-    lookups: int
-    void_lookups: int
-    trace: Sequence[str]
-
-
-def spf_text(domain: str, ip: str, result: _SpfLike) -> str:
+def spf_text(domain: str, ip: str, result: SpfResult) -> str:
     """`repbot spf` output: the result, the explanation, the counts and the evaluation trace."""
     lines = [f"SPF for {ip} at {domain}: {result.result}"]
     if result.explanation:

@@ -6,14 +6,25 @@ once, and the resolver answers a question several modules ask (the MX set, say) 
 
 from __future__ import annotations
 
-from . import dnsbl
+from . import dkim, dmarc, dnsbl, dnssec, mtasts, mx, smtp, spf_lint, tlsrpt
 from .context import CheckContext
 from .model import Report, Target
 from .runner import CheckFn, run_checks
 
 __all__ = ["DOMAIN_CHECKS", "check_domain"]
 
-DOMAIN_CHECKS: tuple[tuple[str, CheckFn], ...] = (("dnsbl", dnsbl.check_domain),)
+# The order findings are shown in: reputation first, then what authenticates mail, then transport.
+DOMAIN_CHECKS: tuple[tuple[str, CheckFn], ...] = (
+    ("dnsbl", dnsbl.check_domain),
+    ("spf", spf_lint.check),
+    ("dkim", dkim.check),
+    ("dmarc", dmarc.check),
+    ("mx", mx.check),
+    ("mx-tls", smtp.check),
+    ("mta-sts", mtasts.check),
+    ("tls-rpt", tlsrpt.check),
+    ("dnssec", dnssec.check),
+)
 
 
 async def check_domain(target: Target, ctx: CheckContext) -> Report:
