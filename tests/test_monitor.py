@@ -320,3 +320,36 @@ def test_evidence_inside_the_same_status_matters_only_for_what_operators_care_ab
     state, events = observe(state, "example.org", _finding(Status.OK, policy_hash="a", policy_id="1"), now, rules)
     state, events = observe(state, "example.org", _finding(Status.OK, policy_hash="b", policy_id="1"), now, rules)
     assert [event.detail for event in events] == ["policy changed but its id did not"]
+
+
+async def _command(world: Scenario, line: str) -> str:
+    from bot.app import load_command_modules
+    from bot.commands import REGISTRY, Call, Invocation, Services
+
+    load_command_modules()
+    parsed = REGISTRY.parse(line)
+    assert isinstance(parsed, Invocation), parsed
+    services = Services(world.config, world.ctx, world.transport, REGISTRY, world.clock(), {"monitor": world.monitor})  # type: ignore[arg-type]
+    reply = await parsed.command.handler(
+        Call(Incoming(ROOM, "@admin:localhost", line), parsed.command, parsed.args, services)
+    )
+    assert reply is not None
+    return reply.plain
+
+
+async def test_the_room_commands_read_and_steer_the_monitor(world: Scenario) -> None:
+    assert "no results yet" in await _command(world, "!status")
+    assert await _command(world, "!run") == "ran blocklists: no change"
+    world.listed()
+    assert "1 change(s)" in await _command(world, "!run blocklists")
+    status = await _command(world, "!status")
+    assert f"✗ {IP}: fail, 1 checks, last run 0 s ago" in status and f"dnsbl {ZONE} for 0 s" in status
+    assert "new listing" not in await _command(world, f"!history {IP}")
+    assert "problem dnsbl zen.spamhaus.org" in await _command(world, f"!history {IP} dnsbl")
+    assert "muted zen.spamhaus.org until 2024-05-01 08:00 UTC" in await _command(world, "!mute zen.spamhaus.org 2h")
+    assert "muted: zen.spamhaus.org until 2024-05-01 08:00" in await _command(world, "!status")
+    assert await _command(world, "!unmute zen.spamhaus.org") == "unmuted zen.spamhaus.org"
+    assert "no job 'snds'" in await _command(world, "!run snds")
+    from bot.commands import REGISTRY, ParseFailure
+
+    assert isinstance(REGISTRY.parse("!mute dkim soon"), ParseFailure)  # a duration the parser refuses
