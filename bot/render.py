@@ -27,7 +27,6 @@ __all__ = [
 MARKS = {Status.OK: "✓", Status.WARN: "!", Status.FAIL: "✗", Status.UNKNOWN: "?"}
 HTML_COLOURS = {Status.OK: "#2e7d32", Status.WARN: "#b26a00", Status.FAIL: "#c62828", Status.UNKNOWN: "#616161"}
 CHECK_WIDTH = 8
-SUBJECT_WIDTH = 26
 # Reports longer than this many findings are folded in Matrix, keeping the problems visible.
 FOLD_AFTER = 6
 
@@ -58,19 +57,16 @@ def _summary_line(report: Report) -> str:
 
 
 def text_report(report: Report, width: int = 80) -> str:
-    """A compact table for an 80-column terminal: one line a finding, advice under each problem."""
+    """A compact table for an 80-column terminal: one entry a finding, advice under each problem."""
     lines = [_summary_line(report)]
-    summary_width = max(20, width - CHECK_WIDTH - SUBJECT_WIDTH - 6)
-    indent = " " * (CHECK_WIDTH + SUBJECT_WIDTH + 6)
+    indent = " " * (CHECK_WIDTH + 5)
     for finding in report.findings:
-        subject = _fit(finding.subject, SUBJECT_WIDTH)
-        head = f"  {MARKS[finding.status]} {finding.check:<{CHECK_WIDTH}} {subject:<{SUBJECT_WIDTH}} "
-        wrapped = textwrap.wrap(finding.summary, summary_width) or [""]
-        lines.append(head + wrapped[0])
-        lines.extend(indent + more for more in wrapped[1:])
+        head = f"  {MARKS[finding.status]} {finding.check:<{CHECK_WIDTH}} {finding.subject}: {finding.summary}"
+        lines.extend(textwrap.wrap(head, width, subsequent_indent=indent, break_on_hyphens=False) or [head])
         if finding.advice and finding.status is not Status.OK:
-            for advice_line in textwrap.wrap("→ " + finding.advice, width - 6):
-                lines.append("      " + advice_line)
+            lines.extend(
+                textwrap.wrap("→ " + finding.advice, width, initial_indent=indent, subsequent_indent=indent + "  ")
+            )
     return "\n".join(lines)
 
 
