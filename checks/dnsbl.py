@@ -316,8 +316,13 @@ def probe_names(zone: Zone) -> tuple[str | None, str]:
         return (zone.test_listed or "test") if zone.test_points else None, "invalid"
     if "ipv4" in zone.families:
         return ("2.0.0.127" if zone.test_points else None), "1.0.0.127"
-    listed = reverse_pointer("::ffff:7f00:2") if zone.test_points else None
-    return listed, reverse_pointer("::ffff:7f00:1")
+    # Built by hand: dnspython writes IPv4-mapped addresses as in-addr.arpa names.
+    listed = _nibbles("::ffff:7f00:2") if zone.test_points else None
+    return listed, _nibbles("::ffff:7f00:1")
+
+
+def _nibbles(address: str) -> str:
+    return ".".join(reversed(ipaddress.IPv6Address(address).exploded.replace(":", "")))
 
 
 async def _probe(zone: Zone, ctx: CheckContext) -> ZoneHealth:

@@ -1,0 +1,204 @@
+"""checks.dns against a real local DNS server: every outcome, TC -> TCP, the TTL cache, answer matching."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import dns.message
+import dns.rrset
+import pytest
+
+from checks.dns import DnsAnswer, Nameserver, Outcome, Resolver, _parse_query, _prepare, parse_nameserver
+from tests.fixtures.dnsserver import DnsServer
+
+
+def resolver_for(server: DnsServer, timeout: float = 2.0, **kwargs: object) -> Resolver:
+    return Resolver([server.address], timeout=timeout, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_answer(dns_server: DnsServer) -> None:
+    dns_server.add("host.example.test", "A", "192.0.2.7", ttl=120)
+    answer = await resolver_for(dns_server).query("host.example.test", "A")
+    assert answer.outcome == Outcome.ANSWER and answer.ok
+    assert answer.records == ("192.0.2.7",)
+    assert answer.ttl == 120
+    assert answer.server == dns_server.address
+
+
+async def test_nxdomain_and_nodata_are_distinct(dns_server: DnsServer) -> None:
+    dns_server.add("host.example.test", "A", "192.0.2.7")
+    resolver = resolver_for(dns_server)
+    missing = await resolver.query("nope.example.test", "A")
+    nodata = await resolver.query("host.example.test", "TXT")
+    assert missing.outcome == Outcome.NXDOMAIN and missing.missing and not missing.failed
+    assert nodata.outcome == Outcome.NODATA and nodata.missing
+    assert missing.ttl > 0  # negative TTL read from the SOA in the authority section
+
+
+@pytest.mark.parametrize(("behaviour", "outcome"), [("servfail", Outcome.SERVFAIL), ("refused", Outcome.REFUSED)])
+async def test_failures(dns_server: DnsServer, behaviour: str, outcome: str) -> None:
+    dns_server.set_behaviour("bad.example.test", behaviour)
+    answer = await resolver_for(dns_server).query("bad.example.test", "A")
+    assert answer.outcome == outcome and answer.failed and not answer.missing
+
+
+async def test_timeout(dns_server: DnsServer) -> None:
+    dns_server.set_behaviour("slow.example.test", "timeout")
+    answer = await resolver_for(dns_server, timeout=0.4).query("slow.example.test", "A")
+    assert answer.outcome == Outcome.TIMEOUT and answer.failed
+
+
+async def test_network_error_is_error_or_timeout() -> None:
+    # Nothing listens on this port: ICMP unreachable gives an error, or nothing at all a timeout.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    answer = await Resolver([f"127.0.0.1:{port}"], timeout=0.4).query("x.example.test", "A")
+    assert answer.outcome in (Outcome.ERROR, Outcome.TIMEOUT)
+
+
+async def test_invalid_name_is_error() -> None:
+    answer = await Resolver(["127.0.0.1:9"], timeout=0.2).query("a..b", "A")
+    assert answer.outcome == Outcome.ERROR and "invalid query" in answer.detail
+
+
+async def test_truncated_answer_is_retried_over_tcp(dns_server: DnsServer) -> None:
+    dns_server.add("big.example.test", "TXT", "x" * 200)
+    dns_server.set_behaviour("big.example.test", "truncate")
+    answer = await resolver_for(dns_server).query("big.example.test", "TXT")
+    assert answer.ok and answer.via_tcp
+    assert answer.texts() == ["x" * 200]
+    assert dns_server.count("big.example.test", transport="tcp") == 1
+
+
+async def test_ttl_cache(dns_server: DnsServer) -> None:
+    dns_server.add("cached.example.test", "A", "192.0.2.1", ttl=60)
+    dns_server.add("uncached.example.test", "A", "192.0.2.2", ttl=0)
+    resolver = resolver_for(dns_server)
+    for _ in range(3):
+        assert (await resolver.query("cached.example.test")).records == ("192.0.2.1",)
+        assert (await resolver.query("uncached.example.test")).records == ("192.0.2.2",)
+    assert dns_server.count("cached.example.test") == 1
+    assert dns_server.count("uncached.example.test") == 3
+    assert resolver.cache_hits == 2
+
+
+async def test_failures_are_not_cached(dns_server: DnsServer) -> None:
+    dns_server.set_behaviour("flaky.example.test", "servfail")
+    resolver = resolver_for(dns_server)
+    assert (await resolver.query("flaky.example.test")).outcome == Outcome.SERVFAIL
+    dns_server.set_behaviour("flaky.example.test", None)
+    dns_server.add("flaky.example.test", "A", "192.0.2.3")
+    assert (await resolver.query("flaky.example.test")).ok
+
+
+async def test_concurrent_identical_queries_are_sent_once(dns_server: DnsServer) -> None:
+    dns_server.add("same.example.test", "A", "192.0.2.4")
+    dns_server.delay = 0.05
+    resolver = resolver_for(dns_server, cache=False)
+    answers = await asyncio.gather(*(resolver.query("same.example.test") for _ in range(5)))
+    assert {a.records for a in answers} == {("192.0.2.4",)}
+    assert dns_server.count("same.example.test") == 1
+
+
+async def test_cancelled_owner_does_not_cancel_joiners(dns_server: DnsServer) -> None:
+    dns_server.add("shared.example.test", "A", "192.0.2.5")
+    dns_server.delay = 0.2
+    resolver = resolver_for(dns_server, cache=False)
+    owner = asyncio.ensure_future(resolver.query("shared.example.test"))
+    await asyncio.sleep(0.01)
+    joiner = asyncio.ensure_future(resolver.query("shared.example.test"))
+    await asyncio.sleep(0.01)
+    owner.cancel()
+    answer = await joiner
+    assert answer.ok and answer.records == ("192.0.2.5",)
+
+
+async def test_names_are_absolute(dns_server: DnsServer) -> None:
+    dns_server.add("plain.example.test", "A", "192.0.2.6")
+    resolver = resolver_for(dns_server)
+    relative = await resolver.query("plain.example.test", "A")
+    absolute = await resolver.query("PLAIN.Example.TEST.", "A")
+    assert relative.name == absolute.name == "plain.example.test."
+    assert dns_server.queries[0][0] == "plain.example.test"  # no search domain appended
+
+
+def test_query_wire_matches_dnspython() -> None:
+    parsed = _parse_query("5.113.0.203.zen.spamhaus.org", "A")
+    assert not isinstance(parsed, str)
+    text, wire_name, type_code = parsed
+    assert text == "5.113.0.203.zen.spamhaus.org."
+    message = dns.message.from_wire(b"\x12\x34" + _prepare(wire_name, type_code).body)
+    assert message.question[0].name.to_text() == text
+    assert message.edns == 0 and message.payload == 1232
+    assert _parse_query("münchen.example", "A")[0] == "xn--mnchen-3ya.example."  # type: ignore[index]
+
+
+class _Spoofer:
+    """A UDP server that first answers for another question with the query's id, then answers correctly."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        wire, addr = self.sock.recvfrom(4096)
+        query = dns.message.from_wire(wire)
+        wrong = dns.message.make_query("other.example.test", "A")
+        wrong.id = query.id
+        spoof = dns.message.make_response(wrong)
+        spoof.answer.append(dns.rrset.from_text("other.example.test.", 60, "IN", "A", "203.0.113.66"))
+        self.sock.sendto(spoof.to_wire(), addr)
+        real = dns.message.make_response(query)
+        real.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "192.0.2.9"))
+        self.sock.sendto(real.to_wire(), addr)
+
+    def close(self) -> None:
+        self.thread.join(2)
+        self.sock.close()
+
+
+async def test_answer_for_another_question_is_ignored() -> None:
+    spoofer = _Spoofer()
+    try:
+        answer = await Resolver([f"127.0.0.1:{spoofer.port}"], timeout=2).query("real.example.test", "A")
+    finally:
+        spoofer.close()
+    assert answer.ok and answer.records == ("192.0.2.9",)
+
+
+def test_answer_helpers() -> None:
+    answer = DnsAnswer("x.test.", "A", Outcome.SERVFAIL, server="127.0.0.1:53")
+    assert answer.describe() == "SERVFAIL from 127.0.0.1:53"
+    with pytest.raises(Exception, match="SERVFAIL"):
+        answer.raise_for_failure()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1", Nameserver("127.0.0.1", 53)),
+        ("127.0.0.1:5353", Nameserver("127.0.0.1", 5353)),
+        ("::1", Nameserver("::1", 53)),
+        ("[::1]:5353", Nameserver("::1", 5353)),
+        ("[2001:DB8::1]", Nameserver("2001:db8::1", 53)),
+    ],
+)
+def test_parse_nameserver(text: str, expected: Nameserver) -> None:
+    assert parse_nameserver(text) == expected
+
+
+@pytest.mark.parametrize("text", ["dns.example", "127.0.0.1:0", "127.0.0.1:99999", "[::1", "[::1]x", "1.2.3.4:dns"])
+def test_parse_nameserver_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_nameserver(text)
+
+
+def test_nameserver_str() -> None:
+    assert str(Nameserver("::1", 5353)) == "[::1]:5353"
+    assert str(Nameserver("127.0.0.1")) == "127.0.0.1:53"
