@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import dns.exception
 import dns.flags
@@ -183,36 +183,68 @@ class _Pending:
     future: asyncio.Future[bytes]
 
 
-class _UdpClient(asyncio.DatagramProtocol):
-    """One UDP socket to one nameserver; answers are matched to queries by id and question."""
+class _UdpClient:
+    """One connected UDP socket to one nameserver; answers are matched to queries by id and question.
 
-    def __init__(self) -> None:
+    It reads with loop.add_reader and drains every waiting datagram per wake-up: asyncio's datagram transport
+    reads one datagram per event-loop iteration, which costs a poll per answer in a blocklist sweep.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, server: Nameserver) -> None:
+        family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            # Up to `concurrency` answers can arrive at once; the default buffer drops some of a burst.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        try:
+            self.sock.connect((server.host, server.port))
+        except OSError:
+            self.sock.close()
+            raise
+        self.loop = loop
         self.pending: dict[int, _Pending] = {}
-        self.transport: asyncio.DatagramTransport | None = None
+        self.closed = False
+        loop.add_reader(self.sock.fileno(), self._read_ready)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def send(self, data: bytes) -> None:
+        self.sock.send(data)
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if len(data) < _HEADER:
-            return
-        entry = self.pending.get(int.from_bytes(data[:2], "big"))
-        if entry is None or entry.future.done():
-            return
-        # A late or spoofed answer for another question must not complete this query.
-        if data[_HEADER : _HEADER + len(entry.question)].lower() != entry.question:
-            return
-        entry.future.set_result(data)
+    def _read_ready(self) -> None:
+        recv = self.sock.recv
+        pending = self.pending
+        while True:
+            try:
+                data = recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                # ICMP port unreachable applies to the whole server, so every query to it has failed.
+                self._fail_all(error)
+                return
+            if len(data) < _HEADER:
+                continue
+            entry = pending.get(int.from_bytes(data[:2], "big"))
+            if entry is None or entry.future.done():
+                continue
+            # A late or spoofed answer for another question must not complete this query.
+            if data[_HEADER : _HEADER + len(entry.question)].lower() != entry.question:
+                continue
+            entry.future.set_result(data)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable applies to the whole server, so every query to it has failed.
+    def _fail_all(self, error: Exception) -> None:
         for entry in self.pending.values():
             if not entry.future.done():
-                entry.future.set_exception(exc)
+                entry.future.set_exception(error)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.error_received(exc or ConnectionError("socket closed"))
-        self.transport = None
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        self._fail_all(ConnectionError("socket closed"))
 
     def new_id(self) -> int:
         while True:
@@ -385,8 +417,7 @@ class Resolver:
         # A timer on the future itself: cheaper than wait_for, which wraps every query in a task.
         timer = loop.call_later(wait, _expire, future)
         try:
-            assert client.transport is not None
-            client.transport.sendto(query_id.to_bytes(2, "big") + prepared.body)
+            client.send(query_id.to_bytes(2, "big") + prepared.body)
             return await future
         finally:
             timer.cancel()
@@ -396,13 +427,8 @@ class Resolver:
         loop = asyncio.get_running_loop()
         clients = self._clients.setdefault(loop, {})
         client = clients.get(server)
-        if client is None or client.transport is None or client.transport.is_closing():
-            transport, client = await loop.create_datagram_endpoint(_UdpClient, remote_addr=(server.host, server.port))
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                # Up to `concurrency` answers can arrive at once; the default buffer drops some of a burst.
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        if client is None or client.closed:
+            client = _UdpClient(loop, server)
             clients[server] = client
         return client
 
@@ -425,8 +451,7 @@ class Resolver:
         """Close the sockets of every event loop."""
         for clients in self._clients.values():
             for client in clients.values():
-                if client.transport is not None:
-                    client.transport.close()
+                client.close()
         self._clients.clear()
 
 
