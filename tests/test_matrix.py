@@ -461,3 +461,18 @@ def test_config_file_permissions_are_enforced_for_inline_secrets(tmp_path: Path)
         [sys.executable, "-m", "bot.cli", "run", "-c", str(config)], capture_output=True, text=True, check=False
     )
     assert done.returncode != 0 and "chmod 600" in done.stderr
+
+
+async def test_a_homeserver_outage_is_ridden_out_and_logged_once(
+    bot_process: BotProcess, operator: Operator, synapse: SynapseServer
+) -> None:
+    room = await _joined_room(operator, bot_process)
+    offset = bot_process.log.stat().st_size
+    synapse.stop()
+    await asyncio.sleep(5)
+    synapse.start()
+    bot_process.wait_for_log("reachable again", offset)
+    ping = await operator.say(room, "!ping")
+    assert (await operator.reply(ping, bot_process.user_id))["content"]["body"] == "pong"
+    log = bot_process.log.read_text()[offset:]
+    assert log.count("unreachable") == 1 and log.count("reachable again") == 1
