@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from pathlib import Path
 
 import dns.message
 import dns.rrset
@@ -202,3 +203,12 @@ def test_parse_nameserver_rejects(text: str) -> None:
 def test_nameserver_str() -> None:
     assert str(Nameserver("::1", 5353)) == "[::1]:5353"
     assert str(Nameserver("127.0.0.1")) == "127.0.0.1:53"
+
+
+def test_system_nameservers_come_from_resolv_conf(tmp_path: Path) -> None:
+    from checks.dns import Nameserver, _system_nameservers
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver bogus\n")
+    assert _system_nameservers(str(conf)) == (Nameserver("192.0.2.53"), Nameserver("fe80::1"))
+    assert _system_nameservers(str(tmp_path / "missing")) == (Nameserver("127.0.0.1"),)
