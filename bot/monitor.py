@@ -250,6 +250,7 @@ class Monitor:
         from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not two lines a run
         # A missed run (suspend, a blocked loop) runs once, however late: coalesce, no grace limit.
         defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
         scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=defaults)
