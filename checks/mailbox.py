@@ -37,6 +37,16 @@ _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _UID = re.compile(rb"UID (\d+)")
 
 
+class _NoWireLog(logging.Filter):
+    """Drops aioimaplib's DEBUG wire dumps: they hold whole messages (complainants' addresses) and SASL strings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Received :", "Sending :", "continuation line", "ignored untagged"))
+
+
+logging.getLogger("aioimaplib.aioimaplib").addFilter(_NoWireLog())
+
+
 class MailboxError(LookupFailed):
     """Raised when the mailbox cannot be used; `code` is connect, tls, auth, timeout, dropped or protocol."""
 
