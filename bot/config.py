@@ -50,7 +50,10 @@ class ConfigError(Exception):
         self.problems = problems
         self.source = source
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{len(problems)} problem(s) in the configuration:\n  " + "\n  ".join(problems))
+        if len(problems) == 1:
+            super().__init__(f"{where}{problems[0]}")
+        else:
+            super().__init__(f"{where}{len(problems)} problems in the configuration:\n  " + "\n  ".join(problems))
 
 
 class SecretError(Exception):
