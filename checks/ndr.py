@@ -23,6 +23,7 @@ __all__ = [
     "Explanation",
     "ReplyCodes",
     "explain",
+    "load_contacts",
     "load_table",
     "parse_reply",
     "provider_family",
@@ -268,7 +269,18 @@ def parse_table(data: Mapping[str, Any]) -> tuple[Entry, ...]:
 
 
 @functools.cache
+def _shipped() -> dict[str, Any]:
+    text = resources.files(__package__).joinpath("ndr.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+@functools.cache
 def load_table() -> tuple[Entry, ...]:
     """The shipped table (checks/ndr.toml), parsed once."""
-    text = resources.files(__package__).joinpath("ndr.toml").read_text(encoding="utf-8")
-    return parse_table(tomllib.loads(text))
+    return parse_table(_shipped())
+
+
+@functools.cache
+def load_contacts() -> dict[str, Contact]:
+    """The shipped [contacts] (where to go about a provider), by key."""
+    return _parse_contacts(_shipped().get("contacts", {}))

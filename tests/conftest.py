@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.synapse",
     "tests.fixtures.dovecot",
     "tests.fixtures.http_providers",
+    "tests.fixtures.mta",
 ]

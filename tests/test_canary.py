@@ -1,0 +1,223 @@
+"""Canaries end to end on loopback: our MTA (aiosmtpd), provider MX servers, a real Dovecot; every verdict."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from checks.canary import (
+    Canary,
+    CanarySettings,
+    SubmissionSettings,
+    build_message,
+    look,
+    read_bounce,
+    read_receiver_verdict,
+    send,
+)
+from checks.mailbox import Mailbox, MailboxSettings
+from checks.maillog import LogSource
+from checks.model import Finding, Status
+from checks.verdict import classify, provider_finding, run_canary, settle
+from tests.fixtures.mta import MtaLab
+
+DEADLINE = timedelta(seconds=2.5)
+
+
+def _user(lab: MtaLab, prefix: str) -> tuple[str, MailboxSettings]:
+    name, password = f"{prefix}{secrets.token_hex(3)}", secrets.token_hex(8)
+    lab.dovecot.add_user(name, password)
+    box = MailboxSettings(HOST, name, port=lab.dovecot.port, security="plain", password=lambda: password, timeout=5)
+    return name, box
+
+
+HOST = "127.0.0.1"
+
+
+def _settings(
+    lab: MtaLab, mode: str, *, log: bool = True, password: str | None = None, **extra: object
+) -> CanarySettings:
+    seed, seed_box = _user(lab, "seed")
+    sender, sender_box = _user(lab, "me")
+    lab.mta.bounce_to = sender
+    submission = SubmissionSettings(
+        HOST, lab.mta.port, "plain", user="me", password=lambda: password or lab.mta.password, timeout=5
+    )
+    values: dict[str, object] = {
+        "name": "outlook",
+        "seed": f"{seed}@{mode}.test",
+        "sender": f"{sender}@example.org",
+        "seed_mailbox": seed_box,
+        "sender_mailbox": sender_box,
+        "submission": submission,
+        "deadline": DEADLINE,
+        "poll_interval": 0.2,
+        "log": LogSource(path=str(lab.mta.log_path)) if log else None,
+    }
+    values.update(extra)
+    return CanarySettings(**values)  # type: ignore[arg-type]
+
+
+async def test_inbox_with_latency_and_the_copy_is_moved_away(mta_lab: MtaLab) -> None:
+    settings = _settings(mta_lab, "inbox")
+    verdict = await run_canary(settings)
+    assert verdict.kind == "inbox", verdict.summary
+    assert verdict.latency is not None and 0 <= verdict.latency < 10
+    assert any("compauth=pass" in line for line in verdict.lines)
+    finding = verdict.to_finding()
+    assert (finding.check, finding.subject, finding.status, finding.code) == (
+        "canary",
+        "outlook",
+        Status.OK,
+        "canary-inbox",
+    )
+    assert "latency_seconds" in finding.evidence
+    async with Mailbox(settings.seed_mailbox) as box:
+        await box.select("INBOX")
+        assert await box.search("HEADER", "X-Repbot-Canary", verdict.canary.token) == []
+        trash = await box.find_folder("\\Trash")
+        assert trash is not None
+        await box.select(trash)
+        assert len(await box.search("HEADER", "X-Repbot-Canary", verdict.canary.token)) == 1
+
+
+async def test_junk_with_scl_and_compauth(mta_lab: MtaLab) -> None:
+    verdict = await run_canary(_settings(mta_lab, "junk", found_action="keep"))
+    assert verdict.kind == "junk", verdict.summary
+    assert "SCL 5" in verdict.summary and "compauth=fail" in verdict.summary and "reason 001" in verdict.summary
+    assert any(line.startswith("X-Forefront-Antispam-Report:") and "SCL:5" in line for line in verdict.lines)
+    assert verdict.to_finding().status is Status.WARN
+
+
+async def test_bounced_with_the_code_explained(mta_lab: MtaLab) -> None:
+    started = datetime.now(UTC)
+    verdict = await run_canary(_settings(mta_lab, "reject"))
+    assert verdict.kind == "bounced", verdict.summary
+    assert "S3150" in verdict.summary
+    assert verdict.explanation is not None and verdict.explanation.entry_id == "microsoft.s3150"
+    assert "olcsupport.office.com" in verdict.advice
+    assert any("Diagnostic-Code" in line and "S3150" in line for line in verdict.lines)
+    assert datetime.now(UTC) - started < DEADLINE + timedelta(seconds=2)  # found by its DSN, not by the deadline
+
+
+async def test_deferred_with_the_remote_4xx(mta_lab: MtaLab) -> None:
+    verdict = await run_canary(_settings(mta_lab, "defer"))
+    assert verdict.kind == "deferred", verdict.summary
+    assert "451 4.7.650" in verdict.summary
+    assert verdict.explanation is not None and verdict.explanation.entry_id == "microsoft.s775"
+    assert any("status=deferred" in line for line in verdict.lines)
+
+
+@pytest.mark.parametrize("log_format", ["postfix", "opensmtpd"])
+async def test_missing_after_remote_acceptance_is_the_silent_drop(mta_lab: MtaLab, log_format: str) -> None:
+    mta_lab.mta.format = log_format
+    verdict = await run_canary(_settings(mta_lab, "drop"))
+    assert verdict.kind == "missing-accepted", verdict.summary
+    assert "suspected silent drop" in verdict.summary
+    accepted = [line for line in verdict.lines if "Queued mail for delivery" in line]
+    assert accepted and verdict.canary.message_id in accepted[0]
+    assert "olcsupport.office.com" in verdict.advice
+    assert verdict.to_finding().status is Status.FAIL
+
+
+async def test_missing_acceptance_unknown_without_log(mta_lab: MtaLab) -> None:
+    verdict = await run_canary(_settings(mta_lab, "drop", log=False))
+    assert verdict.kind == "missing-unknown", verdict.summary
+    assert "evidence missing" in verdict.summary and "no MTA log configured" in verdict.summary
+    unreadable = _settings(mta_lab, "drop", log=False)
+    unreadable = CanarySettings(**{**unreadable.__dict__, "log": LogSource(path="/nonexistent/mail.log")})
+    verdict = await run_canary(unreadable)
+    assert verdict.kind == "missing-unknown" and "/nonexistent/mail.log" in verdict.summary
+
+
+async def test_not_sent_refused_login_refused_recipient_and_never_relayed(mta_lab: MtaLab) -> None:
+    wrong = await run_canary(_settings(mta_lab, "inbox", password="wrong-password"))
+    assert wrong.kind == "not-sent" and "refused our login" in wrong.summary
+    assert "wrong-password" not in repr(wrong.to_finding().to_json())
+    refused = await run_canary(_settings(mta_lab, "nowhere"))
+    assert refused.kind == "not-sent" and "554 5.7.1" in refused.lines[0]
+    held = await run_canary(_settings(mta_lab, "hold"))
+    assert held.kind == "not-sent", held.summary
+    assert "no delivery attempt" in held.summary
+
+
+async def test_pending_before_the_deadline_then_resumed_from_storage(mta_lab: MtaLab) -> None:
+    settings = _settings(mta_lab, "drop", deadline=timedelta(seconds=60))
+    canary = await send(settings)
+    assert canary.submitted and canary.queue_id
+    placement = await look(settings, canary)
+    early = await settle(settings, canary, placement, datetime.now(UTC))
+    assert early.kind == "pending" and not early.final
+    assert early.to_finding().status is Status.UNKNOWN
+    # The bot crashed: the stored canary comes back and is settled after its deadline.
+    stored = Canary.from_json(canary.to_json())
+    assert stored == canary
+    await mta_lab.mta.drain()
+    later = await settle(settings, stored, await look(settings, stored), stored.deadline_at + timedelta(seconds=1))
+    assert later.kind == "missing-accepted"
+
+
+async def test_direct_to_the_seed_mx_records_the_remote_reply(mta_lab: MtaLab) -> None:
+    from checks.context import CheckContext
+    from checks.dns import Resolver
+
+    ctx = CheckContext(resolver=Resolver(), smtp_port=mta_lab.providers["drop"].port)
+    settings = _settings(mta_lab, "drop", send_via="direct", submission=None, direct_host=HOST, log=False)
+    try:
+        verdict = await run_canary(settings, ctx)
+    finally:
+        await ctx.aclose()
+    assert verdict.kind == "missing-accepted", verdict.summary
+    assert verdict.canary.reply is not None and verdict.canary.reply.startswith("250 2.6.0")
+
+
+async def test_provider_verdict_combines_canaries_and_snds(mta_lab: MtaLab) -> None:
+    drops = [await run_canary(_settings(mta_lab, "drop", deadline=timedelta(seconds=1))) for _ in range(3)]
+    snds = [Finding("snds", "192.0.2.25", Status.FAIL, "RED since Tuesday (spam > 90%)", code="snds-red")]
+    finding = provider_finding("outlook", drops, snds)
+    assert finding.status is Status.FAIL
+    assert finding.summary.startswith("3 of the last 3 canaries to outlook accepted with 250 and never delivered")
+    assert "SNDS 192.0.2.25: RED since Tuesday" in finding.summary and "likely silent block" in finding.summary
+    assert "olcsupport.office.com" in finding.advice
+    assert all("Queued mail for delivery" in line for line in finding.evidence["accepted"])
+
+
+# --- pure helpers ---------------------------------------------------------------------------------------
+
+
+def test_message_is_plain_and_tokened() -> None:
+    message = build_message("seed@outlook.com", "me@example.org", "rb0123456789abcdef", datetime.now(UTC))
+    assert message["Message-ID"] == "<rb0123456789abcdef@example.org>"
+    assert "rb0123456789abcdef" in message["Subject"] and message["X-Repbot-Canary"] == "rb0123456789abcdef"
+    assert message.get_content_type() == "text/plain"
+    body = message.get_content()
+    assert "http" not in body and "unsubscribe" not in body.lower()
+
+
+def test_receiver_verdict_headers() -> None:
+    raw = (
+        b"Authentication-Results: spf=pass (sender IP is 192.0.2.25) smtp.mailfrom=example.org; dkim=pass\r\n"
+        b" (signature was verified) header.d=example.org;dmarc=pass action=none;compauth=pass reason=100\r\n"
+        b"X-MS-Exchange-Organization-SCL: 1\r\nSubject: x\r\n\r\nbody\r\n"
+    )
+    verdict = read_receiver_verdict(raw)
+    assert verdict.results == {"spf": "pass", "dkim": "pass", "dmarc": "pass", "compauth": "pass"}
+    assert verdict.compauth_reason == "100" and verdict.scl == 1
+    assert len(verdict.lines) == 2
+
+
+def test_bounce_parsing_ignores_the_canary_itself() -> None:
+    canary = build_message("s@x.test", "me@example.org", "rbfeed", datetime.now(UTC)).as_bytes()
+    assert read_bounce(canary, "rbfeed") is None
+    plain = b"From: MAILER-DAEMON@x\r\nSubject: failure\r\n\r\nrbfeed: host said: 550 5.7.606 Access denied\r\n"
+    bounce = read_bounce(plain, "rbfeed")
+    assert bounce is not None and bounce.diagnostic == "550 5.7.606 Access denied"
+
+
+def test_classify_not_sent_without_reply() -> None:
+    now = datetime.now(UTC)
+    canary = Canary("gmail", "rbx", "<rbx@e>", "s@gmail.com", "me@e", now, now, error="SMTPConnectError: refused")
+    verdict = classify(canary, None, None, now)
+    assert verdict.kind == "not-sent" and "refused" in verdict.summary
