@@ -24,7 +24,7 @@ log = logging.getLogger("repbot.bot")
 
 # Modules that declare commands on REGISTRY; a new command module is listed here. One that is not
 # there (not written yet) is skipped; one that fails to import stops the bot.
-COMMAND_MODULES = ("bot.commands", "bot.monitor_commands")
+COMMAND_MODULES = ("bot.commands", "bot.monitor_commands", "bot.canary_commands")
 WORKING = "👀"
 INTERNAL_ERROR = "internal error, see the logs"
 HOUR = 3600.0

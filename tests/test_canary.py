@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,3 +223,125 @@ def test_classify_not_sent_without_reply() -> None:
     canary = Canary("gmail", "rbx", "<rbx@e>", "s@gmail.com", "me@e", now, now, error="SMTPConnectError: refused")
     verdict = classify(canary, None, None, now)
     assert verdict.kind == "not-sent" and "refused" in verdict.summary
+
+
+# --- the bot side: config, !canary, resume after a crash ------------------------------------------------
+
+
+class Recorder:
+    """A room that records posts; the same txn_id never posts twice."""
+
+    alert_rooms = ("!alerts:localhost",)
+
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str, str | None]] = []
+        self.txn_ids: set[str] = set()
+
+    async def send(self, room: str, message: Any, *, txn_id: str | None = None, reply_to: Any = None) -> str:
+        if txn_id is not None and txn_id in self.txn_ids:
+            return "$dup"
+        if txn_id is not None:
+            self.txn_ids.add(txn_id)
+        self.posted.append((room, message.plain, reply_to.thread_root if reply_to else None))
+        return f"$event{len(self.posted)}"
+
+
+def _bot_config(lab: MtaLab, tmp_path: Path) -> tuple[Any, str]:
+    from bot.config import parse_config
+
+    seed, seed_box = _user(lab, "seed")
+    sender, sender_box = _user(lab, "me")
+    lab.mta.bounce_to = sender
+
+    def imap(box: MailboxSettings) -> dict[str, Any]:
+        assert box.password is not None
+        return {"host": HOST, "port": box.port, "security": "plain", "user": box.user, "password": box.password()}
+
+    data = {
+        "state": {"dir": str(tmp_path)},
+        "canary": {
+            "sender": f"{sender}@example.org",
+            "deadline": "3s",
+            "poll_interval": "1s",
+            "submission": {
+                "host": HOST, "port": lab.mta.port, "security": "plain", "user": "me", "password": lab.mta.password,
+            },
+            "sender_imap": imap(sender_box),
+            "log": {"path": str(lab.mta.log_path), "format": "auto"},
+            "seed": [{"name": "outlook", "address": f"{seed}@drop.test", "imap": imap(seed_box)}],
+        },
+    }  # fmt: skip
+    return parse_config(data), seed
+
+
+def test_canary_config_problems_name_the_key() -> None:
+    import bot.canary_commands  # noqa: F401  (registers the [canary] reader)
+    from bot.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"canary": {"send_via": "pigeon", "seed": [{"name": "x", "imap": {"host": "h"}}]}})
+    text = str(info.value)
+    for key in ("canary.send_via", "canary.sender", "canary.seed[0].address", "canary.seed[0].imap.user",
+                "canary.seed[0].imap.password"):  # fmt: skip
+        assert key in text, text
+
+
+async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_lab: MtaLab, tmp_path: Path) -> None:
+    import asyncio
+
+    from bot.canary_commands import HISTORY, PENDING, CanaryRunner
+    from bot.commands import REGISTRY, Call, Invocation, Services
+    from bot.monitor import Monitor
+    from bot.store import Store
+    from bot.transport import Incoming
+    from checks.context import CheckContext
+    from checks.dns import Resolver
+
+    config, _ = _bot_config(mta_lab, tmp_path)
+    transport = Recorder()
+    ctx = CheckContext(resolver=Resolver())
+    services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC))  # type: ignore[arg-type]
+    path = tmp_path / "monitor.json"
+    incoming = Incoming("!room:localhost", "@admin:localhost", "!canary outlook", "$command")
+    try:
+        store = Store(path)
+        first = CanaryRunner(services, store, Monitor(config, store, transport, ctx, {}))  # type: ignore[arg-type]
+        await first.start()
+        parsed = REGISTRY.parse("!canary outlook")
+        assert isinstance(parsed, Invocation)
+        services.extra["canary"] = first
+        answer = await parsed.command.handler(Call(incoming, parsed.command, parsed.args, services))
+        assert answer is not None and "outlook: sent" in answer.plain and "checking until" in answer.plain
+        (token,) = store.get_meta(PENDING)
+        await first.stop()  # the bot dies while the canary is pending
+        store.close()
+        assert transport.posted == []
+
+        store = Store(path)
+        assert token in store.get_meta(PENDING)
+        second = CanaryRunner(services, store, Monitor(config, store, transport, ctx, {}))  # type: ignore[arg-type]
+        await second.start()
+        for _ in range(200):
+            if not store.get_meta(PENDING):
+                break
+            await asyncio.sleep(0.05)
+        await second.stop()
+        assert len(transport.posted) == 1
+        room, text, thread = transport.posted[0]
+        assert (room, thread) == ("!room:localhost", "$command")
+        assert token in text and "suspected silent drop" in text and "Queued mail for delivery" in text
+        assert [e["kind"] for e in store.get_meta(HISTORY)["outlook"]] == ["missing-accepted"]
+        assert any(s["check"] == "canary" and s["subject"] == "outlook" for s in store.states())
+
+        third = CanaryRunner(services, store, None)  # a later start finds nothing pending: no second reply
+        await third.start()
+        await third.stop()
+        services.extra["canary"] = third
+        parsed = REGISTRY.parse("!canary history outlook")
+        assert isinstance(parsed, Invocation)
+        history = await parsed.command.handler(Call(incoming, parsed.command, parsed.args, services))
+        assert history is not None and token in history.plain and "missing-accepted" in history.plain
+        assert len(transport.posted) == 1
+        store.close()
+    finally:
+        await ctx.aclose()
