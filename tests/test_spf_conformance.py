@@ -7,7 +7,6 @@ Run: `pytest tests/test_spf_conformance.py -q`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +15,9 @@ import yaml
 from checks.dns import Resolver
 from checks.spf import DEFAULT_EXPLANATION, check_host, sender_and_domain
 from tests.fixtures.dnsserver import DnsServer
+from tests.fixtures.shared import RFC7208_SUITE
 
-SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "rfc7208-tests.yml"
-if not SUITE.exists():  # a checkout elsewhere: fall back to the shared tree's fixed location
-    SUITE = Path("/work/shared/conformance/rfc7208-tests.yml")
+SUITE = RFC7208_SUITE
 # TIMEOUT entries never answer: keep each wait short so the whole suite stays fast.
 RESOLVER_TIMEOUT = 0.3
 
