@@ -22,9 +22,8 @@ __all__ = ["COMMAND_MODULES", "Bot", "Permissions", "RateLimiter", "load_command
 
 log = logging.getLogger("repbot.bot")
 
-# Modules that declare commands on REGISTRY; a new command module is listed here. One that is not
-# there (not written yet) is skipped; one that fails to import stops the bot.
-COMMAND_MODULES = ("bot.commands", "bot.monitor_commands", "bot.canary_commands")
+# Modules that declare commands on REGISTRY; a new command module is listed here.
+COMMAND_MODULES = ("bot.commands", "bot.monitor_commands", "bot.provider_commands", "bot.canary_commands")
 WORKING = "👀"
 INTERNAL_ERROR = "internal error, see the logs"
 HOUR = 3600.0
@@ -33,12 +32,7 @@ HOUR = 3600.0
 def load_command_modules(modules: Iterable[str] = COMMAND_MODULES) -> None:
     """Import each command module once, so its declarations land in REGISTRY."""
     for name in modules:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-            log.debug("command module %s is not there; skipped", name)
+        importlib.import_module(name)
 
 
 @dataclass(frozen=True)

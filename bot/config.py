@@ -7,6 +7,8 @@ expect. They are resolved when used, never logged, and masked in reprs.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 import stat
 import subprocess
@@ -31,6 +33,7 @@ __all__ = [
     "DnsConfig",
     "DomainSettings",
     "MatrixConfig",
+    "MetricsConfig",
     "MonitorConfig",
     "ScheduleConfig",
     "Secret",
@@ -145,7 +148,15 @@ class MatrixConfig:
 
 
 # The monitor's job families and how often each runs by default.
-DEFAULT_INTERVALS = {"blocklists": "30m", "domains": "6h", "tls": "12h"}
+# snds, complaints and canary run only when their section is configured; SNDS data changes once a day.
+DEFAULT_INTERVALS = {
+    "blocklists": "30m",
+    "domains": "6h",
+    "tls": "12h",
+    "snds": "6h",
+    "complaints": "15m",
+    "canary": "6h",
+}
 KNOWN_FAMILIES = ("blocklists", "domains", "tls", "snds", "complaints", "canary")
 
 
@@ -181,6 +192,15 @@ class DigestConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: where the Prometheus endpoint listens ("127.0.0.1:9464"); empty: no endpoint."""
+
+    listen: str = ""
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     dnsbl: DnsblSettings = field(default_factory=DnsblSettings)
@@ -192,6 +212,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -203,7 +224,21 @@ class Config:
         found: list[Secret | None] = [self.dnsbl_key]
         if self.matrix is not None:
             found += [self.matrix.password, self.matrix.access_token, self.matrix.pickle_key]
+        found += _secrets_within(list(self.extra.values()))
         return [secret for secret in found if secret is not None]
+
+
+def _secrets_within(value: Any) -> list[Secret]:
+    """Every Secret inside the sections other modules read ([snds], [canary], ...), however nested."""
+    if isinstance(value, Secret):
+        return [value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = [getattr(value, item.name) for item in dataclasses.fields(value)]
+    elif isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return [secret for item in value for secret in _secrets_within(item)]
+    return []
 
 
 class Section:
@@ -453,8 +488,30 @@ def _read_digest(root: Section) -> DigestConfig:
     return config
 
 
-# Later sections ([schedule], [snds], [canary], ...) register a reader here; the result lands in Config.extra.
+def _read_metrics(root: Section) -> MetricsConfig:
+    section = root.table("metrics")
+    listen = section.get("listen", str, "")
+    section.finish()
+    if not listen:
+        return MetricsConfig()
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        section.problem("listen", f'expected HOST:PORT such as "127.0.0.1:9464" (IPv6: "[::1]:9464"), got {listen!r}')
+        return MetricsConfig()
+    return MetricsConfig(listen=listen, host=host, port=int(port))
+
+
+# Sections read by other modules register a reader here; the result lands in Config.extra[name].
 SECTION_READERS: dict[str, Callable[[Section], Any]] = {}
+# Which module registers each such reader: imported only when the file has that section, so that
+# `repbot check -c FILE` does not load the canary or provider code.
+SECTION_MODULES = {
+    "snds": "bot.provider_config",
+    "feedback": "bot.provider_config",
+    "postmaster": "bot.provider_config",
+    "canary": "bot.canary_commands",
+}
 
 
 def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
@@ -466,8 +523,11 @@ def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
     state_dir = state.get("dir", str, "./state")
     state.finish()
     extra: dict[str, Any] = {}
-    for name, reader in SECTION_READERS.items():
-        if name in root.data:
+    for name in root.data:
+        if name in SECTION_MODULES:
+            importlib.import_module(SECTION_MODULES[name])
+        reader = SECTION_READERS.get(name)
+        if reader is not None:
             extra[name] = reader(root.table(name))
     config = Config(
         dns=_read_dns(root),
@@ -480,6 +540,7 @@ def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
         schedule=_read_schedule(root),
         alerts=_read_alerts(root),
         digest=_read_digest(root),
+        metrics=_read_metrics(root),
         source=source,
         extra=extra,
     )

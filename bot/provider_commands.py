@@ -12,6 +12,7 @@ from checks.model import Target, TargetKind
 
 from .commands import Argument, Call, command, ip_arg
 from .config import Config
+from .monitor import FAMILY_BUILDERS, FamilyRun
 from .provider_config import feedback_settings, snds_settings
 from .render import Rendered, matrix_report, plain_and_html
 
@@ -95,3 +96,26 @@ async def complaints_command(call: Call) -> Rendered:
     lines += [feedback.complaint_line(c) for c in recent[-10:]]
     text = "\n".join(lines)
     return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
+
+
+def _snds_family(config: Config) -> FamilyRun | None:
+    if config.extra.get("snds") is None:
+        return None
+
+    async def run(ctx: CheckContext) -> list[Report]:
+        return await snds_reports(config, ctx)
+
+    return run
+
+
+def _complaints_family(config: Config) -> FamilyRun | None:
+    if config.extra.get("feedback") is None:
+        return None
+
+    async def run(ctx: CheckContext) -> list[Report]:
+        return await complaints_reports(config, ctx)
+
+    return run
+
+
+FAMILY_BUILDERS.update(snds=_snds_family, complaints=_complaints_family)
