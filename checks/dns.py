@@ -17,7 +17,8 @@ import random
 import socket
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -176,17 +177,27 @@ class DnsAnswer:
         return data
 
 
-@dataclass
-class _Pending:
-    question: bytes
-    future: asyncio.Future[bytes]
+_Done = Callable[[bytes | OSError], None]
+
+
+class _Exchange:
+    """One UDP query on the wire: the question its answer must repeat, who to tell, and its timer."""
+
+    __slots__ = ("done", "question", "timer")
+
+    def __init__(self, question: bytes, done: _Done) -> None:
+        self.question = question
+        self.done = done
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class _UdpClient:
     """One connected UDP socket to one nameserver; answers are matched to queries by id and question.
 
     It reads with loop.add_reader and drains every waiting datagram per wake-up: asyncio's datagram transport
-    reads one datagram per event-loop iteration, which costs a poll per answer in a blocklist sweep.
+    reads one datagram per event-loop iteration, which costs a poll per answer in a blocklist sweep. Each query
+    is a callback, not a future awaited by a task: an answer (or a TimeoutError, or the socket's OSError) is
+    handed straight to whoever sent the query.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, server: Nameserver) -> None:
@@ -202,12 +213,33 @@ class _UdpClient:
             self.sock.close()
             raise
         self.loop = loop
-        self.pending: dict[int, _Pending] = {}
+        self.server = str(server)
+        self.pending: dict[int, _Exchange] = {}
         self.closed = False
         loop.add_reader(self.sock.fileno(), self._read_ready)
 
-    def send(self, data: bytes) -> None:
-        self.sock.send(data)
+    def start(self, prepared: _Prepared, wait: float, done: _Done) -> int:
+        """Send one query; `done` gets the matching answer, TimeoutError after `wait`, or an OSError.
+
+        A failed send raises here and `done` is never called. Returns the query id (for `forget`).
+        """
+        query_id = self.new_id()
+        self.sock.send(query_id.to_bytes(2, "big") + prepared.body)
+        entry = _Exchange(prepared.question, done)
+        entry.timer = self.loop.call_later(wait, self._expire, query_id, entry)
+        self.pending[query_id] = entry
+        return query_id
+
+    def forget(self, query_id: int) -> None:
+        """Stop waiting for a query whose asker has gone (cancelled): its callback is never called."""
+        entry = self.pending.pop(query_id, None)
+        if entry is not None and entry.timer is not None:
+            entry.timer.cancel()
+
+    def _expire(self, query_id: int, entry: _Exchange) -> None:
+        if self.pending.get(query_id) is entry:
+            del self.pending[query_id]
+            entry.done(TimeoutError())
 
     def _read_ready(self) -> None:
         recv = self.sock.recv
@@ -223,18 +255,23 @@ class _UdpClient:
                 return
             if len(data) < _HEADER:
                 continue
-            entry = pending.get(int.from_bytes(data[:2], "big"))
-            if entry is None or entry.future.done():
-                continue
+            query_id = int.from_bytes(data[:2], "big")
+            entry = pending.get(query_id)
             # A late or spoofed answer for another question must not complete this query.
-            if data[_HEADER : _HEADER + len(entry.question)].lower() != entry.question:
+            if entry is None or data[_HEADER : _HEADER + len(entry.question)].lower() != entry.question:
                 continue
-            entry.future.set_result(data)
+            del pending[query_id]
+            if entry.timer is not None:
+                entry.timer.cancel()
+            entry.done(data)
 
-    def _fail_all(self, error: Exception) -> None:
-        for entry in self.pending.values():
-            if not entry.future.done():
-                entry.future.set_exception(error)
+    def _fail_all(self, error: OSError) -> None:
+        entries = list(self.pending.values())
+        self.pending.clear()
+        for entry in entries:
+            if entry.timer is not None:
+                entry.timer.cancel()
+            entry.done(error)
 
     def close(self) -> None:
         if self.closed:
@@ -258,21 +295,168 @@ class _Prepared:
     question: bytes  # lower-cased question section, to match answers
 
 
+class _Limiter:
+    """The process-wide limit on queries on the wire, for one event loop.
+
+    A counter and a queue of starters instead of an asyncio.Semaphore: below the limit a query is sent at once,
+    with no future and no wake-up; at the limit its starter waits in the queue and is called, already holding
+    the freed slot, when another query ends. A starter returns False when its query is gone (cancelled) so that
+    the slot passes on. Urgent starters (zone health probes that many checks wait for) go to the front.
+    """
+
+    __slots__ = ("active", "size", "waiting")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.active = 0
+        self.waiting: deque[Callable[[], bool]] = deque()
+
+    def start(self, starter: Callable[[], bool], urgent: bool = False) -> None:
+        if self.active < self.size and not self.waiting:
+            self.active += 1
+            if not starter():
+                self.release()
+        elif urgent:
+            self.waiting.appendleft(starter)
+        else:
+            self.waiting.append(starter)
+
+    def release(self) -> None:
+        waiting = self.waiting
+        while waiting:
+            if waiting.popleft()():
+                return  # the slot passed to the next query
+        self.active -= 1
+
+    async def acquire(self) -> None:
+        """Wait for a slot (the slow paths: retries and TCP); the caller must call release()."""
+        if self.active < self.size and not self.waiting:
+            self.active += 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def starter() -> bool:
+            if granted.done():
+                return False
+            granted.set_result(None)
+            return True
+
+        self.waiting.append(starter)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release()  # the slot arrived together with the cancellation
+            raise
+
+
 class _Limits:
     """One concurrency limit for the whole process, per event loop (asyncio primitives are loop-bound)."""
 
     size: ClassVar[int] = DEFAULT_CONCURRENCY
-    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]] = (
-        weakref.WeakKeyDictionary()
-    )
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Limiter]] = weakref.WeakKeyDictionary()
 
     @classmethod
-    def get(cls) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        semaphore = cls._by_loop.get(loop)
-        if semaphore is None:
-            semaphore = cls._by_loop[loop] = asyncio.Semaphore(cls.size)
-        return semaphore
+    def get(cls, loop: asyncio.AbstractEventLoop) -> _Limiter:
+        limiter = cls._by_loop.get(loop)
+        if limiter is None:
+            limiter = cls._by_loop[loop] = _Limiter(cls.size)
+        return limiter
+
+
+class _Query:
+    """The first UDP try of one query, run by callbacks (no task): most queries end here.
+
+    Anything but a usable answer (a timeout, SERVFAIL, REFUSED, an error, TC) hands the query to
+    `Resolver._resolve`, a task, which retries, tries the other nameservers and asks over TCP exactly as before.
+    """
+
+    __slots__ = ("deadline", "future", "key", "limiter", "loop", "prepared", "rdtype", "resolver", "wait")
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        loop: asyncio.AbstractEventLoop,
+        key: tuple[str, int],
+        future: asyncio.Future[DnsAnswer],
+        prepared: _Prepared,
+        rdtype: str,
+        deadline: float,
+    ) -> None:
+        self.resolver = resolver
+        self.loop = loop
+        self.key = key
+        self.future = future
+        self.prepared = prepared
+        self.rdtype = rdtype
+        self.deadline = deadline
+        self.limiter = _Limits.get(loop)
+        self.wait = 0.0
+
+    def start(self) -> bool:
+        """Send the query (the caller holds a slot for it); False when it did not go out."""
+        resolver = self.resolver
+        if self.future.done():  # cancelled while it waited for a slot
+            resolver._forget(self.key, self.future)
+            return False
+        server = resolver.nameservers[0]
+        remaining = self.deadline - self.loop.time()
+        if remaining <= 0:
+            resolver._finish(self.key, self.future, DnsAnswer(self.key[0], self.rdtype, Outcome.TIMEOUT,
+                                                              server=str(server)))  # fmt: skip
+            return False
+        self.wait = min(resolver.timeout / (2 * len(resolver.nameservers)), remaining)
+        resolver.sent += 1
+        try:
+            resolver._client(self.loop, server).start(self.prepared, self.wait, self.on_wire)
+        except OSError as error:
+            self.go_slow(DnsAnswer(self.key[0], self.rdtype, Outcome.ERROR, server=str(server), detail=str(error)))
+            return False
+        return True
+
+    def on_wire(self, wire: bytes | OSError) -> None:
+        self.limiter.release()
+        future, key, rdtype = self.future, self.key, self.rdtype
+        if future.done():
+            self.resolver._forget(key, future)
+            return
+        server = self.resolver.nameservers[0]
+        if isinstance(wire, TimeoutError):
+            self.go_slow(DnsAnswer(key[0], rdtype, Outcome.TIMEOUT, server=str(server)))
+        elif isinstance(wire, OSError):
+            self.go_slow(DnsAnswer(key[0], rdtype, Outcome.ERROR, server=str(server), detail=str(wire)))
+        elif wire[2] & 0x02:  # TC: the answer did not fit, ask again over TCP
+            self.go_slow(None)
+        else:
+            try:
+                answer = _interpret(wire, key[0], rdtype, key[1], str(server), via_tcp=False)
+            except Exception as error:  # a bug, not a DNS outcome: the asker sees it, as `query` always did
+                self.resolver._fail(key, future, error)
+                return
+            if answer.failed:
+                self.go_slow(answer)
+            else:
+                self.resolver._finish(key, self.future, answer)
+
+    def go_slow(self, first: DnsAnswer | None) -> None:
+        """Continue in a task: `first` is the first try's failed answer, or None when it was truncated."""
+        resolver, future = self.resolver, self.future
+        coro = resolver._resolve(self.prepared, self.key, self.rdtype, self.deadline, first, self.wait)
+        task = self.loop.create_task(coro)
+        resolver._tasks.add(task)
+
+        def settle(done: asyncio.Task[DnsAnswer]) -> None:
+            resolver._tasks.discard(done)
+            if done.cancelled():
+                resolver._forget(self.key, future)
+                future.cancel()
+            elif (error := done.exception()) is not None:
+                resolver._fail(self.key, future, error)
+            else:
+                resolver._finish(self.key, future, done.result())
+
+        task.add_done_callback(settle)
+        future.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
 
 
 class Resolver:
@@ -300,6 +484,7 @@ class Resolver:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Nameserver, _UdpClient]] = (
             weakref.WeakKeyDictionary()
         )
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.sent = 0
         self.cache_hits = 0
 
@@ -309,6 +494,17 @@ class Resolver:
 
     async def query(self, name: str, rdtype: str = "A") -> DnsAnswer:
         """Ask for `rdtype` records at `name` (made absolute); never raises for DNS outcomes."""
+        started = self.submit(name, rdtype)
+        if isinstance(started, DnsAnswer):
+            return started
+        return await started
+
+    def submit(self, name: str, rdtype: str = "A", *, urgent: bool = False) -> DnsAnswer | asyncio.Future[DnsAnswer]:
+        """Start a query without a task: the answer at once (cache, invalid name), or a future for it.
+
+        Many queries can be started and then awaited one by one; cancelling the future abandons the query
+        (like cancelling `query`). `urgent` puts it ahead of queries waiting for the concurrency limit.
+        """
         parsed = _parse_query(name, rdtype)
         if isinstance(parsed, str):
             return DnsAnswer(name, rdtype, Outcome.ERROR, detail=f"invalid query: {parsed}")
@@ -320,36 +516,76 @@ class Resolver:
                 self.cache_hits += 1
                 return cached[1]
             del self._cache[key]
+        loop = asyncio.get_running_loop()
         running = self._inflight.get(key)
-        if running is not None:
-            try:
-                return await asyncio.shield(running)
-            except asyncio.CancelledError:
-                # The query's owner was cancelled (its caller's deadline), not us: ask on our own account.
-                task = asyncio.current_task()
-                if not running.cancelled() or (task is not None and task.cancelling()):
-                    raise
-                return await self.query(name, rdtype)
-        future: asyncio.Future[DnsAnswer] = asyncio.get_running_loop().create_future()
+        if running is not None and not running.cancelled():
+            return self._join(loop, running, name, rdtype)
+        future: asyncio.Future[DnsAnswer] = loop.create_future()
         self._inflight[key] = future
-        try:
-            answer = await self._resolve(wire_name, text_name, type_code, rdtype.upper())
+        if not self.nameservers:
+            self._finish(key, future, DnsAnswer(text_name, rdtype, Outcome.ERROR, detail="no nameserver configured"))
+            return future
+        prepared = _prepare(wire_name, type_code)
+        query = _Query(self, loop, key, future, prepared, rdtype.upper(), loop.time() + self.timeout)
+        query.limiter.start(query.start, urgent)
+        return future
+
+    def _join(
+        self, loop: asyncio.AbstractEventLoop, running: asyncio.Future[DnsAnswer], name: str, rdtype: str
+    ) -> asyncio.Future[DnsAnswer]:
+        """A future of our own for a query another caller started: its cancellation touches only us."""
+        mine: asyncio.Future[DnsAnswer] = loop.create_future()
+
+        def relay(shared: asyncio.Future[DnsAnswer]) -> None:
+            if mine.done():
+                return
+            if not shared.cancelled():
+                error = shared.exception()
+                if error is not None:
+                    mine.set_exception(error)
+                else:
+                    mine.set_result(shared.result())
+                return
+            # The query's owner was cancelled (its caller's deadline), not us: ask on our own account.
+            again = self.submit(name, rdtype)
+            if isinstance(again, DnsAnswer):
+                mine.set_result(again)
+                return
+            again.add_done_callback(relay_again)
+            mine.add_done_callback(lambda m: again.cancel() if m.cancelled() else None)
+
+        def relay_again(again: asyncio.Future[DnsAnswer]) -> None:
+            if not mine.done():
+                relay(again)
+
+        running.add_done_callback(relay)
+        return mine
+
+    def _finish(self, key: tuple[str, int], future: asyncio.Future[DnsAnswer], answer: DnsAnswer) -> None:
+        self._forget(key, future)
+        if not future.done():
             future.set_result(answer)
-        except asyncio.CancelledError:
-            future.cancel()  # joiners see a cancelled future and ask again themselves
-            raise
-        except BaseException as error:
+            self._remember(key, answer)
+
+    def _fail(self, key: tuple[str, int], future: asyncio.Future[DnsAnswer], error: BaseException) -> None:
+        self._forget(key, future)
+        if not future.done():
             future.set_exception(error)
             future.exception()  # mark retrieved: waiters re-raise it, nobody else must log it
-            raise
-        finally:
+
+    def _forget(self, key: tuple[str, int], future: asyncio.Future[DnsAnswer]) -> None:
+        if self._inflight.get(key) is future:
             del self._inflight[key]
-        self._remember(key, answer)
-        return answer
 
     async def query_many(self, names: Iterable[str], rdtype: str = "A") -> list[DnsAnswer]:
         """Answers for several names, asked concurrently, in the same order."""
-        return list(await asyncio.gather(*(self.query(name, rdtype) for name in names)))
+        started = [self.submit(name, rdtype) for name in names]
+        try:
+            return [answer if isinstance(answer, DnsAnswer) else await answer for answer in started]
+        finally:
+            for answer in started:
+                if not isinstance(answer, DnsAnswer):
+                    answer.cancel()
 
     def _remember(self, key: tuple[str, int], answer: DnsAnswer) -> None:
         if not self._cache_enabled or answer.failed or answer.ttl <= 0:
@@ -361,35 +597,46 @@ class Resolver:
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    async def _resolve(self, wire_name: bytes, text_name: str, type_code: int, rdtype: str) -> DnsAnswer:
+    async def _resolve(
+        self,
+        prepared: _Prepared,
+        key: tuple[str, int],
+        rdtype: str,
+        deadline: float,
+        first: DnsAnswer | None,
+        first_wait: float,
+    ) -> DnsAnswer:
+        """The rest of a query after its first UDP try: `first` failed, or (None) was truncated."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        text_name, type_code = key
         servers = list(self.nameservers)
         # Each server gets two chances against lost datagrams; SERVFAIL/REFUSED drop it for this query.
         per_try = self.timeout / (2 * len(servers))
         last: DnsAnswer | None = None
-        async with _Limits.get():
-            for _round in range(2):
-                for server in list(servers):
+        first_done = False  # the first try went to servers[0]; its answer is `first`, or TCP is next
+        for _round in range(2):
+            for server in list(servers):
+                if not first_done:
+                    first_done = True
+                    answer = first if first is not None else await self._tcp(server, prepared, key, rdtype, first_wait)
+                else:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
-                    answer = await self._ask(server, wire_name, text_name, type_code, rdtype, min(per_try, remaining))
-                    if not answer.failed:
-                        return answer
-                    last = answer
-                    if answer.outcome != Outcome.TIMEOUT:
-                        servers.remove(server)
-                if not servers:
-                    break
-        assert last is not None or not self.nameservers
-        return last or DnsAnswer(text_name, rdtype, Outcome.ERROR, detail="no nameserver configured")
+                    answer = await self._ask(server, prepared, text_name, type_code, rdtype, min(per_try, remaining))
+                if not answer.failed:
+                    return answer
+                last = answer
+                if answer.outcome != Outcome.TIMEOUT:
+                    servers.remove(server)
+            if not servers:
+                break
+        assert last is not None
+        return last
 
     async def _ask(
-        self, server: Nameserver, wire_name: bytes, text_name: str, type_code: int, rdtype: str, wait: float
+        self, server: Nameserver, prepared: _Prepared, text_name: str, type_code: int, rdtype: str, wait: float
     ) -> DnsAnswer:
-        prepared = _prepare(wire_name, type_code)
-        self.sent += 1
         try:
             wire = await self._udp_exchange(server, prepared, wait)
         except TimeoutError:
@@ -397,34 +644,50 @@ class Resolver:
         except OSError as error:
             return DnsAnswer(text_name, rdtype, Outcome.ERROR, server=str(server), detail=str(error))
         if wire[2] & 0x02:  # TC: the answer did not fit, ask again over TCP
-            try:
-                wire = await asyncio.wait_for(self._tcp_exchange(server, prepared), wait)
-            except TimeoutError:
-                return DnsAnswer(text_name, rdtype, Outcome.TIMEOUT, server=str(server), via_tcp=True)
-            except (OSError, asyncio.IncompleteReadError, ValueError) as error:
-                detail = f"TCP retry after truncation failed: {error or type(error).__name__}"
-                return DnsAnswer(text_name, rdtype, Outcome.ERROR, server=str(server), via_tcp=True, detail=detail)
-            return _interpret(wire, text_name, rdtype, type_code, str(server), via_tcp=True)
+            return await self._tcp(server, prepared, (text_name, type_code), rdtype, wait)
         return _interpret(wire, text_name, rdtype, type_code, str(server), via_tcp=False)
 
-    async def _udp_exchange(self, server: Nameserver, prepared: _Prepared, wait: float) -> bytes:
-        client = await self._client(server)
-        query_id = client.new_id()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes] = loop.create_future()
-        client.pending[query_id] = _Pending(prepared.question, future)
-        # A timer on the future itself: cheaper than wait_for, which wraps every query in a task.
-        timer = loop.call_later(wait, _expire, future)
+    async def _tcp(
+        self, server: Nameserver, prepared: _Prepared, key: tuple[str, int], rdtype: str, wait: float
+    ) -> DnsAnswer:
+        """The query again over TCP, after a truncated UDP answer."""
+        text_name, type_code = key
+        limiter = _Limits.get(asyncio.get_running_loop())
+        await limiter.acquire()
         try:
-            client.send(query_id.to_bytes(2, "big") + prepared.body)
-            return await future
+            wire = await asyncio.wait_for(self._tcp_exchange(server, prepared), wait)
+        except TimeoutError:
+            return DnsAnswer(text_name, rdtype, Outcome.TIMEOUT, server=str(server), via_tcp=True)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+            detail = f"TCP retry after truncation failed: {error or type(error).__name__}"
+            return DnsAnswer(text_name, rdtype, Outcome.ERROR, server=str(server), via_tcp=True, detail=detail)
         finally:
-            timer.cancel()
-            del client.pending[query_id]
+            limiter.release()
+        return _interpret(wire, text_name, rdtype, type_code, str(server), via_tcp=True)
 
-    async def _client(self, server: Nameserver) -> _UdpClient:
+    async def _udp_exchange(self, server: Nameserver, prepared: _Prepared, wait: float) -> bytes:
         loop = asyncio.get_running_loop()
-        clients = self._clients.setdefault(loop, {})
+        limiter = _Limits.get(loop)
+        await limiter.acquire()
+        try:
+            client = self._client(loop, server)
+            self.sent += 1
+            future: asyncio.Future[bytes | OSError] = loop.create_future()
+            query_id = client.start(prepared, wait, lambda wire: None if future.done() else future.set_result(wire))
+            try:
+                wire = await future
+            finally:
+                client.forget(query_id)
+        finally:
+            limiter.release()
+        if isinstance(wire, OSError):
+            raise wire
+        return wire
+
+    def _client(self, loop: asyncio.AbstractEventLoop, server: Nameserver) -> _UdpClient:
+        clients = self._clients.get(loop)
+        if clients is None:
+            clients = self._clients[loop] = {}
         client = clients.get(server)
         if client is None or client.closed:
             client = _UdpClient(loop, server)
@@ -492,11 +755,6 @@ def _fast_wire_name(name: str) -> tuple[str, bytes] | None:
 def _prepare(wire_name: bytes, type_code: int) -> _Prepared:
     question = wire_name + type_code.to_bytes(2, "big") + _CLASS_IN
     return _Prepared(_QUERY_HEADER + question + _OPT, question)
-
-
-def _expire(future: asyncio.Future[bytes]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 def _interpret(wire: bytes, name: str, rdtype: str, type_code: int, server: str, via_tcp: bool) -> DnsAnswer:

@@ -101,42 +101,103 @@ def _catalog(ctx: CheckContext) -> Catalog:
 
 
 async def _check_zones(zones: Sequence[Zone], prefix: str, ctx: CheckContext) -> list[Finding]:
-    return list(await asyncio.gather(*(_check_zone(zone, prefix, ctx) for zone in zones)))
+    """Every zone's query started at once, then awaited in order: no task per zone, one clock read per check."""
+    resolver = ctx.resolver
+    if ctx.timeout < resolver.timeout:  # a shorter deadline needs asyncio.timeout, hence a task per zone
+        return list(await asyncio.gather(*(_check_zone(zone, prefix, ctx) for zone in zones)))
+    now = ctx.clock()
+    servers = _servers_key(ctx)
+    healths = [_cached_health(zone, ctx, now, servers) or _health_task(zone, ctx, servers) for zone in zones]
+    queries = [f"{prefix}.{zone.query_zone}." for zone in zones]
+    started: list[DnsAnswer | asyncio.Future[DnsAnswer]] = [resolver.submit(query, "A") for query in queries]
+    try:
+        answers = [pending if isinstance(pending, DnsAnswer) else await pending for pending in started]
+        judged = [
+            health
+            if isinstance(health, ZoneHealth)
+            else health.result()
+            if health.done()
+            else await asyncio.shield(health)
+            for health in healths
+        ]
+        observed = ctx.clock()
+        verdicts = [
+            _verdict(zone, f"{prefix}.{zone.shown_zone}", health, answer, observed)
+            for zone, health, answer in zip(zones, judged, answers, strict=True)
+        ]
+        texts: dict[int, DnsAnswer | asyncio.Future[DnsAnswer]] = {
+            index: resolver.submit(queries[index], "TXT")
+            for index, verdict in enumerate(verdicts)
+            if not isinstance(verdict, Finding) and zones[index].txt
+        }
+        started += texts.values()
+        findings = []
+        for index, verdict in enumerate(verdicts):
+            if isinstance(verdict, Finding):
+                findings.append(verdict)
+                continue
+            txt = texts.get(index)
+            if txt is not None and not isinstance(txt, DnsAnswer):
+                txt = await txt
+            strings = txt.texts() if txt is not None and txt.ok else []
+            zone = zones[index]
+            findings.append(_listed(zone, f"{prefix}.{zone.shown_zone}", answers[index], verdict, strings, observed))
+        return findings
+    except BaseException:
+        for pending in started:
+            if not isinstance(pending, DnsAnswer):
+                pending.cancel()
+        raise
+
+
+async def _settled(task: asyncio.Task[ZoneHealth]) -> ZoneHealth:
+    """A shared probe's result; shielded, so that a cancelled check does not cancel the probe for everyone."""
+    return task.result() if task.done() else await asyncio.shield(task)
 
 
 async def _check_zone(zone: Zone, prefix: str, ctx: CheckContext) -> Finding:
     query = f"{prefix}.{zone.query_zone}."
-    cached = _cached_health(zone, ctx)
+    cached = _cached_health(zone, ctx, ctx.clock(), _servers_key(ctx))
     if cached is None:
         health, answer = await asyncio.gather(_health(zone, ctx), _query(ctx, query, "A"))
     else:
         health, answer = cached, await _query(ctx, query, "A")
     shown = f"{prefix}.{zone.shown_zone}"
+    verdict = _verdict(zone, shown, health, answer, ctx.clock())
+    if isinstance(verdict, Finding):
+        return verdict
+    txt = await _query(ctx, query, "TXT") if zone.txt else None
+    return _listed(zone, shown, answer, verdict, txt.texts() if txt is not None and txt.ok else [], ctx.clock())
+
+
+def _verdict(zone: Zone, shown: str, health: ZoneHealth, answer: DnsAnswer, now: datetime) -> Finding | list[int]:
+    """The finding for one zone's answer, or the listed addresses when it is a listing (its TXT may follow)."""
     if health.health == Health.BROKEN:
-        return _broken(zone, shown, answer, health.detail, ctx)
+        return _broken(zone, shown, answer, health.detail, now)
     if answer.failed:
-        return _failed(zone, shown, answer, ctx)
+        return _failed(zone, shown, answer, now)
     if not answer.ok:
         if health.health == Health.REFUSED:
-            return _refused(zone, shown, answer, health.detail, ctx)
-        return _not_listed(zone, shown, answer, ctx)
+            return _refused(zone, shown, answer, health.detail, now)
+        return _not_listed(zone, shown, answer, now)
     addresses = _addresses(answer)
     if any(not _LOOPBACK_FIRST <= address <= _LOOPBACK_LAST for address in addresses):
-        return _broken(zone, shown, answer, "it answered outside 127.0.0.0/8", ctx)
+        return _broken(zone, shown, answer, "it answered outside 127.0.0.0/8", now)
     refusal = _refusal(zone, addresses) or (health.detail if health.health == Health.REFUSED else None)
     if refusal is not None:
-        return _refused(zone, shown, answer, refusal, ctx)
-    txt = await _query(ctx, query, "TXT") if zone.txt else None
-    return _listed(zone, shown, answer, addresses, txt.texts() if txt is not None and txt.ok else [], ctx)
+        return _refused(zone, shown, answer, refusal, now)
+    return addresses
 
 
-async def _query(ctx: CheckContext, name: str, rdtype: str) -> DnsAnswer:
+async def _query(ctx: CheckContext, name: str, rdtype: str, urgent: bool = False) -> DnsAnswer:
     """The resolver's answer, cut off at ctx.timeout when that is shorter than the resolver's own timeout."""
     if ctx.timeout >= ctx.resolver.timeout:
-        return await ctx.resolver.query(name, rdtype)
+        started = ctx.resolver.submit(name, rdtype, urgent=urgent)
+        return started if isinstance(started, DnsAnswer) else await started
     try:
         async with asyncio.timeout(ctx.timeout):
-            return await ctx.resolver.query(name, rdtype)
+            started = ctx.resolver.submit(name, rdtype, urgent=urgent)
+            return started if isinstance(started, DnsAnswer) else await started
     except TimeoutError:
         return DnsAnswer(name.rstrip("."), rdtype, Outcome.TIMEOUT, detail=f"no answer within {ctx.timeout:g} s")
 
@@ -175,7 +236,7 @@ def meanings(zone: Zone, address: int) -> list[str]:
 
 
 def _listed(
-    zone: Zone, shown: str, answer: DnsAnswer, addresses: Sequence[int], txt: list[str], ctx: CheckContext
+    zone: Zone, shown: str, answer: DnsAnswer, addresses: Sequence[int], txt: list[str], now: datetime
 ) -> Finding:
     described = [
         f"{record} {'; '.join(meanings(zone, address))}"
@@ -184,51 +245,51 @@ def _listed(
     evidence = _evidence(zone, shown, answer, txt=txt, meanings=described)
     if zone.role == "allow":
         summary = f"on the {zone.title} allow-list (good news): {', '.join(described)}"
-        return _finding(zone, Status.OK, "allow-listed", summary, evidence, zone.note, ctx)
+        return _finding(zone, Status.OK, "allow-listed", summary, evidence, zone.note, now)
     if zone.role == "reputation":
-        return _reputation(zone, addresses, described, evidence, ctx)
+        return _reputation(zone, addresses, described, evidence, now)
     statuses = [_STATUS[level.status] for level in zone.levels for a in addresses if a in level and level.status]
     status = max(statuses, key=lambda s: s.severity) if statuses else _STATUS[zone.severity]
     summary = f"listed in {zone.title}: {', '.join(described)}"
     if txt:
         summary += f" ({txt[0]})"
-    return _finding(zone, status, "listed", summary, evidence, _delist_advice(zone), ctx)
+    return _finding(zone, status, "listed", summary, evidence, _delist_advice(zone), now)
 
 
 def _reputation(
-    zone: Zone, addresses: Sequence[int], described: list[str], evidence: dict[str, Any], ctx: CheckContext
+    zone: Zone, addresses: Sequence[int], described: list[str], evidence: dict[str, Any], now: datetime
 ) -> Finding:
     levels = [level for level in zone.levels for address in addresses if address in level]
     if not levels:
         summary = f"{zone.title} gave an answer outside its documented levels: {', '.join(described)}"
-        return _finding(zone, Status.UNKNOWN, "unexpected-answer", summary, evidence, "", ctx)
+        return _finding(zone, Status.UNKNOWN, "unexpected-answer", summary, evidence, "", now)
     status = max((_STATUS[level.status or "ok"] for level in levels), key=lambda s: s.severity)
     code = "reputation-good" if status is Status.OK else "reputation-poor"
     summary = f"{zone.title}: {', '.join(described)}"
     advice = _delist_advice(zone) if status is not Status.OK else zone.note
-    return _finding(zone, status, code, summary, evidence, advice, ctx)
+    return _finding(zone, status, code, summary, evidence, advice, now)
 
 
-def _not_listed(zone: Zone, shown: str, answer: DnsAnswer, ctx: CheckContext) -> Finding:
+def _not_listed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Finding:
     evidence = _evidence(zone, shown, answer)
     if zone.role == "allow":
         summary = f"not on the {zone.title} allow-list (informational: most senders are not)"
-        return _finding(zone, Status.OK, "not-allow-listed", summary, evidence, "", ctx)
+        return _finding(zone, Status.OK, "not-allow-listed", summary, evidence, "", now)
     if zone.role == "reputation":
         summary = f"{zone.title} has no reputation data for this address"
-        return _finding(zone, Status.OK, "no-reputation", summary, evidence, "", ctx)
-    return _finding(zone, Status.OK, "not-listed", f"not listed in {zone.title}", evidence, "", ctx)
+        return _finding(zone, Status.OK, "no-reputation", summary, evidence, "", now)
+    return _finding(zone, Status.OK, "not-listed", f"not listed in {zone.title}", evidence, "", now)
 
 
-def _failed(zone: Zone, shown: str, answer: DnsAnswer, ctx: CheckContext) -> Finding:
+def _failed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Finding:
     code = {Outcome.TIMEOUT: "timeout", Outcome.SERVFAIL: "servfail", Outcome.REFUSED: "dns-refused"}
     summary = f"could not ask {zone.title}: {answer.describe()}"
     advice = "Unknown, not clean: the look-up will be tried again on the next run."
     return _finding(zone, Status.UNKNOWN, code.get(answer.outcome, "dns-error"), summary,
-                    _evidence(zone, shown, answer), advice, ctx)  # fmt: skip
+                    _evidence(zone, shown, answer), advice, now)  # fmt: skip
 
 
-def _refused(zone: Zone, shown: str, answer: DnsAnswer, reason: str, ctx: CheckContext) -> Finding:
+def _refused(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetime) -> Finding:
     fixes = ["use a local recursive resolver (for example unbound) that asks the list directly, not a public "
              "or provider forwarder"]  # fmt: skip
     if zone.dqs:
@@ -237,14 +298,14 @@ def _refused(zone: Zone, shown: str, answer: DnsAnswer, reason: str, ctx: CheckC
         fixes.append(zone.requires_registration)
     advice = f"{reason}. To get real answers: " + "; or ".join(fixes) + "."
     summary = f"{zone.title} refused to answer: {reason}"
-    return _finding(zone, Status.UNKNOWN, "refused", summary, _evidence(zone, shown, answer), advice, ctx)
+    return _finding(zone, Status.UNKNOWN, "refused", summary, _evidence(zone, shown, answer), advice, now)
 
 
-def _broken(zone: Zone, shown: str, answer: DnsAnswer, reason: str, ctx: CheckContext) -> Finding:
+def _broken(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetime) -> Finding:
     summary = f"{zone.title} looks broken ({reason}); its answer means nothing"
     advice = "The zone is ignored until its test points pass again; consider disabling it if this lasts."
     return _finding(zone, Status.UNKNOWN, "broken-zone", summary,
-                    _evidence(zone, shown, answer, reason=reason), advice, ctx)  # fmt: skip
+                    _evidence(zone, shown, answer, reason=reason), advice, now)  # fmt: skip
 
 
 def _delist_advice(zone: Zone) -> str:
@@ -271,21 +332,37 @@ def _evidence(zone: Zone, shown: str, answer: DnsAnswer, **extra: Any) -> dict[s
 
 
 def _finding(
-    zone: Zone, status: Status, code: str, summary: str, evidence: dict[str, Any], advice: str, ctx: CheckContext
+    zone: Zone, status: Status, code: str, summary: str, evidence: dict[str, Any], advice: str, now: datetime
 ) -> Finding:
-    return Finding(CHECK_ID, zone.name, status, summary, evidence, advice, code, ctx.clock())
+    return Finding(CHECK_ID, zone.name, status, summary, evidence, advice, code, now)
 
 
 # -- zone health ------------------------------------------------------------------------------------------------
 
 
-def _cache_key(zone: Zone, ctx: CheckContext) -> tuple[str, tuple[str, ...]]:
-    return zone.query_zone, tuple(str(ns) for ns in ctx.resolver.nameservers)
+_ServersKey = tuple[str, ...]
+_SERVERS_CACHE = "dnsbl.servers"
 
 
-def _cached_health(zone: Zone, ctx: CheckContext) -> ZoneHealth | None:
-    entry = ctx.caches.get(_HEALTH_CACHE, {}).get(_cache_key(zone, ctx))
-    if entry is None or entry[0] <= ctx.clock():
+def _servers_key(ctx: CheckContext) -> _ServersKey:
+    """The resolver's nameservers as text, part of the health cache's key (computed once per nameserver tuple)."""
+    nameservers = ctx.resolver.nameservers
+    cached = ctx.caches.get(_SERVERS_CACHE)
+    if cached is not None and cached[0] is nameservers:
+        key: _ServersKey = cached[1]
+        return key
+    key = tuple(str(ns) for ns in nameservers)
+    ctx.caches[_SERVERS_CACHE] = (nameservers, key)
+    return key
+
+
+def _cache_key(zone: Zone, servers: _ServersKey) -> tuple[str, _ServersKey]:
+    return zone.query_zone, servers
+
+
+def _cached_health(zone: Zone, ctx: CheckContext, now: datetime, servers: _ServersKey) -> ZoneHealth | None:
+    entry = ctx.caches.get(_HEALTH_CACHE, {}).get((zone.query_zone, servers))
+    if entry is None or entry[0] <= now:
         return None
     health: ZoneHealth = entry[1]
     return health
@@ -293,18 +370,28 @@ def _cached_health(zone: Zone, ctx: CheckContext) -> ZoneHealth | None:
 
 async def _health(zone: Zone, ctx: CheckContext) -> ZoneHealth:
     """The zone's health from the cache, or probed once however many checks ask at the same time."""
-    cached = _cached_health(zone, ctx)
+    servers = _servers_key(ctx)
+    cached = _cached_health(zone, ctx, ctx.clock(), servers)
     if cached is not None:
         return cached
+    return await asyncio.shield(_health_task(zone, ctx, servers))
+
+
+def _health_task(zone: Zone, ctx: CheckContext, servers: _ServersKey) -> asyncio.Task[ZoneHealth]:
+    """The one probe of `zone` in flight on this loop (started if need be); it fills the cache when done."""
     per_loop = ctx.caches.setdefault(_INFLIGHT_CACHE, weakref.WeakKeyDictionary())
-    inflight: dict[tuple[str, tuple[str, ...]], asyncio.Task[ZoneHealth]]
+    inflight: dict[tuple[str, _ServersKey], asyncio.Task[ZoneHealth]]
     inflight = per_loop.setdefault(asyncio.get_running_loop(), {})
-    key = _cache_key(zone, ctx)
+    key = _cache_key(zone, servers)
     task = inflight.get(key)
     if task is None:
-        task = inflight[key] = asyncio.ensure_future(_probe(zone, ctx))
+        task = inflight[key] = asyncio.ensure_future(_probe_and_keep(zone, ctx, key))
         task.add_done_callback(lambda _: inflight.pop(key, None))
-    health = await asyncio.shield(task)
+    return task
+
+
+async def _probe_and_keep(zone: Zone, ctx: CheckContext, key: tuple[str, _ServersKey]) -> ZoneHealth:
+    health = await _probe(zone, ctx)
     ttl = UNREACHABLE_RETRY if health.health == Health.UNREACHABLE else HEALTH_TTL
     ctx.caches.setdefault(_HEALTH_CACHE, {})[key] = (health.checked_at + ttl, health)
     return health
@@ -332,7 +419,8 @@ async def _probe(zone: Zone, ctx: CheckContext) -> ZoneHealth:
         return ZoneHealth(zone.name, zone.kind, Health.NEEDS_KEY, detail, now)
     listed, unlisted = probe_names(zone)
     points = [unlisted] if listed is None else [unlisted, listed]
-    answers = await asyncio.gather(*(_query(ctx, f"{point}.{zone.query_zone}.", "A") for point in points))
+    # Urgent: every check of this zone waits for these answers, so they go ahead of queued look-ups.
+    answers = await asyncio.gather(*(_query(ctx, f"{point}.{zone.query_zone}.", "A", urgent=True) for point in points))
     health, detail = _judge(zone, answers[0], answers[1] if listed is not None else None)
     evidence = {f"{point}.{zone.shown_zone}": _probe_evidence(a) for point, a in zip(points, answers, strict=True)}
     return ZoneHealth(zone.name, zone.kind, health, detail, now, evidence)

@@ -212,3 +212,34 @@ def test_system_nameservers_come_from_resolv_conf(tmp_path: Path) -> None:
     conf.write_text("# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver bogus\n")
     assert _system_nameservers(str(conf)) == (Nameserver("192.0.2.53"), Nameserver("fe80::1"))
     assert _system_nameservers(str(tmp_path / "missing")) == (Nameserver("127.0.0.1"),)
+
+
+async def test_queries_beyond_the_limit_wait_for_a_slot(dns_server: DnsServer) -> None:
+    from checks.dns import DEFAULT_CONCURRENCY, _Limits
+
+    for i in range(12):
+        dns_server.add(f"n{i}.limit.example.test", "A", f"192.0.2.{i + 1}")
+    dns_server.delay = 0.02
+    try:
+        resolver = resolver_for(dns_server, cache=False, concurrency=3)
+        started = [resolver.submit(f"n{i}.limit.example.test") for i in range(12)]
+        limiter = _Limits.get(asyncio.get_running_loop())
+        assert limiter.active == 3 and len(limiter.waiting) == 9
+        abandoned = started[5]
+        assert isinstance(abandoned, asyncio.Future)
+        abandoned.cancel()  # cancelled while queued: it must never be sent, and must not keep a slot
+        answers = [await s if isinstance(s, asyncio.Future) else s for i, s in enumerate(started) if i != 5]
+    finally:
+        _Limits.size = DEFAULT_CONCURRENCY
+    assert [a.records for a in answers] == [(f"192.0.2.{i + 1}",) for i in range(12) if i != 5]
+    assert dns_server.count("n5.limit.example.test") == 0
+    assert limiter.active == 0 and not limiter.waiting
+
+
+async def test_timeout_then_retry_through_the_slow_path(dns_server: DnsServer) -> None:
+    dns_server.add("late.example.test", "A", "192.0.2.8")
+    dns_server.set_behaviour("late.example.test", "timeout")
+    resolver = resolver_for(dns_server, timeout=0.4, cache=False)
+    answer = await resolver.query("late.example.test")
+    assert answer.outcome == Outcome.TIMEOUT
+    assert resolver.sent == 2  # the first try by callbacks, the second by the retry task

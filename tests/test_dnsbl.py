@@ -473,3 +473,23 @@ def test_parse_zone_roundtrip_kind() -> None:
     zone = parse_zone("v6.zone.test", {**SMALL_ZONE, "families": ["ipv6"]})
     assert zone.kind == "ip6" and probe_names(zone)[0] is not None
     assert probe_names(zone)[1] == ".".join(reversed("00000000000000000000ffff7f000001"))
+
+
+async def test_cancelled_check_leaves_the_shared_probe_and_the_limit_alone(dns_server: DnsServer) -> None:
+    import asyncio
+
+    from checks.dns import _Limits
+
+    publish_test_points(dns_server)
+    dns_server.delay = 0.05
+    ctx = make_ctx(dns_server)
+    first = asyncio.ensure_future(check_ip(parse_target(IP), ctx))
+    second = asyncio.ensure_future(check_ip(parse_target("203.0.113.6"), ctx))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    findings = await second
+    assert first.cancelled()
+    assert findings and all(f.status is not Status.UNKNOWN for f in findings)
+    await asyncio.sleep(0.1)  # the abandoned queries' answers arrive and free their slots
+    limiter = _Limits.get(asyncio.get_running_loop())
+    assert limiter.active == 0 and not limiter.waiting
