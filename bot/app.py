@@ -23,7 +23,13 @@ __all__ = ["COMMAND_MODULES", "Bot", "Permissions", "RateLimiter", "load_command
 log = logging.getLogger("repbot.bot")
 
 # Modules that declare commands on REGISTRY; a new command module is listed here.
-COMMAND_MODULES = ("bot.commands", "bot.monitor_commands", "bot.provider_commands", "bot.canary_commands")
+COMMAND_MODULES = (
+    "bot.commands",
+    "bot.monitor_commands",
+    "bot.provider_commands",
+    "bot.canary_commands",
+    "bot.timeline_commands",
+)
 WORKING = "👀"
 INTERNAL_ERROR = "internal error, see the logs"
 HOUR = 3600.0

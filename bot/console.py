@@ -7,8 +7,11 @@ for the reply in progress and `run()` returns 0.
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from .render import Rendered
@@ -23,9 +26,13 @@ CONSOLE_USER = "@operator:console"
 class ConsoleTransport:
     """A Transport over stdin/stdout; the person at the terminal is the admin."""
 
-    def __init__(self, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+    def __init__(
+        self, stdin: TextIO | None = None, stdout: TextIO | None = None, media_dir: Path | None = None
+    ) -> None:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
+        # Where images go (the timeline sets it to STATE_DIR/images); a temporary directory until then.
+        self.media_dir = media_dir
         self.alert_rooms: Sequence[str] = (CONSOLE_ROOM,)
         self._on_command: IncomingHandler | None = None
         self._sent: dict[str, str] = {}
@@ -61,6 +68,25 @@ class ConsoleTransport:
         event_id = f"console-{self._count}"
         self.stdout.write(message.plain.rstrip("\n") + "\n")
         self.stdout.flush()
+        if txn_id is not None:
+            self._sent[txn_id] = event_id
+        return event_id
+
+    async def send_image(
+        self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
+    ) -> str:
+        """Write the PNG to a file in `media_dir` and print its path."""
+        if txn_id is not None and txn_id in self._sent:
+            return self._sent[txn_id]
+        self._count += 1
+        directory = self.media_dir or Path(tempfile.gettempdir()) / "repbot-images"
+        directory.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9.-]+", "-", body).strip("-")[:80] or "image"
+        path = directory / f"{name}-{self._count}.png"
+        await asyncio.to_thread(path.write_bytes, png)
+        self.stdout.write(f"{body}: {path}\n")
+        self.stdout.flush()
+        event_id = f"console-{self._count}"
         if txn_id is not None:
             self._sent[txn_id] = event_id
         return event_id

@@ -37,6 +37,7 @@ from nio import (
 
 from .commands import PREFIX, strip_reply_fallback, user_matches
 from .config import MatrixConfig
+from .media import image_content
 from .render import Rendered
 from .transport import DeliveryError, Incoming, IncomingHandler
 
@@ -107,6 +108,7 @@ class MatrixTransport:
         self._invites_seen: set[str] = set()
         self._last_relogin = 0.0
         self._stopping = False
+        self.last_sync: float | None = None
 
     def __repr__(self) -> str:
         return f"<MatrixTransport {self.config.user_id} at {self.config.homeserver}>"
@@ -149,6 +151,7 @@ class MatrixTransport:
                 await self.backoff.failed(f"sync refused: {response}")
                 continue
             self.backoff.succeeded()
+            self.last_sync = time.time()  # the metrics' sync lag
             if isinstance(response, SyncResponse) and first:
                 first = False
                 await self._join_configured_rooms()
@@ -375,6 +378,27 @@ class MatrixTransport:
             self._sent[txn_id] = response.event_id
             while len(self._sent) > REMEMBERED_TXNS:
                 self._sent.popitem(last=False)
+        return str(response.event_id)
+
+    async def send_image(
+        self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
+    ) -> str:
+        """Upload the PNG (encrypted in an E2EE room) and post it as m.image; the same txn_id never posts twice."""
+        if txn_id is not None and txn_id in self._sent:
+            return self._sent[txn_id]
+        if self.client is None:
+            raise DeliveryError("not connected")
+        try:
+            content = await image_content(self.client, room, png, body, "repbot-timeline.png")
+        except NETWORK_ERRORS as error:
+            raise DeliveryError(f"{room}: homeserver unreachable ({type(error).__name__})") from None
+        if reply_to is not None and reply_to.event_id:
+            content["m.relates_to"] = _relation(reply_to)
+        response = await self._room_send(room, "m.room.message", content, txn_id)
+        if not isinstance(response, RoomSendResponse):
+            raise DeliveryError(f"{room} did not accept the image: {response}")
+        if txn_id is not None:
+            self._sent[txn_id] = response.event_id
         return str(response.event_id)
 
     async def _room_send(self, room: str, kind: str, content: dict[str, Any], txn_id: str | None) -> object:

@@ -51,6 +51,14 @@ class Transport(Protocol):
     ) -> str:
         """Post `message`; the same txn_id never posts twice. Raises DeliveryError when not accepted."""
 
+    async def send_image(
+        self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
+    ) -> str:
+        """Post a PNG (`m.image`; an encrypted attachment in an E2EE room), `body` its description; the event id.
+
+        Raises DeliveryError when the upload or the message is not accepted.
+        """
+
     async def react(self, incoming: Incoming, key: str) -> None:
         """Put a reaction on a command (best effort)."""
 
