@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "bot.provider_commands",
     "bot.canary_commands",
     "bot.timeline_commands",
+    "bot.metrics",
 )
 WORKING = "👀"
 INTERNAL_ERROR = "internal error, see the logs"
