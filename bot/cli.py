@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="repbot", description="Watch a mail server's reputation and say when mail stops arriving.")
     parser.add_argument("--version", action="version", version=f"repbot {__version__}")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     check = commands.add_parser("check", help="check IPs and domains now")
     check.add_argument("targets", nargs="+", metavar="TARGET", help="an IPv4 or IPv6 address, or a domain")
@@ -198,7 +199,10 @@ def _run(args: argparse.Namespace) -> int:
     problem = insecure_secrets_problem(config)
     if problem:
         return _fail(problem)
+    from .logs import redact
     from .runtime import run_bot
+
+    redact(*(secret.inline for secret in config.secrets()))
 
     return run_bot(config, console=args.console)
 
@@ -213,7 +217,9 @@ ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logs import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
     if args.command is None:
         parser.print_help()
         return EXIT_UNKNOWN

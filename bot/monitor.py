@@ -159,10 +159,14 @@ class Monitor:
         """Run one family's checks now (waiting for a run already under way); the events it confirmed."""
         family = self.families[name]
         async with self._locks[name]:
+            started = time.monotonic()
             reports = await family.run(self.ctx)
             events = self.process(reports)
             with self.store.batch():
                 self.store.set_meta(f"last_run:{name}", self.clock().isoformat())
+        took, findings = round(time.monotonic() - started, 3), sum(len(r.findings) for r in reports)
+        extra = {"job": name, "duration": took, "findings": findings, "changes": len(events)}
+        log.info("ran %s: %d findings, %d changes in %.2f s", name, findings, len(events), took, extra=extra)
         self._wake.set()
         return events
 

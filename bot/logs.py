@@ -1,0 +1,73 @@
+"""Logging set-up for `repbot`: text (the default) or one JSON object per line, libraries kept quiet.
+
+At INFO the bot says what it does (login, each check run with its duration, alerts); nio, httpx, aiohttp
+and apscheduler speak only at WARNING unless the level is DEBUG. Secret values registered with
+`redact` (the config's inline secrets) are replaced by `[secure]` in every line, whatever logged them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+__all__ = ["FORMATS", "JsonFormatter", "redact", "setup_logging"]
+
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+NOISY = ("nio", "httpx", "httpcore", "aiohttp", "apscheduler", "peewee", "asyncio", "aioimaplib", "mail.log")
+MASK = "[secure]"
+# Attributes every LogRecord has; anything else came in through `extra=` and goes into the JSON line.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_secrets: set[str] = set()
+
+
+def redact(*values: str | None) -> None:
+    """Never let these values reach a log line (short values are ignored: they would mask ordinary words)."""
+    _secrets.update(value for value in values if value and len(value) >= 6)
+
+
+def _scrub(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, the `extra` fields, the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in record.__dict__.items():
+            if name not in _STANDARD and not name.startswith("_"):
+                data[name] = value if isinstance(value, str | int | float | bool | None) else str(value)
+        if record.exc_info:
+            data["traceback"] = self.formatException(record.exc_info)
+        return _scrub(json.dumps(data, ensure_ascii=False))
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return _scrub(super().format(record))
+
+
+def setup_logging(level: str = "WARNING", fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Configure the root logger once: the level, the format, and quiet libraries unless DEBUG."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    quiet = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for name in NOISY:
+        logging.getLogger(name).setLevel(quiet)
