@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
     config_check = config_commands.add_parser("check", help="validate a configuration file")
     config_check.add_argument("-c", "--config", required=True, metavar="FILE")
+    from .init import add_arguments
+
+    add_arguments(commands.add_parser("init", help="write a first configuration (asks, or takes flags)"))
     return parser
 
 
@@ -230,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config_check(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "init":
+            from .init import run_init
+
+            return run_init(args)
         coroutine = ASYNC_COMMANDS[args.command](args, _load(args.config))
         return asyncio.run(coroutine)
     except ConfigError as error:

@@ -77,9 +77,9 @@ password = "{PASSWORD}"
         encoding="utf-8",
     )
     config.chmod(0o600)
+    command = [sys.executable, "-m", "bot.cli", "--log-level", "INFO", "--log-format", "json"]
     done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--log-level", "INFO", "--log-format", "json", "run", "--console"]
-        + ["-c", str(config)],
+        [*command, "run", "--console", "-c", str(config)],
         input="!run blocklists\n!status\n!ping\n",
         capture_output=True,
         text=True,
