@@ -25,7 +25,7 @@ NOW = datetime.now(UTC)
 class SyncingTransport(ConsoleTransport):
     """The console, plus the last-sync time a Matrix transport records."""
 
-    last_sync: float | None = time.time() - 12
+    last_sync: float | None = None
 
 
 def _free_port() -> int:
@@ -65,6 +65,7 @@ async def test_metrics_are_scraped_over_http(tmp_path: Path) -> None:
     config = parse_config({"metrics": {"listen": f"127.0.0.1:{port}"}, "state": {"dir": str(tmp_path)}})
     assert config.metrics == MetricsConfig(f"127.0.0.1:{port}", "127.0.0.1", port)
     transport = SyncingTransport(stdin=io.StringIO(""), stdout=io.StringIO())
+    transport.last_sync = time.time() - 12
     services = Services(config, build_context(config), transport, REGISTRY, NOW)
     store = _store(tmp_path / "monitor.json")
     services.extra["monitor"] = Monitor(config, store, transport, services.ctx, families={})
