@@ -363,7 +363,7 @@ async def _dispose(box: Mailbox, settings: CanarySettings, uid: int) -> None:
         await box.flag(uid, KEEP_KEYWORD)
         return
     if settings.found_action == "delete":
-        await box.flag(uid, "\\Deleted")
+        await box.delete(uid)
         return
     target = settings.move_to or await box.find_folder("\\Trash")
     if target is None:

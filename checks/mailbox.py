@@ -323,19 +323,26 @@ class Mailbox:
             raise MailboxError("protocol", f"cannot flag UID {uid}: {_text(response)}")
 
     async def move(self, uid: int, folder: str) -> None:
-        """Move a message: MOVE where offered, else COPY, \\Deleted and (UID) EXPUNGE."""
+        """Move a message: MOVE where offered, else COPY, then delete the original."""
         if "MOVE" in self.capabilities:
             response = await self._call("MOVE", lambda p: p.move(str(uid), _quote(folder), by_uid=True))
         else:
             response = await self._call("COPY", lambda p: p.copy(str(uid), _quote(folder), by_uid=True))
             if response.result == "OK":
-                await self.flag(uid, "\\Deleted")
-                if "UIDPLUS" in self.capabilities:
-                    response = await self._call("EXPUNGE", lambda p: p.expunge(str(uid), by_uid=True))
-                else:
-                    response = await self._call("EXPUNGE", lambda p: p.expunge())
+                await self.delete(uid)
+                return
         if response.result != "OK":
             raise MailboxError("protocol", f"cannot move UID {uid} to {folder!r}: {_text(response)}")
+
+    async def delete(self, uid: int) -> None:
+        """Delete a message for good: \\Deleted, then UID EXPUNGE (UIDPLUS), else a plain EXPUNGE."""
+        await self.flag(uid, "\\Deleted")
+        if "UIDPLUS" in self.capabilities:
+            response = await self._call("EXPUNGE", lambda p: p.expunge(str(uid), by_uid=True))
+        else:
+            response = await self._call("EXPUNGE", lambda p: p.expunge())
+        if response.result != "OK":
+            raise MailboxError("protocol", f"cannot expunge UID {uid}: {_text(response)}")
 
     async def create(self, folder: str) -> None:
         """Create a folder; an existing one is fine."""

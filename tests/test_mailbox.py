@@ -120,6 +120,20 @@ async def test_move_and_copy_fallback(dovecot: DovecotServer, user: tuple[str, s
         assert await box.select("Processed") == 2
 
 
+async def test_delete_expunges_for_good(dovecot: DovecotServer, user: tuple[str, str]) -> None:
+    name, password = user
+    for n in range(3):
+        dovecot.deliver(name, _message(f"delete me {n}"))
+    async with Mailbox(settings(dovecot, name, password=_secret(password))) as box:
+        await box.select("INBOX")
+        first, second, third = await box.search("ALL")
+        await box.delete(first)
+        box.capabilities = box.capabilities - {"UIDPLUS"}  # the plain EXPUNGE path
+        await box.delete(second)
+        assert await box.search("ALL") == [third]
+        assert await box.search("DELETED") == []
+
+
 async def test_size_cap(dovecot: DovecotServer, user: tuple[str, str]) -> None:
     name, password = user
     dovecot.deliver(name, _message("big", size=50_000))
