@@ -306,7 +306,7 @@ class CanaryRunner:
 
     async def _finish(self, verdict: CanaryVerdict, reply_to: Incoming | None) -> None:
         token = verdict.canary.token
-        if reply_to is not None:
+        if reply_to is not None and self.monitor is None:
             try:
                 await self.services.transport.send(
                     reply_to.room, render_verdict(verdict), txn_id=f"canary-{token}", reply_to=reply_to
@@ -323,6 +323,9 @@ class CanaryRunner:
             pending.pop(token, None)
             self.store.set_meta(PENDING, pending)
             if self.monitor is not None:
+                # Through the outbox, in the same write that ends the canary: the thread reply is never lost.
+                if reply_to is not None:
+                    self.monitor.post(render_verdict(verdict), alert_id=f"canary-{token}", reply_to=reply_to)
                 self.monitor.process([self._provider_report(verdict.canary.name, mine)])
 
     def _provider_report(self, name: str, entries: Sequence[Mapping[str, Any]]) -> Report:

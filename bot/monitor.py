@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
@@ -26,7 +27,7 @@ from .alerts import AlertRules, Event, digest_message, is_muted, observe, render
 from .config import Config
 from .render import Rendered, plain_and_html
 from .store import Store
-from .transport import DeliveryError, Transport
+from .transport import DeliveryError, Incoming, Transport
 
 __all__ = ["FAMILY_BUILDERS", "Family", "FamilyRun", "Monitor", "alert_rules", "default_families"]
 
@@ -196,17 +197,23 @@ class Monitor:
             muted = "(muted) " if event not in loud else ""
             log.info("%s%s: %s %s %s", muted, event.kind, event.target, event.check, event.subject)
 
-    def _enqueue(self, message: Rendered, alert_id: str | None = None) -> str:
-        """Put a message in the outbox for every alert room (call inside a batch); its id."""
+    def _enqueue(self, message: Rendered, alert_id: str | None = None, reply_to: Incoming | None = None) -> str:
+        """Put a message in the outbox (call inside a batch): for every alert room, or as a reply; its id."""
         alert_id = alert_id or f"repbot-{uuid.uuid4().hex}"
-        rooms = list(self.transport.alert_rooms)
+        rooms = [reply_to.room] if reply_to is not None else list(self.transport.alert_rooms)
         if not rooms:
             log.warning("no alert rooms configured; alert %s is only in the history", alert_id)
             return alert_id
         item = {"id": alert_id, "created": self.clock().isoformat(), "rooms": rooms, "attempts": 0, "next_try": 0.0}
+        if reply_to is not None:
+            item["reply"] = dataclasses.asdict(reply_to) | {"body": ""}
         self.store.enqueue({**item, "plain": message.plain, "html": message.html})
         self._wake.set()
         return alert_id
+
+    def post(self, message: Rendered, *, alert_id: str, reply_to: Incoming | None = None) -> None:
+        """Queue a message through the outbox (call inside a store batch): delivered once, across restarts."""
+        self._enqueue(message, alert_id=alert_id, reply_to=reply_to)
 
     # -- the outbox ----------------------------------------------------------------------------------------
 
@@ -220,9 +227,10 @@ class Monitor:
             if item["next_try"] > time.time():
                 return False
             message = Rendered(item["plain"], item["html"])
+            reply_to = Incoming(**item["reply"]) if item.get("reply") else None
             for room in item["rooms"]:
                 try:
-                    await self.transport.send(room, message, txn_id=_txn_id(item["id"], room))
+                    await self.transport.send(room, message, txn_id=_txn_id(item["id"], room), reply_to=reply_to)
                 except DeliveryError as error:
                     attempts = item["attempts"] + 1
                     delay = min(self.retry_max, RETRY_FIRST * 2 ** min(attempts - 1, 16))

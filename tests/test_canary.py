@@ -322,13 +322,18 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
 
         store = Store(path)
         assert token in store.get_meta(PENDING)
-        second = CanaryRunner(services, store, Monitor(config, store, transport, ctx, {}))  # type: ignore[arg-type]
+        monitor = Monitor(config, store, transport, ctx, {})  # type: ignore[arg-type]
+        second = CanaryRunner(services, store, monitor)  # type: ignore[arg-type]
         await second.start()
         for _ in range(200):
             if not store.get_meta(PENDING):
                 break
             await asyncio.sleep(0.05)
         await second.stop()
+        # The verdict waits in the persisted outbox, written with the end of the canary, until delivered.
+        assert [item["id"] for item in store.pending()] == [f"canary-{token}"]
+        assert await monitor.deliver()
+        assert await monitor.deliver()  # delivered once: the outbox is empty now
         assert len(transport.posted) == 1
         room, text, thread = transport.posted[0]
         assert (room, thread) == ("!room:localhost", "$command")
