@@ -4,6 +4,9 @@ Each (target, check, subject) has a state document. A new status (or a new signi
 as a listing's reason) is a *candidate* until it has been seen `confirm` runs in a row; then it is
 confirmed and becomes an Event. `unknown` is never a candidate: it neither confirms nor resets, and
 only a run of unknowns longer than `unknown_after` speaks, once, as "cannot check", then "checking again".
+
+Checks in `AlertRules.on_sight` read a record (a provider's published data, the complaint journal) rather than
+probe the network: a reading is as sure the first time as the second, so it is confirmed on sight.
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ SIGNIFICANT_KEYS = (
     "policy_hash",
     "policy_id",
     "days_left",
+    "newest",  # complaints: the newest recorded complaint of a domain; it changes when a new one arrives
+    "reputation",  # postmaster: HIGH -> MEDIUM is a drop worth saying, though both are ok
 )
+# Records, not probes: SNDS and Postmaster publish a day's data, complaints come from the durable journal.
+ON_SIGHT = frozenset({"snds", "postmaster", "complaints"})
 _PROBLEM = (Status.WARN.value, Status.FAIL.value)
 
 
@@ -47,6 +54,7 @@ class AlertRules:
     immediate_new_listing: bool = True
     unknown_after: timedelta = timedelta(hours=2)
     cert_warn_days: int = CERT_WARN_DAYS
+    on_sight: frozenset[str] = ON_SIGHT
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,8 @@ def _needed(state: dict[str, Any], finding: Finding, rules: AlertRules) -> int:
     new_problem = finding.status.value in _PROBLEM and old not in _PROBLEM
     if rules.immediate_new_listing and new_problem and finding.check == "dnsbl":
         return 1
+    if finding.check in rules.on_sight:
+        return 1
     return max(1, rules.confirm)
 
 
@@ -195,6 +205,10 @@ def _evidence_detail(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         parts.append("policy changed but its id did not" if same_id else "policy and its id changed")
     if "key_fingerprint" in new and old.get("key_fingerprint") != new["key_fingerprint"]:
         parts.append("key replaced")
+    if "newest" in new and old.get("newest") != new["newest"]:
+        parts.append("more complaints")
+    if "reputation" in new and old.get("reputation") != new["reputation"]:
+        parts.append(f"reputation was {old.get('reputation') or '?'}, now {new['reputation']}")
     for name in ("answers", "reason", "codes", "return_codes", "txt", "fingerprint"):
         if name in new and old.get(name) != new[name]:
             parts.append(f"{name.replace('_', ' ')} was {_short(old.get(name))}, now {_short(new[name])}")

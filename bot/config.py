@@ -156,8 +156,9 @@ DEFAULT_INTERVALS = {
     "snds": "6h",
     "complaints": "15m",
     "canary": "6h",
+    "postmaster": "12h",
 }
-KNOWN_FAMILIES = ("blocklists", "domains", "tls", "snds", "complaints", "canary")
+KNOWN_FAMILIES = ("blocklists", "domains", "tls", "snds", "complaints", "canary", "postmaster")
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,39 @@
-"""`!snds [IP]` and `!complaints [days]`, and the monitor families for `[schedule] snds` and `complaints`."""
+"""`!snds [IP]` and `!complaints [days]`, and the monitor families `snds`, `complaints` and `postmaster`.
+
+Each family runs only when its section is configured. Complaints reach the room through the per-domain
+finding (see `checks.feedback.findings_for_complaints`): one state per sending domain, news when it changes.
+"""
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from checks import CheckContext, Finding, Report, feedback, parse_target, snds
+from checks import CheckContext, Finding, Report, Status, feedback, parse_target, postmaster, snds
+from checks.mailbox import MailboxError
 from checks.model import Target, TargetKind
 
 from .commands import Argument, Call, command, ip_arg
-from .config import Config
+from .config import Config, SecretError
 from .monitor import FAMILY_BUILDERS, FamilyRun
-from .provider_config import feedback_settings, snds_settings
+from .provider_config import feedback_settings, postmaster_settings, snds_settings
 from .render import Rendered, matrix_report, plain_and_html
 
-__all__ = ["JOURNAL_FILE", "complaints_reports", "snds_reports"]
+__all__ = ["JOURNAL_FILE", "complaints_reports", "postmaster_reports", "snds_reports"]
+
+log = logging.getLogger("repbot.providers")
+FamilyBuilder = Callable[[Config], FamilyRun | None]
 
 JOURNAL_FILE = "complaints.jsonl"
 MAX_DAYS = 90
 
 
 def _days(text: str) -> int:
+    if not text.isdecimal():
+        raise ValueError(f"{text[:20]!r} is not a number of days")
     value = int(text)
     if not 1 <= value <= MAX_DAYS:
         raise ValueError(f"give 1 to {MAX_DAYS} days")
@@ -47,20 +58,53 @@ def _group(findings: Sequence[Finding], ips: Sequence[str]) -> list[Report]:
 
 
 async def complaints_reports(config: Config, ctx: CheckContext) -> list[Report]:
-    """Collect new reports from the feedback mailbox; one Report per sending domain."""
+    """Collect new reports from the feedback mailbox; one Report per sending domain, from the journal.
+
+    When the mailbox cannot be read, the journal still gives the counts, and an `unknown` finding on the
+    mailbox says why (the monitor speaks of it only after `unknown_after`).
+    """
     settings = feedback_settings(config, ctx)
     if settings is None:
         return []
     journal = feedback.JsonlJournal(Path(config.state_dir) / JOURNAL_FILE)
     now = ctx.clock()
-    result = await feedback.collect(settings, journal, now)
+    new: list[feedback.Complaint] = []
+    failure: Finding | None = None
+    try:
+        new = (await feedback.collect(settings, journal, now)).new
+    except (MailboxError, SecretError) as error:
+        log.warning("feedback mailbox %s: %s", settings.mailbox.host, error)
+        summary = f"cannot read the feedback mailbox: {error}"
+        failure = Finding(
+            "complaints", "feedback mailbox", Status.UNKNOWN, summary, {}, code="mailbox", observed_at=now
+        )
     recent = journal.complaints(now - timedelta(days=settings.window_days))
-    findings = feedback.findings_for_complaints(result.new, recent, config.monitor.domains, settings.window_days, now)
+    findings = feedback.findings_for_complaints(new, recent, config.monitor.domains, settings.window_days, now)
+    reports = [Report(Target(TargetKind.DOMAIN, f.subject), (f,)) for f in findings]
+    if failure is not None:
+        reports.append(Report(Target(TargetKind.DOMAIN, settings.mailbox.host), (failure,)))
+    return reports
+
+
+async def postmaster_reports(config: Config, ctx: CheckContext) -> list[Report]:
+    """Google Postmaster Tools findings, one Report per domain; empty without [postmaster]."""
+    settings = postmaster_settings(config)
+    if settings is None:
+        return []
+    now = ctx.clock()
+    try:
+        findings = await postmaster.check(settings, ctx)
+    except SecretError as error:
+        log.warning("postmaster: %s", error)
+        summary = f"no Postmaster Tools token: {error}"
+        findings = [
+            Finding("postmaster", f"{d} postmaster", Status.UNKNOWN, summary, code="postmaster-token", observed_at=now)
+            for d in settings.domains
+        ]
     by_domain: dict[str, list[Finding]] = {}
     for finding in findings:
-        domain = str(finding.evidence.get("sending_domain", finding.subject))
-        by_domain.setdefault(domain, []).append(finding)
-    return [Report(Target(TargetKind.DOMAIN, domain or "unknown"), tuple(items)) for domain, items in by_domain.items()]
+        by_domain.setdefault(finding.subject.split()[0], []).append(finding)
+    return [Report(Target(TargetKind.DOMAIN, domain), tuple(items)) for domain, items in by_domain.items()]
 
 
 @command(
@@ -98,24 +142,27 @@ async def complaints_command(call: Call) -> Rendered:
     return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
 
 
-def _snds_family(config: Config) -> FamilyRun | None:
-    if config.extra.get("snds") is None:
-        return None
+def _family(section: str, reports: Callable[[Config, CheckContext], Awaitable[list[Report]]]) -> FamilyBuilder:
+    """A FAMILY_BUILDERS entry: the run for this config, or None when `[section]` is absent."""
 
-    async def run(ctx: CheckContext) -> list[Report]:
-        return await snds_reports(config, ctx)
+    def build(config: Config) -> FamilyRun | None:
+        if config.extra.get(section) is None:
+            return None
 
-    return run
+        async def run(ctx: CheckContext) -> list[Report]:
+            return await reports(config, ctx)
 
+        return run
 
-def _complaints_family(config: Config) -> FamilyRun | None:
-    if config.extra.get("feedback") is None:
-        return None
-
-    async def run(ctx: CheckContext) -> list[Report]:
-        return await complaints_reports(config, ctx)
-
-    return run
+    return build
 
 
-FAMILY_BUILDERS.update(snds=_snds_family, complaints=_complaints_family)
+async def _snds_job(config: Config, ctx: CheckContext) -> list[Report]:
+    return await snds_reports(config, ctx)
+
+
+FAMILY_BUILDERS.update(
+    snds=_family("snds", _snds_job),
+    complaints=_family("feedback", complaints_reports),
+    postmaster=_family("postmaster", postmaster_reports),
+)

@@ -371,27 +371,50 @@ def complaint_line(complaint: Complaint) -> str:
 def findings_for_complaints(
     new: Sequence[Complaint], recent: Sequence[Complaint], domains: Sequence[str], days: int, now: datetime
 ) -> list[Finding]:
-    """A warn finding per new complaint, then per sending domain the count over the last `days` days."""
-    findings = [
-        Finding(
-            "complaints",
-            f"complaint {c.report_id[:12]}",
-            Status.WARN,
-            complaint_line(c),
-            {k: v for k, v in c.to_json().items() if k != "report_id"},
-            "Find the list this recipient came from and remove them; check how they subscribed.",
-            "complaint-new",
-            now,
-        )
-        for c in new
-    ]
+    """One finding per sending domain: warn while it has complaints in the last `days` days, else ok.
+
+    A complaint is an event, but the monitor alerts on changes of state, so each domain's state carries it:
+    the evidence's `newest` (the id of its newest recorded complaint) changes exactly when new complaints
+    arrive, and the summary then names their reporters and original subjects. One state per domain, never
+    one per complaint. `new` are this run's complaints; `recent` is the journal (in recording order).
+    """
     since = now - timedelta(days=days)
-    counts = count_by([c for c in recent if c.arrived >= since], "domain")
-    for domain in sorted(set(domains) | set(counts)):
-        n = counts.get(domain, 0)
-        status, code = (Status.WARN, "complaints") if n else (Status.OK, "no-complaints")
-        summary = f"{n} complaint{'s' if n != 1 else ''} about mail from {domain} in the last {days} days"
-        findings.append(
-            Finding("complaints", domain, status, summary, {"count": n, "days": days}, code=code, observed_at=now)
-        )
-    return findings
+    fresh_ids = {c.report_id for c in new}
+    by_domain: dict[str, list[Complaint]] = {}
+    for c in recent:
+        if c.arrived >= since or c.report_id in fresh_ids:
+            by_domain.setdefault(c.sending_domain or "unknown", []).append(c)
+    for c in new:  # a caller may pass new complaints that are not in `recent`
+        mine = by_domain.setdefault(c.sending_domain or "unknown", [])
+        if all(c.report_id != m.report_id for m in mine):
+            mine.append(c)
+    return [
+        _domain_finding(domain, by_domain.get(domain, []), fresh_ids, days, now)
+        for domain in sorted(set(domains) | set(by_domain))
+    ]
+
+
+def _brief(complaint: Complaint) -> str:
+    return f"{complaint.reporter} about “{complaint.subject or '(no subject)'}”"
+
+
+def _domain_finding(domain: str, mine: Sequence[Complaint], fresh_ids: set[str], days: int, now: datetime) -> Finding:
+    n = len(mine)
+    evidence: dict[str, object] = {"count": n, "days": days}
+    window = f"{n} in the last {days} days"
+    if not mine:
+        summary = f"0 complaints about mail from {domain} in the last {days} days"
+        return Finding("complaints", domain, Status.OK, summary, evidence, code="no-complaints", observed_at=now)
+    fresh = [c for c in mine if c.report_id in fresh_ids]
+    newest = mine[-1]
+    evidence.update(new=len(fresh), newest=newest.report_id[:12])
+    if len(fresh) == 1:
+        summary = f"new complaint: {complaint_line(fresh[0])}; {window}"
+    elif fresh:
+        shown = "; ".join(_brief(c) for c in fresh[:3]) + (f"; {len(fresh) - 3} more" if len(fresh) > 3 else "")
+        summary = f"{len(fresh)} new complaints about mail from {domain} ({window}): {shown}"
+    else:
+        plural = "s" if n != 1 else ""
+        summary = f"{n} complaint{plural} about mail from {domain} in the last {days} days; newest: {_brief(newest)}"
+    advice = "Find the list these recipients came from and remove them; check how they subscribed."
+    return Finding("complaints", domain, Status.WARN, summary, evidence, advice, "complaints", now)

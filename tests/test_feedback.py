@@ -188,9 +188,18 @@ def test_counts_and_findings() -> None:
     assert feedback.count_by(complaints, "day") == {"2026-07-02": 1, "2026-07-03": 2, "2026-07-01": 1}
     found = feedback.findings_for_complaints(complaints[:1], complaints, ["example.org", "quiet.example"], 7, NOW)
     by_subject = {f.subject: f for f in found}
-    assert by_subject["example.org"].summary == "3 complaints about mail from example.org in the last 7 days"
+    assert sorted(by_subject) == ["example.net", "example.org", "quiet.example"]  # one finding per domain
+    org = by_subject["example.org"]
+    assert org.summary.startswith("new complaint: Yahoo CFL: abuse complaint on 2026-07-02 about “Your weekly news")
+    assert org.summary.endswith("; 3 in the last 7 days")
+    assert {k: org.evidence[k] for k in ("count", "new")} == {"count": 3, "new": 1}
+    assert org.evidence["newest"] == complaints[2].report_id[:12]  # the last recorded one
     assert by_subject["quiet.example"].code == "no-complaints"
-    assert [f.code for f in found].count("complaint-new") == 1
+    later = feedback.findings_for_complaints([], complaints, ["example.org"], 7, NOW)[1]
+    assert (
+        later.summary
+        == "3 complaints about mail from example.org in the last 7 days; newest: Microsoft JMRP about “July offers”"
+    )
     assert_no_complainant(*(json.dumps(f.to_json()) for f in found))
 
 
