@@ -15,25 +15,28 @@ import json
 import logging
 import os
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from . import oauth
 from ._errors import LookupFailed
 from .context import CheckContext
 from .model import Finding, Status
+from .oauth import TOKEN_URL, TokenSource, command_token
 
 __all__ = [
+    "TOKEN_FILE",
+    "TOKEN_URL",
     "BlockRange",
     "DataRow",
     "RefreshTokenSource",
     "SndsAnswerError",
     "SndsSettings",
+    "TokenSource",
     "check",
     "command_token",
     "fetch_data",
@@ -54,7 +57,6 @@ API_BASE = "https://substrate.office.com/ip-domain-management-snds/snds"
 TIME_FORMAT = "%m/%d/%Y %I:%M %p"
 COLOURS = {"GREEN": Status.OK, "YELLOW": Status.WARN, "RED": Status.FAIL}
 MAX_BLOCK_EXPANSION = 65536
-TokenSource = Callable[[], Awaitable[str]]
 
 
 class SndsAnswerError(LookupFailed):
@@ -351,7 +353,11 @@ async def _auth(settings: SndsSettings) -> tuple[dict[str, str], dict[str, str]]
     if settings.method == "api":
         if settings.token is None:
             raise SndsAnswerError("config", "SNDS REST API chosen but no token source configured")
-        return {}, {"Authorization": f"Bearer {await settings.token()}", "Accept": "application/json"}
+        try:
+            token = await settings.token()
+        except oauth.TokenError as error:
+            raise SndsAnswerError(error.code, str(error)) from None
+        return {}, {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     if settings.key is None:
         raise SndsAnswerError("config", "SNDS legacy access chosen but no key configured")
     return {"key": await asyncio.to_thread(settings.key)}, {}
@@ -412,23 +418,13 @@ async def fetch_status(settings: SndsSettings, ctx: CheckContext) -> list[BlockR
         raise SndsAnswerError("unparsable", f"SNDS ipStatus could not be read: {error}") from None
 
 
-# -- OAuth 2.0 tokens for the REST API ------------------------------------------------------------------
+# -- OAuth 2.0 tokens for the REST API (the sources live in checks.oauth) ----------------------------------
 
-TOKEN_URL = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
 TOKEN_FILE = "snds-oauth.json"
 
 
-def command_token(get: Callable[[], str]) -> TokenSource:
-    """A TokenSource calling a blocking secret source (a `token_command` runner) in a thread."""
-
-    async def token() -> str:
-        return await asyncio.to_thread(get)
-
-    return token
-
-
-class RefreshTokenSource:
-    """Access tokens from the refresh-token grant; the rotating refresh token is kept in the state directory."""
+class RefreshTokenSource(oauth.RefreshTokenSource):
+    """The refresh-token grant for SNDS: Microsoft's endpoint, the token kept in `snds-oauth.json`."""
 
     def __init__(
         self,
@@ -440,69 +436,23 @@ class RefreshTokenSource:
         scope: str = "",
         seed: Callable[[], str] | None = None,
     ) -> None:
-        self._client = client
-        self.path = Path(state_dir) / TOKEN_FILE
-        self.client_id = client_id
-        self.token_url = token_url
-        self.scope = scope
-        self._seed = seed
-        self._access: tuple[str, float] | None = None
-        self._lock = asyncio.Lock()
-
-    def __repr__(self) -> str:
-        return f"<RefreshTokenSource {self.token_url} state={self.path} tokens=[secure]>"
+        super().__init__(
+            client,
+            state_dir,
+            client_id,
+            token_file=TOKEN_FILE,
+            token_url=token_url,
+            scope=scope,
+            seed=seed,
+            name="SNDS",
+        )
 
     async def __call__(self) -> str:
-        async with self._lock:  # concurrent fetches share one refresh: a refresh token may be single-use
-            if self._access is None or time.monotonic() >= self._access[1]:
-                self._access = await self._refresh()
-            return self._access[0]
-
-    async def _refresh(self) -> tuple[str, float]:
-        refresh = self._stored() or (await asyncio.to_thread(self._seed) if self._seed else "")
-        if not refresh:
-            raise SndsAnswerError("auth", f"no SNDS refresh token: put one in {self.path} or configure refresh_token")
-        form = {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": self.client_id}
-        if self.scope:
-            form["scope"] = self.scope
+        """An access token; raises SndsAnswerError (auth, unreachable) when none can be had."""
         try:
-            response = await self._client().post(self.token_url, data=form)
-        except httpx.HTTPError as error:
-            raise SndsAnswerError(
-                "unreachable", f"cannot reach the OAuth token endpoint ({type(error).__name__})"
-            ) from None
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
-        if response.status_code != 200 or not isinstance(answer, dict) or "access_token" not in answer:
-            reason = str(answer.get("error", "")) if isinstance(answer, dict) else ""
-            raise SndsAnswerError(
-                "auth",
-                f"the OAuth token endpoint refused the refresh token (HTTP {response.status_code} {reason})".rstrip(),
-            )
-        if answer.get("refresh_token"):
-            self._store(str(answer["refresh_token"]))
-        lifetime = float(answer.get("expires_in", 3600))
-        return str(answer["access_token"]), time.monotonic() + max(lifetime - 60, 0)
-
-    def _stored(self) -> str:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return ""
-        return str(data.get("refresh_token", "")) if isinstance(data, dict) else ""
-
-    def _store(self, refresh: str) -> None:
-        """Write the new refresh token atomically (temporary file, fsync, rename), readable by us alone."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"refresh_token": refresh}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+            return await super().__call__()
+        except oauth.TokenError as error:
+            raise SndsAnswerError(error.code, str(error)) from None
 
 
 # -- findings -------------------------------------------------------------------------------------------

@@ -122,8 +122,9 @@ def garbage() -> dict[str, bytes]:
     big = MIMEMultipart("report", report_type="feedback-report")
     big["From"] = "feedback@yahoo.com"
     big.attach(MIMEText("report\n"))
-    big.attach(MIMEBase("application", "octet-stream"))
-    big.get_payload()[1].set_payload("A" * 400_000)  # type: ignore[index]
+    attachment = MIMEBase("application", "octet-stream")
+    attachment.set_payload("A" * 400_000)
+    big.attach(attachment)
     no_type = arf(
         "x@fbl.example",
         _fields(User_Agent="x", Version="1"),

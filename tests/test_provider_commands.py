@@ -128,6 +128,17 @@ async def test_snds_trouble_is_a_plain_unknown(
     assert not any(record.exc_info for record in caplog.records)
 
 
+async def test_a_failing_token_command_is_a_plain_unknown(
+    providers: ProviderServer, ctx: CheckContext, tmp_path: Path
+) -> None:
+    section = {"method": "api", "token_command": "echo oops >&2; exit 3", "api_base": providers.snds_api}
+    config = parse_config({"monitor": {"ips": ["192.0.2.10"]}, "snds": section, "state": {"dir": str(tmp_path)}})
+    [wrapped] = await ask(config, ctx, "!snds")
+    reply = flat(wrapped)
+    assert "unknown" in reply and "the token command failed: snds.token_command: exited with status 3: oops" in reply
+    assert "internal error" not in reply
+
+
 async def test_snds_usage_and_unconfigured(ctx: CheckContext, tmp_path: Path) -> None:
     config = parse_config({"state": {"dir": str(tmp_path)}})
     bad, missing = await ask(config, ctx, "!snds example.org", "!snds")
