@@ -100,20 +100,7 @@ def findings_for_day(domain: str, stats: DayStats, settings: PostmasterSettings,
             else "",
         )
     ]
-    for ip_rep, ips in stats.ip_reputations:
-        if REPUTATION.get(ip_rep, Status.OK) is not Status.OK:
-            summary = f"Gmail rates IPs {', '.join(ips) or '(no sample)'} {ip_rep} on {shown}"
-            findings.append(
-                _finding(
-                    domain,
-                    f"IP reputation {ip_rep}",
-                    REPUTATION[ip_rep],
-                    summary,
-                    {"day": shown, "reputation": ip_rep, "sample_ips": list(ips)},
-                    f"gmail-ip-{ip_rep.lower()}",
-                    now,
-                )
-            )
+    findings.extend(_ip_reputation(domain, stats.ip_reputations, shown, now))
     if stats.spam_ratio is not None:
         high = stats.spam_ratio >= settings.spam_rate_warn
         summary = f"Gmail users reported {stats.spam_ratio:.2%} of {domain}'s mail as spam on {shown}"
@@ -145,6 +132,25 @@ def findings_for_day(domain: str, stats: DayStats, settings: PostmasterSettings,
         )
     )
     return findings
+
+
+def _ip_reputation(
+    domain: str, groups: Sequence[tuple[str, Sequence[str]]], shown: str, now: datetime
+) -> list[Finding]:
+    """One finding for every IP group, under one subject, so a recovered IP resolves the alert."""
+    if not groups:
+        return []
+    rated = {level: list(ips) for level, ips in groups}
+    poor = [(level, ips) for level, ips in rated.items() if REPUTATION.get(level, Status.OK) is not Status.OK]
+    worst = max((REPUTATION[level] for level, _ in poor), key=lambda status: status.severity, default=Status.OK)
+    if poor:
+        summary = "; ".join(f"Gmail rates IPs {', '.join(ips) or '(no sample)'} {level}" for level, ips in poor)
+        summary += f" on {shown}"
+    else:
+        summary = f"Gmail rates every sampled IP {' or '.join(rated)} on {shown}"
+    code = f"gmail-ip-{poor[-1][0].lower()}" if poor else "gmail-ip-ok"
+    evidence = {"day": shown, "reputation": {level: ips for level, ips in rated.items()}}
+    return [_finding(domain, "IP reputation", worst, summary, evidence, code, now)]
 
 
 def _finding(

@@ -474,7 +474,8 @@ def findings_for_rows(
         mine = [row for row in rows if row.ip == ip]
         if not mine:
             summary = f"SNDS has no data for {ip}: normal for an IP sending under about 100 messages a day"
-            findings.append(Finding("snds", ip, Status.UNKNOWN, summary, {"ip": ip}, code="snds-no-data"))
+            # SNDS answered: it has nothing on this IP. Not a failure to check, so not unknown.
+            findings.append(Finding("snds", ip, Status.OK, summary, {"ip": ip}, code="snds-no-data"))
             continue
         for row in mine[-1:] if latest_only else mine:
             findings.append(_row_finding(row, ip if latest_only else f"{ip} {row.day}", settings, now))

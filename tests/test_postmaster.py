@@ -38,8 +38,8 @@ def test_latest_day_is_parsed() -> None:
 async def test_drop_and_spike(providers: ProviderServer, ctx: CheckContext) -> None:
     found = {f.subject: f for f in await postmaster.check(settings(providers), ctx)}
     assert (found["example.org reputation"].status, found["example.org reputation"].code) == (Status.WARN, "gmail-low")
-    assert found["example.org IP reputation BAD"].status is Status.FAIL
-    assert "192.0.2.10" in found["example.org IP reputation BAD"].summary
+    assert found["example.org IP reputation"].status is Status.FAIL
+    assert "192.0.2.10" in found["example.org IP reputation"].summary
     assert found["example.org spam rate"].code == "gmail-spam-high"
     assert found["example.org delivery errors"].code == "gmail-errors-spike"
     assert "SUSPECTED_SPAM" in found["example.org delivery errors"].summary

@@ -127,7 +127,7 @@ async def test_legacy_findings(providers: ProviderServer, ctx: CheckContext) -> 
     assert (ten.status, ten.code, ten.evidence["day"]) == (Status.WARN, "snds-yellow", "2026-07-03")
     assert (eleven.status, eleven.code, eleven.evidence["trap_hits"]) == (Status.FAIL, "snds-red", 41)
     assert "1.2%" in eleven.summary and "41 trap hits" in eleven.summary
-    assert (quiet.status, quiet.code) == (Status.UNKNOWN, "snds-no-data")
+    assert (quiet.status, quiet.code) == (Status.OK, "snds-no-data")
     assert "100 messages a day" in quiet.summary
     blocked = found["192.0.2.10 block"]
     assert blocked.status is Status.FAIL and "user complaints" in blocked.summary
