@@ -62,11 +62,21 @@ def _add_dns_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+class _VersionAction(argparse.Action):
+    """--version, reading the installed version only when asked (importlib.metadata is slow to import)."""
 
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from . import __version__
+
+        parser.exit(0, f"repbot {__version__}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="repbot", description="Watch a mail server's reputation and say when mail stops arriving.")
-    parser.add_argument("--version", action="version", version=f"repbot {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -355,14 +355,20 @@ def _texts(answer: DnsAnswer) -> list[str] | None:
 async def check(target: Target, ctx: CheckContext) -> list[Finding]:
     """DMARC findings for a domain: the record, its policy, reports, apex records and alignment."""
     domain = target.value
-    org7489 = organizational_domain_psl(domain)
-    names = list(dict.fromkeys([*walk_names(domain), org7489]))
+    names = walk_names(domain)
     selectors = ctx.dkim_selectors.get(domain, ())
-    answers, apex, keys = await asyncio.gather(
+    walk_answers, apex, keys = await asyncio.gather(
         asyncio.gather(*(_txt(ctx, f"_dmarc.{name}") for name in names)),
         _txt(ctx, domain),
         asyncio.gather(*(_txt(ctx, f"{sel}._domainkey.{domain}") for sel in selectors)),
     )
+    answers = list(walk_answers)
+    # Parsing the Public Suffix List takes ~130 ms of CPU: only after the first round trip, so that it does
+    # not hold back the other checks' first queries. Its answer is in the walk unless the name is very long.
+    org7489 = organizational_domain_psl(domain)
+    if org7489 not in names:
+        names.append(org7489)
+        answers.append(await _txt(ctx, f"_dmarc.{org7489}"))
     by_name = {name: _texts(answer) for name, answer in zip(names, answers, strict=True)}
     walk = interpret_walk(domain, by_name)
     findings = []
