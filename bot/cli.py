@@ -71,7 +71,8 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
         from . import __version__
 
-        parser.exit(0, f"repbot {__version__}\n")
+        print(f"repbot {__version__}")
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
