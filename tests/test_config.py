@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,16 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     broken = _write(tmp_path, "[monitor\n", 0o600)
     assert main(["config", "check", "-c", str(broken)]) == 1
     assert "not valid TOML" in capsys.readouterr().out
+
+
+def test_the_example_config_is_valid_with_every_commented_key_uncommented() -> None:
+    """config.example.toml documents every key: commented-out examples must be valid too."""
+    root = Path(__file__).resolve().parent.parent
+    lines = []
+    for line in (root / "config.example.toml").read_text(encoding="utf-8").splitlines():
+        example = line.startswith("# [") or re.match(r"^# [a-z_]+ = ", line)
+        lines.append(line[2:] if example else line)
+    config = parse_config(tomllib.loads("\n".join(lines)))
+    assert config.matrix is not None and config.matrix.admins
+    assert config.metrics.listen == "127.0.0.1:9464"
+    assert config.schedule.intervals["postmaster"].total_seconds() == 12 * 3600
