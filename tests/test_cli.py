@@ -130,3 +130,38 @@ def test_config_supplies_nameservers_and_disabled_zones(world: DnsServer, tmp_pa
 def test_version() -> None:
     done = repbot("--version")
     assert done.returncode == 0 and done.stdout.startswith("repbot ")
+
+
+def test_progress_shows_on_a_terminal_stderr_only(world: DnsServer) -> None:
+    import os
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", "check", LISTED_IP, "--nameserver", world.address, "--timeout", "1"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+        if terminal != -1:
+            os.close(terminal)
+    assert done.returncode == 2
+    assert "checking… 0/1" in shown.decode() and "checking… 1/1" in shown.decode()
+    assert "checking" not in done.stdout  # the table on stdout stays clean for pipes
