@@ -27,7 +27,6 @@ from checks.verdict import CanaryVerdict, classify, provider_finding, settle
 
 from .commands import REGISTRY, Argument, Call, Services, command
 from .config import SECTION_READERS, Config, Secret, Section
-from .durations import parse_duration
 from .render import MARKS, Rendered, plain_and_html
 from .store import Store
 from .transport import DeliveryError, Incoming
@@ -85,27 +84,8 @@ class CanaryConfig:
     snds: bool = True
 
 
-def _choice(section: Section, name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = section.get(name, str, default)
-    if value not in allowed:
-        section.problem(name, f"expected one of {', '.join(allowed)}, got {value!r}")
-        return default
-    return value
-
-
-def _duration(section: Section, name: str, default: timedelta | None) -> timedelta | None:
-    text = section.get(name, str, "")
-    if not text:
-        return default
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        section.problem(name, str(error))
-        return default
-
-
 def _imap(section: Section) -> ImapConfig:
-    security = _choice(section, "security", "tls", ("tls", "starttls", "plain"))
+    security = section.choice("security", "tls", ("tls", "starttls", "plain"))
     password, token = section.secret("password"), section.secret("token")
     if (password is None) == (token is None):
         section.problem("password", "give exactly one of password(_file/_command) or token(_file/_command)")
@@ -125,7 +105,7 @@ def _seeds(root: Section) -> tuple[SeedConfig, ...]:
         name, address = section.required_str("name"), section.required_str("address")
         imap = _imap(section.table("imap"))
         junk = section.strings("junk")
-        seeds.append(SeedConfig(name, address, imap, junk, _duration(section, "deadline", None)))
+        seeds.append(SeedConfig(name, address, imap, junk, section.duration("deadline", None)))
         section.finish()
     if not seeds:
         root.problem("seed", "give at least one [[canary.seed]] (name, address, imap)")
@@ -133,7 +113,7 @@ def _seeds(root: Section) -> tuple[SeedConfig, ...]:
 
 
 def _submission(section: Section) -> tuple[SubmissionSettings, Secret | None]:
-    security = _choice(section, "security", "starttls", ("starttls", "tls", "plain"))
+    security = section.choice("security", "starttls", ("starttls", "tls", "plain"))
     password = section.secret("password")
     user = section.get("user", str, "") or None
     settings = SubmissionSettings(
@@ -147,7 +127,7 @@ def _submission(section: Section) -> tuple[SubmissionSettings, Secret | None]:
 def _log(section: Section) -> LogSource | None:
     path = section.get("path", str, "") or None
     command_line = section.strings("command") or None
-    fmt = _choice(section, "format", "auto", ("auto", "postfix", "opensmtpd"))
+    fmt = section.choice("format", "auto", ("auto", "postfix", "opensmtpd"))
     section.finish()
     if path is None and command_line is None:
         return None
@@ -156,7 +136,7 @@ def _log(section: Section) -> LogSource | None:
 
 def read_canary(section: Section) -> CanaryConfig:
     """[canary] with its [canary.submission], [canary.sender_imap], [canary.log] and [[canary.seed]] tables."""
-    send_via = _choice(section, "send_via", "submission", ("submission", "direct"))
+    send_via = section.choice("send_via", "submission", ("submission", "direct"))
     submission, password = (None, None)
     if "submission" in section.data or send_via == "submission":
         submission, password = _submission(section.table("submission"))
@@ -169,9 +149,9 @@ def read_canary(section: Section) -> CanaryConfig:
         submission_password=password,
         sender_imap=sender_imap,
         log=_log(section.table("log")),
-        deadline=_duration(section, "deadline", None) or timedelta(minutes=30),
-        poll_interval=_duration(section, "poll_interval", None) or timedelta(minutes=1),
-        found_action=_choice(section, "found_action", "move", ("move", "delete", "keep")),
+        deadline=section.duration("deadline", timedelta(minutes=30)),
+        poll_interval=section.duration("poll_interval", timedelta(minutes=1)),
+        found_action=section.choice("found_action", "move", ("move", "delete", "keep")),
         move_to=section.get("move_to", str, "") or None,
         snds=section.get("snds", bool, True),
     )

@@ -44,6 +44,7 @@ __all__ = [
 
 SECRET_COMMAND_TIMEOUT = 30.0
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class ConfigError(Exception):
@@ -288,6 +289,25 @@ class Section:
                 self.problem(f"{name}[{index}]", str(error))
         return tuple(result)
 
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        """The string at `name`, which must be one of `allowed`; `default` when absent or wrong."""
+        value = self.get(name, str, default)
+        if value not in allowed:
+            self.problem(name, f"expected one of {', '.join(allowed)}, got {value!r}")
+            return default
+        return value
+
+    def duration(self, name: str, default: D) -> timedelta | D:
+        """The duration written at `name` ("15m", "6h"...); `default` when absent or unreadable."""
+        text = self.get(name, str, "")
+        if not text:
+            return default
+        try:
+            return parse_duration(text)
+        except ValueError as error:
+            self.problem(name, str(error))
+            return default
+
     def secret(self, name: str, required: bool = False) -> Secret | None:
         given = [k for k in (name, f"{name}_file", f"{name}_command") if k in self.data]
         self.seen.update((name, f"{name}_file", f"{name}_command"))
@@ -426,28 +446,17 @@ def _admin_pattern(text: str) -> str:
     return text
 
 
-def _duration(section: Section, name: str, default: timedelta) -> timedelta:
-    text = section.get(name, str, "")
-    if not text:
-        return default
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        section.problem(name, str(error))
-        return default
-
-
 def _read_schedule(root: Section) -> ScheduleConfig:
     section = root.table("schedule")
     defaults = ScheduleConfig()
     intervals = dict(defaults.intervals)
     for name in KNOWN_FAMILIES:
         if name in section.data:
-            intervals[name] = _duration(section, name, intervals.get(name, timedelta(hours=1)))
+            intervals[name] = section.duration(name, intervals.get(name, timedelta(hours=1)))
     config = ScheduleConfig(
         intervals=intervals,
-        jitter=_duration(section, "jitter", defaults.jitter),
-        first_run=_duration(section, "first_run", defaults.first_run),
+        jitter=section.duration("jitter", defaults.jitter),
+        first_run=section.duration("first_run", defaults.first_run),
     )
     section.finish()
     return config
@@ -459,9 +468,9 @@ def _read_alerts(root: Section) -> AlertsConfig:
     config = AlertsConfig(
         confirm=section.get("confirm", int, defaults.confirm),
         immediate_new_listing=section.get("immediate_new_listing", bool, defaults.immediate_new_listing),
-        unknown_after=_duration(section, "unknown_after", defaults.unknown_after),
-        retention=_duration(section, "retention", defaults.retention),
-        retry_max=_duration(section, "retry_max", defaults.retry_max),
+        unknown_after=section.duration("unknown_after", defaults.unknown_after),
+        retention=section.duration("retention", defaults.retention),
+        retry_max=section.duration("retry_max", defaults.retry_max),
     )
     if config.confirm < 1:
         section.problem("confirm", "must be at least 1 (1 alerts on the first run that sees a change)")

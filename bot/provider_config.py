@@ -73,16 +73,8 @@ class PostmasterConfig:
     error_rate_warn: float = 0.05
 
 
-def _choice(section: Section, name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = section.get(name, str, default)
-    if value not in allowed:
-        section.problem(name, f"expected one of {', '.join(allowed)}, got {value!r}")
-        return default
-    return value
-
-
 def read_snds(section: Section) -> SndsConfig:
-    method = _choice(section, "method", "key", ("key", "api"))
+    method = section.choice("method", "key", ("key", "api"))
     config = SndsConfig(
         method=method,
         key=section.secret("key", required=method == "key"),
@@ -107,7 +99,7 @@ def read_snds(section: Section) -> SndsConfig:
 
 
 def read_feedback(section: Section) -> FeedbackConfig:
-    security = _choice(section, "security", "tls", ("tls", "starttls", "plain"))
+    security = section.choice("security", "tls", ("tls", "starttls", "plain"))
     config = FeedbackConfig(
         host=section.required_str("host"),
         user=section.required_str("user"),
@@ -116,7 +108,7 @@ def read_feedback(section: Section) -> FeedbackConfig:
         password=section.secret("password"),
         token=section.secret("token"),
         folder=section.get("folder", str, "INBOX"),
-        mark=_choice(section, "mark", "flag", ("flag", "move")),
+        mark=section.choice("mark", "flag", ("flag", "move")),
         keyword=section.get("keyword", str, "$RepbotSeen"),
         processed_folder=section.get("processed_folder", str, "Processed"),
         max_bytes=section.get("max_bytes", int, 2_000_000),
