@@ -27,6 +27,7 @@ from checks.verdict import CanaryVerdict, classify, provider_finding, settle
 
 from .commands import REGISTRY, Argument, Call, Services, command
 from .config import SECTION_READERS, Config, Secret, Section
+from .mailbox_config import ImapConfig, read_imap
 from .render import MARKS, Rendered, plain_and_html
 from .store import Store
 from .transport import DeliveryError, Incoming
@@ -39,24 +40,6 @@ PENDING = "canary_pending"
 HISTORY = "canary_history"
 KEEP_HISTORY = 20
 STATE_FILE = "canary.json"
-
-
-@dataclass(frozen=True)
-class ImapConfig:
-    host: str
-    user: str
-    port: int = 993
-    security: str = "tls"
-    password: Secret | None = None
-    token: Secret | None = None
-    timeout: float = 20.0
-
-    def settings(self, ctx: CheckContext) -> MailboxSettings:
-        password = self.password.get if self.password is not None else None
-        token = self.token.get if self.token is not None else None
-        return MailboxSettings(
-            self.host, self.user, self.port, self.security, password, token, self.timeout, ctx.ssl_context
-        )
 
 
 @dataclass(frozen=True)
@@ -85,14 +68,8 @@ class CanaryConfig:
 
 
 def _imap(section: Section) -> ImapConfig:
-    security = section.choice("security", "tls", ("tls", "starttls", "plain"))
-    password, token = section.secret("password"), section.secret("token")
-    if (password is None) == (token is None):
-        section.problem("password", "give exactly one of password(_file/_command) or token(_file/_command)")
-    imap = ImapConfig(
-        section.required_str("host"), section.required_str("user"), section.get("port", int, 993), security,
-        password, token, section.get("timeout", float, 20.0),
-    )  # fmt: skip
+    one = "give exactly one of password(_file/_command) or token(_file/_command)"
+    imap = read_imap(section, one_credential=one)
     section.finish()
     return imap
 

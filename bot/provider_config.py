@@ -12,12 +12,12 @@ from typing import Any
 
 from checks import CheckContext, parse_domain
 from checks.feedback import DEFAULT_VERP, FeedbackSettings
-from checks.mailbox import MailboxSettings
 from checks.postmaster import API_BASE as POSTMASTER_BASE
 from checks.postmaster import PostmasterSettings
 from checks.snds import API_BASE, LEGACY_BASE, TOKEN_URL, RefreshTokenSource, SndsSettings, command_token
 
 from .config import SECTION_READERS, Config, Secret, Section, _ip
+from .mailbox_config import ImapConfig, read_imap
 
 __all__ = [
     "FeedbackConfig",
@@ -48,12 +48,7 @@ class SndsConfig:
 
 @dataclass(frozen=True)
 class FeedbackConfig:
-    host: str
-    user: str
-    port: int = 993
-    security: str = "tls"
-    password: Secret | None = None
-    token: Secret | None = None
+    imap: ImapConfig
     folder: str = "INBOX"
     mark: str = "flag"
     keyword: str = "$RepbotSeen"
@@ -61,7 +56,6 @@ class FeedbackConfig:
     max_bytes: int = 2_000_000
     verp: str = DEFAULT_VERP
     window_days: int = 7
-    timeout: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -99,14 +93,9 @@ def read_snds(section: Section) -> SndsConfig:
 
 
 def read_feedback(section: Section) -> FeedbackConfig:
-    security = section.choice("security", "tls", ("tls", "starttls", "plain"))
+    one = "give one of password (_file/_command) or token (_file/_command, for XOAUTH2)"
     config = FeedbackConfig(
-        host=section.required_str("host"),
-        user=section.required_str("user"),
-        port=section.get("port", int, 993 if security == "tls" else 143),
-        security=security,
-        password=section.secret("password"),
-        token=section.secret("token"),
+        imap=read_imap(section, one_credential=one, port_without_tls=143),
         folder=section.get("folder", str, "INBOX"),
         mark=section.choice("mark", "flag", ("flag", "move")),
         keyword=section.get("keyword", str, "$RepbotSeen"),
@@ -114,10 +103,7 @@ def read_feedback(section: Section) -> FeedbackConfig:
         max_bytes=section.get("max_bytes", int, 2_000_000),
         verp=section.get("verp", str, DEFAULT_VERP),
         window_days=section.get("window_days", int, 7),
-        timeout=section.get("timeout", float, 20.0),
     )
-    if (config.password is None) == (config.token is None):
-        section.problem("password", "give one of password (_file/_command) or token (_file/_command, for XOAUTH2)")
     section.finish()
     return config
 
@@ -170,18 +156,15 @@ def feedback_settings(config: Config, ctx: CheckContext) -> FeedbackSettings | N
     fb: FeedbackConfig | None = config.extra.get("feedback")
     if fb is None:
         return None
-    box = MailboxSettings(
-        fb.host,
-        fb.user,
-        fb.port,
-        fb.security,
-        password=fb.password.get if fb.password is not None else None,
-        token=fb.token.get if fb.token is not None else None,
-        timeout=fb.timeout,
-        ssl_context=ctx.ssl_context,
-    )
     return FeedbackSettings(
-        box, fb.folder, fb.mark, fb.keyword, fb.processed_folder, fb.max_bytes, fb.verp, fb.window_days
+        fb.imap.settings(ctx),
+        fb.folder,
+        fb.mark,
+        fb.keyword,
+        fb.processed_folder,
+        fb.max_bytes,
+        fb.verp,
+        fb.window_days,
     )
 
 
