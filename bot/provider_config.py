@@ -14,7 +14,7 @@ from checks import CheckContext, parse_domain
 from checks.feedback import DEFAULT_VERP, FeedbackSettings
 from checks.postmaster import API_BASE as POSTMASTER_BASE
 from checks.postmaster import PostmasterSettings
-from checks.snds import API_BASE, LEGACY_BASE, TOKEN_URL, RefreshTokenSource, SndsSettings, command_token
+from checks.snds import TOKEN_URL, RefreshTokenSource, SndsSettings, command_token
 
 from .config import SECTION_READERS, Config, Secret, Section, _ip
 from .mailbox_config import ImapConfig, read_imap
@@ -29,21 +29,25 @@ __all__ = [
 ]
 
 
+# The check library's defaults are the documented ones; the config restates none of them.
+_SNDS = SndsSettings()
+
+
 @dataclass(frozen=True)
 class SndsConfig:
-    method: str = "key"
+    method: str = _SNDS.method
     key: Secret | None = None
     token: Secret | None = None
     refresh_token: Secret | None = None
     client_id: str = ""
     token_url: str = TOKEN_URL
     scope: str = ""
-    legacy_base: str = LEGACY_BASE
-    api_base: str = API_BASE
+    legacy_base: str = _SNDS.legacy_base
+    api_base: str = _SNDS.api_base
     ips: tuple[str, ...] = ()
-    days: int = 3
-    complaint_warn_percent: float = 0.3
-    trap_fail: int = 5
+    days: int = _SNDS.days
+    complaint_warn_percent: float = _SNDS.complaint_warn_percent
+    trap_fail: int = _SNDS.trap_fail
 
 
 @dataclass(frozen=True)
@@ -68,21 +72,22 @@ class PostmasterConfig:
 
 
 def read_snds(section: Section) -> SndsConfig:
-    method = section.choice("method", "key", ("key", "api"))
+    defaults = SndsConfig()
+    method = section.choice("method", defaults.method, ("key", "api"))
     config = SndsConfig(
         method=method,
         key=section.secret("key", required=method == "key"),
         token=section.secret("token"),
         refresh_token=section.secret("refresh_token"),
-        client_id=section.get("client_id", str, ""),
-        token_url=section.get("token_url", str, TOKEN_URL),
-        scope=section.get("scope", str, ""),
-        legacy_base=section.get("legacy_base", str, LEGACY_BASE),
-        api_base=section.get("api_base", str, API_BASE),
+        client_id=section.get("client_id", str, defaults.client_id),
+        token_url=section.get("token_url", str, defaults.token_url),
+        scope=section.get("scope", str, defaults.scope),
+        legacy_base=section.get("legacy_base", str, defaults.legacy_base),
+        api_base=section.get("api_base", str, defaults.api_base),
         ips=section.strings("ips", _ip),
-        days=section.get("days", int, 3),
-        complaint_warn_percent=section.get("complaint_warn_percent", float, 0.3),
-        trap_fail=section.get("trap_fail", int, 5),
+        days=section.get("days", int, defaults.days),
+        complaint_warn_percent=section.get("complaint_warn_percent", float, defaults.complaint_warn_percent),
+        trap_fail=section.get("trap_fail", int, defaults.trap_fail),
     )
     if method == "api" and config.token is None and not config.client_id:
         section.problem("token", "the api method needs token (or token_command), or client_id for a refresh token")
