@@ -369,16 +369,7 @@ class MatrixTransport:
             "format": "org.matrix.custom.html",
             "formatted_body": message.html,
         }
-        if reply_to is not None and reply_to.event_id:
-            content["m.relates_to"] = _relation(reply_to)
-        response = await self._room_send(room, "m.room.message", content, txn_id)
-        if not isinstance(response, RoomSendResponse):
-            raise DeliveryError(f"{room} did not accept the message: {response}")
-        if txn_id is not None:
-            self._sent[txn_id] = response.event_id
-            while len(self._sent) > REMEMBERED_TXNS:
-                self._sent.popitem(last=False)
-        return str(response.event_id)
+        return await self._post(room, content, txn_id, reply_to, "message")
 
     async def send_image(
         self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
@@ -392,13 +383,21 @@ class MatrixTransport:
             content = await image_content(self.client, room, png, body, "repbot-timeline.png")
         except NETWORK_ERRORS as error:
             raise DeliveryError(f"{room}: homeserver unreachable ({type(error).__name__})") from None
+        return await self._post(room, content, txn_id, reply_to, "image")
+
+    async def _post(
+        self, room: str, content: dict[str, Any], txn_id: str | None, reply_to: Incoming | None, what: str
+    ) -> str:
+        """Send an m.room.message (as a reply when asked) and remember its txn_id; raises DeliveryError."""
         if reply_to is not None and reply_to.event_id:
             content["m.relates_to"] = _relation(reply_to)
         response = await self._room_send(room, "m.room.message", content, txn_id)
         if not isinstance(response, RoomSendResponse):
-            raise DeliveryError(f"{room} did not accept the image: {response}")
+            raise DeliveryError(f"{room} did not accept the {what}: {response}")
         if txn_id is not None:
             self._sent[txn_id] = response.event_id
+            while len(self._sent) > REMEMBERED_TXNS:
+                self._sent.popitem(last=False)
         return str(response.event_id)
 
     async def _room_send(self, room: str, kind: str, content: dict[str, Any], txn_id: str | None) -> object:
