@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._messages import DNS_FAILED, Messages, emit
 from .context import CheckContext
 from .dns import DnsAnswer
 from .model import Finding, Status, Target
@@ -33,10 +34,10 @@ DKIM_TAGS: Mapping[str, str | None] = {
 }
 KEY_TYPES = frozenset({"rsa", "ed25519"})
 
-_OK, _WARN, _FAIL, _UNKNOWN = Status.OK, Status.WARN, Status.FAIL, Status.UNKNOWN
+_OK, _WARN, _FAIL = Status.OK, Status.WARN, Status.FAIL
 
 #: code -> (status, summary, advice); the {fields} come from the finding's evidence.
-MESSAGES: Mapping[str, tuple[Status, str, str]] = {
+MESSAGES: Messages = {
     "not-configured": (
         _WARN,
         "DKIM not checked: no selector configured for {domain}",
@@ -48,7 +49,7 @@ MESSAGES: Mapping[str, tuple[Status, str, str]] = {
         "no DKIM key at {name} ({outcome})",
         'publish the selector\'s public key: {name} TXT "v=DKIM1; k=rsa; p=<base64 key>", or fix the selector name',
     ),
-    "dns-failed": (_UNKNOWN, "could not look up {name}: {outcome}", "try again later; if it lasts, check the DNS"),
+    "dns-failed": DNS_FAILED,
     "multiple": (
         _FAIL,
         "{count} key records at {name}: verifiers may pick either",
@@ -166,9 +167,7 @@ def parse_dkim_key(text: str) -> DkimKey:
 
 
 def _emit(code: str, subject: str, evidence: Mapping[str, Any]) -> Finding:
-    status, summary, advice = MESSAGES[code]
-    advice = "" if status is Status.OK else advice.format_map(evidence)
-    return Finding(CHECK, subject, status, summary.format_map(evidence), dict(evidence), advice, code)
+    return emit(CHECK, MESSAGES, code, subject, evidence)
 
 
 async def check(target: Target, ctx: CheckContext) -> list[Finding]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._messages import DNS_FAILED, Messages, emit
 from .context import CheckContext
 from .dns import DnsAnswer
 from .model import Finding, Status, Target
@@ -280,7 +281,7 @@ def _org_domain(domain: str, names: Sequence[str], answers: Mapping[str, Sequenc
 _OK, _WARN, _FAIL, _UNKNOWN = Status.OK, Status.WARN, Status.FAIL, Status.UNKNOWN
 
 #: code -> (status, summary, advice); the {fields} come from the finding's evidence.
-MESSAGES: Mapping[str, tuple[Status, str, str]] = {
+MESSAGES: Messages = {
     "record": (_OK, "DMARC policy {policy} at {name}", ""),
     "inherited": (_OK, "DMARC policy {policy}, inherited from {name} (its sp= applies)", ""),
     "missing": (
@@ -288,7 +289,7 @@ MESSAGES: Mapping[str, tuple[Status, str, str]] = {
         "no DMARC record for {domain} (tree walk: {walk})",
         'publish _dmarc.{org_domain} TXT "{suggested}", read the reports, then move to p=quarantine and p=reject',
     ),
-    "dns-failed": (_UNKNOWN, "could not look up {name}: {outcome}", "try again later; if it lasts, check the DNS"),
+    "dns-failed": DNS_FAILED,
     "multiple": (
         _FAIL,
         "{count} DMARC records at {name}: receivers ignore them all",
@@ -338,10 +339,7 @@ MESSAGES: Mapping[str, tuple[Status, str, str]] = {
 
 
 def _emit(code: str, subject: str, evidence: Mapping[str, Any], status: Status | None = None) -> Finding:
-    default, summary, advice = MESSAGES[code]
-    status = status or default
-    advice = "" if status is Status.OK else advice.format_map(evidence)
-    return Finding(CHECK, subject, status, summary.format_map(evidence), dict(evidence), advice, code)
+    return emit(CHECK, MESSAGES, code, subject, evidence, status)
 
 
 async def _txt(ctx: CheckContext, name: str) -> DnsAnswer:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._messages import DNS_FAILED, Messages, emit
 from .context import CheckContext
 from .model import Finding, Status, Target
 
@@ -45,14 +46,14 @@ _OK, _WARN, _FAIL, _UNKNOWN = Status.OK, Status.WARN, Status.FAIL, Status.UNKNOW
 _NEW_POLICY = "change the policy and the id in {name} together"
 
 #: code -> (status, summary, advice); the {fields} come from the finding's evidence.
-MESSAGES: Mapping[str, tuple[Status, str, str]] = {
+MESSAGES: Messages = {
     "record": (_OK, "MTA-STS record at {name}, id={id}", ""),
     "missing": (
         _WARN,
         "no MTA-STS record at {name}: senders may deliver to you without TLS",
         'serve a policy at https://mta-sts.{domain}/.well-known/mta-sts.txt, then publish {name} TXT "v=STSv1; id=1"',
     ),
-    "dns-failed": (_UNKNOWN, "could not look up {name}: {outcome}", "try again later; if it lasts, check the DNS"),
+    "dns-failed": DNS_FAILED,
     "multiple": (_FAIL, "{count} MTA-STS records at {name}: senders ignore them all", "keep exactly one at {name}"),
     "syntax": (_FAIL, "the MTA-STS record at {name} is invalid: {errors}", '{name} TXT "v=STSv1; id={new_id}"'),
     "policy": (_OK, "MTA-STS policy: mode {mode}, max_age {max_age}, mx {mx}", ""),
@@ -181,9 +182,7 @@ class Fetched:
 
 
 def _emit(code: str, domain: str, evidence: Mapping[str, Any]) -> Finding:
-    status, summary, advice = MESSAGES[code]
-    advice = "" if status is Status.OK else advice.format_map(evidence)
-    return Finding(CHECK, domain, status, summary.format_map(evidence), dict(evidence), advice, code)
+    return emit(CHECK, MESSAGES, code, domain, evidence)
 
 
 async def fetch_policy(ctx: CheckContext, domain: str) -> Fetched:

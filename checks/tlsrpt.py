@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._messages import DNS_FAILED, Messages, emit
 from .context import CheckContext
 from .model import Finding, Status, Target
 
@@ -18,17 +19,17 @@ _MAILTO = re.compile(r"^mailto:[^@\s,;!]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$", re.
 _HTTPS = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s,;]*)?$", re.IGNORECASE)
 _EXTENSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
-_OK, _WARN, _FAIL, _UNKNOWN = Status.OK, Status.WARN, Status.FAIL, Status.UNKNOWN
+_OK, _WARN, _FAIL = Status.OK, Status.WARN, Status.FAIL
 
 #: code -> (status, summary, advice); the {fields} come from the finding's evidence.
-MESSAGES: Mapping[str, tuple[Status, str, str]] = {
+MESSAGES: Messages = {
     "record": (_OK, "TLS-RPT reports go to {rua}", ""),
     "missing": (
         _WARN,
         "no TLS-RPT record at {name}: nobody hears when senders cannot reach you over TLS",
         '{name} TXT "v=TLSRPTv1; rua=mailto:tls-reports@{domain}"',
     ),
-    "dns-failed": (_UNKNOWN, "could not look up {name}: {outcome}", "try again later; if it lasts, check the DNS"),
+    "dns-failed": DNS_FAILED,
     "multiple": (_FAIL, "{count} TLS-RPT records at {name}: senders ignore them all", "keep exactly one at {name}"),
     "syntax": (_FAIL, "the TLS-RPT record at {name} is invalid: {errors}", '{name} TXT "{suggested}"'),
 }
@@ -75,9 +76,7 @@ def parse_tlsrpt(text: str) -> TlsRptRecord:
 
 
 def _emit(code: str, domain: str, evidence: Mapping[str, Any]) -> Finding:
-    status, summary, advice = MESSAGES[code]
-    advice = "" if status is Status.OK else advice.format_map(evidence)
-    return Finding(CHECK, domain, status, summary.format_map(evidence), dict(evidence), advice, code)
+    return emit(CHECK, MESSAGES, code, domain, evidence)
 
 
 async def check(target: Target, ctx: CheckContext) -> list[Finding]:
