@@ -10,10 +10,8 @@ password login, or to exit 1; an unreachable homeserver to a capped exponential 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
@@ -37,6 +35,7 @@ from nio import (
 
 from .commands import PREFIX, strip_reply_fallback, user_matches
 from .config import MatrixConfig
+from .matrix_session import MatrixStartError, SessionFile
 from .media import image_content
 from .render import Rendered
 from .transport import DeliveryError, Incoming, IncomingHandler
@@ -59,10 +58,6 @@ try:
     NETWORK_ERRORS += (ClientError,)
 except ImportError:  # pragma: no cover - nio depends on aiohttp
     pass
-
-
-class MatrixStartError(Exception):
-    """Raised by start() or the re-login when the bot cannot log in; the message says what to fix."""
 
 
 class Backoff:
@@ -96,7 +91,8 @@ class MatrixTransport:
         self.config = config
         self.alert_rooms: Sequence[str] = config.alert_rooms
         self.store_dir = Path(config.store_dir or os.path.join(state_dir, "matrix"))
-        self.session_path = self.store_dir / "session.json"
+        self.session = SessionFile(self.store_dir, config.homeserver, config.user_id)
+        self.session_path = self.session.path
         self.client: AsyncClient | None = None
         self.started_ms = 0
         self.backoff = Backoff(f"homeserver {config.homeserver}")
@@ -120,7 +116,7 @@ class MatrixTransport:
         self._on_command = on_command
         self.started_ms = int(time.time() * 1000)
         self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        session = self._load_session()
+        session = self.session.load()
         if session is not None:
             self.client = self._new_client(session["device_id"])
             self.client.restore_login(session["user_id"], session["device_id"], session["access_token"])
@@ -173,7 +169,7 @@ class MatrixTransport:
         client_config = AsyncClientConfig(
             store_sync_tokens=True,
             encryption_enabled=True,
-            pickle_key=self._pickle_key(),
+            pickle_key=self.session.pickle_key(self.config.pickle_key),
             max_timeouts=0,  # our loop does the backoff, and says so once
             max_limit_exceeded=3,
             request_timeout=SYNC_TIMEOUT_MS / 1000 + 30,
@@ -211,7 +207,7 @@ class MatrixTransport:
                 f"the homeserver refused the login of {self.config.user_id}: {response.status_code} "
                 f"{response.message}; check [matrix] user_id and password"
             )
-        self._save_session(response.user_id, response.device_id, response.access_token)
+        self.session.save(response.user_id, response.device_id, response.access_token)
         log.info(
             "logged in as %s, new device %s; the login is saved in %s",
             response.user_id,
@@ -234,7 +230,7 @@ class MatrixTransport:
         self._last_relogin = now
         log.warning("the access token of %s was revoked (M_UNKNOWN_TOKEN); logging in again", self.config.user_id)
         # The old device may be gone with its keys; a fresh device gets a fresh, consistent E2EE store.
-        self.session_path.unlink(missing_ok=True)
+        self.session.forget()
         if self.client is not None:
             await self.client.close()
         try:
@@ -243,33 +239,6 @@ class MatrixTransport:
             log.error("%s", error)
             return False
         return True
-
-    def _load_session(self) -> dict[str, str] | None:
-        try:
-            data = json.loads(self.session_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as error:
-            raise MatrixStartError(f"{self.session_path} is unreadable ({error}); remove it to log in again") from None
-        if data.get("user_id") != self.config.user_id or data.get("homeserver") != self.config.homeserver:
-            log.warning("%s belongs to another account; logging in again", self.session_path)
-            return None
-        return {key: str(data[key]) for key in ("user_id", "device_id", "access_token")}
-
-    def _save_session(self, user_id: str, device_id: str, token: str) -> None:
-        data = {"homeserver": self.config.homeserver, "user_id": user_id, "device_id": device_id, "access_token": token}
-        _write_private(self.session_path, json.dumps(data))
-
-    def _pickle_key(self) -> str:
-        if self.config.pickle_key is not None:
-            return self.config.pickle_key.get()
-        path = self.store_dir / "pickle_key"
-        if path.exists():
-            return path.read_text(encoding="utf-8").strip()
-        key = secrets.token_urlsafe(32)
-        _write_private(path, key)
-        log.warning("no [matrix] pickle_key configured: generated one in %s (keep it with the store)", path)
-        return key
 
     # -- after each sync -----------------------------------------------------------------------
 
@@ -437,14 +406,3 @@ def _relation(reply_to: Incoming) -> dict[str, Any]:
             "m.in_reply_to": in_reply_to,
         }
     return {"m.in_reply_to": in_reply_to}
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only the owner can read, atomically (temporary file, fsync, rename)."""
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
