@@ -244,12 +244,17 @@ async def _check_domain(state: _State, domain: str, chain: tuple[str, ...], dept
         return _Outcome("neutral")
     state.count_lookup(f"redirect={record.redirect}")
     target = await _target(state, record.redirect, domain)
+    return await _recurse(state, f"redirect={target}", target, chain, depth)
+
+
+async def _recurse(state: _State, label: str, target: str, chain: tuple[str, ...], depth: int) -> _Outcome:
+    """check_host on an include or redirect target; a loop, or a target without SPF, is a permerror."""
     if target.lower() in chain:
-        raise _Abort("permerror", f"redirect={target} loops back to a domain being evaluated")
+        raise _Abort("permerror", f"{label} loops back to a domain being evaluated")
     outcome = await _check_domain(state, target, (*chain, target.lower()), depth + 1)
-    state.note(depth, f"redirect={target} -> {outcome.result}")
+    state.note(depth, f"{label} -> {outcome.result}")
     if outcome.result == "none":
-        raise _Abort("permerror", f"redirect={target}: that domain has no SPF record")
+        raise _Abort("permerror", f"{label}: that domain has no SPF record")
     return outcome
 
 
@@ -283,13 +288,7 @@ async def _matches(state: _State, mechanism: Mechanism, domain: str, chain: tupl
 
 
 async def _include(state: _State, mechanism: Mechanism, target: str, chain: tuple[str, ...], depth: int) -> bool:
-    if target.lower() in chain:
-        raise _Abort("permerror", f"include:{target} loops back to a domain being evaluated")
-    outcome = await _check_domain(state, target, (*chain, target.lower()), depth + 1)
-    state.note(depth, f"include:{target} -> {outcome.result}")
-    if outcome.result == "none":
-        raise _Abort("permerror", f"include:{target}: that domain has no SPF record")
-    return outcome.result == "pass"
+    return (await _recurse(state, f"include:{target}", target, chain, depth)).result == "pass"
 
 
 def _address_type(state: _State) -> str:
