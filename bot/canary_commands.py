@@ -26,7 +26,8 @@ from checks.maillog import LogSource
 from checks.verdict import CanaryVerdict, classify, provider_finding, settle
 
 from .commands import REGISTRY, Argument, Call, Services, command
-from .config import SECTION_READERS, Config, Secret, Section
+from .config import SECTION_READERS, Config
+from .config_reader import Secret, Section
 from .mailbox_config import ImapConfig, read_imap
 from .render import MARKS, Rendered, plain_and_html
 from .store import Store

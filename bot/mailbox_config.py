@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from checks import CheckContext
 from checks.mailbox import MailboxSettings
 
-from .config import Secret, Section
+from .config_reader import Secret, Section
 
 __all__ = ["ImapConfig", "read_imap"]
 

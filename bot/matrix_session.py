@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .config import Secret
+from .config_reader import Secret
 
 __all__ = ["MatrixStartError", "SessionFile", "write_private"]
 

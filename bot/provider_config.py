@@ -16,7 +16,8 @@ from checks.postmaster import API_BASE as POSTMASTER_BASE
 from checks.postmaster import PostmasterSettings
 from checks.snds import TOKEN_URL, RefreshTokenSource, SndsSettings, command_token
 
-from .config import SECTION_READERS, Config, Secret, Section, _ip
+from .config import SECTION_READERS, Config, _ip
+from .config_reader import Secret, Section
 from .mailbox_config import ImapConfig, read_imap
 
 __all__ = [
