@@ -259,7 +259,7 @@ SECTION_MODULES = {
     "snds": "bot.provider_config",
     "feedback": "bot.provider_config",
     "postmaster": "bot.provider_config",
-    "canary": "bot.canary_commands",
+    "canary": "bot.canary_config",
 }
 
 
