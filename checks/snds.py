@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 import httpx
 
@@ -59,6 +60,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 LEGACY_BASE = "https://sendersupport.olc.protection.outlook.com/snds"
 API_BASE = "https://substrate.office.com/ip-domain-management-snds/snds"
@@ -143,12 +145,7 @@ async def _data_for_day(settings: SndsSettings, ctx: CheckContext, day: date | N
         if error.code == "empty" and day is not None:
             return []  # one quiet day among several is not a failure
         raise
-    if is_no_data(text):
-        return []
-    try:
-        return parse_data_json(text) if text.lstrip().startswith(("[", "{")) else parse_data_csv(text)
-    except (ValueError, TypeError, AttributeError) as error:
-        raise SndsAnswerError("unparsable", f"SNDS data could not be read: {error}") from None
+    return _parse(text, parse_data_json, parse_data_csv, "data")
 
 
 async def fetch_data(settings: SndsSettings, ctx: CheckContext, ip: str | None = None) -> list[DataRow]:
@@ -175,12 +172,17 @@ async def fetch_status(settings: SndsSettings, ctx: CheckContext) -> list[BlockR
         if error.code == "empty":
             return []  # an empty ipStatus list means nothing is blocked
         raise
+    return _parse(text, parse_status_json, parse_ip_status, "ipStatus")
+
+
+def _parse(text: str, from_json: Callable[[str], list[_T]], from_csv: Callable[[str], list[_T]], what: str) -> list[_T]:
+    """An answer's items by its format (REST JSON or legacy CSV); none for "no data"; raises SndsAnswerError."""
     if is_no_data(text):
         return []
     try:
-        return parse_status_json(text) if text.lstrip().startswith(("[", "{")) else parse_ip_status(text)
+        return from_json(text) if text.lstrip().startswith(("[", "{")) else from_csv(text)
     except (ValueError, TypeError, AttributeError) as error:
-        raise SndsAnswerError("unparsable", f"SNDS ipStatus could not be read: {error}") from None
+        raise SndsAnswerError("unparsable", f"SNDS {what} could not be read: {error}") from None
 
 
 # -- OAuth 2.0 tokens for the REST API (the sources live in checks.oauth) ----------------------------------
