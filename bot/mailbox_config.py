@@ -40,7 +40,7 @@ class ImapConfig:
         )
 
 
-def read_imap(section: Section, *, one_credential: str, port_without_tls: int = 993) -> ImapConfig:
+def read_imap(section: Section, *, one_credential: str, port_without_tls: int = 143) -> ImapConfig:
     """The IMAP keys of `section`, which the caller finishes (it may hold other keys).
 
     `one_credential` is the problem text when neither or both of password and token are given;

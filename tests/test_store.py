@@ -84,12 +84,20 @@ import sys
 from bot.store import Store
 store = Store(sys.argv[1])
 n = (store.get_state("counter") or {"n": 0})["n"]
-print("ready", flush=True)
-while True:
+
+
+def write() -> None:
+    global n
     n += 1
     with store.batch():
         store.put_state({"key": "counter", "n": n})
         store.add_history({"at": str(n).zfill(9), "target": "t", "check": "c", "pad": "x" * 500})
+
+
+write()  # the file exists before the test may kill us: a kill can then only land mid-write or between writes
+print("ready", flush=True)
+while True:
+    write()
 """
 
 
