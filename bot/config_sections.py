@@ -67,6 +67,7 @@ class DigestConfig:
     enabled: bool = True
     at: time = time(8, 0)
     timezone: str = "UTC"
+    timeline_weekday: str = ""  # "monday".."sunday": that day's digest also posts the week's timeline picture
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,9 @@ def read_alerts(root: Section) -> AlertsConfig:
     return config
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
 def read_digest(root: Section) -> DigestConfig:
     section = root.table("digest")
     at = section.get("at", str, "08:00")
@@ -125,7 +129,13 @@ def read_digest(root: Section) -> DigestConfig:
     except (ZoneInfoNotFoundError, ValueError):
         section.problem("timezone", f'unknown time zone {zone!r}; use a name such as "Europe/Berlin" or "UTC"')
         zone = "UTC"
-    config = DigestConfig(enabled=section.get("enabled", bool, True), at=parsed, timezone=zone)
+    weekday = section.get("timeline_weekday", str, "").lower()
+    if weekday and weekday not in WEEKDAYS:
+        section.problem("timeline_weekday", f'expected a day such as "monday", got {weekday!r}')
+        weekday = ""
+    config = DigestConfig(
+        enabled=section.get("enabled", bool, True), at=parsed, timezone=zone, timeline_weekday=weekday
+    )
     section.finish()
     return config
 

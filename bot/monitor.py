@@ -230,7 +230,7 @@ class Monitor:
             reply_to = Incoming(**item["reply"]) if item.get("reply") else None
             for room in item["rooms"]:
                 try:
-                    await self.transport.send(room, message, txn_id=_txn_id(item["id"], room), reply_to=reply_to)
+                    await self._send_item(item, room, message, reply_to)
                 except DeliveryError as error:
                     attempts = item["attempts"] + 1
                     delay = min(self.retry_max, RETRY_FIRST * 2 ** min(attempts - 1, 16))
@@ -242,6 +242,21 @@ class Monitor:
                 with self.store.batch():
                     self.store.delivered(item["id"], room)
         return True
+
+    async def _send_item(self, item: dict[str, Any], room: str, message: Rendered, reply_to: Incoming | None) -> None:
+        txn_id = _txn_id(item["id"], room)
+        if item.get("kind") != "timeline":
+            await self.transport.send(room, message, txn_id=txn_id, reply_to=reply_to)
+            return
+        # The picture is drawn when it is sent, from the store, so the outbox holds no image bytes.
+        from .timeline import timeline_png
+
+        days = int(item["days"])
+        now = self.clock()
+        history = self.store.history(since=(now - timedelta(days=days + 1)).isoformat())
+        png = timeline_png(history, self.store.states(), now=now, days=days)
+        if png is not None:
+            await self.transport.send_image(room, png, body=f"repbot timeline: the last {days} days", txn_id=txn_id)
 
     def next_retry(self) -> float | None:
         """Seconds until the first outbox item may be tried again, or None when the outbox is empty."""
@@ -309,13 +324,24 @@ class Monitor:
         from zoneinfo import ZoneInfo
 
         now = self.clock()
-        day = now.astimezone(ZoneInfo(self.config.digest.timezone)).date().isoformat()
+        local = now.astimezone(ZoneInfo(self.config.digest.timezone))
+        day = local.date().isoformat()
         if self.store.get_meta("digest_day") == day:
             return None
         since = (now - timedelta(days=1)).isoformat()
         message = digest_message(self.store.states(), self.store.history(since=since), now)
+        weekly = self.config.digest.timeline_weekday
         with self.store.batch():
             self.store.set_meta("digest_day", day)
             alert_id = self._enqueue(message, alert_id=f"digest-{day}")
+            if weekly and local.strftime("%A").lower() == weekly:
+                self._enqueue_timeline(f"digest-timeline-{day}", days=7)
             self.store.prune_history((now - self.config.alerts.retention).isoformat())
         return alert_id
+
+    def _enqueue_timeline(self, alert_id: str, days: int) -> None:
+        rooms = list(self.transport.alert_rooms)
+        if rooms:
+            item = {"id": alert_id, "created": self.clock().isoformat(), "rooms": rooms, "attempts": 0}
+            self.store.enqueue({**item, "next_try": 0.0, "kind": "timeline", "days": days, "plain": "", "html": ""})
+            self._wake.set()

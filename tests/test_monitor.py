@@ -41,6 +41,7 @@ class RecordingTransport:
     txn_ids: dict[str, str] = field(default_factory=dict)
     refuse: int = 0
     attempts: int = 0
+    images: list[tuple[str, bytes]] = field(default_factory=list)
 
     async def send(
         self, room: str, message: Rendered, *, txn_id: str | None = None, reply_to: Incoming | None = None
@@ -57,6 +58,16 @@ class RecordingTransport:
         if txn_id is not None:
             self.txn_ids[key] = event_id
         return event_id
+
+    async def send_image(
+        self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
+    ) -> str:
+        key = f"{room}/{txn_id}"
+        if txn_id is not None and key in self.txn_ids:
+            return self.txn_ids[key]
+        self.images.append((room, png))
+        self.txn_ids[key] = f"$image{len(self.images)}"
+        return self.txn_ids[key]
 
     def texts(self) -> list[str]:
         return [text for _, text in self.posted]
@@ -284,6 +295,29 @@ async def test_the_digest_says_all_clear_or_what_is_wrong_once_a_day(world: Scen
     await world.monitor.deliver()
     digest = world.transport.texts()[-1]
     assert "1 problem(s)" in digest and f"{IP} dnsbl {ZONE} for 1 d 1 h" in digest
+
+
+async def test_the_weekly_digest_posts_the_timeline_picture(dns_server: DnsServer, tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "monitor": {"ips": [IP]},
+            "state": {"dir": str(tmp_path)},
+            "digest": {"timeline_weekday": "Wednesday"},  # the scenario clock starts on Wednesday 2024-05-01
+        }
+    )
+    world = Scenario(dns_server, tmp_path / "state.json", config, RecordingTransport())
+    await world.run(2)
+    world.monitor.digest()
+    await world.monitor.deliver()
+    await world.monitor.deliver()
+    assert [room for room, _ in world.transport.images] == [ROOM]
+    assert world.transport.images[0][1].startswith(b"\x89PNG\r\n\x1a\n")
+    assert world.transport.texts()[-1].startswith("✓ repbot daily digest")
+    world.clock.now += timedelta(days=1)  # Thursday: the digest alone
+    world.monitor.digest()
+    await world.monitor.deliver()
+    assert len(world.transport.images) == 1
+    assert [text[:22] for text in world.transport.texts()] == ["✓ repbot daily digest:"] * 2
 
 
 async def test_the_scheduler_runs_each_family_once_soon_after_start(world: Scenario) -> None:
