@@ -34,6 +34,7 @@ from aiosmtpd.controller import Controller
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+PATH = os.environ.get("PATH", "")
 DOMAIN = "bench-mail.org"
 DNS_HOST = "127.0.0.2"
 CRITICAL_PATH_DEPTH = 4
@@ -164,7 +165,8 @@ def run(delay: float, rounds: int) -> None:
         env = dict(os.environ, SSL_CERT_FILE=str(ca_file), REQUESTS_CA_BUNDLE=str(ca_file))
         ours = [sys.executable, "-m", "bot", "check", DOMAIN, "--nameserver", f"{DNS_HOST}:53", "-c", str(config)]
         ours += ["--json", "--timeout", "5"]
-        checkdmarc = shutil.which("checkdmarc")
+        # Beside this interpreter first: a venv's scripts are not on PATH unless it is activated.
+        checkdmarc = shutil.which("checkdmarc", path=os.pathsep.join([str(Path(sys.executable).parent), PATH]))
         if checkdmarc is None:
             raise SystemExit("checkdmarc is not installed: pip install -e '.[bench]'")
         theirs = [checkdmarc, DOMAIN, "--nameserver", DNS_HOST, "--check-mx-tls", "--timeout", "5"]
