@@ -3,15 +3,31 @@
     CheckError                 root: anything a check can raise on purpose
     ├── TargetError            the text is not a domain, an IPv4 or an IPv6 address
     ├── CatalogError           the blocklist zone data (zones.toml or config) is malformed
+    ├── SpfSyntaxError         an SPF record, term or macro breaks the RFC 7208 grammar
     └── LookupFailed           a network look-up gave no usable answer
-        └── DnsFailed          a DNS query ended in SERVFAIL, REFUSED, timeout or a network error
+        ├── DnsFailed          a DNS query ended in SERVFAIL, REFUSED, timeout or a network error
+        └── ServiceError       a service answered, but not with what we asked for; `code` says why
+            ├── MailboxError   the IMAP mailbox cannot be used
+            ├── SndsAnswerError SNDS sent something that is not data
+            └── TokenError     no OAuth access token can be had
 
 Checks turn LookupFailed into an `unknown` Finding; they never let it reach a caller.
 """
 
 from __future__ import annotations
 
-__all__ = ["CatalogError", "CheckError", "DnsFailed", "LookupFailed", "TargetError"]
+__all__ = [
+    "CatalogError",
+    "CheckError",
+    "DnsFailed",
+    "LookupFailed",
+    "MailboxError",
+    "ServiceError",
+    "SndsAnswerError",
+    "SpfSyntaxError",
+    "TargetError",
+    "TokenError",
+]
 
 
 class CheckError(Exception):
@@ -46,3 +62,27 @@ class DnsFailed(LookupFailed):
         self.server = server
         where = f" from {server}" if server else ""
         super().__init__(f"{rdtype} {name}: {outcome}{where}")
+
+
+class SpfSyntaxError(CheckError, ValueError):
+    """Raised when an SPF record, term or macro string breaks the RFC 7208 grammar (a permerror)."""
+
+
+class ServiceError(LookupFailed):
+    """Raised when a service answered with something unusable; `code` is a stable machine word for why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class MailboxError(ServiceError):
+    """Raised when the mailbox cannot be used; `code` is connect, tls, auth, timeout, dropped or protocol."""
+
+
+class SndsAnswerError(ServiceError):
+    """Raised when SNDS answered with something that is not data; `code` says what (login-page, key-expired...)."""
+
+
+class TokenError(ServiceError):
+    """Raised when no access token can be had; `code` is auth (refused, missing) or unreachable."""

@@ -12,20 +12,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from ._errors import LookupFailed
+from ._errors import SndsAnswerError
 from .model import Status
 
 TIME_FORMAT = "%m/%d/%Y %I:%M %p"
 COLOURS = {"GREEN": Status.OK, "YELLOW": Status.WARN, "RED": Status.FAIL}
 MAX_BLOCK_EXPANSION = 65536
-
-
-class SndsAnswerError(LookupFailed):
-    """Raised when SNDS answered with something that is not data; `code` says what (login-page, key-expired...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

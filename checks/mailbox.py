@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
-from ._errors import LookupFailed
+from ._errors import MailboxError
 
 __all__ = ["SPECIAL_USE_FALLBACKS", "Fetched", "Folder", "Mailbox", "MailboxError", "MailboxSettings"]
 
@@ -45,14 +45,6 @@ class _NoWireLog(logging.Filter):
 
 
 logging.getLogger("aioimaplib.aioimaplib").addFilter(_NoWireLog())
-
-
-class MailboxError(LookupFailed):
-    """Raised when the mailbox cannot be used; `code` is connect, tls, auth, timeout, dropped or protocol."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

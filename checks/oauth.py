@@ -16,20 +16,12 @@ from pathlib import Path
 
 import httpx
 
-from ._errors import LookupFailed
+from ._errors import TokenError
 
 __all__ = ["TOKEN_URL", "RefreshTokenSource", "TokenError", "TokenSource", "command_token"]
 
 TOKEN_URL = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
 TokenSource = Callable[[], Awaitable[str]]
-
-
-class TokenError(LookupFailed):
-    """Raised when no access token can be had; `code` is auth (refused, missing) or unreachable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 def command_token(get: Callable[[], str]) -> TokenSource:

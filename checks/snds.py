@@ -19,11 +19,11 @@ from typing import TypeVar
 import httpx
 
 from . import oauth
+from ._errors import SndsAnswerError
 from ._snds_parse import (
     COLOURS,
     BlockRange,
     DataRow,
-    SndsAnswerError,
     classify_answer,
     dedupe_rows,
     is_no_data,

@@ -10,7 +10,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 
-from ._errors import CheckError
+from ._errors import SpfSyntaxError
 
 __all__ = [
     "EXP_ONLY_LETTERS",
@@ -44,10 +44,6 @@ _CIDR6 = re.compile(r"(?:0|[1-9]\d{0,2})\Z")
 _IP4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}\Z")
 LOOKUP_TERMS = frozenset({"include", "a", "mx", "ptr", "exists"})
 _TOPLABEL = re.compile(r"(?:[a-z0-9]*[a-z][a-z0-9]*|[a-z0-9]+-[a-z0-9-]*[a-z0-9])\Z", re.IGNORECASE)
-
-
-class SpfSyntaxError(CheckError, ValueError):
-    """Raised when an SPF record, term or macro string breaks the RFC 7208 grammar (a permerror)."""
 
 
 @dataclass(frozen=True)
