@@ -1,4 +1,4 @@
-"""Sweep N IPv4 addresses across the whole IP blocklist catalog, with repbot's checks.dnsbl and with pydnsbl.
+"""Sweep N IPv4 addresses across the whole IP blocklist catalog, with repbot's checks.dnsbl.lookup and with pydnsbl.
 
 Both sides ask the same zones of the same local DNS server (tests/fixtures/dnsserver.py), which adds a fixed delay
 to every answer (default 20 ms), so the wall time shows how well each client keeps queries in flight.
@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from checks.context import CheckContext  # noqa: E402
-from checks.dns import Resolver  # noqa: E402
-from checks.dnsbl import Zone, check_ip, load_catalog  # noqa: E402
+from checks.dns.resolver import Resolver  # noqa: E402
+from checks.dnsbl.lookup import Zone, check_ip, load_catalog  # noqa: E402
 from checks.model import Target, TargetKind  # noqa: E402
 
 FIRST_IP = ipaddress.IPv4Address("198.51.100.0")
@@ -118,7 +118,7 @@ async def sweep_repbot(host: str, port: int, ips: Sequence[str]) -> Result:
     if unknown:
         print(f"warning: repbot saw {unknown} unknown answers", file=sys.stderr)
     resolver.close()
-    return Result("repbot checks.dnsbl", wall, cpu, resolver.sent, listed)
+    return Result("repbot checks.dnsbl.lookup", wall, cpu, resolver.sent, listed)
 
 
 async def sweep_pydnsbl(host: str, port: int, ips: Sequence[str], zones: Sequence[Zone]) -> Result:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.store import Store
+from bot.monitor.store import Store
 
 
 def bench_store(entries: int, directory: Path) -> None:

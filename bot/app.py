@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .commands import REGISTRY, Access, Call, Invocation, ParseFailure, Registry, Services, user_matches
-from .render import Rendered, plain_and_html
-from .transport import DeliveryError, Incoming
+from bot.commands.core import REGISTRY, Access, Call, Invocation, ParseFailure, Registry, Services, user_matches
+from bot.render import Rendered, plain_and_html
+from bot.transports.base import DeliveryError, Incoming
 
 __all__ = ["COMMAND_MODULES", "Bot", "Permissions", "RateLimiter", "load_command_modules"]
 
@@ -24,11 +24,11 @@ log = logging.getLogger("repbot.bot")
 
 # Modules that declare commands on REGISTRY; a new command module is listed here.
 COMMAND_MODULES = (
-    "bot.commands",
-    "bot.monitor_commands",
-    "bot.provider_commands",
-    "bot.canary_commands",
-    "bot.timeline_commands",
+    "bot.commands.core",
+    "bot.commands.monitor",
+    "bot.commands.providers",
+    "bot.commands.canary",
+    "bot.commands.timeline",
     "bot.metrics",
 )
 WORKING = "👀"

@@ -14,9 +14,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
+from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
 from checks import CheckError, Report, Status, Target, TargetError, parse_nameserver, parse_target
-
-from .config import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
 
 __all__ = ["main"]
 
@@ -69,7 +68,7 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        from . import __version__
+        from bot import __version__
 
         print(f"repbot {__version__}")
         parser.exit(0)
@@ -100,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
     config_check = config_commands.add_parser("check", help="validate a configuration file")
     config_check.add_argument("-c", "--config", required=True, metavar="FILE")
-    from .init import add_arguments
+    from bot.init import add_arguments
 
     add_arguments(commands.add_parser("init", help="write a first configuration (asks, or takes flags)"))
     return parser
@@ -144,10 +143,9 @@ class _Progress:
 
 
 async def _check(args: argparse.Namespace, config: Config) -> int:
-    from checks.targets import check_targets
-
-    from .context import build_context
-    from .render import json_reports, text_report
+    from bot.context import build_context
+    from bot.render import json_reports, text_report
+    from checks.runner import check_targets
 
     targets = _targets(args.targets)
     selectors = {t.value: args.selector for t in targets if not t.is_ip and args.selector}
@@ -164,10 +162,9 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _spf(args: argparse.Namespace, config: Config) -> int:
-    from checks import spf
-
-    from .context import build_context
-    from .render import json_value, spf_text
+    from bot.context import build_context
+    from bot.render import json_value, spf_text
+    from checks.spf import evaluator as spf
 
     domain = parse_target(args.domain)
     ip = parse_target(args.ip)
@@ -184,10 +181,9 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _lists(args: argparse.Namespace, config: Config) -> int:
-    from checks import dnsbl
-
-    from .context import build_context
-    from .render import json_value, lists_text
+    from bot.context import build_context
+    from bot.render import json_value, lists_text
+    from checks.dnsbl import lookup as dnsbl
 
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
     try:
@@ -213,8 +209,8 @@ def _run(args: argparse.Namespace) -> int:
     problem = insecure_secrets_problem(config)
     if problem:
         return _fail(problem)
-    from .logs import redact
-    from .runtime import run_bot
+    from bot.logs import redact
+    from bot.runtime import run_bot
 
     redact(*(secret.inline for secret in config.secrets()))
 
@@ -231,7 +227,7 @@ ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .logs import setup_logging
+    from bot.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     if args.command is None:
@@ -245,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "init":
-            from .init import run_init
+            from bot.init import run_init
 
             return run_init(args)
         coroutine = ASYNC_COMMANDS[args.command](args, _load(args.config))

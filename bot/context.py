@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from bot.config.loader import Config
 from checks import CheckContext, Resolver
-
-from .config import Config
 
 __all__ = ["build_context"]
 

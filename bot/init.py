@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from bot.config.loader import ConfigError, insecure_secrets_problem, load_config
 from checks import TargetError, parse_domain, parse_target
-
-from .config import ConfigError, insecure_secrets_problem, load_config
 
 __all__ = ["InitError", "add_arguments", "render_config", "run_init", "write_private"]
 

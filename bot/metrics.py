@@ -22,8 +22,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .commands import REGISTRY, Services
+from bot import __version__
+from bot.commands.core import REGISTRY, Services
 
 __all__ = ["SNDS_COLOURS", "STATUS_VALUES", "MetricsServer", "StoreCollector", "metrics_lifespan"]
 

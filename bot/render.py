@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from checks import Finding, Report, Status
 
 if TYPE_CHECKING:
-    from checks.spf import SpfResult
+    from checks.spf.evaluator import SpfResult
 
 __all__ = [
     "MARKS",

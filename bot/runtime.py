@@ -12,12 +12,12 @@ import logging
 import signal
 from datetime import UTC, datetime
 
-from .app import Bot, Permissions, RateLimiter, load_command_modules
-from .commands import REGISTRY, Services
-from .config import Config, SecretError
-from .console import CONSOLE_USER, ConsoleTransport
-from .context import build_context
-from .transport import Transport
+from bot.app import Bot, Permissions, RateLimiter, load_command_modules
+from bot.commands.core import REGISTRY, Services
+from bot.config.loader import Config, SecretError
+from bot.context import build_context
+from bot.transports.base import Transport
+from bot.transports.console import CONSOLE_USER, ConsoleTransport
 
 __all__ = ["EXIT_FATAL", "EXIT_OK", "run_bot"]
 
@@ -57,7 +57,7 @@ def _transport(config: Config, console: bool) -> tuple[Transport, Permissions, R
     """The transport, who may command it, its rate limit, and the exceptions that mean 'cannot start'."""
     if console:
         return ConsoleTransport(), Permissions(admins=(CONSOLE_USER,)), RateLimiter(None), ()
-    from .matrix import MatrixStartError, MatrixTransport
+    from bot.transports.matrix import MatrixStartError, MatrixTransport
 
     assert config.matrix is not None
     matrix = config.matrix

@@ -1,13 +1,14 @@
 """repbot's check library: async functions that look at the world and return Findings.
 
 It knows nothing of Matrix, schedules, storage or rendering. Each standard or data source has its own
-module (`checks.dnsbl`, `checks.spf`, ...), imported where it is used so that a command loads only what it runs.
+family (`checks.dnsbl`, `checks.spf`, ...), imported where it is used so that a command loads only
+what it runs.
 """
 
-from ._errors import CatalogError, CheckError, DnsFailed, LookupFailed, TargetError
-from .context import CheckContext, DnsblSettings
-from .dns import DnsAnswer, Nameserver, Outcome, Resolver, parse_nameserver, reverse_pointer
-from .model import Finding, Report, Status, Target, TargetKind, parse_domain, parse_target, worst_status
+from checks.context import CheckContext, DnsblSettings
+from checks.dns.resolver import DnsAnswer, Nameserver, Outcome, Resolver, parse_nameserver, reverse_pointer
+from checks.errors import CatalogError, CheckError, DnsFailed, LookupFailed, TargetError
+from checks.model import Finding, Report, Status, Target, TargetKind, parse_domain, parse_target, worst_status
 
 __all__ = [
     "CatalogError",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .dns import Resolver
+from checks.dns.resolver import Resolver
 
 if TYPE_CHECKING:
     import httpx

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._messages import DNS_FAILED, Messages, emit
-from .context import CheckContext
-from .dns import DnsAnswer
-from .model import Finding, Status, Target
+from checks.context import CheckContext
+from checks.dns.resolver import DnsAnswer
+from checks.messages import DNS_FAILED, Messages, emit
+from checks.model import Finding, Status, Target
 
 __all__ = ["DKIM_TAGS", "MESSAGES", "DkimKey", "check", "parse_dkim_key"]
 

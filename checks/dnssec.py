@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .context import CheckContext
-from .model import Finding, Status, Target
+from checks.context import CheckContext
+from checks.model import Finding, Status, Target
 
 __all__ = ["check"]
 

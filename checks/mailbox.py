@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
-from ._errors import MailboxError
+from checks.errors import MailboxError
 
 __all__ = ["SPECIAL_USE_FALLBACKS", "Fetched", "Folder", "Mailbox", "MailboxError", "MailboxSettings"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import idna
 
-from ._errors import TargetError
+from checks.errors import TargetError
 
 __all__ = [
     "Finding",

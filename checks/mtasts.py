@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._messages import DNS_FAILED, Messages, emit
-from .context import CheckContext
-from .model import Finding, Status, Target
+from checks.context import CheckContext
+from checks.messages import DNS_FAILED, Messages, emit
+from checks.model import Finding, Status, Target
 
 __all__ = [
     "MESSAGES",

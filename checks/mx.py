@@ -14,9 +14,9 @@ from typing import Any
 
 import dns.rdtypes.ANY.MX
 
-from .context import CheckContext
-from .dns import DnsAnswer, reverse_pointer
-from .model import Finding, Status, Target
+from checks.context import CheckContext
+from checks.dns.resolver import DnsAnswer, reverse_pointer
+from checks.model import Finding, Status, Target
 
 __all__ = ["MxHost", "MxSet", "check", "check_helo", "check_reverse", "is_generic_ptr", "mx_hosts"]
 

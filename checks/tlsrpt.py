@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._messages import DNS_FAILED, Messages, emit
-from .context import CheckContext
-from .model import Finding, Status, Target
+from checks.context import CheckContext
+from checks.messages import DNS_FAILED, Messages, emit
+from checks.model import Finding, Status, Target
 
 __all__ = ["MESSAGES", "TlsRptRecord", "check", "is_tlsrpt", "parse_tlsrpt"]
 

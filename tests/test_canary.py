@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from checks.canary import (
+from checks.canary.maillog import LogSource
+from checks.canary.probe import (
     Canary,
     CanarySettings,
     SubmissionSettings,
@@ -19,10 +20,9 @@ from checks.canary import (
     read_receiver_verdict,
     send,
 )
+from checks.canary.verdict import classify, provider_finding, run_canary, settle
 from checks.mailbox import Mailbox, MailboxSettings
-from checks.maillog import LogSource
 from checks.model import Finding, Status
-from checks.verdict import classify, provider_finding, run_canary, settle
 from tests.fixtures.mta import MtaLab
 
 DEADLINE = timedelta(seconds=4)
@@ -163,7 +163,7 @@ async def test_pending_before_the_deadline_then_resumed_from_storage(mta_lab: Mt
 
 async def test_direct_to_the_seed_mx_records_the_remote_reply(mta_lab: MtaLab) -> None:
     from checks.context import CheckContext
-    from checks.dns import Resolver
+    from checks.dns.resolver import Resolver
 
     ctx = CheckContext(resolver=Resolver(), smtp_port=mta_lab.providers["drop"].port)
     settings = _settings(mta_lab, "drop", send_via="direct", submission=None, direct_host=HOST, log=False)
@@ -250,7 +250,7 @@ class Recorder:
 
 
 def _bot_config(lab: MtaLab, tmp_path: Path) -> tuple[Any, str]:
-    from bot.config import parse_config
+    from bot.config.loader import parse_config
 
     seed, seed_box = _user(lab, "seed")
     sender, sender_box = _user(lab, "me")
@@ -278,8 +278,8 @@ def _bot_config(lab: MtaLab, tmp_path: Path) -> tuple[Any, str]:
 
 
 def test_canary_config_problems_name_the_key() -> None:
-    import bot.canary_commands  # noqa: F401  (registers the [canary] reader)
-    from bot.config import ConfigError, parse_config
+    import bot.commands.canary  # noqa: F401  (registers the [canary] reader)
+    from bot.config.loader import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as info:
         parse_config({"canary": {"send_via": "pigeon", "seed": [{"name": "x", "imap": {"host": "h"}}]}})
@@ -292,13 +292,13 @@ def test_canary_config_problems_name_the_key() -> None:
 async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_lab: MtaLab, tmp_path: Path) -> None:
     import asyncio
 
-    from bot.canary_commands import HISTORY, PENDING, CanaryRunner
-    from bot.commands import REGISTRY, Call, Invocation, Services
-    from bot.monitor import Monitor
-    from bot.store import Store
-    from bot.transport import Incoming
+    from bot.commands.canary import HISTORY, PENDING, CanaryRunner
+    from bot.commands.core import REGISTRY, Call, Invocation, Services
+    from bot.monitor.core import Monitor
+    from bot.monitor.store import Store
+    from bot.transports.base import Incoming
     from checks.context import CheckContext
-    from checks.dns import Resolver
+    from checks.dns.resolver import Resolver
 
     config, _ = _bot_config(mta_lab, tmp_path)
     transport = Recorder()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.app import INTERNAL_ERROR, WORKING, Bot, Permissions, RateLimiter
-from bot.commands import (
+from bot.commands.core import (
     REGISTRY,
     Access,
     Argument,
@@ -20,10 +20,10 @@ from bot.commands import (
     strip_reply_fallback,
     user_matches,
 )
-from bot.config import Config
+from bot.config.loader import Config
 from bot.context import build_context
 from bot.render import Rendered, plain_and_html
-from bot.transport import Incoming
+from bot.transports.base import Incoming
 
 ADMIN = "@alice:example.org"
 STRANGER = "@mallory:evil.example"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.config import ConfigError, Secret, SecretError, insecure_secrets_problem, load_config, parse_config
+from bot.config.loader import ConfigError, Secret, SecretError, insecure_secrets_problem, load_config, parse_config
 
 
 def test_a_full_config_parses() -> None:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from checks.context import CheckContext
 from checks.dkim import MESSAGES, check, parse_dkim_key
-from checks.dns import Resolver
+from checks.dns.resolver import Resolver
 from checks.model import Finding, Status, parse_target
 from tests.fixtures.dnsserver import DnsServer
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from checks.context import CheckContext
-from checks.dmarc import DMARC_TAGS, MESSAGES, check, interpret_walk, parse_dmarc, walk_names
-from checks.dns import Resolver
+from checks.dmarc.policy import DMARC_TAGS, MESSAGES, check, interpret_walk, parse_dmarc, walk_names
+from checks.dns.resolver import Resolver
 from checks.model import Finding, Status, parse_target
 from tests.fixtures.dnsserver import DnsServer
 

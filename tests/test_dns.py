@@ -1,4 +1,4 @@
-"""checks.dns against a real local DNS server: every outcome, TC -> TCP, the TTL cache, answer matching."""
+"""checks.dns.resolver against a real local DNS server: every outcome, TC -> TCP, the TTL cache, answer matching."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import dns.message
 import dns.rrset
 import pytest
 
-from checks.dns import DnsAnswer, Nameserver, Outcome, Resolver, _parse_query, _prepare, parse_nameserver
+from checks.dns.resolver import DnsAnswer, Nameserver, Outcome, Resolver, _parse_query, _prepare, parse_nameserver
 from tests.fixtures.dnsserver import DnsServer
 
 
@@ -206,7 +206,7 @@ def test_nameserver_str() -> None:
 
 
 def test_system_nameservers_come_from_resolv_conf(tmp_path: Path) -> None:
-    from checks.dns import Nameserver, _system_nameservers
+    from checks.dns.resolver import Nameserver, _system_nameservers
 
     conf = tmp_path / "resolv.conf"
     conf.write_text("# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver bogus\n")
@@ -215,7 +215,7 @@ def test_system_nameservers_come_from_resolv_conf(tmp_path: Path) -> None:
 
 
 async def test_queries_beyond_the_limit_wait_for_a_slot(dns_server: DnsServer) -> None:
-    from checks.dns import DEFAULT_CONCURRENCY, _Limits
+    from checks.dns.resolver import DEFAULT_CONCURRENCY, _Limits
 
     for i in range(12):
         dns_server.add(f"n{i}.limit.example.test", "A", f"192.0.2.{i + 1}")

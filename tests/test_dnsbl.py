@@ -1,4 +1,4 @@
-"""checks.dnsbl against a real local DNS server: listings, refusals, failures, broken zones, health, the catalog.
+"""checks.dnsbl.lookup against a real local DNS server: listings, refusals, failures, broken zones, health, the catalog.
 
 Every query goes to the local server on 127.0.0.1; real zone names are served by it, never asked of the internet.
 """
@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from checks import dnsbl
-from checks._errors import CatalogError
 from checks.context import CheckContext, DnsblSettings
-from checks.dns import Resolver
-from checks.dnsbl import Health, check_domain, check_ip, load_catalog, probe_names, zone_health
-from checks.dnsbl_catalog import Zone, parse_zone
+from checks.dns.resolver import Resolver
+from checks.dnsbl import lookup as dnsbl
+from checks.dnsbl.catalog import Zone, parse_zone
+from checks.dnsbl.lookup import Health, check_domain, check_ip, load_catalog, probe_names, zone_health
+from checks.errors import CatalogError
 from checks.model import Finding, Status, parse_target
 from tests.fixtures.dnsserver import DnsServer
 
@@ -478,7 +478,7 @@ def test_parse_zone_roundtrip_kind() -> None:
 async def test_cancelled_check_leaves_the_shared_probe_and_the_limit_alone(dns_server: DnsServer) -> None:
     import asyncio
 
-    from checks.dns import _Limits
+    from checks.dns.resolver import _Limits
 
     publish_test_points(dns_server)
     dns_server.delay = 0.05

@@ -8,7 +8,7 @@ import pytest
 
 from checks import dnssec
 from checks.context import CheckContext
-from checks.dns import Resolver
+from checks.dns.resolver import Resolver
 from checks.model import Finding, Status, parse_target
 from tests.fixtures.dnsserver import DnsServer
 

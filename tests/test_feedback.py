@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from checks import feedback
-from checks.feedback import Complaint, FeedbackSettings, JsonlJournal, NotAReport
 from checks.mailbox import Mailbox, MailboxSettings
+from checks.providers import feedback
+from checks.providers.feedback import Complaint, FeedbackSettings, JsonlJournal, NotAReport
 from tests.fixtures.dovecot import DovecotServer
 
 NOW = datetime(2026, 7, 4, 12, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""checks.maillog: Postfix and OpenSMTPD lines, rotated and compressed files, journal exports and commands."""
+"""checks.canary.maillog: Postfix and OpenSMTPD lines, rotated and compressed files, journal exports and commands."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.maillog import LogSource, LogUnavailable, detect_format, follow, queue_id_from_reply, read_log, trace
+from checks.canary.maillog import LogSource, LogUnavailable, detect_format, follow, queue_id_from_reply, read_log, trace
 
 MID = "<repbot-canary-7f3a9c@example.org>"
 SEED = "seed@outlook.com"

@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 from nio import AsyncClient, AsyncClientConfig, Event, MegolmEvent, RoomCreateResponse, RoomSendResponse
 
 from bot.app import Bot, Permissions, RateLimiter
-from bot.commands import REGISTRY, Services
-from bot.config import Config
+from bot.commands.core import REGISTRY, Services
+from bot.config.loader import Config
 from bot.context import build_context
-from bot.transport import Incoming
+from bot.transports.base import Incoming
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.synapse import SynapseServer
 from tests.test_commands import RecordingTransport

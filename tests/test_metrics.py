@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.commands import REGISTRY, Services
-from bot.config import MetricsConfig, parse_config
-from bot.console import ConsoleTransport
+from bot.commands.core import REGISTRY, Services
+from bot.config.loader import MetricsConfig, parse_config
 from bot.context import build_context
 from bot.metrics import metrics_lifespan
-from bot.monitor import Monitor
-from bot.store import Store
+from bot.monitor.core import Monitor
+from bot.monitor.store import Store
+from bot.transports.console import ConsoleTransport
 
 NOW = datetime.now(UTC)
 

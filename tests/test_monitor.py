@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from bot.alerts import AlertRules, observe
-from bot.config import Config, ScheduleConfig, parse_config
-from bot.monitor import Monitor, default_families
+from bot.config.loader import Config, ScheduleConfig, parse_config
+from bot.monitor.alerts import AlertRules, observe
+from bot.monitor.core import Monitor, default_families
+from bot.monitor.store import Store
 from bot.render import Rendered
-from bot.store import Store
-from bot.transport import DeliveryError, Incoming
+from bot.transports.base import DeliveryError, Incoming
 from checks import CheckContext, DnsblSettings, Finding, Resolver, Status
-from checks.dnsbl_catalog import load_catalog
+from checks.dnsbl.catalog import load_catalog
 from tests.fixtures.dnsserver import DnsServer
 
 ZONE = "zen.spamhaus.org"
@@ -262,7 +262,7 @@ async def test_a_crash_after_sending_does_not_post_twice(world: Scenario) -> Non
     await world.monitor.run_family("blocklists")
     item = world.monitor.store.pending()[0]
     # The homeserver took it, then the process died before the outbox was updated.
-    from bot.monitor import _txn_id
+    from bot.monitor.core import _txn_id
 
     await world.transport.send(ROOM, Rendered(item["plain"], item["html"]), txn_id=_txn_id(item["id"], ROOM))
     world.monitor = world.new_monitor()
@@ -358,7 +358,7 @@ def test_evidence_inside_the_same_status_matters_only_for_what_operators_care_ab
 
 async def _command(world: Scenario, line: str) -> str:
     from bot.app import load_command_modules
-    from bot.commands import REGISTRY, Call, Invocation, Services
+    from bot.commands.core import REGISTRY, Call, Invocation, Services
 
     load_command_modules()
     parsed = REGISTRY.parse(line)
@@ -384,6 +384,6 @@ async def test_the_room_commands_read_and_steer_the_monitor(world: Scenario) -> 
     assert "muted: zen.spamhaus.org until 2024-05-01 08:00" in await _command(world, "!status")
     assert await _command(world, "!unmute zen.spamhaus.org") == "unmuted zen.spamhaus.org"
     assert "no job 'snds'" in await _command(world, "!run snds")
-    from bot.commands import REGISTRY, ParseFailure
+    from bot.commands.core import REGISTRY, ParseFailure
 
     assert isinstance(REGISTRY.parse("!mute dkim soon"), ParseFailure)  # a duration the parser refuses

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.store import Store
-from checks.dnsbl_catalog import load_catalog
+from bot.monitor.store import Store
+from checks.dnsbl.catalog import load_catalog
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.synapse import SynapseServer
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from checks.context import CheckContext
-from checks.dns import Resolver
+from checks.dns.resolver import Resolver
 from checks.model import Finding, Status, parse_target
 from checks.mtasts import MAX_AGE_LIMIT, MESSAGES, check, mx_matches, parse_sts_policy, parse_sts_record, uncovered_mx
 from tests.fixtures.dnsserver import DnsServer

@@ -1,4 +1,4 @@
-"""checks.ndr: real replies explained, and a meta-test of ndr.toml's conventions."""
+"""checks.canary.ndr: real replies explained, and a meta-test of ndr.toml's conventions."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from importlib import resources
 
 import pytest
 
-from checks._errors import CatalogError
-from checks.ndr import explain, load_table, parse_entry, parse_reply, parse_table, provider_family
+from checks.canary.ndr import explain, load_table, parse_entry, parse_reply, parse_table, provider_family
+from checks.errors import CatalogError
 
 S3150 = (
     "550 5.7.1 Unfortunately, messages from [192.0.2.25] weren't sent. Please contact your Internet service "
@@ -141,7 +141,7 @@ BRIEF_CODES = {
 
 
 def _raw() -> dict[str, object]:
-    return tomllib.loads(resources.files("checks").joinpath("ndr.toml").read_text(encoding="utf-8"))
+    return tomllib.loads(resources.files("checks.canary").joinpath("ndr.toml").read_text(encoding="utf-8"))
 
 
 def test_data_file_conventions() -> None:

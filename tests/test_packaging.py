@@ -66,7 +66,7 @@ def _fresh_venv(tmp_path: Path) -> Path:
 def test_the_wheel_installs_and_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     wheel = _build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"checks/zones.toml", "checks/ndr.toml", "bot/cli.py", "bot/timeline.py"} <= set(names)
+    assert {"checks/dnsbl/zones.toml", "checks/canary/ndr.toml", "bot/cli.py", "bot/timeline.py"} <= set(names)
     assert not any(name.startswith("tests/") for name in names)
     venv = _fresh_venv(tmp_path)
     python = venv / "bin" / "python"
@@ -77,12 +77,12 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     repbot = venv / "bin" / "repbot"
     assert _run(repbot, "--version", cwd=tmp_path).stdout.strip() == f"repbot {version}"
     assert "TARGET" in _run(repbot, "check", "--help", cwd=tmp_path).stdout
-    where = _run(python, "-c", "import bot, checks.dnsbl; print(bot.__file__)", cwd=tmp_path).stdout
+    where = _run(python, "-c", "import bot, checks.dnsbl.lookup; print(bot.__file__)", cwd=tmp_path).stdout
     assert where.startswith(str(venv)), where  # the installed copy, not the source tree
     zones = _run(
         python,
         "-c",
-        "import importlib.resources as r; print(len(r.files('checks').joinpath('zones.toml').read_text()))",
+        "import importlib.resources as r; print(len(r.files('checks.dnsbl').joinpath('zones.toml').read_text()))",
         cwd=tmp_path,
     )
     assert int(zones.stdout) > 1000

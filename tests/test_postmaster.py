@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from checks import CheckContext, Resolver, Status, postmaster
-from checks.postmaster import PostmasterSettings
+from checks import CheckContext, Resolver, Status
+from checks.providers import postmaster
+from checks.providers.postmaster import PostmasterSettings
 from tests.fixtures.http_providers import POSTMASTER, ProviderServer
 
 NOW = datetime(2026, 7, 4, 12, 0, tzinfo=UTC)

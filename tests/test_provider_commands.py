@@ -17,14 +17,14 @@ from typing import Any, cast
 
 import pytest
 
-import bot.provider_commands  # noqa: F401  (registers the commands and the job families)
+import bot.commands.providers  # noqa: F401  (registers the commands and the job families)
 from bot.app import Bot, Permissions, RateLimiter
 from bot.cli import main
-from bot.commands import REGISTRY, Services
-from bot.config import Config, parse_config
-from bot.monitor import Monitor, default_families
-from bot.store import Store
-from bot.transport import Transport
+from bot.commands.core import REGISTRY, Services
+from bot.config.loader import Config, parse_config
+from bot.monitor.core import Monitor, default_families
+from bot.monitor.store import Store
+from bot.transports.base import Transport
 from checks import CheckContext, Resolver
 from tests.fixtures import http_providers
 from tests.fixtures.dnsserver import DnsServer

@@ -10,10 +10,10 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from checks import smtp
 from checks.context import CheckContext
-from checks.dns import Resolver
+from checks.dns.resolver import Resolver
 from checks.model import Finding, Status, parse_target
+from checks.smtp import starttls as smtp
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.smtp import SmtpLab
 

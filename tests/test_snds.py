@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from checks import CheckContext, Resolver, Status, snds
-from checks.snds import SndsAnswerError, SndsSettings
+from checks import CheckContext, Resolver, Status
+from checks.providers import snds
+from checks.providers.snds import SndsAnswerError, SndsSettings
 from tests.fixtures.http_providers import LOGIN_PAGE, SNDS_DATA, ProviderServer
 
 NOW = datetime(2026, 7, 4, 12, 0, tzinfo=UTC)

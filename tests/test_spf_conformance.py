@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from checks.dns import Resolver
-from checks.spf import DEFAULT_EXPLANATION, check_host, sender_and_domain
+from checks.dns.resolver import Resolver
+from checks.spf.evaluator import DEFAULT_EXPLANATION, check_host, sender_and_domain
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.shared import RFC7208_SUITE
 

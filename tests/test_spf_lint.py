@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from checks.context import CheckContext
-from checks.dns import Resolver
+from checks.dns.resolver import Resolver
 from checks.model import Finding, Status, parse_target
-from checks.spf import check_host
-from checks.spf_lint import build_tree, check, render_tree
+from checks.spf.evaluator import check_host
+from checks.spf.lint import build_tree, check, render_tree
 from tests.fixtures.dnsserver import DnsServer
 
 DOMAIN = "example.org"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Store, StoreError
+from bot.monitor.store import Store, StoreError
 
 FIXED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -81,7 +81,7 @@ def test_a_crash_between_temp_file_and_rename_keeps_the_old_file(
 
 WRITER = """
 import sys
-from bot.store import Store
+from bot.monitor.store import Store
 store = Store(sys.argv[1])
 n = (store.get_state("counter") or {"n": 0})["n"]
 

@@ -11,15 +11,15 @@ from typing import Any
 from PIL import Image
 
 from bot.app import Bot, Permissions, RateLimiter
-from bot.commands import REGISTRY, Services
-from bot.config import Config
-from bot.console import CONSOLE_USER, ConsoleTransport
+from bot.commands.core import REGISTRY, Services
+from bot.commands.timeline import timeline_lifespan
+from bot.config.loader import Config
 from bot.context import build_context
-from bot.monitor import Monitor
-from bot.store import Store
+from bot.monitor.core import Monitor
+from bot.monitor.store import Store
 from bot.timeline import COLOURS, MARK, NO_DATA, WIDTH, layout, timeline_png, timeline_rows
-from bot.timeline_commands import timeline_lifespan
-from bot.transport import Incoming
+from bot.transports.base import Incoming
+from bot.transports.console import CONSOLE_USER, ConsoleTransport
 
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
 IP = "192.0.2.1"

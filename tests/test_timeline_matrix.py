@@ -14,7 +14,7 @@ import pytest
 from nio.crypto.attachments import decrypt_attachment
 from PIL import Image
 
-from bot.store import Store
+from bot.monitor.store import Store
 from bot.timeline import COLOURS, WIDTH
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.synapse import SynapseServer

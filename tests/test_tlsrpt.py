@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from checks.context import CheckContext
-from checks.dns import Resolver
+from checks.dns.resolver import Resolver
 from checks.model import Finding, Status, parse_target
 from checks.tlsrpt import MESSAGES, check, parse_tlsrpt
 from tests.fixtures.dnsserver import DnsServer

@@ -1,0 +1,1 @@
+"""Chat commands: the registry, and one module of handlers per family."""

@@ -1,0 +1,72 @@
+"""`!timeline [TARGET] [days]`: the reputation timeline picture, posted as an image in the room."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+from bot.commands.core import REGISTRY, Argument, Call, Services, command, target_arg
+from bot.monitor.core import Monitor
+from bot.render import Rendered, plain_and_html
+from bot.timeline import timeline_png
+from bot.transports.base import DeliveryError
+from bot.transports.console import ConsoleTransport
+
+__all__ = ["DEFAULT_DAYS", "MAX_DAYS", "timeline_lifespan"]
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 365
+
+
+def _days(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_DAYS:
+        raise ValueError(f"give 1 to {MAX_DAYS} days")
+    return value
+
+
+def _target_or_days(text: str) -> str | int:
+    """`!timeline 14` means 14 days of everything; anything else must be a target."""
+    return _days(text) if text.isdigit() else target_arg(text)
+
+
+@REGISTRY.lifespan
+@contextlib.asynccontextmanager
+async def timeline_lifespan(services: Services) -> AsyncIterator[None]:
+    """In the console, pictures are written under the state directory."""
+    transport = services.transport
+    if isinstance(transport, ConsoleTransport) and transport.media_dir is None:
+        transport.media_dir = Path(services.config.state_dir) / "images"
+    yield
+
+
+@command(
+    "timeline",
+    help="a picture of the last days (default 30): a row per blocklist, SNDS, complaints and canary",
+    args=[Argument("target", _target_or_days, required=False), Argument("days", _days, required=False)],
+)
+async def timeline(call: Call) -> Rendered | None:
+    monitor = call.services.extra.get("monitor")
+    if not isinstance(monitor, Monitor):
+        return plain_and_html("the monitor is not running: no history to draw")
+    first = call.args.get("target")
+    target = first if isinstance(first, str) else None
+    days = call.args.get("days") or (first if isinstance(first, int) else DEFAULT_DAYS)
+    now = monitor.clock()
+    since = (now - timedelta(days=days + 1)).isoformat()
+    history = [e for e in monitor.store.history(since=since) if target is None or e.get("target") == target]
+    png = timeline_png(history, monitor.store.states(), now=now, days=days, target=target)
+    if png is None:
+        what = target or "any target"
+        return plain_and_html(f"nothing recorded for {what} yet: the first scheduled run has not finished (try !run)")
+    body = f"repbot timeline: {target or 'reputation'}, last {days} days"
+    txn_id = f"timeline-{call.incoming.event_id}" if call.incoming.event_id else None
+    try:
+        await call.services.transport.send_image(
+            call.incoming.room, png, body=body, reply_to=call.incoming, txn_id=txn_id
+        )
+    except DeliveryError as error:
+        return plain_and_html(f"the picture could not be posted: {error}")
+    return None

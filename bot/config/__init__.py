@@ -1,0 +1,1 @@
+"""The TOML configuration: typed, validated sections, secrets from inline values, files or commands."""

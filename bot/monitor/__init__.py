@@ -1,0 +1,1 @@
+"""The monitor: scheduled jobs, stored state, change detection and alerts."""

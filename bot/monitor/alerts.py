@@ -1,0 +1,322 @@
+"""Change detection with hysteresis, and the words of alerts. No I/O: state in, events out.
+
+Each (target, check, subject) has a state document. A new status (or a new significant evidence, such
+as a listing's reason) is a *candidate* until it has been seen `confirm` runs in a row; then it is
+confirmed and becomes an Event. `unknown` is never a candidate: it neither confirms nor resets, and
+only a run of unknowns longer than `unknown_after` speaks, once, as "cannot check", then "checking again".
+
+Checks in `AlertRules.on_sight` read a record (a provider's published data, the complaint journal) rather than
+probe the network: a reading is as sure the first time as the second, so it is confirmed on sight.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.durations import format_duration
+from bot.render import MARKS, Rendered
+from checks import Finding, Status
+
+__all__ = ["AlertRules", "Event", "observe", "render_events", "significant_evidence", "state_key"]
+
+CERT_WARN_DAYS = 21
+# Evidence keys whose change inside one status is worth a message; days_left is reduced to a threshold bucket.
+SIGNIFICANT_KEYS = (
+    "answers",
+    "reason",
+    "codes",
+    "return_codes",
+    "txt",
+    "key_fingerprint",
+    "fingerprint",
+    "policy_hash",
+    "policy_id",
+    "days_left",
+    "newest",  # complaints: the newest recorded complaint of a domain; it changes when a new one arrives
+    "reputation",  # postmaster: HIGH -> MEDIUM is a drop worth saying, though both are ok
+)
+# Records, not probes: SNDS and Postmaster publish a day's data, complaints come from the durable journal.
+ON_SIGHT = frozenset({"snds", "postmaster", "complaints"})
+_PROBLEM = (Status.WARN.value, Status.FAIL.value)
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    """How sure the monitor must be before it speaks."""
+
+    confirm: int = 2
+    immediate_new_listing: bool = True
+    unknown_after: timedelta = timedelta(hours=2)
+    cert_warn_days: int = CERT_WARN_DAYS
+    on_sight: frozenset[str] = ON_SIGHT
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing worth telling; kind: problem, resolved, changed, evidence, cannot-check, checking-again."""
+
+    kind: str
+    target: str
+    check: str
+    subject: str
+    status: str
+    summary: str
+    old_status: str | None = None
+    lasted: timedelta | None = None
+    since: str | None = None
+    advice: str = ""
+    detail: str = ""
+    at: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in ("kind", "target", "check", "subject", "status", "summary")}
+        data.update(old_status=self.old_status, since=self.since, detail=self.detail, at=self.at)
+        data["lasted"] = self.lasted.total_seconds() if self.lasted is not None else None
+        return data
+
+
+def state_key(target: str, finding: Finding) -> str:
+    return f"{target}|{finding.check}|{finding.subject}"
+
+
+def significant_evidence(evidence: Mapping[str, Any], rules: AlertRules) -> dict[str, Any]:
+    """The part of the evidence whose change inside the same status is news."""
+    kept: dict[str, Any] = {}
+    for name in SIGNIFICANT_KEYS:
+        if name not in evidence:
+            continue
+        value = evidence[name]
+        if name == "days_left" and isinstance(value, int | float):
+            value = "soon" if value < rules.cert_warn_days else "later"
+        kept[name] = value
+    return kept
+
+
+def _signature(status: str, code: str, evidence: Mapping[str, Any]) -> str:
+    return json.dumps([status, code, evidence], sort_keys=True, default=str)
+
+
+def _new_state(key: str, target: str, finding: Finding) -> dict[str, Any]:
+    return {
+        "key": key,
+        "target": target,
+        "check": finding.check,
+        "subject": finding.subject,
+        "status": None,
+        "signature": None,
+        "since": None,
+        "candidate": None,
+        "candidate_count": 0,
+        "candidate_since": None,
+        "unknown_since": None,
+        "unknown_alerted": False,
+    }
+
+
+def observe(
+    state: dict[str, Any] | None, target: str, finding: Finding, now: datetime, rules: AlertRules
+) -> tuple[dict[str, Any], list[Event]]:
+    """The updated state for one finding, and the events it confirms (usually none)."""
+    key = state_key(target, finding)
+    state = dict(state) if state is not None else _new_state(key, target, finding)
+    stamp = now.isoformat()
+    state["last_seen"] = stamp
+    state["last_status"] = finding.status.value
+    if finding.status is Status.UNKNOWN:
+        return state, _observe_unknown(state, finding, now, rules)
+    events: list[Event] = []
+    if state["unknown_alerted"]:
+        lasted = now - datetime.fromisoformat(state["unknown_since"])
+        events.append(_event("checking-again", state, finding, stamp, lasted=lasted))
+    state.update(unknown_since=None, unknown_alerted=False)
+    significant = significant_evidence(finding.evidence, rules)
+    signature = _signature(finding.status.value, finding.code, significant)
+    if signature == state["signature"]:
+        state.update(candidate=None, candidate_count=0, candidate_since=None, summary=finding.summary)
+        state.update(advice=finding.advice, evidence=_jsonable(finding.evidence))
+        return state, events
+    if state["candidate"] == signature:
+        state["candidate_count"] += 1
+    else:
+        state.update(candidate=signature, candidate_count=1, candidate_since=stamp)
+    if state["candidate_count"] < _needed(state, finding, rules):
+        return state, events
+    event = _confirmed(state, finding, significant, stamp)
+    state.update(status=finding.status.value, signature=signature, since=state["candidate_since"])
+    state.update(candidate=None, candidate_count=0, candidate_since=None, summary=finding.summary)
+    state.update(advice=finding.advice, evidence=_jsonable(finding.evidence), significant=significant)
+    if event is not None:
+        events.append(event)
+    return state, events
+
+
+def _observe_unknown(state: dict[str, Any], finding: Finding, now: datetime, rules: AlertRules) -> list[Event]:
+    if state["unknown_since"] is None:
+        state["unknown_since"] = now.isoformat()
+    state["unknown_summary"] = finding.summary
+    since = datetime.fromisoformat(state["unknown_since"])
+    if state["unknown_alerted"] or now - since < rules.unknown_after:
+        return []
+    state["unknown_alerted"] = True
+    return [_event("cannot-check", state, finding, now.isoformat(), since=state["unknown_since"])]
+
+
+def _needed(state: dict[str, Any], finding: Finding, rules: AlertRules) -> int:
+    old = state["status"]
+    new_problem = finding.status.value in _PROBLEM and old not in _PROBLEM
+    if rules.immediate_new_listing and new_problem and finding.check == "dnsbl":
+        return 1
+    if finding.check in rules.on_sight:
+        return 1
+    return max(1, rules.confirm)
+
+
+def _confirmed(state: dict[str, Any], finding: Finding, significant: dict[str, Any], stamp: str) -> Event | None:
+    old, new = state["status"], finding.status.value
+    started = state["candidate_since"]
+    if old is None:
+        # The first confirmed state is the baseline: only a problem is news.
+        return _event("problem", state, finding, stamp, since=started) if new in _PROBLEM else None
+    if old == new:
+        detail = _evidence_detail(state.get("significant") or {}, significant)
+        if not detail and new not in _PROBLEM:
+            return None  # an ok finding whose wording changed is no news
+        return _event("evidence", state, finding, stamp, detail=detail or "details changed", since=state["since"])
+    lasted = datetime.fromisoformat(started) - datetime.fromisoformat(state["since"])
+    if new == Status.OK.value:
+        return _event("resolved", state, finding, stamp, lasted=lasted, old_status=old)
+    kind = "problem" if old not in _PROBLEM else "changed"
+    return _event(kind, state, finding, stamp, old_status=old, since=started)
+
+
+def _evidence_detail(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    if "days_left" in new and old.get("days_left") != new["days_left"]:
+        parts.append("certificate expiry is now near" if new["days_left"] == "soon" else "certificate renewed")
+    if "policy_hash" in new and old.get("policy_hash") != new["policy_hash"]:
+        same_id = old.get("policy_id") == new.get("policy_id")
+        parts.append("policy changed but its id did not" if same_id else "policy and its id changed")
+    if "key_fingerprint" in new and old.get("key_fingerprint") != new["key_fingerprint"]:
+        parts.append("key replaced")
+    if "newest" in new and old.get("newest") != new["newest"]:
+        parts.append("more complaints")
+    if "reputation" in new and old.get("reputation") != new["reputation"]:
+        parts.append(f"reputation was {old.get('reputation') or '?'}, now {new['reputation']}")
+    for name in ("answers", "reason", "codes", "return_codes", "txt", "fingerprint"):
+        if name in new and old.get(name) != new[name]:
+            parts.append(f"{name.replace('_', ' ')} was {_short(old.get(name))}, now {_short(new[name])}")
+    return "; ".join(parts)
+
+
+def _short(value: Any) -> str:
+    text = ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _event(kind: str, state: dict[str, Any], finding: Finding, stamp: str, **fields: Any) -> Event:
+    return Event(
+        kind=kind,
+        target=state["target"],
+        check=finding.check,
+        subject=finding.subject,
+        status=finding.status.value,
+        summary=finding.summary,
+        advice=finding.advice,
+        at=stamp,
+        **fields,
+    )
+
+
+def _jsonable(evidence: Mapping[str, Any]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(json.dumps(dict(evidence), default=str))
+    return loaded
+
+
+# -- words ---------------------------------------------------------------------------------------------------
+
+
+def _where(event: Event) -> str:
+    subject = "" if event.subject == event.target else f" ({event.subject})"
+    return f"{event.check} {event.target}{subject}"
+
+
+def event_line(event: Event) -> str:
+    """One line for one event: mark, what, how long."""
+    if event.kind == "resolved":
+        lasted = f" after {format_duration(event.lasted)}" if event.lasted is not None else ""
+        verb = f"delisted from {event.subject}" if event.check == "dnsbl" else f"{event.check} {event.subject} ok again"
+        return f"{MARKS[Status.OK]} {event.target}: {verb}{lasted} — {event.summary}"
+    if event.kind == "cannot-check":
+        return f"{MARKS[Status.UNKNOWN]} cannot check {_where(event)} since {_clock(event.since)}: {event.summary}"
+    if event.kind == "checking-again":
+        lasted = f" after {format_duration(event.lasted)}" if event.lasted is not None else ""
+        return f"{MARKS[Status.OK]} checking {_where(event)} again{lasted}"
+    mark = MARKS[Status(event.status)]
+    if event.kind == "evidence":
+        return f"{mark} {_where(event)}: {event.detail} — {event.summary}"
+    if event.check == "dnsbl" and event.kind == "problem":
+        return f"{mark} {event.target}: new listing on {event.subject} — {event.summary}"
+    was = f" (was {event.old_status})" if event.old_status else ""
+    return f"{mark} {_where(event)}: {event.status}{was} — {event.summary}"
+
+
+def _clock(stamp: str | None) -> str:
+    if not stamp:
+        return "?"
+    return datetime.fromisoformat(stamp).strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def render_events(events: Sequence[Event]) -> Rendered:
+    """One message for the events of one run: a line each, advice under the problems."""
+    lines: list[str] = []
+    html_lines: list[str] = []
+    for event in events:
+        line = event_line(event)
+        lines.append(line)
+        advice = event.advice if event.kind in ("problem", "changed", "evidence") and event.status in _PROBLEM else ""
+        html_lines.append(html.escape(line) + (f"<br/><i>→ {html.escape(advice)}</i>" if advice else ""))
+        if advice:
+            lines.append(f"    → {advice}")
+    head = "repbot: 1 change" if len(events) == 1 else f"repbot: {len(events)} changes"
+    return Rendered(plain="\n".join([head, *lines]), html=f"<b>{head}</b><br/>" + "<br/>".join(html_lines))
+
+
+def is_muted(event: Event, mutes: Iterable[str]) -> bool:
+    """True when a mute names the event's check, target or subject."""
+    names = {event.check, event.target, event.subject}
+    return any(what in names for what in mutes)
+
+
+def digest_message(
+    states: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]], now: datetime
+) -> Rendered:
+    """The daily digest: what is still wrong and what changed in 24 h, or one line when all is clear."""
+    wrong = [s for s in states if s.get("status") in _PROBLEM]
+    blind = [s for s in states if s.get("unknown_alerted")]
+    if not wrong and not blind and not changes:
+        targets = len({s["target"] for s in states})
+        text = f"{MARKS[Status.OK]} repbot daily digest: all clear ({len(states)} checks on {targets} targets)."
+        return Rendered(text, html.escape(text))
+    lines = [f"repbot daily digest: {len(wrong)} problem(s), {len(changes)} change(s) in 24 h"]
+    for state in sorted(wrong, key=lambda s: (s["target"], s["check"], s["subject"])):
+        since = now - datetime.fromisoformat(state["since"]) if state.get("since") else None
+        lasting = f" for {format_duration(since)}" if since is not None else ""
+        mark = MARKS[Status(state["status"])]
+        lines.append(
+            f"{mark} {state['target']} {state['check']} {state['subject']}{lasting}: {state.get('summary', '')}"
+        )
+    for state in blind:
+        lines.append(f"{MARKS[Status.UNKNOWN]} cannot check {state['target']} {state['check']} {state['subject']}")
+    if changes:
+        lines.append("changes:")
+        for change in changes[-20:]:
+            muted = " (muted)" if change.get("muted") else ""
+            lines.append(f"  {change['at'][:16]} {change['kind']} {change['target']} {change['subject']}{muted}")
+    body = "\n".join(lines)
+    return Rendered(body, "<br/>".join(html.escape(line) for line in lines))

@@ -1,0 +1,344 @@
+"""The monitor: runs each check family on its schedule, keeps state, decides alerts, empties the outbox.
+
+A run's new state, its history and its alert are written to the store in one atomic write, then the
+outbox is delivered: an alert leaves it only once `Transport.send` returned, and is sent with its own
+stable transaction id, so a crash between the two never posts it twice. Delivery failures are retried
+with a capped backoff for as long as it takes, across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.config.loader import Config
+from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
+from bot.monitor.store import Store
+from bot.render import Rendered, plain_and_html
+from bot.transports.base import DeliveryError, Incoming, Transport
+from checks import CheckContext, Report, parse_target
+
+__all__ = ["FAMILY_BUILDERS", "Family", "FamilyRun", "Monitor", "alert_rules", "default_families"]
+
+log = logging.getLogger("repbot.monitor")
+
+FamilyRun = Callable[[CheckContext], Awaitable[Sequence[Report]]]
+# Which checks belong to which family; a check not named here runs with "domains".
+FAMILY_CHECKS = {"blocklists": frozenset({"dnsbl"}), "tls": frozenset({"mx-tls", "smtp", "tls", "dane"})}
+RETRY_FIRST = 2.0
+
+
+@dataclass(frozen=True)
+class Family:
+    """A job: a name (`blocklists`), how it runs its checks, and how often."""
+
+    name: str
+    run: FamilyRun
+    interval: timedelta
+
+
+def _family_of(check: str) -> str:
+    return next((family for family, names in FAMILY_CHECKS.items() if check in names), "domains")
+
+
+# Families whose runs are not the IP/domain checks (snds, complaints): their module registers a builder
+# that returns the run for this config, or None when the config does not enable it.
+FAMILY_BUILDERS: dict[str, Callable[[Config], FamilyRun | None]] = {}
+
+
+def default_families(config: Config) -> dict[str, Family]:
+    """One Family per job family that has checks and targets in this config."""
+    from checks.runner import domain_checks, ip_checks, run_checks
+
+    targets = [parse_target(name) for name in (*config.monitor.ips, *config.monitor.domains)]
+    families: dict[str, Family] = {}
+    for name, interval in config.schedule.intervals.items():
+        if name in FAMILY_BUILDERS:
+            built = FAMILY_BUILDERS[name](config)
+            if built is not None:
+                families[name] = Family(name, built, interval)
+            continue
+
+        def pick(checks: Sequence[tuple[str, Any]], family: str = name) -> tuple[Any, ...]:
+            return tuple(item for item in checks if _family_of(item[0]) == family)
+
+        plan = [(target, pick(ip_checks() if target.is_ip else domain_checks())) for target in targets]
+        plan = [(target, checks) for target, checks in plan if checks]
+        if not plan:
+            continue
+
+        async def run(ctx: CheckContext, plan: Sequence[Any] = tuple(plan)) -> list[Report]:
+            return list(await asyncio.gather(*(run_checks(target, ctx, checks) for target, checks in plan)))
+
+        families[name] = Family(name, run, interval)
+    return families
+
+
+def alert_rules(config: Config) -> AlertRules:
+    alerts = config.alerts
+    return AlertRules(alerts.confirm, alerts.immediate_new_listing, alerts.unknown_after)
+
+
+def _txn_id(alert_id: str, room: str) -> str:
+    """The Matrix transaction id for one alert in one room: stable across restarts."""
+    return f"{alert_id}-{hashlib.sha256(room.encode()).hexdigest()[:10]}"
+
+
+class Monitor:
+    """Scheduled runs, change detection, the persisted outbox and the digest, around one Store."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        transport: Transport,
+        ctx: CheckContext,
+        families: Mapping[str, Family] | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.transport = transport
+        self.ctx = ctx
+        self.families = dict(families) if families is not None else default_families(config)
+        self.rules = alert_rules(config)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.retry_max = config.alerts.retry_max.total_seconds()
+        self._locks = {name: asyncio.Lock() for name in self.families}
+        self._wake = asyncio.Event()
+        self._deliverer: asyncio.Task[None] | None = None
+        self._delivering = asyncio.Lock()
+        self._scheduler: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Monitor {sorted(self.families)} {self.store.path}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self, *, schedule: bool = True) -> None:
+        """Report a state file that had to be set aside, start delivering the outbox, schedule the jobs."""
+        if self.store.recovered_from is not None:
+            moved = self.store.recovered_from
+            text = f"⚠ repbot: the state file was unreadable; it was moved to {moved} and the monitor starts afresh."
+            with self.store.batch():
+                self._enqueue(plain_and_html(text), alert_id=f"recovered-{moved.name}")
+        with self.store.batch():
+            self.store.prune_history((self.clock() - self.config.alerts.retention).isoformat())
+        self._deliverer = asyncio.create_task(self._deliver_forever(), name="repbot-outbox")
+        if schedule:
+            self._scheduler = self._build_scheduler()
+            self._scheduler.start()
+
+    async def stop(self) -> None:
+        """Stop the scheduler and the outbox task, and wait for them."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self._deliverer is not None:
+            self._deliverer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._deliverer
+            self._deliverer = None
+
+    # -- runs ----------------------------------------------------------------------------------------------
+
+    async def run_family(self, name: str) -> list[Event]:
+        """Run one family's checks now (waiting for a run already under way); the events it confirmed."""
+        family = self.families[name]
+        async with self._locks[name]:
+            started = time.monotonic()
+            reports = await family.run(self.ctx)
+            events = self.process(reports)
+            with self.store.batch():
+                self.store.set_meta(f"last_run:{name}", self.clock().isoformat())
+        took, findings = round(time.monotonic() - started, 3), sum(len(r.findings) for r in reports)
+        extra = {"job": name, "duration": took, "findings": findings, "changes": len(events)}
+        log.info("ran %s: %d findings, %d changes in %.2f s", name, findings, len(events), took, extra=extra)
+        self._wake.set()
+        return events
+
+    def process(self, reports: Sequence[Report]) -> list[Event]:
+        """Compare the reports with the stored state; store the new state, the history and one grouped alert."""
+        now = self.clock()
+        events: list[Event] = []
+        with self.store.batch():
+            for report in reports:
+                for finding in report.findings:
+                    key = f"{report.target.value}|{finding.check}|{finding.subject}"
+                    state, found = observe(self.store.get_state(key), report.target.value, finding, now, self.rules)
+                    self.store.put_state(state)
+                    events.extend(found)
+            if events:
+                self._record(events, now)
+        return events
+
+    def _record(self, events: Sequence[Event], now: datetime) -> None:
+        mutes = self.store.mutes(now.isoformat())
+        loud = [event for event in events if not is_muted(event, mutes)]
+        for event in events:
+            self.store.add_history({**event.to_json(), "muted": event not in loud})
+        if loud:
+            self._enqueue(render_events(loud))
+        for event in events:
+            muted = "(muted) " if event not in loud else ""
+            log.info("%s%s: %s %s %s", muted, event.kind, event.target, event.check, event.subject)
+
+    def _enqueue(self, message: Rendered, alert_id: str | None = None, reply_to: Incoming | None = None) -> str:
+        """Put a message in the outbox (call inside a batch): for every alert room, or as a reply; its id."""
+        alert_id = alert_id or f"repbot-{uuid.uuid4().hex}"
+        rooms = [reply_to.room] if reply_to is not None else list(self.transport.alert_rooms)
+        if not rooms:
+            log.warning("no alert rooms configured; alert %s is only in the history", alert_id)
+            return alert_id
+        item = {"id": alert_id, "created": self.clock().isoformat(), "rooms": rooms, "attempts": 0, "next_try": 0.0}
+        if reply_to is not None:
+            item["reply"] = dataclasses.asdict(reply_to) | {"body": ""}
+        self.store.enqueue({**item, "plain": message.plain, "html": message.html})
+        self._wake.set()
+        return alert_id
+
+    def post(self, message: Rendered, *, alert_id: str, reply_to: Incoming | None = None) -> None:
+        """Queue a message through the outbox (call inside a store batch): delivered once, across restarts."""
+        self._enqueue(message, alert_id=alert_id, reply_to=reply_to)
+
+    # -- the outbox ----------------------------------------------------------------------------------------
+
+    async def deliver(self) -> bool:
+        """Send every due outbox item, oldest first; False when one was refused (the rest wait)."""
+        async with self._delivering:
+            return await self._deliver_due()
+
+    async def _deliver_due(self) -> bool:
+        for item in self.store.pending():
+            if item["next_try"] > time.time():
+                return False
+            message = Rendered(item["plain"], item["html"])
+            reply_to = Incoming(**item["reply"]) if item.get("reply") else None
+            for room in item["rooms"]:
+                try:
+                    await self._send_item(item, room, message, reply_to)
+                except DeliveryError as error:
+                    attempts = item["attempts"] + 1
+                    delay = min(self.retry_max, RETRY_FIRST * 2 ** min(attempts - 1, 16))
+                    delay *= random.uniform(0.8, 1.0)
+                    log.warning("alert %s not delivered to %s (%s); retry in %.0f s", item["id"], room, error, delay)
+                    with self.store.batch():
+                        self.store.retry_later(item["id"], attempts, time.time() + delay)
+                    return False
+                with self.store.batch():
+                    self.store.delivered(item["id"], room)
+        return True
+
+    async def _send_item(self, item: dict[str, Any], room: str, message: Rendered, reply_to: Incoming | None) -> None:
+        txn_id = _txn_id(item["id"], room)
+        if item.get("kind") != "timeline":
+            await self.transport.send(room, message, txn_id=txn_id, reply_to=reply_to)
+            return
+        # The picture is drawn when it is sent, from the store, so the outbox holds no image bytes.
+        from bot.timeline import timeline_png
+
+        days = int(item["days"])
+        now = self.clock()
+        history = self.store.history(since=(now - timedelta(days=days + 1)).isoformat())
+        png = timeline_png(history, self.store.states(), now=now, days=days)
+        if png is not None:
+            await self.transport.send_image(room, png, body=f"repbot timeline: the last {days} days", txn_id=txn_id)
+
+    def next_retry(self) -> float | None:
+        """Seconds until the first outbox item may be tried again, or None when the outbox is empty."""
+        pending = self.store.pending()
+        return max(0.0, pending[0]["next_try"] - time.time()) if pending else None
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.deliver()
+            except Exception:
+                log.exception("outbox delivery failed; trying again")
+                await asyncio.sleep(RETRY_FIRST)
+                continue
+            wait = self.next_retry()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait if wait is not None else None):
+                    await self._wake.wait()
+
+    # -- the schedule ------------------------------------------------------------------------------------------
+
+    def _build_scheduler(self) -> Any:
+        """An AsyncIOScheduler with one interval job per family (first run soon after start) and the digest."""
+        from zoneinfo import ZoneInfo
+
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not two lines a run
+        # A missed run (suspend, a blocked loop) runs once, however late: coalesce, no grace limit.
+        defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+        scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=defaults)
+        first = datetime.now(UTC) + self.config.schedule.first_run
+        for index, name in enumerate(sorted(self.families)):
+            family = self.families[name]
+            jitter = int(min(self.config.schedule.jitter, family.interval / 10).total_seconds()) or None
+            trigger = IntervalTrigger(seconds=int(family.interval.total_seconds()), jitter=jitter, timezone=UTC)
+            start = first + timedelta(seconds=5 * index)  # families start a little apart
+            scheduler.add_job(self._scheduled_run, trigger, args=[name], id=name, name=name, next_run_time=start)
+        digest = self.config.digest
+        if digest.enabled:
+            zone = ZoneInfo(digest.timezone)
+            cron = CronTrigger(hour=digest.at.hour, minute=digest.at.minute, timezone=zone)
+            scheduler.add_job(self._scheduled_digest, cron, id="digest", name="digest")
+        return scheduler
+
+    async def _scheduled_run(self, name: str) -> None:
+        try:
+            await self.run_family(name)
+        except Exception:
+            log.exception("the %s run failed; the next one is on schedule", name)
+
+    async def _scheduled_digest(self) -> None:
+        try:
+            self.digest()
+        except Exception:
+            log.exception("the daily digest failed")
+
+    # -- the digest ----------------------------------------------------------------------------------------
+
+    def digest(self) -> str | None:
+        """Queue today's digest once; its alert id, or None when it was already sent today."""
+        from zoneinfo import ZoneInfo
+
+        now = self.clock()
+        local = now.astimezone(ZoneInfo(self.config.digest.timezone))
+        day = local.date().isoformat()
+        if self.store.get_meta("digest_day") == day:
+            return None
+        since = (now - timedelta(days=1)).isoformat()
+        message = digest_message(self.store.states(), self.store.history(since=since), now)
+        weekly = self.config.digest.timeline_weekday
+        with self.store.batch():
+            self.store.set_meta("digest_day", day)
+            alert_id = self._enqueue(message, alert_id=f"digest-{day}")
+            if weekly and local.strftime("%A").lower() == weekly:
+                self._enqueue_timeline(f"digest-timeline-{day}", days=7)
+            self.store.prune_history((now - self.config.alerts.retention).isoformat())
+        return alert_id
+
+    def _enqueue_timeline(self, alert_id: str, days: int) -> None:
+        rooms = list(self.transport.alert_rooms)
+        if rooms:
+            item = {"id": alert_id, "created": self.clock().isoformat(), "rooms": rooms, "attempts": 0}
+            self.store.enqueue({**item, "next_try": 0.0, "kind": "timeline", "days": days, "plain": "", "html": ""})
+            self._wake.set()

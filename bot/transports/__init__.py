@@ -1,0 +1,1 @@
+"""Where text comes in and rendered replies go out: Matrix and the console."""

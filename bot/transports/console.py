@@ -1,0 +1,98 @@
+"""The terminal as the bot's room: command lines from stdin, replies and alerts on stdout as plain text.
+
+Lines are answered one after another, in the order typed. At the end of the input the transport waits
+for the reply in progress and `run()` returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from bot.render import Rendered
+from bot.transports.base import Incoming, IncomingHandler
+
+__all__ = ["CONSOLE_ROOM", "CONSOLE_USER", "ConsoleTransport"]
+
+CONSOLE_ROOM = "console"
+CONSOLE_USER = "@operator:console"
+
+
+class ConsoleTransport:
+    """A Transport over stdin/stdout; the person at the terminal is the admin."""
+
+    def __init__(
+        self, stdin: TextIO | None = None, stdout: TextIO | None = None, media_dir: Path | None = None
+    ) -> None:
+        self.stdin = stdin or sys.stdin
+        self.stdout = stdout or sys.stdout
+        # Where images go (the timeline sets it to STATE_DIR/images); a temporary directory until then.
+        self.media_dir = media_dir
+        self.alert_rooms: Sequence[str] = (CONSOLE_ROOM,)
+        self._on_command: IncomingHandler | None = None
+        self._sent: dict[str, str] = {}
+        self._count = 0
+
+    def __repr__(self) -> str:
+        return "<ConsoleTransport>"
+
+    async def start(self, on_command: IncomingHandler) -> None:
+        self._on_command = on_command
+
+    async def run(self) -> int:
+        """Answer each line until the end of the input; 0."""
+        assert self._on_command is not None, "start() first"
+        number = 0
+        while True:
+            line = await asyncio.to_thread(self.stdin.readline)
+            if not line:
+                return 0
+            number += 1
+            if line.strip():
+                await self._on_command(Incoming(CONSOLE_ROOM, CONSOLE_USER, line.rstrip("\n"), f"line-{number}"))
+
+    async def stop(self) -> None:
+        self.stdout.flush()
+
+    async def send(
+        self, room: str, message: Rendered, *, txn_id: str | None = None, reply_to: Incoming | None = None
+    ) -> str:
+        if txn_id is not None and txn_id in self._sent:
+            return self._sent[txn_id]
+        self._count += 1
+        event_id = f"console-{self._count}"
+        self.stdout.write(message.plain.rstrip("\n") + "\n")
+        self.stdout.flush()
+        if txn_id is not None:
+            self._sent[txn_id] = event_id
+        return event_id
+
+    async def send_image(
+        self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
+    ) -> str:
+        """Write the PNG to a file in `media_dir` and print its path."""
+        if txn_id is not None and txn_id in self._sent:
+            return self._sent[txn_id]
+        self._count += 1
+        directory = self.media_dir or Path(tempfile.gettempdir()) / "repbot-images"
+        directory.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9.-]+", "-", body).strip("-")[:80] or "image"
+        path = directory / f"{name}-{self._count}.png"
+        await asyncio.to_thread(path.write_bytes, png)
+        self.stdout.write(f"{body}: {path}\n")
+        self.stdout.flush()
+        event_id = f"console-{self._count}"
+        if txn_id is not None:
+            self._sent[txn_id] = event_id
+        return event_id
+
+    async def react(self, incoming: Incoming, key: str) -> None:
+        return None
+
+    async def typing(self, room: str, on: bool) -> None:
+        return None

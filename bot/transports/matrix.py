@@ -1,0 +1,408 @@
+"""The Matrix transport (matrix-nio): login or restore, the E2EE store, the sync loop, invites, replies.
+
+The first start logs in with the password and saves user id, device id and access token in the store
+directory; later starts restore them, so the bot keeps one device (and its E2EE keys) for its life.
+The sync token lives in the E2EE store (`store_sync_tokens`), and events older than the start are
+ignored as a second guard: a restart never answers a command twice. A revoked token leads to one fresh
+password login, or to exit 1; an unreachable homeserver to a capped exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    InviteMemberEvent,
+    JoinResponse,
+    LoginResponse,
+    MatrixRoom,
+    MegolmEvent,
+    RoomMessageNotice,
+    RoomMessageText,
+    RoomSendResponse,
+    SyncError,
+    SyncResponse,
+)
+
+from bot.commands.core import PREFIX, strip_reply_fallback, user_matches
+from bot.config.loader import MatrixConfig
+from bot.render import Rendered
+from bot.transports.base import DeliveryError, Incoming, IncomingHandler
+from bot.transports.media import image_content
+from bot.transports.session import MatrixStartError, SessionFile
+
+__all__ = ["Backoff", "MatrixStartError", "MatrixTransport"]
+
+log = logging.getLogger("repbot.matrix")
+
+SYNC_TIMEOUT_MS = 30_000
+BACKOFF_FIRST = 1.0
+BACKOFF_CAP = 60.0
+RELOGIN_MIN_INTERVAL = 60.0
+REMEMBERED_TXNS = 1000
+STOP_GRACE = 30.0
+# Network failures the homeserver may cause; the loop rides them out.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, asyncio.TimeoutError)
+try:
+    from aiohttp import ClientError
+
+    NETWORK_ERRORS += (ClientError,)
+except ImportError:  # pragma: no cover - nio depends on aiohttp
+    pass
+
+
+class Backoff:
+    """Capped exponential backoff that logs once when the homeserver goes away and once when it is back."""
+
+    def __init__(self, what: str, first: float = BACKOFF_FIRST, cap: float = BACKOFF_CAP) -> None:
+        self.what = what
+        self.first = first
+        self.cap = cap
+        self.delay = 0.0
+        self.down_since: float | None = None
+
+    async def failed(self, reason: str) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("%s unreachable (%s); retrying with backoff up to %.0f s", self.what, reason, self.cap)
+        self.delay = min(self.cap, self.delay * 2 if self.delay else self.first)
+        await asyncio.sleep(self.delay)
+
+    def succeeded(self) -> None:
+        if self.down_since is not None:
+            log.warning("%s reachable again after %.0f s", self.what, time.monotonic() - self.down_since)
+        self.down_since = None
+        self.delay = 0.0
+
+
+class MatrixTransport:
+    """A Transport over a Matrix homeserver."""
+
+    def __init__(self, config: MatrixConfig, *, state_dir: str = "./state") -> None:
+        self.config = config
+        self.alert_rooms: Sequence[str] = config.alert_rooms
+        self.store_dir = Path(config.store_dir or os.path.join(state_dir, "matrix"))
+        self.session = SessionFile(self.store_dir, config.homeserver, config.user_id)
+        self.session_path = self.session.path
+        self.client: AsyncClient | None = None
+        self.started_ms = 0
+        self.backoff = Backoff(f"homeserver {config.homeserver}")
+        self._on_command: IncomingHandler | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._sent: OrderedDict[str, str] = OrderedDict()
+        self._bots: set[str] = set()
+        self._allowed_rooms: set[str] = set()
+        self._invites_seen: set[str] = set()
+        self._last_relogin = 0.0
+        self._stopping = False
+        self.last_sync: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<MatrixTransport {self.config.user_id} at {self.config.homeserver}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, on_command: IncomingHandler) -> None:
+        """Log in (or restore the saved login) and load the E2EE store; raises MatrixStartError."""
+        self._on_command = on_command
+        self.started_ms = int(time.time() * 1000)
+        self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        session = self.session.load()
+        if session is not None:
+            self.client = self._new_client(session["device_id"])
+            self.client.restore_login(session["user_id"], session["device_id"], session["access_token"])
+            log.info("restored the login of %s (device %s)", session["user_id"], session["device_id"])
+        elif self.config.access_token is not None:
+            assert self.config.device_id is not None
+            self.client = self._new_client(self.config.device_id)
+            self.client.restore_login(self.config.user_id, self.config.device_id, self.config.access_token.get())
+        else:
+            await self._password_login(self.config.device_id)
+
+    async def run(self) -> int:
+        """Sync until stopped; 0, or 1 when the homeserver no longer accepts the bot and it cannot log in."""
+        first = True
+        while not self._stopping:
+            assert self.client is not None
+            try:
+                response = await self.client.sync(timeout=SYNC_TIMEOUT_MS, full_state=first or None)
+            except NETWORK_ERRORS as error:
+                await self.backoff.failed(type(error).__name__ + (f": {error}" if str(error) else ""))
+                continue
+            if isinstance(response, SyncError):
+                if response.status_code == "M_UNKNOWN_TOKEN":
+                    if not await self._relogin():
+                        return 1
+                    first = True
+                    continue
+                await self.backoff.failed(f"sync refused: {response}")
+                continue
+            self.backoff.succeeded()
+            self.last_sync = time.time()  # the metrics' sync lag
+            if isinstance(response, SyncResponse) and first:
+                first = False
+                await self._join_configured_rooms()
+                log.info("serving as %s (device %s)", self.client.user_id, self.client.device_id)
+            await self._after_sync()
+        return 0
+
+    async def stop(self) -> None:
+        """Let pending replies go out, then close the connection."""
+        self._stopping = True
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
+        if self.client is not None:
+            await self.client.close()
+
+    # -- login -------------------------------------------------------------------------------
+
+    def _new_client(self, device_id: str | None) -> AsyncClient:
+        client_config = AsyncClientConfig(
+            store_sync_tokens=True,
+            encryption_enabled=True,
+            pickle_key=self.session.pickle_key(self.config.pickle_key),
+            max_timeouts=0,  # our loop does the backoff, and says so once
+            max_limit_exceeded=3,
+            request_timeout=SYNC_TIMEOUT_MS / 1000 + 30,
+        )
+        client = AsyncClient(
+            self.config.homeserver,
+            self.config.user_id,
+            device_id=device_id or "",
+            store_path=str(self.store_dir),
+            config=client_config,
+        )
+        client.add_event_callback(self._on_text, RoomMessageText)
+        client.add_event_callback(self._on_notice, RoomMessageNotice)
+        client.add_event_callback(self._on_invite, InviteMemberEvent)
+        client.add_event_callback(self._on_undecryptable, MegolmEvent)
+        return client
+
+    async def _password_login(self, device_id: str | None) -> None:
+        if self.config.password is None:
+            raise MatrixStartError(
+                f"{self.config.user_id} has no saved login in {self.store_dir} and no password: "
+                "set [matrix] password (or password_file / password_command), or access_token and device_id"
+            )
+        password = self.config.password.get()
+        self.client = self._new_client(device_id)
+        while True:
+            try:
+                response = await self.client.login(password, device_name=self.config.device_name)
+                break
+            except NETWORK_ERRORS as error:
+                await self.backoff.failed(type(error).__name__)
+        self.backoff.succeeded()
+        if not isinstance(response, LoginResponse):
+            raise MatrixStartError(
+                f"the homeserver refused the login of {self.config.user_id}: {response.status_code} "
+                f"{response.message}; check [matrix] user_id and password"
+            )
+        self.session.save(response.user_id, response.device_id, response.access_token)
+        log.info(
+            "logged in as %s, new device %s; the login is saved in %s",
+            response.user_id,
+            response.device_id,
+            self.session_path,
+        )
+
+    async def _relogin(self) -> bool:
+        """After M_UNKNOWN_TOKEN: one password login on a fresh device; False when that is not possible."""
+        now = time.monotonic()
+        if self.config.password is None or now - self._last_relogin < RELOGIN_MIN_INTERVAL:
+            why = "no password is configured" if self.config.password is None else "the new token was revoked too"
+            log.error(
+                "the homeserver no longer accepts the access token of %s (M_UNKNOWN_TOKEN) and %s: "
+                "set [matrix] password, or a new access_token and device_id, then restart",
+                self.config.user_id,
+                why,
+            )
+            return False
+        self._last_relogin = now
+        log.warning("the access token of %s was revoked (M_UNKNOWN_TOKEN); logging in again", self.config.user_id)
+        # The old device may be gone with its keys; a fresh device gets a fresh, consistent E2EE store.
+        self.session.forget()
+        if self.client is not None:
+            await self.client.close()
+        try:
+            await self._password_login(None)
+        except MatrixStartError as error:
+            log.error("%s", error)
+            return False
+        return True
+
+    # -- after each sync -----------------------------------------------------------------------
+
+    async def _after_sync(self) -> None:
+        """Upload, query and claim E2EE keys as the sync asked; failures wait for the next round."""
+        client = self.client
+        assert client is not None
+        try:
+            await client.send_to_device_messages()
+            if client.should_upload_keys:
+                await client.keys_upload()
+            if client.should_query_keys:
+                await client.keys_query()
+            if client.should_claim_keys:
+                await client.keys_claim(client.get_users_for_key_claiming())
+        except NETWORK_ERRORS as error:
+            log.debug("key maintenance postponed: %s", error)
+
+    async def _join_configured_rooms(self) -> None:
+        assert self.client is not None
+        for room in self.config.rooms:
+            response = await self.client.join(room)
+            if isinstance(response, JoinResponse):
+                self._allowed_rooms.update((room, response.room_id))
+            else:
+                log.warning("cannot join the configured room %s: %s", room, response)
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
+        assert self.client is not None
+        if event.state_key != self.client.user_id or event.membership != "invite":
+            return
+        if room.room_id in self._invites_seen:
+            return
+        self._invites_seen.add(room.room_id)
+        if user_matches(event.sender, self.config.admins) or room.room_id in self._allowed_rooms:
+            log.info("joining %s at the invitation of %s", room.room_id, event.sender)
+            response = await self.client.join(room.room_id)
+        else:
+            log.info("rejecting the invitation to %s from %s (not an admin)", room.room_id, event.sender)
+            response = await self.client.room_leave(room.room_id)
+        if not isinstance(response, JoinResponse) and hasattr(response, "status_code"):
+            log.warning("answering the invitation to %s failed: %s", room.room_id, response)
+
+    async def _on_notice(self, room: MatrixRoom, event: RoomMessageNotice) -> None:
+        # Whoever posts notices is a bot: never answer them, or two bots talk forever.
+        if self.client is not None and event.sender != self.client.user_id:
+            self._bots.add(event.sender)
+
+    async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
+        if event.server_timestamp >= self.started_ms:
+            log.warning(
+                "cannot decrypt a message from %s in %s (no room key for this device)", event.sender, room.room_id
+            )
+
+    async def _on_text(self, room: MatrixRoom, event: RoomMessageText) -> None:
+        incoming = self._incoming(room, event)
+        if incoming is None or self._on_command is None:
+            return
+        self._spawn(self._on_command(incoming))
+
+    def _incoming(self, room: MatrixRoom, event: RoomMessageText) -> Incoming | None:
+        """The command in a text message, or None when the bot must not answer it."""
+        assert self.client is not None
+        sender = event.sender
+        if sender == self.client.user_id or sender in self._bots or user_matches(sender, self.config.ignore_users):
+            return None
+        if event.server_timestamp < self.started_ms:
+            return None
+        content: dict[str, Any] = event.source.get("content") or {}
+        relates = content.get("m.relates_to") or {}
+        if not isinstance(relates, dict) or relates.get("rel_type") == "m.replace":
+            return None  # an edit: the original was the command
+        body = strip_reply_fallback(event.body) if "m.in_reply_to" in relates else event.body
+        if not body.lstrip().startswith(PREFIX):
+            return None
+        thread = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
+        return Incoming(room.room_id, sender, body, event.event_id, thread if isinstance(thread, str) else None)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- output ------------------------------------------------------------------------------
+
+    async def send(
+        self, room: str, message: Rendered, *, txn_id: str | None = None, reply_to: Incoming | None = None
+    ) -> str:
+        """Post an m.notice (a reply, in the thread when asked there); the same txn_id never posts twice."""
+        if txn_id is not None and txn_id in self._sent:
+            return self._sent[txn_id]
+        content: dict[str, Any] = {
+            "msgtype": "m.notice",
+            "body": message.plain,
+            "format": "org.matrix.custom.html",
+            "formatted_body": message.html,
+        }
+        return await self._post(room, content, txn_id, reply_to, "message")
+
+    async def send_image(
+        self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
+    ) -> str:
+        """Upload the PNG (encrypted in an E2EE room) and post it as m.image; the same txn_id never posts twice."""
+        if txn_id is not None and txn_id in self._sent:
+            return self._sent[txn_id]
+        if self.client is None:
+            raise DeliveryError("not connected")
+        try:
+            content = await image_content(self.client, room, png, body, "repbot-timeline.png")
+        except NETWORK_ERRORS as error:
+            raise DeliveryError(f"{room}: homeserver unreachable ({type(error).__name__})") from None
+        return await self._post(room, content, txn_id, reply_to, "image")
+
+    async def _post(
+        self, room: str, content: dict[str, Any], txn_id: str | None, reply_to: Incoming | None, what: str
+    ) -> str:
+        """Send an m.room.message (as a reply when asked) and remember its txn_id; raises DeliveryError."""
+        if reply_to is not None and reply_to.event_id:
+            content["m.relates_to"] = _relation(reply_to)
+        response = await self._room_send(room, "m.room.message", content, txn_id)
+        if not isinstance(response, RoomSendResponse):
+            raise DeliveryError(f"{room} did not accept the {what}: {response}")
+        if txn_id is not None:
+            self._sent[txn_id] = response.event_id
+            while len(self._sent) > REMEMBERED_TXNS:
+                self._sent.popitem(last=False)
+        return str(response.event_id)
+
+    async def _room_send(self, room: str, kind: str, content: dict[str, Any], txn_id: str | None) -> object:
+        if self.client is None:
+            raise DeliveryError("not connected")
+        try:
+            return await self.client.room_send(room, kind, content, tx_id=txn_id, ignore_unverified_devices=True)
+        except NETWORK_ERRORS as error:
+            raise DeliveryError(f"{room}: homeserver unreachable ({type(error).__name__})") from None
+        except Exception as error:  # nio raises LocalProtocolError/EncryptionError for unknown rooms, missing keys
+            raise DeliveryError(f"{room}: {type(error).__name__}: {error}") from None
+
+    async def react(self, incoming: Incoming, key: str) -> None:
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": incoming.event_id, "key": key}}
+        try:
+            await self._room_send(incoming.room, "m.reaction", content, None)
+        except DeliveryError as error:
+            log.debug("reaction not sent: %s", error)
+
+    async def typing(self, room: str, on: bool) -> None:
+        if self.client is None:
+            return
+        try:
+            await self.client.room_typing(room, typing_state=on, timeout=SYNC_TIMEOUT_MS)
+        except NETWORK_ERRORS as error:
+            log.debug("typing notice not sent: %s", error)
+
+
+def _relation(reply_to: Incoming) -> dict[str, Any]:
+    """m.relates_to for a reply: in the thread when the command was in one, else a plain reply."""
+    in_reply_to = {"event_id": reply_to.event_id}
+    if reply_to.thread_root:
+        return {
+            "rel_type": "m.thread",
+            "event_id": reply_to.thread_root,
+            "is_falling_back": False,
+            "m.in_reply_to": in_reply_to,
+        }
+    return {"m.in_reply_to": in_reply_to}

@@ -1,0 +1,263 @@
+"""Follow one message through the operator's MTA log (Postfix or OpenSMTPD) and quote what the remote answered.
+
+The parsing is pure: `trace(lines, message_id, recipient, queue_id)` reads log lines (syslog files, rotated copies,
+`journalctl --output=short`) and returns a `Trace` with every delivery attempt and the remote's exact reply.
+`read_log(source)` does the I/O: files with their rotated siblings (`.1`, `.2.gz`, ...) or a command's output.
+Without log access `read_log` raises `LogUnavailable`, which the caller turns into "evidence missing".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from checks.errors import LookupFailed
+
+__all__ = [
+    "Attempt",
+    "LogSource",
+    "LogUnavailable",
+    "Trace",
+    "detect_format",
+    "follow",
+    "queue_id_from_reply",
+    "read_log",
+    "trace",
+]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("postfix", "opensmtpd")
+MAX_LOG_BYTES = 64 * 1024 * 1024
+_POSTFIX_ID = re.compile(r"postfix(?:/[\w.-]+)*/cleanup\[\d+\]: (?P<qid>[0-9A-Za-z]+): message-id=<?(?P<mid>[^>\s]*)>?")
+_POSTFIX_STATUS = re.compile(
+    r"postfix(?:/[\w.-]+)*/(?:smtp|lmtp|local|virtual|pipe|error|discard)\[\d+\]: (?P<qid>[0-9A-Za-z]+): "
+    r"(?P<fields>to=<[^>]*>.*?), status=(?P<status>sent|deferred|bounced|expired)[^(]*\((?P<detail>.*)\)\s*$"
+)
+_POSTFIX_FIELD = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
+_POSTFIX_SAID = re.compile(r"^host \S+ said: (?P<reply>.*?)(?: \(in reply to [^)]*\))?$")
+_SMTPD_DELIVERY = re.compile(r"\bmta delivery evpid=(?P<evpid>[0-9a-f]{16}) (?P<rest>.*)$")
+_SMTPD_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+_QUEUED = re.compile(r"(?:queued as|Message accepted for delivery:?|\bid=)\s*([0-9A-Fa-f]{8,16}|[0-9A-Z]{6,})", re.I)
+_SMTPD_QUEUED = re.compile(r"^2\d\d[ -]2\.0\.0 (?P<msgid>[0-9a-f]{8}) Message accepted")
+_STATUS = {"Ok": "sent", "TempFail": "deferred", "PermFail": "bounced", "Loop": "bounced"}
+
+
+class LogUnavailable(LookupFailed):
+    """Raised when the MTA log cannot be read (no path or command configured, permission denied, command failed)."""
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """Where the MTA log is: a file path (rotated siblings are read too) or a command, and its format."""
+
+    path: str | None = None
+    command: Sequence[str] | None = None
+    format: str = "auto"
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.format not in ("auto", *FORMATS):
+            raise ValueError(f"log format must be auto, postfix or opensmtpd, not {self.format!r}")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt: our MTA's status, the relay it talked to, the remote's reply and the log line."""
+
+    status: str  # sent | deferred | bounced
+    recipient: str
+    relay: str
+    reply: str | None  # the remote's exact reply, when it gave one
+    detail: str  # what the MTA wrote in parentheses / stat=
+    line: str
+
+    @property
+    def remote_accepted(self) -> bool:
+        """True when the remote answered 2xx to the message data."""
+        return self.status == "sent" and self.reply is not None and self.reply.startswith("2")
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What the log says about one message for one recipient."""
+
+    format: str
+    queue_ids: tuple[str, ...]
+    attempts: tuple[Attempt, ...]
+    lines: tuple[str, ...] = field(default=())
+
+    @property
+    def final(self) -> Attempt | None:
+        """The attempt that decides: the acceptance if any, else the last attempt."""
+        accepted = [a for a in self.attempts if a.status == "sent"]
+        if accepted:
+            return accepted[-1]
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def status(self) -> str:
+        """sent | bounced | deferred | unseen (nothing logged for this recipient yet)."""
+        final = self.final
+        return final.status if final else "unseen"
+
+
+def detect_format(lines: Iterable[str]) -> str | None:
+    """'postfix' or 'opensmtpd' from the first lines that show one of them, or None."""
+    for line in lines:
+        if "postfix/" in line:
+            return "postfix"
+        if " smtpd[" in line or "mta delivery evpid=" in line or "smtp message msgid=" in line:
+            return "opensmtpd"
+    return None
+
+
+def queue_id_from_reply(reply: str) -> str | None:
+    """Our MTA's queue id from its submission reply ('250 2.0.0 Ok: queued as 4F1AB2' or OpenSMTPD's msgid)."""
+    match = _SMTPD_QUEUED.match(reply)
+    if match:
+        return match["msgid"]
+    found = _QUEUED.search(reply)
+    return found.group(1) if found else None
+
+
+def _postfix(lines: Sequence[str], message_id: str, recipient: str, queue_id: str | None) -> Trace:
+    bare = message_id.strip("<>")
+    qids = {queue_id} if queue_id else set()
+    for line in lines:
+        match = _POSTFIX_ID.search(line)
+        if match and match["mid"] == bare:
+            qids.add(match["qid"])
+    attempts, evidence = [], []
+    for line in lines:
+        match = _POSTFIX_STATUS.search(line)
+        if match is None or match["qid"] not in qids:
+            if any(f" {qid}: " in line for qid in qids) and "message-id=" in line:
+                evidence.append(line)
+            continue
+        fields = dict(_POSTFIX_FIELD.findall(match["fields"]))
+        rcpt = fields.get("to", "").strip("<>")
+        if rcpt.lower() != recipient.lower():
+            continue
+        detail = match["detail"]
+        said = _POSTFIX_SAID.match(detail)
+        reply = said["reply"] if said else (detail if re.match(r"^[245]\d\d[ -]", detail) else None)
+        status = "bounced" if match["status"] == "expired" else match["status"]
+        attempts.append(Attempt(status, rcpt, fields.get("relay", ""), reply, detail, line))
+        evidence.append(line)
+    return Trace("postfix", tuple(sorted(qids)), tuple(attempts), tuple(evidence))
+
+
+def _unquote(value: str) -> str:
+    if value.startswith('"') and value.endswith('"'):
+        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return value
+
+
+def _opensmtpd(lines: Sequence[str], message_id: str, recipient: str, queue_id: str | None) -> Trace:
+    bare = message_id.strip("<>")
+    msgids = {queue_id[:8].lower()} if queue_id else set()
+    attempts, evidence = [], []
+    for line in lines:
+        match = _SMTPD_DELIVERY.search(line)
+        if match is None:
+            continue
+        fields = {key: _unquote(value) for key, value in _SMTPD_FIELD.findall(match["rest"])}
+        stat = fields.get("stat", "")
+        mine = match["evpid"][:8] in msgids or (bare and bare in stat)
+        if not mine or fields.get("to", "").strip("<>").lower() != recipient.lower():
+            continue
+        msgids.add(match["evpid"][:8])
+        status = _STATUS.get(fields.get("result", ""), "deferred")
+        reply = stat if re.match(r"^[245]\d\d[ -]", stat) else None
+        attempts.append(Attempt(status, fields["to"].strip("<>"), fields.get("relay", ""), reply, stat, line))
+        evidence.append(line)
+    return Trace("opensmtpd", tuple(sorted(msgids)), tuple(attempts), tuple(evidence))
+
+
+def trace(
+    lines: Sequence[str], message_id: str, recipient: str, queue_id: str | None = None, log_format: str = "auto"
+) -> Trace:
+    """Every attempt to deliver `message_id` to `recipient` in these log lines; pure."""
+    chosen = detect_format(lines) if log_format == "auto" else log_format
+    if chosen == "opensmtpd":
+        return _opensmtpd(lines, message_id, recipient, queue_id)
+    if chosen == "postfix":
+        return _postfix(lines, message_id, recipient, queue_id)
+    return Trace("unknown", (), ())
+
+
+def _rotated(path: Path) -> list[Path]:
+    """The file and its rotated siblings, oldest first: name.N(.gz) ... name.1, name."""
+    siblings: list[tuple[int, Path]] = []
+    for candidate in path.parent.glob(path.name + ".*"):
+        suffix = candidate.name[len(path.name) + 1 :].removesuffix(".gz")
+        if suffix.isdigit():
+            siblings.append((int(suffix), candidate))
+    ordered = [p for _, p in sorted(siblings, reverse=True)]
+    return [*ordered, path] if path.exists() else ordered
+
+
+def _read_files(path: Path, max_files: int) -> list[str]:
+    files = _rotated(path)[-max_files:]
+    if not files:
+        raise LogUnavailable(f"no MTA log at {path}")
+    lines: list[str] = []
+    budget = MAX_LOG_BYTES
+    for name in reversed(files):
+        try:
+            opener = gzip.open if name.suffix == ".gz" else open
+            with opener(name, "rb") as handle:
+                data = handle.read(budget)
+        except OSError as error:
+            raise LogUnavailable(f"cannot read the MTA log {name}: {error.strerror or error}") from None
+        budget -= len(data)
+        lines[:0] = data.decode("utf-8", "replace").splitlines()
+        if budget <= 0:
+            break
+    return lines
+
+
+async def _run_command(command: Sequence[str], timeout: float) -> list[str]:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
+        )
+    except OSError as error:
+        raise LogUnavailable(f"cannot run the log command {command[0]!r}: {error.strerror or error}") from None
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise LogUnavailable(f"the log command {command[0]!r} took longer than {timeout:.0f} s") from None
+    if process.returncode != 0:
+        reason = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {process.returncode}"]
+        raise LogUnavailable(f"the log command {command[0]!r} failed: {reason[0][:200]}")
+    return out[-MAX_LOG_BYTES:].decode("utf-8", "replace").splitlines()
+
+
+async def read_log(source: LogSource | None, max_files: int = 3) -> list[str]:
+    """The log lines, oldest first; raises LogUnavailable saying why there are none."""
+    if source is None or (source.path is None and not source.command):
+        raise LogUnavailable("no MTA log configured (give a log path or a log command)")
+    if source.command:
+        return await _run_command(source.command, source.timeout)
+    assert source.path is not None
+    return await asyncio.to_thread(_read_files, Path(source.path), max_files)
+
+
+async def follow(
+    source: LogSource | None, message_id: str, recipient: str, queue_id: str | None = None
+) -> Trace | LogUnavailable:
+    """The trace of one message, or the LogUnavailable saying why it cannot be known."""
+    try:
+        lines = await read_log(source)
+    except LogUnavailable as error:
+        return error
+    return trace(lines, message_id, recipient, queue_id, source.format if source else "auto")

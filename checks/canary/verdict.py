@@ -1,0 +1,259 @@
+"""Join the evidence about canaries into verdicts: one per canary, and one per provider with SNDS.
+
+`classify` is pure: a sent `Canary`, where it was found (`Placement`), what the MTA log says (`Trace`, or the
+`LogUnavailable` saying why nothing is known) and the time give a `CanaryVerdict` with its quoted evidence.
+`settle` and `run_canary` do the I/O around it. `provider_finding` combines recent verdicts with SNDS findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from statistics import median
+from typing import Any
+
+from checks.canary.maillog import LogUnavailable, Trace, follow
+from checks.canary.ndr import Explanation, explain, load_contacts, provider_family
+from checks.canary.probe import Canary, CanarySettings, Placement, poll, send
+from checks.context import CheckContext
+from checks.model import Finding, Status
+
+__all__ = ["KINDS", "CanaryVerdict", "classify", "provider_finding", "run_canary", "settle"]
+
+KINDS = (
+    "inbox", "junk", "bounced", "deferred", "not-sent", "pending", "missing-accepted", "missing-unknown", "unreadable",
+)  # fmt: skip
+_STATUS = {
+    "inbox": Status.OK, "junk": Status.WARN, "bounced": Status.FAIL, "deferred": Status.WARN,
+    "not-sent": Status.FAIL, "pending": Status.UNKNOWN, "missing-accepted": Status.FAIL,
+    "missing-unknown": Status.WARN, "unreadable": Status.UNKNOWN,
+}  # fmt: skip
+_CONTACT = {
+    "microsoft": "outlook-form",
+    "google": "google-postmaster",
+    "yahoo": "yahoo-senders",
+    "gmx": "gmx-postmaster",
+}
+
+
+@dataclass(frozen=True)
+class CanaryVerdict:
+    """What happened to one canary, with the lines it rests on."""
+
+    canary: Canary
+    kind: str
+    summary: str
+    lines: tuple[str, ...] = ()
+    explanation: Explanation | None = None
+    latency: float | None = None
+    advice: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> Status:
+        return _STATUS[self.kind]
+
+    @property
+    def final(self) -> bool:
+        """False while the canary is pending (its verdict may still change)."""
+        return self.kind != "pending"
+
+    def to_finding(self, now: datetime | None = None) -> Finding:
+        """The verdict as a Finding (check 'canary', subject the canary's name)."""
+        evidence: dict[str, Any] = {
+            "token": self.canary.token,
+            "message_id": self.canary.message_id,
+            "seed": self.canary.seed,
+            "sent_at": self.canary.sent_at.isoformat(timespec="seconds"),
+            "lines": list(self.lines),
+            **self.extra,
+        }
+        if self.latency is not None:
+            evidence["latency_seconds"] = round(self.latency, 1)
+        if self.explanation is not None:
+            evidence["explanation"] = self.explanation.line()
+        observed = now or datetime.now(UTC)
+        return Finding(
+            "canary",
+            self.canary.name,
+            self.status,
+            self.summary,
+            evidence,
+            self.advice,
+            f"canary-{self.kind}",
+            observed,
+        )
+
+
+def _with_reply(canary: Canary, kind: str, summary: str, lines: list[str], reply: str | None) -> CanaryVerdict:
+    explanation = explain(reply, canary.name) if reply else None
+    advice = explanation.line() if explanation else ""
+    if explanation is not None and explanation.matched not in summary:
+        summary = f"{summary} [{explanation.matched}]"
+    return CanaryVerdict(canary, kind, summary, tuple(lines), explanation, advice=advice)
+
+
+def _found(canary: Canary, placement: Placement, now: datetime) -> CanaryVerdict:
+    arrived = placement.received_at or now
+    latency = max(0.0, (arrived - canary.sent_at).total_seconds())
+    verdict = placement.verdict
+    lines = list(verdict.lines) if verdict else []
+    if placement.folder == "inbox":
+        return CanaryVerdict(
+            canary, "inbox", f"in the Inbox of {canary.seed} after {_duration(latency)}", tuple(lines), latency=latency
+        )
+    reasons = []
+    if verdict is not None:
+        if verdict.scl is not None:
+            reasons.append(f"SCL {verdict.scl}")
+        for method in ("spf", "dkim", "dmarc", "compauth"):
+            if method in verdict.results and verdict.results[method] != "pass":
+                reasons.append(f"{method}={verdict.results[method]}")
+        if verdict.compauth_reason:
+            reasons.append(f"compauth reason {verdict.compauth_reason}")
+    why = f" ({', '.join(reasons)})" if reasons else ""
+    advice = (
+        "The receiver accepted it but filed it as spam: fix any failing authentication first; "
+        "with all pass, it is reputation (check SNDS / Postmaster Tools)."
+    )
+    summary = f"in the Junk folder ({placement.folder_name}) of {canary.seed}{why}"
+    return CanaryVerdict(canary, "junk", summary, tuple(lines), latency=latency, advice=advice)
+
+
+def _from_log(canary: Canary, trace: Trace) -> CanaryVerdict | None:
+    final = trace.final
+    lines = list(trace.lines)
+    if final is None:
+        return None
+    if final.status == "bounced":
+        said = final.reply or final.detail
+        return _with_reply(canary, "bounced", f"bounced by the remote: {_short(said)}", lines, said)
+    if final.status == "deferred":
+        said = final.reply or final.detail
+        return _with_reply(canary, "deferred", f"our MTA is still retrying: {_short(said)}", lines, said)
+    return None
+
+
+def _missing(canary: Canary, trace: Trace | LogUnavailable | None) -> CanaryVerdict:
+    seed = canary.seed
+    if canary.send_via == "direct" and canary.reply:
+        trace = Trace("direct", (), (), (f"remote reply to DATA: {canary.reply}",))
+        accepted = canary.reply.startswith("2")
+    elif isinstance(trace, Trace):
+        accepted = trace.final is not None and trace.final.remote_accepted
+    else:
+        reason = str(trace) if trace is not None else "no MTA log configured"
+        summary = (
+            f"not in the Inbox or Junk of {seed} after the deadline; acceptance unknown (evidence missing: {reason})"
+        )
+        advice = "Give repbot read access to the MTA log (a path or a journalctl command) to tell a drop from a bounce."
+        return CanaryVerdict(canary, "missing-unknown", summary, (f"submission: {canary.reply}",), advice=advice)
+    if accepted:
+        reply = (trace.final.reply if trace.final else None) or canary.reply or ""
+        summary = (
+            f"accepted by the remote with {reply[:3]} and in neither Inbox nor Junk of {seed}: suspected silent drop"
+        )
+        contact = load_contacts()[_CONTACT.get(provider_family(canary.name) or "", "outlook-form")]
+        advice = f"Ask for mitigation at {contact.name} <{contact.url}>, quoting the accepted reply and the token."
+        return CanaryVerdict(canary, "missing-accepted", summary, trace.lines, advice=advice)
+    summary = f"our MTA never reached {seed}'s provider: the log shows no delivery attempt for this message"
+    return CanaryVerdict(canary, "not-sent", summary, (*trace.lines, f"submission: {canary.reply}"))
+
+
+def classify(
+    canary: Canary, placement: Placement | None, trace: Trace | LogUnavailable | None, now: datetime
+) -> CanaryVerdict:
+    """The verdict for one canary at time `now`; pure."""
+    if not canary.submitted:
+        said = canary.reply or canary.error or "no reply"
+        summary = f"not sent: {_short(canary.error or said)}"
+        return _with_reply(canary, "not-sent", summary, [f"submission: {said}"], canary.reply)
+    if placement is not None and placement.folder:
+        return _found(canary, placement, now)
+    if placement is not None and placement.bounce is not None and placement.bounce.action == "failed":
+        bounce = placement.bounce
+        said = bounce.diagnostic or bounce.status or "a bounce"
+        return _with_reply(canary, "bounced", f"bounced: {_short(said)}", list(bounce.lines), said)
+    logged = _from_log(canary, trace) if isinstance(trace, Trace) else None
+    if logged is not None and logged.kind == "bounced":
+        return logged
+    if now < canary.deadline_at:
+        lines = logged.lines if logged else ()
+        summary = f"pending: not found yet, checking until {canary.deadline_at:%H:%M} UTC"
+        return CanaryVerdict(canary, "pending", summary, lines)
+    if placement is not None and placement.error:
+        return CanaryVerdict(canary, "unreadable", f"cannot read the seed mailbox: {placement.error}", ())
+    if logged is not None:
+        return logged
+    return _missing(canary, trace)
+
+
+async def settle(settings: CanarySettings, canary: Canary, placement: Placement, now: datetime) -> CanaryVerdict:
+    """Read the MTA log (when it can matter) and classify."""
+    trace: Trace | LogUnavailable | None = None
+    if canary.submitted and not placement.folder and canary.send_via == "submission":
+        trace = await follow(settings.log, canary.message_id, canary.seed, canary.queue_id)
+    return classify(canary, placement, trace, now)
+
+
+async def run_canary(
+    settings: CanarySettings,
+    ctx: CheckContext | None = None,
+    clock: Callable[[], datetime] | None = None,
+    on_sent: Callable[[Canary], Any] | None = None,
+) -> CanaryVerdict:
+    """Send one canary, wait for it (poll until found or the deadline) and return its verdict."""
+    now = clock or (lambda: datetime.now(UTC))
+    canary = await send(settings, ctx, now)
+    if on_sent is not None:
+        on_sent(canary)
+    if not canary.submitted:
+        return classify(canary, None, None, now())
+    placement = await poll(settings, canary, now)
+    return await settle(settings, canary, placement, now())
+
+
+def provider_finding(name: str, verdicts: Sequence[CanaryVerdict], snds: Sequence[Finding] = ()) -> Finding:
+    """One provider's diagnosis from its recent verdicts (oldest first) and, for Microsoft, SNDS findings."""
+    done = [v for v in verdicts if v.final]
+    family = provider_family(name)
+    snds_bad = [f for f in snds if f.check == "snds" and f.status in (Status.WARN, Status.FAIL)]
+    snds_lines = [f"SNDS {f.subject}: {f.summary}" for f in snds_bad] if family == "microsoft" else []
+    evidence: dict[str, Any] = {"canaries": [f"{v.canary.token} {v.kind}" for v in done], "snds": snds_lines}
+    if not done:
+        return Finding(
+            "canary", name, Status.UNKNOWN, f"no finished canary to {name} yet", evidence, code="provider-none"
+        )
+    n = len(done)
+    dropped = [v for v in done if v.kind == "missing-accepted"]
+    snds_text = ("; " + "; ".join(snds_lines)) if snds_lines else ""
+    if dropped:
+        evidence["accepted"] = [line for v in dropped for line in v.lines if "250" in line][:5]
+        likely = "likely silent block" if len(dropped) == n or (snds_lines and len(dropped) * 2 >= n) else "possible"
+        summary = f"{len(dropped)} of the last {n} canaries to {name} accepted with 250 and never delivered{snds_text}"
+        status = Status.FAIL if likely == "likely silent block" else Status.WARN
+        return Finding("canary", name, status, f"{summary}; {likely}", evidence, dropped[-1].advice, "provider-drop")
+    latest = done[-1]
+    counts = {kind: sum(1 for v in done if v.kind == kind) for kind in KINDS}
+    if latest.kind == "inbox" and not snds_lines:
+        latencies = [v.latency for v in done if v.kind == "inbox" and v.latency is not None]
+        typical = f", typically after {_duration(median(latencies))}" if latencies else ""
+        summary = f"{counts['inbox']} of the last {n} canaries to {name} reached the Inbox{typical}"
+        return Finding("canary", name, Status.OK, summary, evidence, code="provider-inbox")
+    summary = f"last canary to {name}: {latest.summary} ({counts['inbox']} of the last {n} in the Inbox){snds_text}"
+    status = latest.status if latest.status is not Status.OK else Status.WARN
+    return Finding("canary", name, status, summary, evidence, latest.advice, f"provider-{latest.kind}")
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,1 @@
+"""DMARC: record parsing and the policy discovery tree walk."""

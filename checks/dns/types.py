@@ -1,0 +1,144 @@
+"""The values of checks.dns.resolver: how a query ended, its answer, and the nameserver it went to."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import dns.rdata
+
+from checks.errors import DnsFailed
+
+__all__ = ["DnsAnswer", "Nameserver", "Outcome", "parse_nameserver"]
+
+
+class Outcome:
+    """How a query ended. Plain string constants, so evidence stays JSON-ready."""
+
+    ANSWER = "answer"
+    NXDOMAIN = "nxdomain"
+    NODATA = "nodata"
+    SERVFAIL = "servfail"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+    FAILURES = frozenset({SERVFAIL, REFUSED, TIMEOUT, ERROR})
+
+
+@dataclass(frozen=True)
+class Nameserver:
+    host: str
+    port: int = 53
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_nameserver(text: str) -> Nameserver:
+    """A Nameserver from `HOST`, `HOST:PORT`, `IPV6` or `[IPV6]:PORT`; raises ValueError."""
+    text = text.strip()
+    host, port = text, 53
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected [IPV6]:PORT")
+        if rest:
+            port = _parse_port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = _parse_port(port_text, text)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: a nameserver must be an IP address, optionally with :PORT") from None
+    return Nameserver(address.compressed, port)
+
+
+def _parse_port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{whole!r}: the port must be a number from 1 to 65535")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class DnsAnswer:
+    """The result of one query: its outcome, the records of the asked type, and where it came from."""
+
+    name: str
+    rdtype: str
+    outcome: str
+    records: tuple[str, ...] = ()
+    ttl: int = 0
+    authenticated: bool = False
+    server: str = ""
+    via_tcp: bool = False
+    detail: str = ""
+    cnames: tuple[str, ...] = ()
+    rdata: tuple[dns.rdata.Rdata, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == Outcome.ANSWER
+
+    @property
+    def failed(self) -> bool:
+        """True when nobody could say whether the record exists (SERVFAIL, REFUSED, timeout, error)."""
+        return self.outcome in Outcome.FAILURES
+
+    @property
+    def missing(self) -> bool:
+        """True when the name or the record type authoritatively does not exist."""
+        return self.outcome in (Outcome.NXDOMAIN, Outcome.NODATA)
+
+    def texts(self) -> list[str]:
+        """TXT records with their strings joined (RFC 7208 §3.3), decoded leniently."""
+        return [b"".join(rd.strings).decode("utf-8", "replace") for rd in self.rdata if hasattr(rd, "strings")]
+
+    def raise_for_failure(self) -> DnsAnswer:
+        """This answer, or DnsFailed when the outcome is a failure."""
+        if self.failed:
+            raise DnsFailed(self.name, self.rdtype, self.describe(), self.server)
+        return self
+
+    def describe(self) -> str:
+        """A short human phrase for the outcome: 'SERVFAIL from 127.0.0.1:53'."""
+        words = {
+            Outcome.ANSWER: "answered",
+            Outcome.NXDOMAIN: "no such name (NXDOMAIN)",
+            Outcome.NODATA: f"no {self.rdtype} record",
+            Outcome.SERVFAIL: "SERVFAIL",
+            Outcome.REFUSED: "REFUSED",
+            Outcome.TIMEOUT: "timed out",
+            Outcome.ERROR: "error",
+        }[self.outcome]
+        if self.detail:
+            words = f"{words}: {self.detail}"
+        return f"{words} from {self.server}" if self.server and self.failed else words
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "type": self.rdtype, "outcome": self.outcome}
+        if self.records:
+            data["records"] = list(self.records)
+        if self.server:
+            data["server"] = self.server
+        if self.detail:
+            data["detail"] = self.detail
+        return data
+
+
+def _system_nameservers(path: str = "/etc/resolv.conf") -> tuple[Nameserver, ...]:
+    """The `nameserver` lines of resolv.conf (dns.resolver would cost ~100 ms of imports at start-up)."""
+    servers: list[Nameserver] = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                fields = line.split()
+                if len(fields) >= 2 and fields[0] == "nameserver":
+                    with contextlib.suppress(ValueError):
+                        servers.append(Nameserver(ipaddress.ip_address(fields[1].split("%")[0]).compressed))
+    except OSError:
+        pass
+    return tuple(servers) or (Nameserver("127.0.0.1"),)

@@ -1,0 +1,1 @@
+"""Blocklists: the zone catalog (zones.toml), zone health probing, and the look-ups themselves."""

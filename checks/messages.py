@@ -1,0 +1,31 @@
+"""Findings from a message table: code -> (status, summary, advice), the shape dkim, dmarc, mtasts and tlsrpt share."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from checks.model import Finding, Status
+
+__all__ = ["DNS_FAILED", "Messages", "emit"]
+
+#: code -> (status, summary, advice); the {fields} come from the finding's evidence.
+Messages = Mapping[str, tuple[Status, str, str]]
+
+#: The entry every record check uses when its TXT look-up failed; evidence needs `name` and `outcome`.
+DNS_FAILED = (Status.UNKNOWN, "could not look up {name}: {outcome}", "try again later; if it lasts, check the DNS")
+
+
+def emit(
+    check: str,
+    messages: Messages,
+    code: str,
+    subject: str,
+    evidence: Mapping[str, Any],
+    status: Status | None = None,
+) -> Finding:
+    """The Finding for `code`, its texts filled from `evidence`; `status` overrides the table's (no advice when OK)."""
+    default, summary, advice = messages[code]
+    status = status or default
+    advice = "" if status is Status.OK else advice.format_map(evidence)
+    return Finding(check, subject, status, summary.format_map(evidence), dict(evidence), advice, code)

@@ -1,0 +1,1 @@
+"""What the mailbox providers say: Microsoft SNDS, Google Postmaster, complaint reports, OAuth tokens."""

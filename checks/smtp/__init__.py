@@ -1,0 +1,1 @@
+"""SMTP transport security: STARTTLS on every MX address, certificates and DANE."""
