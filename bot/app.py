@@ -14,7 +14,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bot.commands.core import REGISTRY, Access, Call, Invocation, ParseFailure, Registry, Services, user_matches
+from bot.chat import user_matches
+from bot.commands.core import REGISTRY, Access, Call, Invocation, ParseFailure, Registry, Services
 from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming
 

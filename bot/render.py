@@ -6,9 +6,9 @@ import html
 import json
 import textwrap
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.transports.base import Rendered
 from checks import Finding, Report, Status
 
 if TYPE_CHECKING:
@@ -29,14 +29,6 @@ HTML_COLOURS = {Status.OK: "#2e7d32", Status.WARN: "#b26a00", Status.FAIL: "#c62
 CHECK_WIDTH = 8
 # Reports longer than this many findings are folded in Matrix, keeping the problems visible.
 FOLD_AFTER = 6
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """A message in both forms a Matrix client shows: a plain body and an HTML body."""
-
-    plain: str
-    html: str
 
 
 def status_word(status: Status) -> str:

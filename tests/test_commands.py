@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.app import INTERNAL_ERROR, WORKING, Bot, Permissions, RateLimiter
+from bot.chat import strip_reply_fallback, user_matches
 from bot.commands.core import (
     REGISTRY,
     Access,
@@ -17,8 +18,6 @@ from bot.commands.core import (
     ParseFailure,
     Registry,
     Services,
-    strip_reply_fallback,
-    user_matches,
 )
 from bot.config.loader import Config
 from bot.context import build_context

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import enum
 import html
-import re
 import shlex
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot.chat import PREFIX, strip_reply_fallback
 from bot.config.loader import Config
 from bot.render import Rendered, matrix_report, plain_and_html
 from bot.transports.base import Incoming, Transport
@@ -33,10 +33,8 @@ __all__ = [
     "Registry",
     "Services",
     "command",
-    "strip_reply_fallback",
 ]
 
-PREFIX = "!"
 MAX_LINE = 1000
 MAX_ECHO = 40
 MAX_ERROR = 160
@@ -118,19 +116,6 @@ class ParseFailure:
     """A command line that did not parse; `reply` is the one-line answer (empty: say nothing)."""
 
     reply: str
-
-
-def strip_reply_fallback(body: str) -> str:
-    """The body without a Matrix reply fallback (leading `> ` lines and the blank line after them)."""
-    lines = body.splitlines()
-    if not lines or not lines[0].startswith(">"):
-        return body
-    index = 0
-    while index < len(lines) and lines[index].startswith(">"):
-        index += 1
-    if index < len(lines) and not lines[index].strip():
-        index += 1
-    return "\n".join(lines[index:])
 
 
 def _echo(text: str, limit: int = MAX_ECHO) -> str:
@@ -247,20 +232,6 @@ def _convert(argument: Argument, word: str) -> Any:
         return argument.parse(word)
     except (ValueError, TargetError) as error:
         raise ValueError(f"{argument.name}: {error}") from None
-
-
-# -- admin patterns -----------------------------------------------------------------------------
-
-
-def user_matches(user_id: str, patterns: Iterable[str]) -> bool:
-    """True when the user id is one of the patterns (`@alice:example.org`, `@*:example.org`)."""
-    return any(_pattern(p).fullmatch(user_id) is not None for p in patterns)
-
-
-def _pattern(pattern: str) -> re.Pattern[str]:
-    # `*` never crosses the `:` between localpart and server, so `@*:example.org` cannot match
-    # `@eve:evil.org:example.org`-style tricks, and never matches an empty server.
-    return re.compile(".+?" if pattern == "*" else "[^:]+".join(re.escape(part) for part in pattern.split("*")))
 
 
 # -- the commands this module ships ------------------------------------------------------------

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.config.matrix import MatrixConfig, read_matrix
 from bot.config.reader import Secret, SecretError, Section
 from bot.config.sections import (
     AlertsConfig,
@@ -81,24 +82,6 @@ class MonitorConfig:
     ips: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()
     helo_names: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class MatrixConfig:
-    homeserver: str
-    user_id: str
-    password: Secret | None = None
-    access_token: Secret | None = None
-    device_id: str | None = None
-    device_name: str = "repbot"
-    store_dir: str = ""
-    pickle_key: Secret | None = None
-    rooms: tuple[str, ...] = ()
-    alert_rooms: tuple[str, ...] = ()
-    admins: tuple[str, ...] = ()
-    answer_strangers: bool = False
-    rate_limit_per_hour: int = 10
-    ignore_users: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,52 +187,6 @@ def _read_domains(root: Section) -> dict[str, DomainSettings]:
     return domains
 
 
-def _read_matrix(root: Section) -> MatrixConfig | None:
-    if "matrix" not in root.data:
-        root.seen.add("matrix")
-        return None
-    section = root.table("matrix")
-    homeserver = section.required_str("homeserver")
-    if homeserver and not homeserver.startswith(("https://", "http://")):
-        section.problem("homeserver", "must be a URL such as https://matrix.example.org")
-    user_id = section.required_str("user_id")
-    if user_id and (not user_id.startswith("@") or ":" not in user_id):
-        section.problem("user_id", "must look like @repbot:example.org")
-    password = section.secret("password")
-    token = section.secret("access_token")
-    device_id = section.get("device_id", str, "") or None
-    if password is None and token is None:
-        section.problem("password", "give a password (or password_file/_command) or an access_token")
-    if token is not None and device_id is None:
-        section.problem("device_id", "is required with access_token (E2EE keys belong to one device)")
-    config = MatrixConfig(
-        homeserver=homeserver.rstrip("/"),
-        user_id=user_id,
-        password=password,
-        access_token=token,
-        device_id=device_id,
-        device_name=section.get("device_name", str, "repbot"),
-        store_dir=section.get("store_dir", str, ""),
-        pickle_key=section.secret("pickle_key"),
-        rooms=section.strings("rooms"),
-        alert_rooms=section.strings("alert_rooms"),
-        admins=section.strings("admins", _admin_pattern),
-        answer_strangers=section.get("answer_strangers", bool, False),
-        rate_limit_per_hour=section.get("rate_limit_per_hour", int, 10),
-        ignore_users=section.strings("ignore_users", _admin_pattern),
-    )
-    if config.rate_limit_per_hour < 1:
-        section.problem("rate_limit_per_hour", "must be at least 1")
-    section.finish()
-    return config
-
-
-def _admin_pattern(text: str) -> str:
-    if not text.startswith("@") or ":" not in text:
-        raise ValueError(f"{text!r} must be a user id (@alice:example.org) or a pattern (@*:example.org)")
-    return text
-
-
 # Sections read by other modules register a reader here; the result lands in Config.extra[name].
 SECTION_READERS: dict[str, Callable[[Section], Any]] = {}
 # Which module registers each such reader: imported only when the file has that section, so that
@@ -283,7 +220,7 @@ def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
         dnsbl_key=dnsbl_key,
         monitor=_read_monitor(root),
         domains=_read_domains(root),
-        matrix=_read_matrix(root),
+        matrix=read_matrix(root),
         state_dir=state_dir,
         schedule=read_schedule(root),
         alerts=read_alerts(root),

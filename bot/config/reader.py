@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.durations import parse_duration
-from checks import TargetError
 
 __all__ = ["SECRET_COMMAND_TIMEOUT", "Secret", "SecretError", "Section"]
 
@@ -118,7 +117,7 @@ class Section:
                 continue
             try:
                 result.append(check(value) if check else value)
-            except (ValueError, TargetError) as error:
+            except ValueError as error:  # the check library's TargetError is a ValueError
                 self.problem(f"{name}[{index}]", str(error))
         return tuple(result)
 

@@ -9,9 +9,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.render import Rendered
+__all__ = ["DeliveryError", "Incoming", "IncomingHandler", "Rendered", "Transport"]
 
-__all__ = ["DeliveryError", "Incoming", "IncomingHandler", "Transport"]
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message in both forms a Matrix client shows: a plain body and an HTML body."""
+
+    plain: str
+    html: str
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bot.render import Rendered
-from bot.transports.base import Incoming, IncomingHandler
+from bot.transports.base import Incoming, IncomingHandler, Rendered
 
 __all__ = ["CONSOLE_ROOM", "CONSOLE_USER", "ConsoleTransport"]
 

@@ -33,10 +33,9 @@ from nio import (
     SyncResponse,
 )
 
-from bot.commands.core import PREFIX, strip_reply_fallback, user_matches
-from bot.config.loader import MatrixConfig
-from bot.render import Rendered
-from bot.transports.base import DeliveryError, Incoming, IncomingHandler
+from bot.chat import PREFIX, strip_reply_fallback, user_matches
+from bot.config.matrix import MatrixConfig
+from bot.transports.base import DeliveryError, Incoming, IncomingHandler, Rendered
 from bot.transports.media import image_content
 from bot.transports.session import MatrixStartError, SessionFile
 
