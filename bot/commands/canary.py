@@ -187,7 +187,7 @@ class CanaryRunner:
 @contextlib.asynccontextmanager
 async def canary_lifespan(services: Services) -> AsyncIterator[None]:
     """Start the canary runner (resume pending canaries, schedule the job) when [canary] is configured."""
-    if "canary" not in services.config.extra:
+    if services.config.canary is None:
         yield
         return
     monitor = services.extra.get("monitor")

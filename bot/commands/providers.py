@@ -1,33 +1,18 @@
-"""`!snds [IP]` and `!complaints [days]`, and the monitor families `snds`, `complaints` and `postmaster`.
-
-Each family runs only when its section is configured. Complaints reach the room through the per-domain
-finding (see `checks.providers.feedback.findings_for_complaints`): one state per sending domain, news when it changes.
-"""
+"""`!snds [IP]` and `!complaints [days]`; their jobs are in `bot.monitor.providers`."""
 
 from __future__ import annotations
 
 import html
-import logging
-from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
 from bot.commands.core import Argument, Call, command, ip_arg
-from bot.config.loader import Config, SecretError
-from bot.config.providers import feedback_settings, postmaster_settings, snds_settings
-from bot.monitor.core import FAMILY_BUILDERS, FamilyRun
+from bot.monitor.providers import JOURNAL_FILE, snds_reports
 from bot.render import Rendered, matrix_report, plain_and_html
-from checks import CheckContext, Finding, Report, Status, parse_target
-from checks.mailbox import MailboxError
-from checks.model import Target, TargetKind
-from checks.providers import feedback, postmaster, snds
+from checks.providers import feedback
 
-__all__ = ["JOURNAL_FILE", "complaints_reports", "postmaster_reports", "snds_reports"]
+__all__ = ["complaints_command", "snds_command"]
 
-log = logging.getLogger("repbot.providers")
-FamilyBuilder = Callable[[Config], FamilyRun | None]
-
-JOURNAL_FILE = "complaints.jsonl"
 MAX_DAYS = 90
 
 
@@ -38,73 +23,6 @@ def _days(text: str) -> int:
     if not 1 <= value <= MAX_DAYS:
         raise ValueError(f"give 1 to {MAX_DAYS} days")
     return value
-
-
-async def snds_reports(config: Config, ctx: CheckContext, ip: str | None = None) -> list[Report]:
-    """One Report per IP (findings grouped by the IP they name); empty without [snds]."""
-    settings = snds_settings(config, ctx)
-    if settings is None:
-        return []
-    findings = await snds.check(settings, ctx, ip)
-    return _group(findings, settings.ips if ip is None else (ip,))
-
-
-def _group(findings: Sequence[Finding], ips: Sequence[str]) -> list[Report]:
-    reports = []
-    for address in ips:
-        mine = tuple(f for f in findings if f.subject.split()[0] == address or f.subject.startswith("SNDS"))
-        reports.append(Report(parse_target(address), mine))
-    return reports
-
-
-async def complaints_reports(config: Config, ctx: CheckContext) -> list[Report]:
-    """Collect new reports from the feedback mailbox; one Report per sending domain, from the journal.
-
-    When the mailbox cannot be read, the journal still gives the counts, and an `unknown` finding on the
-    mailbox says why (the monitor speaks of it only after `unknown_after`).
-    """
-    settings = feedback_settings(config, ctx)
-    if settings is None:
-        return []
-    journal = feedback.JsonlJournal(Path(config.state_dir) / JOURNAL_FILE)
-    now = ctx.clock()
-    new: list[feedback.Complaint] = []
-    failure: Finding | None = None
-    try:
-        new = (await feedback.collect(settings, journal, now)).new
-    except (MailboxError, SecretError) as error:
-        log.warning("feedback mailbox %s: %s", settings.mailbox.host, error)
-        summary = f"cannot read the feedback mailbox: {error}"
-        failure = Finding(
-            "complaints", "feedback mailbox", Status.UNKNOWN, summary, {}, code="mailbox", observed_at=now
-        )
-    recent = journal.complaints(now - timedelta(days=settings.window_days))
-    findings = feedback.findings_for_complaints(new, recent, config.monitor.domains, settings.window_days, now)
-    reports = [Report(Target(TargetKind.DOMAIN, f.subject), (f,)) for f in findings]
-    if failure is not None:
-        reports.append(Report(Target(TargetKind.DOMAIN, settings.mailbox.host), (failure,)))
-    return reports
-
-
-async def postmaster_reports(config: Config, ctx: CheckContext) -> list[Report]:
-    """Google Postmaster Tools findings, one Report per domain; empty without [postmaster]."""
-    settings = postmaster_settings(config)
-    if settings is None:
-        return []
-    now = ctx.clock()
-    try:
-        findings = await postmaster.check(settings, ctx)
-    except SecretError as error:
-        log.warning("postmaster: %s", error)
-        summary = f"no Postmaster Tools token: {error}"
-        findings = [
-            Finding("postmaster", f"{d} postmaster", Status.UNKNOWN, summary, code="postmaster-token", observed_at=now)
-            for d in settings.domains
-        ]
-    by_domain: dict[str, list[Finding]] = {}
-    for finding in findings:
-        by_domain.setdefault(finding.subject.split()[0], []).append(finding)
-    return [Report(Target(TargetKind.DOMAIN, domain), tuple(items)) for domain, items in by_domain.items()]
 
 
 @command(
@@ -127,7 +45,7 @@ async def snds_command(call: Call) -> Rendered:
 )
 async def complaints_command(call: Call) -> Rendered:
     config = call.services.config
-    if config.extra.get("feedback") is None:
+    if config.feedback is None:
         return plain_and_html("no feedback mailbox is configured: add a [feedback] section (see docs/providers.md)")
     days = call.args.get("days") or 7
     journal = feedback.JsonlJournal(Path(config.state_dir) / JOURNAL_FILE)
@@ -140,29 +58,3 @@ async def complaints_command(call: Call) -> Rendered:
     lines += [feedback.complaint_line(c) for c in recent[-10:]]
     text = "\n".join(lines)
     return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
-
-
-def _family(section: str, reports: Callable[[Config, CheckContext], Awaitable[list[Report]]]) -> FamilyBuilder:
-    """A FAMILY_BUILDERS entry: the run for this config, or None when `[section]` is absent."""
-
-    def build(config: Config) -> FamilyRun | None:
-        if config.extra.get(section) is None:
-            return None
-
-        async def run(ctx: CheckContext) -> list[Report]:
-            return await reports(config, ctx)
-
-        return run
-
-    return build
-
-
-async def _snds_job(config: Config, ctx: CheckContext) -> list[Report]:
-    return await snds_reports(config, ctx)
-
-
-FAMILY_BUILDERS.update(
-    snds=_family("snds", _snds_job),
-    complaints=_family("feedback", complaints_reports),
-    postmaster=_family("postmaster", postmaster_reports),
-)

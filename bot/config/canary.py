@@ -1,7 +1,6 @@
 """The [canary] section: the sender, the submission server, the sender's and each seed's mailbox, the mail log.
 
-Registered in SECTION_READERS and read into Config.extra["canary"]; `canary_settings` turns it into the check
-library's settings per seed.
+Read into Config.canary; `canary_settings` turns it into the check library's settings per seed.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from bot.config.loader import SECTION_READERS, Config
+from bot.config.loader import Config
 from bot.config.mailbox import ImapConfig, read_imap
 from bot.config.reader import Secret, Section
 from checks import CheckContext
@@ -114,13 +113,10 @@ def read_canary(section: Section) -> CanaryConfig:
     return config
 
 
-SECTION_READERS["canary"] = read_canary
-
-
 def canary_settings(config: Config, ctx: CheckContext) -> dict[str, CanarySettings]:
     """The check library's settings per seed name; empty without [canary]."""
-    canary = config.extra.get("canary")
-    if not isinstance(canary, CanaryConfig):
+    canary = config.canary
+    if canary is None:
         return {}
     sender_box = canary.sender_imap.settings(ctx) if canary.sender_imap else None
     return {seed.name: _seed_settings(canary, seed, sender_box, ctx) for seed in canary.seeds}

@@ -10,14 +10,13 @@ other modules import from here are re-exported.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.config.matrix import MatrixConfig, read_matrix
 from bot.config.reader import Secret, SecretError, Section
@@ -32,6 +31,10 @@ from bot.config.sections import (
     read_schedule,
 )
 from checks import DnsblSettings, TargetError, parse_domain, parse_nameserver, parse_target
+
+if TYPE_CHECKING:
+    from bot.config.canary import CanaryConfig
+    from bot.config.providers import FeedbackConfig, PostmasterConfig, SndsConfig
 
 __all__ = [
     "AlertsConfig",
@@ -50,6 +53,9 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -97,23 +103,22 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    snds: SndsConfig | None = None
+    feedback: FeedbackConfig | None = None
+    postmaster: PostmasterConfig | None = None
+    canary: CanaryConfig | None = None
     source: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def dkim_selectors(self) -> dict[str, tuple[str, ...]]:
         return {name: settings.dkim_selectors for name, settings in self.domains.items()}
 
     def secrets(self) -> list[Secret]:
         """Every secret the configuration holds, for the file-permission check."""
-        found: list[Secret | None] = [self.dnsbl_key]
-        if self.matrix is not None:
-            found += [self.matrix.password, self.matrix.access_token, self.matrix.pickle_key]
-        found += _secrets_within(list(self.extra.values()))
-        return [secret for secret in found if secret is not None]
+        return _secrets_within(self)
 
 
 def _secrets_within(value: Any) -> list[Secret]:
-    """Every Secret inside the sections other modules read ([snds], [canary], ...), however nested."""
+    """Every Secret inside a value (a section, the whole Config), however nested: a new section needs no code here."""
     if isinstance(value, Secret):
         return [value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -187,16 +192,40 @@ def _read_domains(root: Section) -> dict[str, DomainSettings]:
     return domains
 
 
-# Sections read by other modules register a reader here; the result lands in Config.extra[name].
-SECTION_READERS: dict[str, Callable[[Section], Any]] = {}
-# Which module registers each such reader: imported only when the file has that section, so that
-# `repbot check -c FILE` does not load the canary or provider code.
-SECTION_MODULES = {
-    "snds": "bot.config.providers",
-    "feedback": "bot.config.providers",
-    "postmaster": "bot.config.providers",
-    "canary": "bot.config.canary",
-}
+def _optional(root: Section, name: str, reader: Callable[[Section], T]) -> T | None:
+    """The section `name` as `reader` reads it, or None when the file has no such section."""
+    if name not in root.data:
+        root.seen.add(name)  # so that a misspelt [sdns] is told "did you mean snds"
+        return None
+    return reader(root.table(name))
+
+
+# The optional sections' readers import their module only when the file has the section, so that
+# `repbot check -c FILE` does not load the canary or provider code (aiosmtplib, aioimaplib, httpx).
+
+
+def _read_snds(section: Section) -> SndsConfig:
+    from bot.config.providers import read_snds
+
+    return read_snds(section)
+
+
+def _read_feedback(section: Section) -> FeedbackConfig:
+    from bot.config.providers import read_feedback
+
+    return read_feedback(section)
+
+
+def _read_postmaster(section: Section) -> PostmasterConfig:
+    from bot.config.providers import read_postmaster
+
+    return read_postmaster(section)
+
+
+def _read_canary(section: Section) -> CanaryConfig:
+    from bot.config.canary import read_canary
+
+    return read_canary(section)
 
 
 def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
@@ -207,13 +236,6 @@ def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
     state = root.table("state")
     state_dir = state.get("dir", str, "./state")
     state.finish()
-    extra: dict[str, Any] = {}
-    for name in root.data:
-        if name in SECTION_MODULES:
-            importlib.import_module(SECTION_MODULES[name])
-        reader = SECTION_READERS.get(name)
-        if reader is not None:
-            extra[name] = reader(root.table(name))
     config = Config(
         dns=_read_dns(root),
         dnsbl=dnsbl,
@@ -226,8 +248,11 @@ def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
         alerts=read_alerts(root),
         digest=read_digest(root),
         metrics=read_metrics(root),
+        snds=_optional(root, "snds", _read_snds),
+        feedback=_optional(root, "feedback", _read_feedback),
+        postmaster=_optional(root, "postmaster", _read_postmaster),
+        canary=_optional(root, "canary", _read_canary),
         source=source,
-        extra=extra,
     )
     root.finish()
     if problems:

@@ -1,4 +1,4 @@
-"""The [snds], [feedback] and [postmaster] sections, registered in SECTION_READERS; read into Config.extra.
+"""The [snds], [feedback] and [postmaster] sections: Config.snds, Config.feedback and Config.postmaster.
 
 Secrets stay `Secret`s here (read on use); `*_settings()` turn them into the check library's settings, whose
 secret fields are plain callables, so `checks` never imports `bot`.
@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.config.loader import SECTION_READERS, Config, _ip
+from bot.config.loader import Config, _ip
 from bot.config.mailbox import ImapConfig, read_imap
 from bot.config.reader import Secret, Section
 from checks import CheckContext, parse_domain
@@ -125,12 +125,9 @@ def read_postmaster(section: Section) -> PostmasterConfig:
     return config
 
 
-SECTION_READERS.update(snds=read_snds, feedback=read_feedback, postmaster=read_postmaster)
-
-
 def snds_settings(config: Config, ctx: CheckContext) -> SndsSettings | None:
     """The check library's SNDS settings, or None without an [snds] section."""
-    snds: SndsConfig | None = config.extra.get("snds")
+    snds = config.snds
     if snds is None:
         return None
     token: Any = None
@@ -158,7 +155,7 @@ def snds_settings(config: Config, ctx: CheckContext) -> SndsSettings | None:
 
 def feedback_settings(config: Config, ctx: CheckContext) -> FeedbackSettings | None:
     """The check library's feedback settings, or None without a [feedback] section."""
-    fb: FeedbackConfig | None = config.extra.get("feedback")
+    fb = config.feedback
     if fb is None:
         return None
     return FeedbackSettings(
@@ -174,7 +171,7 @@ def feedback_settings(config: Config, ctx: CheckContext) -> FeedbackSettings | N
 
 
 def postmaster_settings(config: Config) -> PostmasterSettings | None:
-    pm: PostmasterConfig | None = config.extra.get("postmaster")
+    pm = config.postmaster
     if pm is None or pm.token is None:
         return None
     return PostmasterSettings(

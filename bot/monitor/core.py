@@ -28,7 +28,7 @@ from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming, Transport
 from checks import CheckContext, Report, parse_target
 
-__all__ = ["FAMILY_BUILDERS", "Family", "FamilyRun", "Monitor", "alert_rules", "default_families"]
+__all__ = ["Family", "FamilyRun", "Monitor", "alert_rules", "default_families"]
 
 log = logging.getLogger("repbot.monitor")
 
@@ -51,22 +51,17 @@ def _family_of(check: str) -> str:
     return next((family for family, names in FAMILY_CHECKS.items() if check in names), "domains")
 
 
-# Families whose runs are not the IP/domain checks (snds, complaints): their module registers a builder
-# that returns the run for this config, or None when the config does not enable it.
-FAMILY_BUILDERS: dict[str, Callable[[Config], FamilyRun | None]] = {}
-
-
 def default_families(config: Config) -> dict[str, Family]:
     """One Family per job family that has checks and targets in this config."""
+    from bot.monitor.providers import provider_families
     from checks.runner import domain_checks, ip_checks, run_checks
 
     targets = [parse_target(name) for name in (*config.monitor.ips, *config.monitor.domains)]
+    providers = provider_families(config)
     families: dict[str, Family] = {}
     for name, interval in config.schedule.intervals.items():
-        if name in FAMILY_BUILDERS:
-            built = FAMILY_BUILDERS[name](config)
-            if built is not None:
-                families[name] = Family(name, built, interval)
+        if name in providers:
+            families[name] = Family(name, providers[name], interval)
             continue
 
         def pick(checks: Sequence[tuple[str, Any]], family: str = name) -> tuple[Any, ...]:

@@ -1,0 +1,112 @@
+"""The monitor families `snds`, `complaints` and `postmaster`, and the reports `!snds` shows.
+
+Each family runs only when its section is configured. Complaints reach the room through the per-domain
+finding (see `checks.providers.feedback.findings_for_complaints`): one state per sending domain, news when it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from bot.config.loader import Config, SecretError
+from bot.config.providers import feedback_settings, postmaster_settings, snds_settings
+from checks import CheckContext, Finding, Report, Status, parse_target
+from checks.mailbox import MailboxError
+from checks.model import Target, TargetKind
+from checks.providers import feedback, postmaster, snds
+
+__all__ = ["JOURNAL_FILE", "complaints_reports", "postmaster_reports", "provider_families", "snds_reports"]
+
+log = logging.getLogger("repbot.providers")
+FamilyRun = Callable[[CheckContext], Awaitable[Sequence[Report]]]
+
+JOURNAL_FILE = "complaints.jsonl"
+
+
+async def snds_reports(config: Config, ctx: CheckContext, ip: str | None = None) -> list[Report]:
+    """One Report per IP (findings grouped by the IP they name); empty without [snds]."""
+    settings = snds_settings(config, ctx)
+    if settings is None:
+        return []
+    findings = await snds.check(settings, ctx, ip)
+    return _group(findings, settings.ips if ip is None else (ip,))
+
+
+def _group(findings: Sequence[Finding], ips: Sequence[str]) -> list[Report]:
+    reports = []
+    for address in ips:
+        mine = tuple(f for f in findings if f.subject.split()[0] == address or f.subject.startswith("SNDS"))
+        reports.append(Report(parse_target(address), mine))
+    return reports
+
+
+async def complaints_reports(config: Config, ctx: CheckContext) -> list[Report]:
+    """Collect new reports from the feedback mailbox; one Report per sending domain, from the journal.
+
+    When the mailbox cannot be read, the journal still gives the counts, and an `unknown` finding on the
+    mailbox says why (the monitor speaks of it only after `unknown_after`).
+    """
+    settings = feedback_settings(config, ctx)
+    if settings is None:
+        return []
+    journal = feedback.JsonlJournal(Path(config.state_dir) / JOURNAL_FILE)
+    now = ctx.clock()
+    new: list[feedback.Complaint] = []
+    failure: Finding | None = None
+    try:
+        new = (await feedback.collect(settings, journal, now)).new
+    except (MailboxError, SecretError) as error:
+        log.warning("feedback mailbox %s: %s", settings.mailbox.host, error)
+        summary = f"cannot read the feedback mailbox: {error}"
+        failure = Finding(
+            "complaints", "feedback mailbox", Status.UNKNOWN, summary, {}, code="mailbox", observed_at=now
+        )
+    recent = journal.complaints(now - timedelta(days=settings.window_days))
+    findings = feedback.findings_for_complaints(new, recent, config.monitor.domains, settings.window_days, now)
+    reports = [Report(Target(TargetKind.DOMAIN, f.subject), (f,)) for f in findings]
+    if failure is not None:
+        reports.append(Report(Target(TargetKind.DOMAIN, settings.mailbox.host), (failure,)))
+    return reports
+
+
+async def postmaster_reports(config: Config, ctx: CheckContext) -> list[Report]:
+    """Google Postmaster Tools findings, one Report per domain; empty without [postmaster]."""
+    settings = postmaster_settings(config)
+    if settings is None:
+        return []
+    now = ctx.clock()
+    try:
+        findings = await postmaster.check(settings, ctx)
+    except SecretError as error:
+        log.warning("postmaster: %s", error)
+        summary = f"no Postmaster Tools token: {error}"
+        findings = [
+            Finding("postmaster", f"{d} postmaster", Status.UNKNOWN, summary, code="postmaster-token", observed_at=now)
+            for d in settings.domains
+        ]
+    by_domain: dict[str, list[Finding]] = {}
+    for finding in findings:
+        by_domain.setdefault(finding.subject.split()[0], []).append(finding)
+    return [Report(Target(TargetKind.DOMAIN, domain), tuple(items)) for domain, items in by_domain.items()]
+
+
+def provider_families(config: Config) -> dict[str, FamilyRun]:
+    """The provider jobs this config enables, by family name: a section that is absent enables none."""
+    runs: dict[str, Callable[[Config, CheckContext], Awaitable[list[Report]]]] = {}
+    if config.snds is not None:
+        runs["snds"] = snds_reports
+    if config.feedback is not None:
+        runs["complaints"] = complaints_reports
+    if config.postmaster is not None:
+        runs["postmaster"] = postmaster_reports
+    return {name: _bound(config, reports) for name, reports in runs.items()}
+
+
+def _bound(config: Config, reports: Callable[[Config, CheckContext], Awaitable[list[Report]]]) -> FamilyRun:
+    async def run(ctx: CheckContext) -> list[Report]:
+        return await reports(config, ctx)
+
+    return run
