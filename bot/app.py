@@ -7,40 +7,25 @@ per user, shows 👀 and a typing notice while a command works, and turns any ex
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.chat import user_matches
-from bot.commands.core import REGISTRY, Access, Call, Invocation, ParseFailure, Registry, Services
+from bot.commands.catalog import REGISTRY
+from bot.commands.core import Access, Call, Invocation, ParseFailure, Registry, Services
 from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming
 
-__all__ = ["COMMAND_MODULES", "Bot", "Permissions", "RateLimiter", "load_command_modules"]
+__all__ = ["Bot", "Permissions", "RateLimiter"]
 
 log = logging.getLogger("repbot.bot")
 
-# Modules that declare commands on REGISTRY; a new command module is listed here.
-COMMAND_MODULES = (
-    "bot.commands.core",
-    "bot.commands.monitor",
-    "bot.commands.providers",
-    "bot.commands.canary",
-    "bot.commands.timeline",
-    "bot.metrics",
-)
 WORKING = "👀"
 INTERNAL_ERROR = "internal error, see the logs"
 HOUR = 3600.0
-
-
-def load_command_modules(modules: Iterable[str] = COMMAND_MODULES) -> None:
-    """Import each command module once, so its declarations land in REGISTRY."""
-    for name in modules:
-        importlib.import_module(name)
 
 
 @dataclass(frozen=True)

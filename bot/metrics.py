@@ -23,9 +23,11 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bot import __version__
-from bot.commands.core import REGISTRY, Services
+from bot.config.sections import MetricsConfig
+from bot.monitor.core import Monitor
+from bot.transports.base import Transport
 
-__all__ = ["SNDS_COLOURS", "STATUS_VALUES", "MetricsServer", "StoreCollector", "metrics_lifespan"]
+__all__ = ["SNDS_COLOURS", "STATUS_VALUES", "MetricsServer", "StoreCollector", "serve_metrics"]
 
 log = logging.getLogger("repbot.metrics")
 
@@ -52,17 +54,18 @@ def _status_value(state: Mapping[str, Any]) -> int:
 
 
 class StoreCollector(Collector):
-    """Builds every repbot_* metric at scrape time from the services (the monitor's store, the transport)."""
+    """Builds every repbot_* metric at scrape time from the monitor's store and the transport."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, monitor: Monitor | None, transport: Transport) -> None:
+        self.monitor = monitor
+        self.transport = transport
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("repbot_info", "repbot's version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
         yield from self._health()
-        monitor = self.services.extra.get("monitor")
+        monitor = self.monitor
         if monitor is None:
             return
         states = monitor.store.states()
@@ -82,8 +85,8 @@ class StoreCollector(Collector):
         yield runs
 
     def _health(self) -> Iterator[Metric]:
-        last_sync = getattr(self.services.transport, "last_sync", None)
-        if last_sync is None and not hasattr(self.services.transport, "last_sync"):
+        last_sync = getattr(self.transport, "last_sync", None)
+        if last_sync is None and not hasattr(self.transport, "last_sync"):
             return  # the console has no homeserver to lag behind
         stamp = GaugeMetricFamily(
             "repbot_matrix_last_sync_timestamp_seconds", "when the last sync with the homeserver succeeded"
@@ -201,21 +204,20 @@ class MetricsServer:
                 await writer.wait_closed()
 
 
-@REGISTRY.lifespan
 @contextlib.asynccontextmanager
-async def metrics_lifespan(services: Services) -> AsyncIterator[None]:
-    """Serve /metrics while the bot runs, when [metrics] listen is set."""
-    config = services.config.metrics
+async def serve_metrics(
+    config: MetricsConfig, monitor: Monitor | None, transport: Transport
+) -> AsyncIterator[int | None]:
+    """Serve /metrics while inside, when [metrics] listen is set; the port it listens on, or None."""
     if not config.listen:
-        yield
+        yield None
         return
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(services))
+    registry.register(StoreCollector(monitor, transport))
     server = MetricsServer(registry)
     port = await server.start(config.host, config.port)
-    services.extra["metrics_port"] = port
     log.info("Prometheus metrics on http://%s:%d/metrics", config.host, port)
     try:
-        yield
+        yield port
     finally:
         await server.stop()

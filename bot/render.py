@@ -5,21 +5,30 @@ from __future__ import annotations
 import html
 import json
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.durations import format_duration
 from bot.transports.base import Rendered
 from checks import Finding, Report, Status
 
 if TYPE_CHECKING:
+    from checks.canary.verdict import CanaryVerdict
     from checks.spf.evaluator import SpfResult
 
 __all__ = [
     "MARKS",
     "Rendered",
+    "canary_history_text",
+    "history_text",
     "html_report",
     "json_reports",
     "matrix_report",
+    "plain_and_html",
+    "pre",
+    "render_verdict",
+    "status_text",
     "status_word",
     "text_report",
 ]
@@ -103,6 +112,11 @@ def matrix_report(reports: Sequence[Report]) -> Rendered:
     )
 
 
+def pre(text: str) -> Rendered:
+    """A preformatted block (tables, traces): the text as it is, in <pre> for Matrix."""
+    return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
+
+
 def plain_and_html(text: str) -> Rendered:
     """A short message with no markup of its own, escaped for HTML."""
     return Rendered(plain=text, html=html.escape(text).replace("\n", "<br/>"))
@@ -133,4 +147,75 @@ def lists_text(health: Sequence[_ZoneHealthLike]) -> str:
     for row in rows:
         detail = f" ({row['detail']})" if row.get("detail") else ""
         lines.append(f"{_fit(str(row['zone']), 34):<34} {row['kind']!s:<11} {row['health']}{detail}")
+    return "\n".join(lines)
+
+
+def render_verdict(verdict: CanaryVerdict) -> Rendered:
+    """The thread reply: mark, summary, the quoted evidence, what to do."""
+    head = f"{MARKS[verdict.status]} canary {verdict.canary.name} ({verdict.canary.token}): {verdict.summary}"
+    lines = [head, *(f"> {line}" for line in verdict.lines[:8])]
+    if verdict.advice:
+        lines.append(verdict.advice)
+    body = "".join(f"<blockquote><code>{html.escape(line)}</code></blockquote>" for line in verdict.lines[:8])
+    advice = f"<p>{html.escape(verdict.advice)}</p>" if verdict.advice else ""
+    return Rendered(plain="\n".join(lines), html=f"<p>{html.escape(head)}</p>{body}{advice}")
+
+
+def canary_history_text(history: Mapping[str, Sequence[Mapping[str, Any]]], name: str | None) -> str:
+    """`!canary history`: the latest verdicts per seed, newest last."""
+    lines = []
+    for seed, entries in sorted(history.items()):
+        if name is not None and seed != name:
+            continue
+        for entry in entries[-10:]:
+            at = str(entry.get("at", ""))[:16].replace("T", " ")
+            lines.append(f"{at} {seed} {entry['canary']['token']}: {entry['kind']} — {entry['summary']}")
+    return "\n".join(lines) if lines else "no canary verdicts yet"
+
+
+# -- the monitor's state and history ----------------------------------------------------------
+
+HISTORY_LINES = 25
+_PROBLEMS = (Status.WARN.value, Status.FAIL.value)
+
+
+def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], now: datetime) -> str:
+    """The stored state: a line per target with its worst status, a line per problem or blind check."""
+    if not states:
+        return "no results yet: the first scheduled run has not finished (try !run)"
+    by_target: dict[str, list[Mapping[str, Any]]] = {}
+    for state in states:
+        by_target.setdefault(state["target"], []).append(state)
+    lines: list[str] = []
+    for target, group in sorted(by_target.items()):
+        known = [Status(s["status"]) for s in group if s.get("status")]
+        blind = [s for s in group if s.get("last_status") == Status.UNKNOWN.value]
+        worst = max(known, key=lambda status: status.severity, default=Status.UNKNOWN)
+        seen = max(str(s.get("last_seen", "")) for s in group)
+        ago = format_duration(now - datetime.fromisoformat(seen)) if seen else "?"
+        lines.append(f"{MARKS[worst]} {target}: {worst.value}, {len(group)} checks, last run {ago} ago")
+        for state in sorted(group, key=lambda s: (s["check"], s["subject"])):
+            if state.get("status") in _PROBLEMS:
+                since = format_duration(now - datetime.fromisoformat(state["since"])) if state.get("since") else "?"
+                mark = MARKS[Status(state["status"])]
+                lines.append(f"    {mark} {state['check']} {state['subject']} for {since}: {state.get('summary', '')}")
+        for state in blind:
+            lines.append(f"    ? {state['check']} {state['subject']}: {state.get('unknown_summary', 'unknown')}")
+    for what, until in sorted(mutes.items()):
+        lines.append(f"muted: {what} until {until[:16].replace('T', ' ')} UTC")
+    return "\n".join(lines)
+
+
+def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str | None) -> str:
+    """The changes of one target (and check), newest last, at most HISTORY_LINES."""
+    what = f"{target} {check}" if check else target
+    if not entries:
+        return f"no changes recorded for {what}"
+    lines = [f"changes for {what} ({len(entries)}):"]
+    for entry in entries[-HISTORY_LINES:]:
+        lasted = f" after {format_duration(entry['lasted'])}" if entry.get("lasted") else ""
+        muted = " (muted)" if entry.get("muted") else ""
+        stamp = str(entry["at"])[:16].replace("T", " ")
+        line = f"{stamp} {entry['kind']}{lasted} {entry['check']} {entry['subject']}: {entry['summary']}{muted}"
+        lines.append(line)
     return "\n".join(lines)

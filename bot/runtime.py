@@ -11,15 +11,23 @@ import contextlib
 import logging
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
 
-from bot.app import Bot, Permissions, RateLimiter, load_command_modules
-from bot.commands.core import REGISTRY, Services
+from bot.app import Bot, Permissions, RateLimiter
+from bot.commands.catalog import REGISTRY
+from bot.commands.core import Services
 from bot.config.loader import Config, SecretError
 from bot.context import build_context
+from bot.metrics import serve_metrics
+from bot.monitor.canary import CanaryRunner
+from bot.monitor.core import STATE_FILE, Monitor
+from bot.monitor.store import Store
 from bot.transports.base import Transport
 from bot.transports.console import CONSOLE_USER, ConsoleTransport
+from checks import CheckContext
 
-__all__ = ["EXIT_FATAL", "EXIT_OK", "run_bot"]
+__all__ = ["EXIT_FATAL", "EXIT_OK", "build_services", "console_transport", "run_bot", "start_services"]
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -53,10 +61,15 @@ def _quiet_libraries(console: bool) -> None:
 Fatal = tuple[type[Exception], ...]
 
 
+def console_transport(config: Config, stdin: TextIO | None = None, stdout: TextIO | None = None) -> ConsoleTransport:
+    """The terminal as the bot's room; pictures (the timeline) are written under the state directory."""
+    return ConsoleTransport(stdin, stdout, media_dir=Path(config.state_dir) / "images")
+
+
 def _transport(config: Config, console: bool) -> tuple[Transport, Permissions, RateLimiter, Fatal]:
     """The transport, who may command it, its rate limit, and the exceptions that mean 'cannot start'."""
     if console:
-        return ConsoleTransport(), Permissions(admins=(CONSOLE_USER,)), RateLimiter(None), ()
+        return console_transport(config), Permissions(admins=(CONSOLE_USER,)), RateLimiter(None), ()
     from bot.transports.matrix import MatrixStartError, MatrixTransport
 
     assert config.matrix is not None
@@ -66,19 +79,37 @@ def _transport(config: Config, console: bool) -> tuple[Transport, Permissions, R
     return transport, permissions, RateLimiter(matrix.rate_limit_per_hour), (MatrixStartError,)
 
 
+def build_services(config: Config, ctx: CheckContext, transport: Transport, store: Store) -> Services:
+    """Everything a handler may use, built in plain order: the monitor on the store, the canaries on the monitor."""
+    monitor = Monitor(config, store, transport, ctx)
+    canaries = CanaryRunner(config, ctx, monitor) if config.canary is not None else None
+    return Services(config, ctx, transport, REGISTRY, datetime.now(UTC), monitor=monitor, canaries=canaries)
+
+
+async def start_services(stack: contextlib.AsyncExitStack, services: Services) -> None:
+    """Start the monitor, then the canaries (their job goes on its scheduler); `stack` stops them in reverse."""
+    if services.monitor is not None:
+        await services.monitor.start()
+        stack.push_async_callback(services.monitor.stop)
+    if services.canaries is not None:
+        await services.canaries.start()
+        stack.push_async_callback(services.canaries.stop)
+
+
 async def _serve(config: Config, console: bool) -> int:
-    load_command_modules()
     transport, permissions, limiter, fatal = _transport(config, console)
-    ctx = build_context(config)
-    services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC))
-    bot = Bot(services, permissions, limiter)
     runner: asyncio.Task[int] | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
+            ctx = build_context(config)
+            stack.push_async_callback(ctx.aclose)
+            store = stack.enter_context(contextlib.closing(Store(Path(config.state_dir) / STATE_FILE)))
+            services = build_services(config, ctx, transport, store)
+            await stack.enter_async_context(serve_metrics(config.metrics, services.monitor, transport))
+            bot = Bot(services, permissions, limiter)
             await transport.start(bot.handle)
             stack.push_async_callback(transport.stop)
-            for lifespan in REGISTRY.lifespans:
-                await stack.enter_async_context(lifespan(services))
+            await start_services(stack, services)
             runner = asyncio.create_task(transport.run())
             _stop_on_signals(runner)
             return await runner
@@ -90,8 +121,6 @@ async def _serve(config: Config, console: bool) -> int:
     except fatal as error:
         log.error("%s", error)
         return EXIT_FATAL
-    finally:
-        await ctx.aclose()
 
 
 def _stop_on_signals(task: asyncio.Task[int]) -> None:

@@ -292,8 +292,9 @@ def test_canary_config_problems_name_the_key() -> None:
 async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_lab: MtaLab, tmp_path: Path) -> None:
     import asyncio
 
-    from bot.commands.canary import HISTORY, PENDING, CanaryRunner
-    from bot.commands.core import REGISTRY, Call, Invocation, Services
+    from bot.commands.catalog import REGISTRY
+    from bot.commands.core import Call, Invocation, Services
+    from bot.monitor.canary import HISTORY, PENDING, CanaryRunner
     from bot.monitor.core import Monitor
     from bot.monitor.store import Store
     from bot.transports.base import Incoming
@@ -303,16 +304,15 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
     config, _ = _bot_config(mta_lab, tmp_path)
     transport = Recorder()
     ctx = CheckContext(resolver=Resolver())
-    services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC))  # type: ignore[arg-type]
     path = tmp_path / "monitor.json"
     incoming = Incoming("!room:localhost", "@admin:localhost", "!canary outlook", "$command")
     try:
         store = Store(path)
-        first = CanaryRunner(services, store, Monitor(config, store, transport, ctx, {}))  # type: ignore[arg-type]
+        first = CanaryRunner(config, ctx, Monitor(config, store, transport, ctx, {}))  # type: ignore[arg-type]
         await first.start()
         parsed = REGISTRY.parse("!canary outlook")
         assert isinstance(parsed, Invocation)
-        services.extra["canary"] = first
+        services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC), canaries=first)  # type: ignore[arg-type]
         answer = await parsed.command.handler(Call(incoming, parsed.command, parsed.args, services))
         assert answer is not None and "outlook: sent" in answer.plain and "checking until" in answer.plain
         (token,) = store.get_meta(PENDING)
@@ -323,7 +323,7 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
         store = Store(path)
         assert token in store.get_meta(PENDING)
         monitor = Monitor(config, store, transport, ctx, {})  # type: ignore[arg-type]
-        second = CanaryRunner(services, store, monitor)  # type: ignore[arg-type]
+        second = CanaryRunner(config, ctx, monitor)
         await second.start()
         for _ in range(200):
             if not store.get_meta(PENDING):
@@ -341,10 +341,10 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
         assert [e["kind"] for e in store.get_meta(HISTORY)["outlook"]] == ["missing-accepted"]
         assert any(s["check"] == "canary" and s["subject"] == "outlook" for s in store.states())
 
-        third = CanaryRunner(services, store, None)  # a later start finds nothing pending: no second reply
+        third = CanaryRunner(config, ctx, monitor)  # a later start finds nothing pending: no second reply
         await third.start()
         await third.stop()
-        services.extra["canary"] = third
+        services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC), canaries=third)  # type: ignore[arg-type]
         parsed = REGISTRY.parse("!canary history outlook")
         assert isinstance(parsed, Invocation)
         history = await parsed.command.handler(Call(incoming, parsed.command, parsed.args, services))

@@ -9,8 +9,8 @@ import pytest
 
 from bot.app import INTERNAL_ERROR, WORKING, Bot, Permissions, RateLimiter
 from bot.chat import strip_reply_fallback, user_matches
+from bot.commands.catalog import REGISTRY
 from bot.commands.core import (
-    REGISTRY,
     Access,
     Argument,
     Call,

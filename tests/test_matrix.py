@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from nio import AsyncClient, AsyncClientConfig, Event, MegolmEvent, RoomCreateResponse, RoomSendResponse
 
 from bot.app import Bot, Permissions, RateLimiter
-from bot.commands.core import REGISTRY, Services
+from bot.commands.catalog import REGISTRY
+from bot.commands.core import Services
 from bot.config.loader import Config
 from bot.context import build_context
 from bot.transports.base import Incoming

@@ -11,10 +11,9 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.commands.core import REGISTRY, Services
 from bot.config.loader import MetricsConfig, parse_config
 from bot.context import build_context
-from bot.metrics import metrics_lifespan
+from bot.metrics import serve_metrics
 from bot.monitor.core import Monitor
 from bot.monitor.store import Store
 from bot.transports.console import ConsoleTransport
@@ -66,10 +65,10 @@ async def test_metrics_are_scraped_over_http(tmp_path: Path) -> None:
     assert config.metrics == MetricsConfig(f"127.0.0.1:{port}", "127.0.0.1", port)
     transport = SyncingTransport(stdin=io.StringIO(""), stdout=io.StringIO())
     transport.last_sync = time.time() - 12
-    services = Services(config, build_context(config), transport, REGISTRY, NOW)
+    ctx = build_context(config)
     store = _store(tmp_path / "monitor.json")
-    services.extra["monitor"] = Monitor(config, store, transport, services.ctx, families={})
-    async with metrics_lifespan(services), httpx.AsyncClient() as client:
+    monitor = Monitor(config, store, transport, ctx, families={})
+    async with serve_metrics(config.metrics, monitor, transport), httpx.AsyncClient() as client:
         response = await client.get(f"http://127.0.0.1:{port}/metrics")
         missing = await client.get(f"http://127.0.0.1:{port}/nothing")
     store.close()
@@ -103,6 +102,5 @@ async def test_metrics_are_scraped_over_http(tmp_path: Path) -> None:
 async def test_no_listen_no_endpoint(tmp_path: Path) -> None:
     config = parse_config({"state": {"dir": str(tmp_path)}})
     transport = ConsoleTransport(stdin=io.StringIO(""), stdout=io.StringIO())
-    services = Services(config, build_context(config), transport, REGISTRY, NOW)
-    async with metrics_lifespan(services):
-        assert "metrics_port" not in services.extra
+    async with serve_metrics(config.metrics, None, transport) as port:
+        assert port is None

@@ -17,11 +17,11 @@ import pytest
 
 from bot.config.loader import Config, ScheduleConfig, parse_config
 from bot.monitor.alerts import AlertRules, observe
-from bot.monitor.core import Monitor, default_families
+from bot.monitor.core import Family, Job, Monitor, default_families
 from bot.monitor.store import Store
 from bot.render import Rendered
 from bot.transports.base import DeliveryError, Incoming
-from checks import CheckContext, DnsblSettings, Finding, Resolver, Status
+from checks import CheckContext, DnsblSettings, Finding, Report, Resolver, Status
 from checks.dnsbl.catalog import load_catalog
 from tests.fixtures.dnsserver import DnsServer
 
@@ -338,6 +338,54 @@ async def test_the_scheduler_runs_each_family_once_soon_after_start(world: Scena
         await world.monitor.stop()
 
 
+async def test_stop_cancels_and_awaits_the_runs_in_flight(world: Scenario) -> None:
+    started, cleaned = asyncio.Event(), []
+
+    async def stuck(ctx: CheckContext) -> list[Report]:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # a run that would outlive the bot
+        finally:
+            cleaned.append("run ended")
+        return []
+
+    world.monitor.families["stuck"] = Family("stuck", stuck, timedelta(hours=1))
+    world.monitor._locks["stuck"] = asyncio.Lock()
+    await world.monitor.start(schedule=False)
+    asked = asyncio.create_task(world.monitor.run_family("stuck"))  # as !run does
+    await started.wait()
+    await world.monitor.stop()
+    assert cleaned == ["run ended"]  # before stop returned: the store can be closed now
+    with pytest.raises(asyncio.CancelledError):
+        await asked
+    assert world.monitor.store.get_meta("last_run:stuck") is None
+
+
+async def test_other_jobs_run_on_the_same_scheduler_and_stop_with_it(world: Scenario) -> None:
+    ran, cleaned = asyncio.Event(), []
+
+    async def job() -> None:
+        ran.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("job ended")
+
+    schedule = ScheduleConfig(intervals={}, first_run=timedelta(seconds=0))
+    world.monitor.config = replace(world.config, schedule=schedule)
+    world.monitor.families.clear()
+    world.monitor.add_job(Job("canary", timedelta(hours=6), job))  # added before start, as the canary runner does
+    await world.monitor.start()
+    try:
+        jobs = {item.id: item for item in world.monitor._scheduler.get_jobs()}
+        assert set(jobs) == {"canary", "digest"}
+        assert (jobs["canary"].coalesce, jobs["canary"].max_instances) == (True, 1)
+        await asyncio.wait_for(ran.wait(), 5)
+    finally:
+        await world.monitor.stop()
+    assert cleaned == ["job ended"]
+
+
 def _finding(status: Status, **evidence: Any) -> Finding:
     return Finding("mx-tls", "mx.example.org", status, "certificate", evidence, code=status.value)
 
@@ -357,13 +405,12 @@ def test_evidence_inside_the_same_status_matters_only_for_what_operators_care_ab
 
 
 async def _command(world: Scenario, line: str) -> str:
-    from bot.app import load_command_modules
-    from bot.commands.core import REGISTRY, Call, Invocation, Services
+    from bot.commands.catalog import REGISTRY
+    from bot.commands.core import Call, Invocation, Services
 
-    load_command_modules()
     parsed = REGISTRY.parse(line)
     assert isinstance(parsed, Invocation), parsed
-    services = Services(world.config, world.ctx, world.transport, REGISTRY, world.clock(), {"monitor": world.monitor})  # type: ignore[arg-type]
+    services = Services(world.config, world.ctx, world.transport, REGISTRY, world.clock(), monitor=world.monitor)  # type: ignore[arg-type]
     reply = await parsed.command.handler(
         Call(Incoming(ROOM, "@admin:localhost", line), parsed.command, parsed.args, services)
     )

@@ -12,14 +12,14 @@ from PIL import Image
 
 from bot.app import Bot, Permissions, RateLimiter
 from bot.commands.core import REGISTRY, Services
-from bot.commands.timeline import timeline_lifespan
 from bot.config.loader import Config
 from bot.context import build_context
 from bot.monitor.core import Monitor
 from bot.monitor.store import Store
+from bot.runtime import console_transport
 from bot.timeline import COLOURS, MARK, NO_DATA, WIDTH, layout, timeline_png, timeline_rows
 from bot.transports.base import Incoming
-from bot.transports.console import CONSOLE_USER, ConsoleTransport
+from bot.transports.console import CONSOLE_USER
 
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
 IP = "192.0.2.1"
@@ -120,21 +120,21 @@ def test_ninety_days_still_fit_and_nothing_recorded_is_none() -> None:
 def test_timeline_in_the_console_writes_the_png_under_the_state_dir(tmp_path: Path) -> None:
     config = Config(state_dir=str(tmp_path / "state"))
     out = io.StringIO()
-    transport = ConsoleTransport(stdin=io.StringIO(""), stdout=out)
+    transport = console_transport(config, stdin=io.StringIO(""), stdout=out)
     store = Store(tmp_path / "state" / "monitor.json", clock=lambda: NOW)
     for entry in HISTORY:
         store.add_history(entry)
     for item in STATES:
         store.put_state(item)
-    services = Services(config, build_context(config), transport, REGISTRY, NOW)
-    services.extra["monitor"] = Monitor(config, store, transport, services.ctx, families={}, clock=lambda: NOW)
+    ctx = build_context(config)
+    monitor = Monitor(config, store, transport, ctx, families={}, clock=lambda: NOW)
+    services = Services(config, ctx, transport, REGISTRY, NOW, monitor=monitor)
     bot = Bot(services, Permissions((CONSOLE_USER,)), RateLimiter(None))
 
     async def run() -> None:
-        async with timeline_lifespan(services):
-            await bot.handle(Incoming("console", CONSOLE_USER, f"!timeline {IP} 14", "line-1"))
-            await bot.handle(Incoming("console", CONSOLE_USER, "!timeline 7", "line-2"))
-            await bot.handle(Incoming("console", CONSOLE_USER, "!timeline 2001:db8::1", "line-3"))
+        await bot.handle(Incoming("console", CONSOLE_USER, f"!timeline {IP} 14", "line-1"))
+        await bot.handle(Incoming("console", CONSOLE_USER, "!timeline 7", "line-2"))
+        await bot.handle(Incoming("console", CONSOLE_USER, "!timeline 2001:db8::1", "line-3"))
 
     asyncio.run(run())
     lines = out.getvalue().splitlines()

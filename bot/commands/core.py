@@ -11,16 +11,19 @@ import enum
 import html
 import shlex
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.chat import PREFIX, strip_reply_fallback
 from bot.config.loader import Config
 from bot.render import Rendered, matrix_report, plain_and_html
 from bot.transports.base import Incoming, Transport
 from checks import CheckContext, TargetError, parse_domain, parse_target
+
+if TYPE_CHECKING:
+    from bot.monitor.canary import CanaryRunner
+    from bot.monitor.core import Monitor
 
 __all__ = [
     "REGISTRY",
@@ -64,16 +67,18 @@ class Argument:
         return f"<{self.name}>" if self.required else f"[{self.name}]"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
-    """What a handler may use: config, the check context, the transport; `extra` is for other modules."""
+    """What a handler may use: config, the check context, the transport, and the monitor and canary runner
+    (None in a bot that runs without them, as in some tests). Built once by `bot.runtime`, in plain order."""
 
     config: Config
     ctx: CheckContext
     transport: Transport
     registry: Registry
     started_at: datetime
-    extra: dict[str, Any] = field(default_factory=dict)
+    monitor: Monitor | None = None
+    canaries: CanaryRunner | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,6 @@ class Call:
 
 
 Handler = Callable[[Call], Awaitable[Rendered | None]]
-Lifespan = Callable[[Services], AbstractAsyncContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -125,11 +129,10 @@ def _echo(text: str, limit: int = MAX_ECHO) -> str:
 
 
 class Registry:
-    """The command table, filled by the `command` decorator; also holds lifespan hooks (monitor, ...)."""
+    """The command table, filled by the `command` decorator."""
 
     def __init__(self) -> None:
         self.commands: dict[str, Command] = {}
-        self.lifespans: list[Lifespan] = []
 
     def command(
         self,
@@ -150,11 +153,6 @@ class Registry:
             return handler
 
         return declare
-
-    def lifespan(self, hook: Lifespan) -> Lifespan:
-        """Declare something that runs while the bot runs (an async context manager factory)."""
-        self.lifespans.append(hook)
-        return hook
 
     def parse(self, text: str) -> Invocation | ParseFailure:
         """The command a line asks for, or why not; lines not starting with `!` get no reply."""

@@ -1,101 +1,29 @@
-"""The monitor in the room: it runs while the bot runs, and answers !status, !history, !mute, !unmute, !run."""
+"""The monitor in the room: !status, !history, !mute, !unmute, !run (the monitor itself is `bot.monitor.core`)."""
 
 from __future__ import annotations
 
-import contextlib
-import html
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from datetime import UTC
 
-from bot.commands.core import REGISTRY, Argument, Call, Services, command, target_arg
-from bot.durations import format_duration, parse_duration
+from bot.commands.core import Argument, Call, command, target_arg
+from bot.durations import parse_duration
 from bot.monitor.core import Monitor
-from bot.monitor.store import Store
-from bot.render import MARKS, Rendered, plain_and_html
-from checks import Status
+from bot.render import Rendered, history_text, plain_and_html, pre, status_text
 
-__all__ = ["STATE_FILE", "history_text", "monitor_lifespan", "status_text"]
-
-STATE_FILE = "monitor.json"
-HISTORY_LINES = 25
-_PROBLEMS = (Status.WARN.value, Status.FAIL.value)
-
-
-@REGISTRY.lifespan
-@contextlib.asynccontextmanager
-async def monitor_lifespan(services: Services) -> AsyncIterator[None]:
-    """Open the store, start the monitor (outbox, schedules, digest) and stop it when the bot stops."""
-    store = Store(Path(services.config.state_dir) / STATE_FILE)
-    monitor = Monitor(services.config, store, services.transport, services.ctx)
-    services.extra["monitor"] = monitor
-    await monitor.start()
-    try:
-        yield
-    finally:
-        await monitor.stop()
-        store.close()
+__all__ = ["history", "mute", "run", "status", "unmute"]
 
 
 def _monitor(call: Call) -> Monitor:
-    monitor = call.services.extra.get("monitor")
-    if not isinstance(monitor, Monitor):
+    monitor = call.services.monitor
+    if monitor is None:
         raise LookupError("the monitor is not running")
     return monitor
-
-
-def _pre(text: str) -> Rendered:
-    return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
-
-
-def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], now: datetime) -> str:
-    """The stored state: a line per target with its worst status, a line per problem or blind check."""
-    if not states:
-        return "no results yet: the first scheduled run has not finished (try !run)"
-    by_target: dict[str, list[Mapping[str, Any]]] = {}
-    for state in states:
-        by_target.setdefault(state["target"], []).append(state)
-    lines: list[str] = []
-    for target, group in sorted(by_target.items()):
-        known = [Status(s["status"]) for s in group if s.get("status")]
-        blind = [s for s in group if s.get("last_status") == Status.UNKNOWN.value]
-        worst = max(known, key=lambda status: status.severity, default=Status.UNKNOWN)
-        seen = max(str(s.get("last_seen", "")) for s in group)
-        ago = format_duration(now - datetime.fromisoformat(seen)) if seen else "?"
-        lines.append(f"{MARKS[worst]} {target}: {worst.value}, {len(group)} checks, last run {ago} ago")
-        for state in sorted(group, key=lambda s: (s["check"], s["subject"])):
-            if state.get("status") in _PROBLEMS:
-                since = format_duration(now - datetime.fromisoformat(state["since"])) if state.get("since") else "?"
-                mark = MARKS[Status(state["status"])]
-                lines.append(f"    {mark} {state['check']} {state['subject']} for {since}: {state.get('summary', '')}")
-        for state in blind:
-            lines.append(f"    ? {state['check']} {state['subject']}: {state.get('unknown_summary', 'unknown')}")
-    for what, until in sorted(mutes.items()):
-        lines.append(f"muted: {what} until {until[:16].replace('T', ' ')} UTC")
-    return "\n".join(lines)
-
-
-def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str | None) -> str:
-    """The changes of one target (and check), newest last, at most HISTORY_LINES."""
-    what = f"{target} {check}" if check else target
-    if not entries:
-        return f"no changes recorded for {what}"
-    lines = [f"changes for {what} ({len(entries)}):"]
-    for entry in entries[-HISTORY_LINES:]:
-        lasted = f" after {format_duration(entry['lasted'])}" if entry.get("lasted") else ""
-        muted = " (muted)" if entry.get("muted") else ""
-        stamp = str(entry["at"])[:16].replace("T", " ")
-        line = f"{stamp} {entry['kind']}{lasted} {entry['check']} {entry['subject']}: {entry['summary']}{muted}"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 @command("status", help="the monitor's current state of every IP and domain, from the store", replace=True)
 async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()
-    return _pre(status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now))
+    return pre(status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now))
 
 
 @command(
@@ -106,7 +34,7 @@ async def status(call: Call) -> Rendered:
 async def history(call: Call) -> Rendered:
     target, check = call.args["target"], call.args.get("check")
     entries = _monitor(call).store.history(target=target, check=check)
-    return _pre(history_text(entries, target, check))
+    return pre(history_text(entries, target, check))
 
 
 @command(

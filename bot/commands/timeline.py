@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
-from bot.commands.core import REGISTRY, Argument, Call, Services, command, target_arg
-from bot.monitor.core import Monitor
+from bot.commands.core import Argument, Call, command, target_arg
 from bot.render import Rendered, plain_and_html
 from bot.timeline import timeline_png
 from bot.transports.base import DeliveryError
-from bot.transports.console import ConsoleTransport
 
-__all__ = ["DEFAULT_DAYS", "MAX_DAYS", "timeline_lifespan"]
+__all__ = ["DEFAULT_DAYS", "MAX_DAYS", "timeline"]
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 365
@@ -32,24 +27,14 @@ def _target_or_days(text: str) -> str | int:
     return _days(text) if text.isdigit() else target_arg(text)
 
 
-@REGISTRY.lifespan
-@contextlib.asynccontextmanager
-async def timeline_lifespan(services: Services) -> AsyncIterator[None]:
-    """In the console, pictures are written under the state directory."""
-    transport = services.transport
-    if isinstance(transport, ConsoleTransport) and transport.media_dir is None:
-        transport.media_dir = Path(services.config.state_dir) / "images"
-    yield
-
-
 @command(
     "timeline",
     help="a picture of the last days (default 30): a row per blocklist, SNDS, complaints and canary",
     args=[Argument("target", _target_or_days, required=False), Argument("days", _days, required=False)],
 )
 async def timeline(call: Call) -> Rendered | None:
-    monitor = call.services.extra.get("monitor")
-    if not isinstance(monitor, Monitor):
+    monitor = call.services.monitor
+    if monitor is None:
         return plain_and_html("the monitor is not running: no history to draw")
     first = call.args.get("target")
     target = first if isinstance(first, str) else None

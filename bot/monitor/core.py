@@ -16,10 +16,10 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.config.loader import Config
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
@@ -28,7 +28,7 @@ from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming, Transport
 from checks import CheckContext, Report, parse_target
 
-__all__ = ["Family", "FamilyRun", "Monitor", "alert_rules", "default_families"]
+__all__ = ["STATE_FILE", "Family", "FamilyRun", "Job", "Monitor", "alert_rules", "default_families"]
 
 log = logging.getLogger("repbot.monitor")
 
@@ -36,6 +36,8 @@ FamilyRun = Callable[[CheckContext], Awaitable[Sequence[Report]]]
 # Which checks belong to which family; a check not named here runs with "domains".
 FAMILY_CHECKS = {"blocklists": frozenset({"dnsbl"}), "tls": frozenset({"mx-tls", "smtp", "tls", "dane"})}
 RETRY_FIRST = 2.0
+STATE_FILE = "monitor.json"  # under [state] dir: the monitor's state, history and outbox, and the canaries'
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,15 @@ class Family:
     name: str
     run: FamilyRun
     interval: timedelta
+
+
+@dataclass(frozen=True)
+class Job:
+    """A scheduled coroutine that is not a check family (the canary launches): a name, how often, what it runs."""
+
+    name: str
+    interval: timedelta
+    run: Callable[[], Coroutine[Any, Any, None]]
 
 
 def _family_of(check: str) -> str:
@@ -115,6 +126,8 @@ class Monitor:
         self._deliverer: asyncio.Task[None] | None = None
         self._delivering = asyncio.Lock()
         self._scheduler: Any = None
+        self.jobs: dict[str, Job] = {}
+        self._runs: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
         return f"<Monitor {sorted(self.families)} {self.store.path}>"
@@ -136,10 +149,17 @@ class Monitor:
             self._scheduler.start()
 
     async def stop(self) -> None:
-        """Stop the scheduler and the outbox task, and wait for them."""
+        """Stop the scheduler, cancel the runs in flight and the outbox task, and wait for them all.
+
+        Once it returns, nothing of the monitor touches the store: the caller may close it.
+        """
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        runs = list(self._runs)
+        for task in runs:
+            task.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
         if self._deliverer is not None:
             self._deliverer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -150,6 +170,16 @@ class Monitor:
 
     async def run_family(self, name: str) -> list[Event]:
         """Run one family's checks now (waiting for a run already under way); the events it confirmed."""
+        return await self._in_flight(self._run_family(name), f"repbot-run-{name}")
+
+    async def _in_flight(self, work: Coroutine[Any, Any, T], name: str) -> T:
+        """Run `work` as a task that `stop` cancels and awaits; cancelling the caller cancels it too."""
+        task = asyncio.create_task(work, name=name)
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+        return await task
+
+    async def _run_family(self, name: str) -> list[Event]:
         family = self.families[name]
         async with self._locks[name]:
             started = time.monotonic()
@@ -277,25 +307,44 @@ class Monitor:
 
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.cron import CronTrigger
-        from apscheduler.triggers.interval import IntervalTrigger
 
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not two lines a run
         # A missed run (suspend, a blocked loop) runs once, however late: coalesce, no grace limit.
         defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
         scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=defaults)
-        first = datetime.now(UTC) + self.config.schedule.first_run
         for index, name in enumerate(sorted(self.families)):
-            family = self.families[name]
-            jitter = int(min(self.config.schedule.jitter, family.interval / 10).total_seconds()) or None
-            trigger = IntervalTrigger(seconds=int(family.interval.total_seconds()), jitter=jitter, timezone=UTC)
-            start = first + timedelta(seconds=5 * index)  # families start a little apart
-            scheduler.add_job(self._scheduled_run, trigger, args=[name], id=name, name=name, next_run_time=start)
+            self._add_interval(scheduler, name, self.families[name].interval, index, self._scheduled_run)
+        for index, name in enumerate(sorted(self.jobs), start=len(self.families)):
+            self._add_interval(scheduler, name, self.jobs[name].interval, index, self._scheduled_job)
         digest = self.config.digest
         if digest.enabled:
             zone = ZoneInfo(digest.timezone)
             cron = CronTrigger(hour=digest.at.hour, minute=digest.at.minute, timezone=zone)
             scheduler.add_job(self._scheduled_digest, cron, id="digest", name="digest")
         return scheduler
+
+    def _add_interval(
+        self, scheduler: Any, name: str, interval: timedelta, index: int, run: Callable[[str], Awaitable[None]]
+    ) -> None:
+        """An interval job with the configured jitter, first run soon after start (jobs a little apart)."""
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        jitter = int(min(self.config.schedule.jitter, interval / 10).total_seconds()) or None
+        trigger = IntervalTrigger(seconds=int(interval.total_seconds()), jitter=jitter, timezone=UTC)
+        start = datetime.now(UTC) + self.config.schedule.first_run + timedelta(seconds=5 * index)
+        scheduler.add_job(run, trigger, args=[name], id=name, name=name, next_run_time=start)
+
+    def add_job(self, job: Job) -> None:
+        """Schedule `job` beside the families, on the same scheduler (now, or when the monitor starts)."""
+        self.jobs[job.name] = job
+        if self._scheduler is not None:
+            self._add_interval(self._scheduler, job.name, job.interval, len(self.families), self._scheduled_job)
+
+    async def _scheduled_job(self, name: str) -> None:
+        try:
+            await self._in_flight(self.jobs[name].run(), f"repbot-job-{name}")
+        except Exception:
+            log.exception("the %s job failed; the next one is on schedule", name)
 
     async def _scheduled_run(self, name: str) -> None:
         try:

@@ -1,0 +1,11 @@
+"""The registry with every command family declared: a new module of handlers is imported here, once."""
+
+from __future__ import annotations
+
+from bot.commands import canary, core, monitor, providers, timeline
+from bot.commands.core import REGISTRY
+
+__all__ = ["FAMILIES", "REGISTRY"]
+
+# The modules whose `command(...)` declarations fill REGISTRY, by family; importing them is what declares them.
+FAMILIES = (core, monitor, providers, canary, timeline)
