@@ -9,9 +9,11 @@
         └── ServiceError       a service answered, but not with what we asked for; `code` says why
             ├── MailboxError   the IMAP mailbox cannot be used
             ├── SndsAnswerError SNDS sent something that is not data
-            └── TokenError     no OAuth access token can be had
+            ├── TokenError     no OAuth access token can be had
+            └── CredentialError a password, key or token the check needs cannot be read
 
-Checks turn LookupFailed into an `unknown` Finding; they never let it reach a caller.
+Every error has a stable `code` and its fields as `evidence()`; the runner (`checks.runner.attempt`) turns a
+LookupFailed into an `unknown` Finding carrying both, in one place.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "CatalogError",
     "CheckError",
+    "CredentialError",
     "DnsFailed",
     "LookupFailed",
     "MailboxError",
@@ -30,8 +33,31 @@ __all__ = [
 ]
 
 
+Plain = str | int | float | bool | None | list["Plain"] | dict[str, "Plain"]
+
+
 class CheckError(Exception):
     """Raised on purpose by the check library; the root of its errors."""
+
+    code: str = "check-error"
+
+    def evidence(self) -> dict[str, Plain]:
+        """The error's fields (what was asked, who answered what), JSON-ready, for an `unknown` finding."""
+        fields = {
+            name: _plain(value) for name, value in vars(self).items() if not name.startswith("_") and name != "code"
+        }
+        return {"error": type(self).__name__, **fields}
+
+
+def _plain(value: object) -> Plain:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    to_json = getattr(value, "to_json", None)
+    return _plain(to_json()) if callable(to_json) else str(value)
 
 
 class TargetError(CheckError, ValueError):
@@ -50,6 +76,8 @@ class CatalogError(CheckError):
 
 class LookupFailed(CheckError):
     """Raised when a network look-up gave no usable answer."""
+
+    code = "lookup-failed"
 
 
 class DnsFailed(LookupFailed):
@@ -86,3 +114,14 @@ class SndsAnswerError(ServiceError):
 
 class TokenError(ServiceError):
     """Raised when no access token can be had; `code` is auth (refused, missing) or unreachable."""
+
+
+class CredentialError(ServiceError):
+    """Raised when a credential cannot be read (its file is missing, its command failed); `key` names it.
+
+    The message never holds the credential: it says which key and what failed.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__("credential", message)

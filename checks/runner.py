@@ -1,5 +1,7 @@
 """The one runner: which checks a target gets, run at the same time, their failures turned into `unknown` findings.
 
+`attempt` is where an error becomes a value, for target checks and for the provider and canary jobs alike.
+
 The wall time of a domain approaches the longest chain of dependent look-ups, not their sum: every check starts
 at once, and the resolver answers a question several checks ask (the MX set, say) with one query. The check
 modules are imported when a target of their kind is first checked, so `repbot check IP` loads no SMTP code.
@@ -10,17 +12,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from checks.context import CheckContext
 from checks.errors import LookupFailed
 from checks.model import Finding, Report, Status, Target
 
-__all__ = ["CheckFn", "check_target", "check_targets", "domain_checks", "ip_checks", "run_checks"]
+__all__ = [
+    "CheckFn",
+    "attempt",
+    "check_target",
+    "check_targets",
+    "domain_checks",
+    "ip_checks",
+    "run_checks",
+    "unknown_finding",
+]
 
 log = logging.getLogger(__name__)
 
 CheckFn = Callable[[Target, CheckContext], Awaitable[list[Finding]]]
+T = TypeVar("T")
 
 # A whole check may chain several dependent look-ups, each up to ctx.timeout.
 CHECK_TIMEOUT_FACTOR = 6
@@ -86,19 +99,34 @@ async def run_checks(target: Target, ctx: CheckContext, checks: Sequence[tuple[s
 
 
 async def _run_one(name: str, check: CheckFn, target: Target, ctx: CheckContext) -> list[Finding]:
+    outcome = await attempt(name, target.value, check(target, ctx), ctx, timeout=ctx.timeout * CHECK_TIMEOUT_FACTOR)
+    return [outcome] if isinstance(outcome, Finding) else outcome
+
+
+async def attempt(
+    check: str, subject: str, work: Awaitable[T], ctx: CheckContext, *, timeout: float | None = None
+) -> T | Finding:
+    """What `work` returns, or the `unknown` Finding that says why it could not: the one place errors become values.
+
+    A LookupFailed keeps its code and its fields as evidence; a timeout is `timeout`; any other exception is a
+    bug, logged with its traceback, and `internal-error` (it must not hide the other checks' findings, nor pass
+    as ok). Provider and canary jobs call this too, so their failures read like every other check's.
+    """
     try:
-        async with asyncio.timeout(ctx.timeout * CHECK_TIMEOUT_FACTOR):
-            return await check(target, ctx)
+        async with asyncio.timeout(timeout):
+            return await work
     except LookupFailed as error:
-        return [_unknown(name, target, f"could not check: {error}", "lookup-failed", ctx)]
+        return unknown_finding(check, subject, f"could not check: {error}", error.code, ctx, error.evidence())
     except TimeoutError:
-        summary = f"could not check: no result within {ctx.timeout * CHECK_TIMEOUT_FACTOR:.0f} s"
-        return [_unknown(name, target, summary, "timeout", ctx)]
+        summary = f"could not check: no result within {timeout:.0f} s"
+        return unknown_finding(check, subject, summary, "timeout", ctx, {"timeout": timeout})
     except Exception:
-        # A bug in one check must not hide the others' findings, nor pass as "ok".
-        log.exception("check %s failed on %s", name, target)
-        return [_unknown(name, target, "internal error in this check, see the logs", "internal-error", ctx)]
+        log.exception("check %s failed on %s", check, subject)
+        return unknown_finding(check, subject, "internal error in this check, see the logs", "internal-error", ctx)
 
 
-def _unknown(name: str, target: Target, summary: str, code: str, ctx: CheckContext) -> Finding:
-    return Finding(name, target.value, Status.UNKNOWN, summary, code=code, observed_at=ctx.clock())
+def unknown_finding(
+    check: str, subject: str, summary: str, code: str, ctx: CheckContext, evidence: Mapping[str, Any] | None = None
+) -> Finding:
+    """An `unknown` Finding observed now."""
+    return Finding(check, subject, Status.UNKNOWN, summary, dict(evidence or {}), code=code, observed_at=ctx.clock())

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from bot.config.credentials import optional_credential
 from bot.config.loader import Config
 from bot.config.mailbox import ImapConfig, read_imap
 from bot.config.reader import Secret, Section
@@ -72,7 +73,7 @@ def _submission(section: Section) -> tuple[SubmissionSettings, Secret | None]:
     user = section.get("user", str, "") or None
     settings = SubmissionSettings(
         section.required_str("host"), section.get("port", int, 587), security, user,
-        password.get if password is not None else None, section.get("timeout", float, 30.0),
+        optional_credential(password), section.get("timeout", float, 30.0),
     )  # fmt: skip
     section.finish()
     return settings, password

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.config.credentials import optional_credential
 from bot.config.reader import Secret, Section
 from checks import CheckContext
 from checks.mailbox import MailboxSettings
@@ -32,8 +33,8 @@ class ImapConfig:
             self.user,
             self.port,
             self.security,
-            password=self.password.get if self.password is not None else None,
-            token=self.token.get if self.token is not None else None,
+            password=optional_credential(self.password),
+            token=optional_credential(self.token),
             timeout=self.timeout,
             ssl_context=ctx.ssl_context,
         )

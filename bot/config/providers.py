@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.config.credentials import credential, optional_credential
 from bot.config.loader import Config, _ip
 from bot.config.mailbox import ImapConfig, read_imap
 from bot.config.reader import Secret, Section
@@ -133,16 +134,16 @@ def snds_settings(config: Config, ctx: CheckContext) -> SndsSettings | None:
     token: Any = None
     if snds.method == "api":
         if snds.token is not None:
-            token = command_token(snds.token.get)
+            token = command_token(credential(snds.token))
         else:
-            seed = snds.refresh_token.get if snds.refresh_token is not None else None
+            seed = optional_credential(snds.refresh_token)
             state = os.path.join(config.state_dir)
             token = RefreshTokenSource(
                 ctx.http, state, snds.client_id, token_url=snds.token_url, scope=snds.scope, seed=seed
             )
     return SndsSettings(
         method=snds.method,
-        key=snds.key.get if snds.key is not None else None,
+        key=optional_credential(snds.key),
         token=token,
         legacy_base=snds.legacy_base,
         api_base=snds.api_base,
@@ -175,5 +176,5 @@ def postmaster_settings(config: Config) -> PostmasterSettings | None:
     if pm is None or pm.token is None:
         return None
     return PostmasterSettings(
-        pm.domains or config.monitor.domains, pm.token.get, pm.base_url, pm.spam_rate_warn, pm.error_rate_warn
+        pm.domains or config.monitor.domains, credential(pm.token), pm.base_url, pm.spam_rate_warn, pm.error_rate_warn
     )

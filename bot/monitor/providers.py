@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from bot.config.loader import Config, SecretError
+from bot.config.loader import Config
 from bot.config.providers import feedback_settings, postmaster_settings, snds_settings
-from checks import CheckContext, Finding, Report, Status, parse_target
-from checks.mailbox import MailboxError
+from checks import CheckContext, Finding, Report, parse_target
 from checks.model import Target, TargetKind
 from checks.providers import feedback, postmaster, snds
+from checks.runner import attempt
 
 __all__ = ["JOURNAL_FILE", "complaints_reports", "postmaster_reports", "provider_families", "snds_reports"]
 
@@ -31,7 +32,8 @@ async def snds_reports(config: Config, ctx: CheckContext, ip: str | None = None)
     settings = snds_settings(config, ctx)
     if settings is None:
         return []
-    findings = await snds.check(settings, ctx, ip)
+    outcome = await attempt("snds", "SNDS", snds.check(settings, ctx, ip), ctx)
+    findings = [outcome] if isinstance(outcome, Finding) else outcome
     return _group(findings, settings.ips if ip is None else (ip,))
 
 
@@ -54,16 +56,9 @@ async def complaints_reports(config: Config, ctx: CheckContext) -> list[Report]:
         return []
     journal = feedback.JsonlJournal(Path(config.state_dir) / JOURNAL_FILE)
     now = ctx.clock()
-    new: list[feedback.Complaint] = []
-    failure: Finding | None = None
-    try:
-        new = (await feedback.collect(settings, journal, now)).new
-    except (MailboxError, SecretError) as error:
-        log.warning("feedback mailbox %s: %s", settings.mailbox.host, error)
-        summary = f"cannot read the feedback mailbox: {error}"
-        failure = Finding(
-            "complaints", "feedback mailbox", Status.UNKNOWN, summary, {}, code="mailbox", observed_at=now
-        )
+    collected = await attempt("complaints", "feedback mailbox", feedback.collect(settings, journal, now), ctx)
+    failure = collected if isinstance(collected, Finding) else None
+    new = [] if isinstance(collected, Finding) else collected.new
     recent = journal.complaints(now - timedelta(days=settings.window_days))
     findings = feedback.findings_for_complaints(new, recent, config.monitor.domains, settings.window_days, now)
     reports = [Report(Target(TargetKind.DOMAIN, f.subject), (f,)) for f in findings]
@@ -77,16 +72,11 @@ async def postmaster_reports(config: Config, ctx: CheckContext) -> list[Report]:
     settings = postmaster_settings(config)
     if settings is None:
         return []
-    now = ctx.clock()
-    try:
-        findings = await postmaster.check(settings, ctx)
-    except SecretError as error:
-        log.warning("postmaster: %s", error)
-        summary = f"no Postmaster Tools token: {error}"
-        findings = [
-            Finding("postmaster", f"{d} postmaster", Status.UNKNOWN, summary, code="postmaster-token", observed_at=now)
-            for d in settings.domains
-        ]
+    outcome = await attempt("postmaster", "postmaster", postmaster.check(settings, ctx), ctx)
+    if isinstance(outcome, Finding):  # one reason, said for each domain, as each has its own state
+        findings = [replace(outcome, subject=f"{domain} postmaster") for domain in settings.domains]
+    else:
+        findings = outcome
     by_domain: dict[str, list[Finding]] = {}
     for finding in findings:
         by_domain.setdefault(finding.subject.split()[0], []).append(finding)

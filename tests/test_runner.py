@@ -1,0 +1,96 @@
+"""The one runner turns errors into `unknown` findings that keep the error's code and evidence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bot.config.credentials import credential
+from bot.config.reader import Secret
+from checks import CheckContext, Finding, Resolver, Status, parse_target
+from checks.errors import CredentialError, MailboxError, ServiceError
+from checks.runner import attempt, run_checks
+from tests.fixtures.dnsserver import DnsServer
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+DOMAIN = "broken.example"
+
+
+def _ctx(dns: DnsServer) -> CheckContext:
+    return CheckContext(resolver=Resolver([dns.address], timeout=0.3, cache=False), timeout=0.3, clock=lambda: NOW)
+
+
+async def test_a_dns_failure_keeps_who_said_what(dns_server: DnsServer) -> None:
+    dns_server.set_behaviour(DOMAIN, "servfail")
+    ctx = _ctx(dns_server)
+
+    async def txt(target: object, ctx: CheckContext) -> list[Finding]:
+        (await ctx.resolver.query(DOMAIN + ".", "TXT")).raise_for_failure()
+        return []
+
+    try:
+        report = await run_checks(parse_target(DOMAIN), ctx, [("txt", txt)])
+    finally:
+        await ctx.aclose()
+    [finding] = report.findings
+    assert (finding.check, finding.subject, finding.status, finding.code) == (
+        "txt",
+        DOMAIN,
+        Status.UNKNOWN,
+        "lookup-failed",
+    )
+    assert finding.evidence["error"] == "DnsFailed"
+    assert finding.evidence["rdtype"] == "TXT" and finding.evidence["name"].rstrip(".") == DOMAIN
+    assert "SERVFAIL" in str(finding.evidence["outcome"]) and finding.evidence["server"]
+    assert finding.observed_at == NOW
+
+
+async def test_a_service_error_keeps_its_code_and_fields(dns_server: DnsServer) -> None:
+    ctx = _ctx(dns_server)
+
+    async def login() -> list[Finding]:
+        raise MailboxError("auth", "imap.example.org: LOGIN refused: [AUTHENTICATIONFAILED]")
+
+    outcome = await attempt("complaints", "feedback mailbox", login(), ctx)
+    await ctx.aclose()
+    assert isinstance(outcome, Finding)
+    assert (outcome.status, outcome.code) == (Status.UNKNOWN, "auth")
+    assert outcome.summary == "could not check: imap.example.org: LOGIN refused: [AUTHENTICATIONFAILED]"
+    assert outcome.evidence == {"error": "MailboxError"}
+
+
+async def test_values_pass_through_and_bugs_are_internal_errors(dns_server: DnsServer) -> None:
+    ctx = _ctx(dns_server)
+
+    async def fine() -> int:
+        return 42
+
+    async def buggy() -> int:
+        raise KeyError("oops")
+
+    assert await attempt("x", "y", fine(), ctx) == 42
+    failed = await attempt("x", "y", buggy(), ctx)
+    await ctx.aclose()
+    assert isinstance(failed, Finding) and (failed.status, failed.code) == (Status.UNKNOWN, "internal-error")
+    assert "oops" not in failed.summary  # the traceback goes to the log, not the room
+
+
+async def test_a_timeout_says_how_long(dns_server: DnsServer) -> None:
+    import asyncio
+
+    ctx = _ctx(dns_server)
+    outcome = await attempt("x", "y", asyncio.Event().wait(), ctx, timeout=0.05)
+    await ctx.aclose()
+    assert isinstance(outcome, Finding) and (outcome.code, outcome.evidence) == ("timeout", {"timeout": 0.05})
+
+
+async def test_a_secret_that_cannot_be_read_is_a_credential_error_naming_the_key(tmp_path: Path) -> None:
+    read = credential(Secret("feedback.password", file=str(tmp_path / "missing")))
+    try:
+        read()
+    except CredentialError as error:
+        assert isinstance(error, ServiceError) and error.code == "credential"
+        assert error.evidence() == {"error": "CredentialError", "key": "feedback.password"}
+        assert "feedback.password_file" in str(error)
+    else:
+        raise AssertionError("a missing secret file must raise")
