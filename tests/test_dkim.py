@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -33,8 +34,8 @@ def split_txt(record: str, size: int = 255) -> str:
 
 @pytest.fixture
 async def ctx(dns_server: DnsServer) -> AsyncIterator[CheckContext]:
-    context = CheckContext(Resolver([dns_server.address], timeout=0.6, cache=False), timeout=1.0)
-    context.dkim_selectors = {"example.test": ("s1",)}
+    resolver = Resolver([dns_server.address], timeout=0.6, cache=False)
+    context = CheckContext(resolver, timeout=1.0, dkim_selectors={"example.test": ("s1",)})
     yield context
     await context.aclose()
 
@@ -103,7 +104,7 @@ def test_parse_ec_key_is_not_rsa() -> None:
 
 
 async def test_not_configured(ctx: CheckContext) -> None:
-    ctx.dkim_selectors = {}
+    ctx = replace(ctx, dkim_selectors={})
     found = await run(ctx)
     assert found["not-configured"].status is Status.WARN and "--selector" in found["not-configured"].advice
 
@@ -147,7 +148,7 @@ async def test_revoked(dns_server: DnsServer, ctx: CheckContext) -> None:
 
 async def test_missing_and_several_selectors(dns_server: DnsServer, ctx: CheckContext) -> None:
     dns_server.add("s2._domainkey.example.test", "TXT", f"v=DKIM1; k=ed25519; p={ED25519}")
-    ctx.dkim_selectors = {"example.test": ("s1", "s2")}
+    ctx = replace(ctx, dkim_selectors={"example.test": ("s1", "s2")})
     findings = await check(parse_target("example.test"), ctx)
     assert [(f.subject, f.code, f.status) for f in findings] == [
         ("s1", "missing", Status.FAIL),

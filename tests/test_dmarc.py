@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -109,7 +110,7 @@ async def test_good_setup(dns_server: DnsServer, ctx: CheckContext) -> None:
     dns_server.add("_dmarc.example.test", "TXT", GOOD)
     dns_server.add("example.test", "TXT", SPF)
     dns_server.add("s1._domainkey.example.test", "TXT", KEY)
-    ctx.dkim_selectors = {"example.test": ("s1",)}
+    ctx = replace(ctx, dkim_selectors={"example.test": ("s1",)})
     found = await run(ctx)
     assert set(found) == {"record", "alignment"}
     assert all(f.status is Status.OK for f in found.values())
@@ -226,11 +227,11 @@ async def test_alignment_judgements(dns_server: DnsServer, ctx: CheckContext) ->
     found = await run(ctx)
     assert found["alignment"].status is Status.FAIL  # no SPF at the domain, no selector
     dns_server.add("example.test", "TXT", SPF)
-    ctx.dkim_selectors = {"example.test": ("gone",)}
+    ctx = replace(ctx, dkim_selectors={"example.test": ("gone",)})
     found = await run(ctx)
     alignment = found["alignment"]
     assert alignment.status is Status.WARN and "exactly" in alignment.summary and "no key" in alignment.summary
-    ctx.dkim_selectors = {}
+    ctx = replace(ctx, dkim_selectors={})
     found = await run(ctx)
     assert found["alignment"].status is Status.OK and "not judged" in found["alignment"].summary
 
@@ -241,6 +242,6 @@ async def test_alignment_unknown_when_the_spf_lookup_fails(dns_server: DnsServer
     found = await run(ctx)
     assert found["alignment"].status is Status.UNKNOWN and "SPF not judged" in found["alignment"].summary
     dns_server.add("s1._domainkey.example.test", "TXT", KEY)
-    ctx.dkim_selectors = {"example.test": ("s1",)}
+    ctx = replace(ctx, dkim_selectors={"example.test": ("s1",)})
     found = await run(ctx)
     assert found["alignment"].status is Status.OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -165,7 +166,7 @@ async def test_wrong_content_type(https_server: HttpsServer, ctx: CheckContext) 
 
 
 async def test_untrusted_certificate_fails(ctx: CheckContext) -> None:
-    ctx.ssl_context = None  # the system trust store does not know the test CA
+    ctx = replace(ctx, ssl_context=None)  # the system trust store does not know the test CA
     found = await run(ctx)
     assert found["tls"].status is Status.FAIL
 
@@ -178,7 +179,7 @@ async def test_certificate_for_another_name_fails(dns_server: DnsServer, ctx: Ch
 
 
 async def test_connection_refused_is_unknown(ctx: CheckContext) -> None:
-    ctx.https_port = free_port()
+    ctx = replace(ctx, https_port=free_port())
     found = await run(ctx)
     assert found["unreachable"].status is Status.UNKNOWN
 

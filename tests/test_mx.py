@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import dns.reversename
 import pytest
@@ -235,8 +236,8 @@ async def test_domain_checks_ptr_of_mx_and_sending_ips_and_helo(dns_server: DnsS
     _ptr(dns_server, "192.0.2.1", "mx1.example.test")
     dns_server.add("out.example.test", "A", "192.0.2.50")
     _ptr(dns_server, "192.0.2.50", "out.example.test")
-    ctx.sending_ips = ("192.0.2.50", "192.0.2.1")
-    ctx.helo_names = ("out.example.test", "wrong.example.test", "missing.example.test")
+    ctx = replace(ctx, sending_ips=("192.0.2.50", "192.0.2.1"))
+    ctx = replace(ctx, helo_names=("out.example.test", "wrong.example.test", "missing.example.test"))
     dns_server.add("wrong.example.test", "A", "198.51.100.1")
     findings = await _check(ctx)
     ptr = [f for f in findings if f.check == "ptr" and not f.subject.startswith("helo ")]

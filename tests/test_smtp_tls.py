@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 import trustme
@@ -169,7 +170,7 @@ async def test_closed_port_is_unknown_never_no_tls(dns_server: DnsServer, ctx: C
 async def test_silent_server_is_unknown(dns_server: DnsServer, smtp_lab: SmtpLab, ctx: CheckContext) -> None:
     _one_mx(dns_server)
     smtp_lab.serve_silent("127.0.0.1")
-    ctx.timeout = 0.5
+    ctx = replace(ctx, timeout=0.5)
     [finding] = await _run(ctx)
     assert finding.status is Status.UNKNOWN
     assert finding.evidence["stage"] == "banner"
@@ -188,7 +189,7 @@ async def test_odd_mx_names_never_crash(dns_server: DnsServer, smtp_lab: SmtpLab
     dns_server.add("_odd_.example.test", "A", "127.0.0.1")
     dns_server.add(DOMAIN, "MX", "20 192.0.2.1.")
     smtp_lab.serve("127.0.0.1", smtp_lab.leaf(MX1))
-    ctx.helo_names = ("prüfung.example.test",)
+    ctx = replace(ctx, helo_names=("prüfung.example.test",))
     [finding] = await _run(ctx)  # the IP-literal MX is reported by the "mx" check, not probed
     assert finding.subject == "_odd_.example.test [127.0.0.1]"
     assert finding.code == "cert-name-mismatch"
@@ -328,7 +329,7 @@ async def test_silent_servers_on_every_address(dns_server: DnsServer, smtp_lab: 
     for index in range(1, 5):
         dns_server.add(MX1, "A", f"127.0.0.{index}")
         smtp_lab.serve_silent(f"127.0.0.{index}")
-    ctx.timeout = 0.5
+    ctx = replace(ctx, timeout=0.5)
     findings = await _run(ctx)
     assert sorted(f.subject for f in findings) == [f"{MX1} [127.0.0.{index}]" for index in range(1, 5)]
     assert all(f.status is Status.UNKNOWN for f in findings)
