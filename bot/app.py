@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from bot.chat import user_matches
 from bot.commands.catalog import REGISTRY
-from bot.commands.core import Access, Call, Invocation, ParseFailure, Registry, Services
+from bot.commands.registry import Access, Call, Invocation, ParseFailure, Registry, Services
 from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming
 

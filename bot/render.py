@@ -15,12 +15,14 @@ from checks import Finding, Report, Status
 
 if TYPE_CHECKING:
     from checks.canary.verdict import CanaryVerdict
+    from checks.providers.feedback import Complaint
     from checks.spf.evaluator import SpfResult
 
 __all__ = [
     "MARKS",
     "Rendered",
     "canary_history_text",
+    "complaints_text",
     "history_text",
     "html_report",
     "json_reports",
@@ -218,4 +220,17 @@ def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str |
         stamp = str(entry["at"])[:16].replace("T", " ")
         line = f"{stamp} {entry['kind']}{lasted} {entry['check']} {entry['subject']}: {entry['summary']}{muted}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def complaints_text(recent: Sequence[Complaint], days: int) -> str:
+    """`!complaints`: the count, per day, per domain, and the latest ten."""
+    from checks.providers import feedback
+
+    if not recent:
+        return f"no complaints in the last {days} days"
+    lines = [f"{len(recent)} complaints in the last {days} days"]
+    lines += [f"  {day}: {n}" for day, n in sorted(feedback.count_by(recent, "day").items())]
+    lines += [f"  {domain}: {n}" for domain, n in feedback.count_by(recent, "domain").most_common()]
+    lines += [feedback.complaint_line(c) for c in recent[-10:]]
     return "\n".join(lines)

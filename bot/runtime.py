@@ -16,7 +16,7 @@ from typing import TextIO
 
 from bot.app import Bot, Permissions, RateLimiter
 from bot.commands.catalog import REGISTRY
-from bot.commands.core import Services
+from bot.commands.registry import Services
 from bot.config.loader import Config, SecretError
 from bot.context import build_context
 from bot.metrics import serve_metrics

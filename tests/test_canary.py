@@ -293,7 +293,7 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
     import asyncio
 
     from bot.commands.catalog import REGISTRY
-    from bot.commands.core import Call, Invocation, Services
+    from bot.commands.registry import Call, Invocation, Services
     from bot.monitor.canary import HISTORY, PENDING, CanaryRunner
     from bot.monitor.core import Monitor
     from bot.monitor.store import Store

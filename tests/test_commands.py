@@ -10,7 +10,7 @@ import pytest
 from bot.app import INTERNAL_ERROR, WORKING, Bot, Permissions, RateLimiter
 from bot.chat import strip_reply_fallback, user_matches
 from bot.commands.catalog import REGISTRY
-from bot.commands.core import (
+from bot.commands.registry import (
     Access,
     Argument,
     Call,
@@ -95,7 +95,7 @@ def test_the_shipped_table() -> None:
     assert all(command.help for command in REGISTRY.commands.values())
 
 
-def test_a_name_declared_twice_is_an_error_unless_replaced() -> None:
+def test_a_name_declared_twice_is_an_error() -> None:
     registry = Registry()
 
     @registry.command("x", help="first")
@@ -104,8 +104,7 @@ def test_a_name_declared_twice_is_an_error_unless_replaced() -> None:
 
     with pytest.raises(ValueError, match="declared twice"):
         registry.command("x", help="again")(first)
-    registry.command("x", help="replaced", replace=True)(first)
-    assert registry.commands["x"].help == "replaced"
+    assert registry.commands["x"].help == "first"
 
 
 def test_help_lists_every_command_and_help_cmd_gives_usage() -> None:

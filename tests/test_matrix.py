@@ -28,7 +28,7 @@ from nio import AsyncClient, AsyncClientConfig, Event, MegolmEvent, RoomCreateRe
 
 from bot.app import Bot, Permissions, RateLimiter
 from bot.commands.catalog import REGISTRY
-from bot.commands.core import Services
+from bot.commands.registry import Services
 from bot.config.loader import Config
 from bot.context import build_context
 from bot.transports.base import Incoming

@@ -406,7 +406,7 @@ def test_evidence_inside_the_same_status_matters_only_for_what_operators_care_ab
 
 async def _command(world: Scenario, line: str) -> str:
     from bot.commands.catalog import REGISTRY
-    from bot.commands.core import Call, Invocation, Services
+    from bot.commands.registry import Call, Invocation, Services
 
     parsed = REGISTRY.parse(line)
     assert isinstance(parsed, Invocation), parsed
@@ -431,6 +431,6 @@ async def test_the_room_commands_read_and_steer_the_monitor(world: Scenario) -> 
     assert "muted: zen.spamhaus.org until 2024-05-01 08:00" in await _command(world, "!status")
     assert await _command(world, "!unmute zen.spamhaus.org") == "unmuted zen.spamhaus.org"
     assert "no job 'snds'" in await _command(world, "!run snds")
-    from bot.commands.core import REGISTRY, ParseFailure
+    from bot.commands.registry import REGISTRY, ParseFailure
 
     assert isinstance(REGISTRY.parse("!mute dkim soon"), ParseFailure)  # a duration the parser refuses

@@ -21,7 +21,7 @@ import bot.commands.providers  # noqa: F401  (registers the commands and the job
 from bot.app import Bot, Permissions, RateLimiter
 from bot.cli import main
 from bot.commands.catalog import REGISTRY
-from bot.commands.core import Services
+from bot.commands.registry import Services
 from bot.config.loader import Config, parse_config
 from bot.monitor.core import Monitor, default_families
 from bot.monitor.store import Store

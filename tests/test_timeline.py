@@ -11,7 +11,7 @@ from typing import Any
 from PIL import Image
 
 from bot.app import Bot, Permissions, RateLimiter
-from bot.commands.core import REGISTRY, Services
+from bot.commands.registry import REGISTRY, Services
 from bot.config.loader import Config
 from bot.context import build_context
 from bot.monitor.core import Monitor

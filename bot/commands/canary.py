@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands.core import Argument, Call, command
+from bot.commands.registry import Argument, Call, command
 from bot.monitor.canary import HISTORY
 from bot.render import Rendered, canary_history_text, plain_and_html, pre
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from bot.commands.core import Argument, Call, command, target_arg
+from bot.commands.registry import Argument, Call, command, target_arg
 from bot.durations import parse_duration
 from bot.monitor.core import Monitor
 from bot.render import Rendered, history_text, plain_and_html, pre, status_text
@@ -19,7 +19,7 @@ def _monitor(call: Call) -> Monitor:
     return monitor
 
 
-@command("status", help="the monitor's current state of every IP and domain, from the store", replace=True)
+@command("status", help="the monitor's current state of every IP and domain, from the store")
 async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import html
 from datetime import timedelta
 from pathlib import Path
 
-from bot.commands.core import Argument, Call, command, ip_arg
+from bot.commands.registry import Argument, Call, command, ip_arg
 from bot.monitor.providers import JOURNAL_FILE, snds_reports
-from bot.render import Rendered, matrix_report, plain_and_html
+from bot.render import Rendered, complaints_text, matrix_report, plain_and_html, pre
 from checks.providers import feedback
 
 __all__ = ["complaints_command", "snds_command"]
@@ -50,11 +49,4 @@ async def complaints_command(call: Call) -> Rendered:
     days = call.args.get("days") or 7
     journal = feedback.JsonlJournal(Path(config.state_dir) / JOURNAL_FILE)
     recent = journal.complaints(call.services.ctx.clock() - timedelta(days=days))
-    if not recent:
-        return plain_and_html(f"no complaints in the last {days} days")
-    lines = [f"{len(recent)} complaints in the last {days} days"]
-    lines += [f"  {day}: {n}" for day, n in sorted(feedback.count_by(recent, "day").items())]
-    lines += [f"  {domain}: {n}" for domain, n in feedback.count_by(recent, "domain").most_common()]
-    lines += [feedback.complaint_line(c) for c in recent[-10:]]
-    text = "\n".join(lines)
-    return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
+    return pre(complaints_text(recent, days))

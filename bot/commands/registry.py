@@ -1,8 +1,9 @@
-"""Chat commands, declared once: name, arguments with their parsers, help, who may run them, cost.
+"""The command registry: each command declared once (name, arguments with their parsers, help, who may run it,
+cost), the parsing of a line against the declarations, and the `!help`/usage text generated from them.
 
-A module adds commands by decorating handlers with `command(...)` on the shared `REGISTRY`; `bot.app`
-imports the command modules, so a new module only has to be listed there. `!help`, `!help CMD` and the
-usage replies are generated from the declarations. The same table serves Matrix and the console.
+A module of handlers declares its commands with `command(...)` on the shared `REGISTRY`;
+`bot.commands.catalog` imports every such module, so a new one is added there. The same table serves
+Matrix and the console. What a handler receives is a `Call`, with the `Services` it may use.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from bot.chat import PREFIX, strip_reply_fallback
 from bot.config.loader import Config
-from bot.render import Rendered, matrix_report, plain_and_html
+from bot.render import Rendered, plain_and_html
 from bot.transports.base import Incoming, Transport
-from checks import CheckContext, TargetError, parse_domain, parse_target
+from checks import parse_domain, parse_target
 
 if TYPE_CHECKING:
     from bot.monitor.canary import CanaryRunner
     from bot.monitor.core import Monitor
+    from checks import CheckContext
 
 __all__ = [
     "REGISTRY",
@@ -36,6 +38,9 @@ __all__ = [
     "Registry",
     "Services",
     "command",
+    "domain_arg",
+    "ip_arg",
+    "target_arg",
 ]
 
 MAX_LINE = 1000
@@ -142,12 +147,11 @@ class Registry:
         args: Sequence[Argument] = (),
         access: Access = Access.ADMIN,
         costly: bool = False,
-        replace: bool = False,
     ) -> Callable[[Handler], Handler]:
-        """Declare a command; a second declaration of a name is an error unless `replace=True`."""
+        """Declare a command; a second declaration of a name is an error."""
 
         def declare(handler: Handler) -> Handler:
-            if name in self.commands and not replace:
+            if name in self.commands:
                 raise ValueError(f"command !{name} is declared twice")
             self.commands[name] = Command(name, help, handler, tuple(args), access, costly)
             return handler
@@ -228,11 +232,11 @@ def _bind(found: Command, words: list[str]) -> dict[str, Any]:
 def _convert(argument: Argument, word: str) -> Any:
     try:
         return argument.parse(word)
-    except (ValueError, TargetError) as error:
+    except ValueError as error:  # the check library's TargetError is a ValueError
         raise ValueError(f"{argument.name}: {error}") from None
 
 
-# -- the commands this module ships ------------------------------------------------------------
+# -- the shared table, and the argument parsers the handler modules use ------------------------------------
 
 REGISTRY = Registry()
 command = REGISTRY.command
@@ -252,70 +256,3 @@ def ip_arg(text: str) -> str:
     if not target.is_ip:
         raise ValueError(f"{_echo(text)!r} is not an IP address")
     return target.value
-
-
-@command("ping", help="say pong (is the bot alive?)")
-async def ping(call: Call) -> Rendered:
-    return plain_and_html("pong")
-
-
-@command("help", help="this list, or the usage of one command", args=[Argument("command", required=False)])
-async def help_command(call: Call) -> Rendered:
-    return call.services.registry.help(call.args.get("command"))
-
-
-@command(
-    "check",
-    help="check an IP or a domain now: blocklists, DNS records, TLS",
-    args=[Argument("target", target_arg), Argument("selector", str, option=True, metavar="S")],
-    costly=True,
-)
-async def check(call: Call) -> Rendered:
-    from dataclasses import replace
-
-    from checks.runner import check_target
-
-    target = parse_target(call.args["target"])
-    ctx = call.services.ctx
-    selector = call.args.get("selector")
-    if selector and not target.is_ip:
-        known = ctx.dkim_selectors.get(target.value, ())
-        ctx = replace(ctx, dkim_selectors={**ctx.dkim_selectors, target.value: (*known, selector)})
-    return matrix_report([await check_target(target, ctx)])
-
-
-@command(
-    "spf",
-    help="evaluate SPF for a sending IP, as a receiver would",
-    args=[Argument("domain", domain_arg), Argument("ip", ip_arg)],
-)
-async def spf_command(call: Call) -> Rendered:
-    from bot.render import spf_text
-    from checks.spf import evaluator as spf
-
-    domain, ip = call.args["domain"], call.args["ip"]
-    result = await spf.check_host(ip, domain, f"postmaster@{domain}", resolver=call.services.ctx.resolver)
-    text = spf_text(domain, ip, result)
-    return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
-
-
-@command("lists", help="every blocklist zone with its live health", costly=True)
-async def lists_command(call: Call) -> Rendered:
-    from bot.render import lists_text
-    from checks.dnsbl import lookup as dnsbl
-
-    text = lists_text(await dnsbl.zone_health(call.services.ctx))
-    return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
-
-
-@command("status", help="the latest results for every monitored IP and domain", costly=True)
-async def status(call: Call) -> Rendered:
-    # Until the monitor keeps state, the status is a fresh check of every monitored target.
-    from checks.runner import check_targets
-
-    config = call.services.config
-    names = [*config.monitor.ips, *config.monitor.domains]
-    if not names:
-        return plain_and_html("nothing is monitored: add ips or domains under [monitor]")
-    reports = await check_targets([parse_target(name) for name in names], call.services.ctx)
-    return matrix_report(reports)
