@@ -26,12 +26,14 @@ from bot import __version__
 from bot.config.sections import MetricsConfig
 from bot.monitor.core import Monitor
 from bot.transports.base import Transport
+from checks.model import Status
 
 __all__ = ["SNDS_COLOURS", "STATUS_VALUES", "MetricsServer", "StoreCollector", "serve_metrics"]
 
 log = logging.getLogger("repbot.metrics")
 
-STATUS_VALUES = {"ok": 0, "warn": 1, "fail": 2, "unknown": 3}
+# The Nagios numbers, as the CLI's exit codes: one source, checks.model.Status.
+STATUS_VALUES = {status.value: status.exit_code for status in Status}
 SNDS_COLOURS = {"GREEN": 0, "YELLOW": 1, "RED": 2}
 CANARY_KINDS = (
     "inbox", "junk", "bounced", "deferred", "not-sent", "pending", "missing-accepted", "missing-unknown", "unreadable",
@@ -49,8 +51,8 @@ def _timestamp(text: Any) -> float | None:
 def _status_value(state: Mapping[str, Any]) -> int:
     """The confirmed status; 3 while a check has been blind long enough to be reported, or never confirmed."""
     if state.get("unknown_alerted") or not state.get("status"):
-        return STATUS_VALUES["unknown"]
-    return STATUS_VALUES.get(str(state["status"]), STATUS_VALUES["unknown"])
+        return Status.UNKNOWN.exit_code
+    return STATUS_VALUES.get(str(state["status"]), Status.UNKNOWN.exit_code)
 
 
 class StoreCollector(Collector):

@@ -54,7 +54,8 @@ def _summary_line(report: Report) -> str:
     counts: dict[Status, int] = {}
     for finding in report.findings:
         counts[finding.status] = counts.get(finding.status, 0) + 1
-    parts = [f"{counts[s]} {s.value}" for s in (Status.FAIL, Status.WARN, Status.UNKNOWN, Status.OK) if counts.get(s)]
+    worst_first = sorted(Status, key=lambda status: status.severity, reverse=True)
+    parts = [f"{counts[s]} {s.value}" for s in worst_first if counts.get(s)]
     kind = report.target.json_kind
     return f"{report.target.value} ({kind}): {status_word(report.status)} — {', '.join(parts) or 'no findings'}"
 

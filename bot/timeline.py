@@ -12,12 +12,15 @@ The picture is 800 px wide with large text, so that Element on a phone (360-400 
 from __future__ import annotations
 
 import io
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
+
+from checks.model import Status
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
@@ -33,16 +36,17 @@ __all__ = [
 ]
 
 NO_DATA = "none"
-# Severity for "worst of the day": fail > warn > unknown > ok (unknown never counts as ok).
-SEVERITY = {NO_DATA: -1, "ok": 0, "unknown": 1, "warn": 2, "fail": 3}
+SEVERITY_OF = operator.attrgetter("severity")
+# Severity for "worst of the day" is the check library's (unknown never counts as ok); no data is below all.
+SEVERITY = {NO_DATA: -1, **{status.value: status.severity for status in Status}}
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "ok": (46, 160, 67),
-    "warn": (240, 165, 0),
-    "fail": (207, 34, 46),
-    "unknown": (130, 130, 140),
+    Status.OK.value: (46, 160, 67),
+    Status.WARN.value: (240, 165, 0),
+    Status.FAIL.value: (207, 34, 46),
+    Status.UNKNOWN.value: (130, 130, 140),
     NO_DATA: (232, 232, 236),
 }
-LEGEND = (("ok", "ok"), ("warn", "warn"), ("fail", "fail"), ("unknown", "unknown"), (NO_DATA, "no data"))
+LEGEND = (*((status.value, status.value) for status in sorted(Status, key=SEVERITY_OF)), (NO_DATA, "no data"))
 MARK = (20, 20, 20)
 INK = (30, 30, 30)
 MUTED_INK = (95, 95, 105)
@@ -94,7 +98,7 @@ def _segments(entries: Sequence[Mapping[str, Any]], state: Mapping[str, Any] | N
         start: datetime = min(started, at) if started is not None else at
         if index == 0 and entry.get("old_status"):
             pieces.append((datetime.min.replace(tzinfo=UTC), str(entry["old_status"])))
-        pieces.append((start, str(entry.get("status") or "unknown")))
+        pieces.append((start, str(entry.get("status") or Status.UNKNOWN.value)))
     if not pieces and state is not None:
         if state.get("status"):
             begun = _when(state.get("since")) or _when(state.get("last_seen"))
@@ -103,7 +107,7 @@ def _segments(entries: Sequence[Mapping[str, Any]], state: Mapping[str, Any] | N
         elif state.get("unknown_since"):
             blind = _when(state["unknown_since"])
             if blind is not None:
-                pieces.append((blind, "unknown"))
+                pieces.append((blind, Status.UNKNOWN.value))
     pieces.sort(key=lambda piece: piece[0])
     return pieces
 
@@ -117,7 +121,7 @@ def _day_states(pieces: Sequence[tuple[datetime, str]], end: datetime, first_day
         for index, (start, status) in enumerate(pieces):
             stop = pieces[index + 1][0] if index + 1 < len(pieces) else end
             if start < day_end and stop > day_start and start <= end:
-                worst = max(worst, status if status in SEVERITY else "unknown", key=SEVERITY.__getitem__)
+                worst = max(worst, status if status in SEVERITY else Status.UNKNOWN.value, key=SEVERITY.__getitem__)
         result.append(worst)
     return tuple(result)
 
@@ -182,7 +186,7 @@ def _fold(rows: Sequence[Row]) -> list[Row]:
     result: list[Row] = []
     for group in dict.fromkeys(row.group for row in rows):
         mine = [row for row in rows if row.group == group]
-        clean = [r for r in mine if r.check == "dnsbl" and all(s in ("ok", NO_DATA) for s in r.days)]
+        clean = [r for r in mine if r.check == "dnsbl" and all(s in (Status.OK.value, NO_DATA) for s in r.days)]
         if len(clean) < 2:
             result += mine
             continue
@@ -260,7 +264,9 @@ def draw_timeline(rows: Sequence[Row], *, title: str, first_day: date, days: int
         draw.text((MARGIN, top + 2), _fit(draw, row.label, text, LABEL_WIDTH - 10), font=text, fill=INK)
         for day, status in enumerate(row.days):
             box = geometry.cell(index, day)
-            draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=COLOURS.get(status, COLOURS["unknown"]))
+            draw.rectangle(
+                (box[0], box[1], box[2] - 1, box[3] - 1), fill=COLOURS.get(status, COLOURS[Status.UNKNOWN.value])
+            )
             if day in row.changes:
                 _mark(draw, box)
     _axis(draw, geometry, first_day, days, small)
