@@ -24,6 +24,7 @@ from checks.canary.verdict import classify, provider_finding, run_canary, settle
 from checks.mailbox import Mailbox, MailboxSettings
 from checks.model import Finding, Status
 from tests.fixtures.mta import MtaLab
+from tests.helpers import RecordingTransport
 
 DEADLINE = timedelta(seconds=4)
 
@@ -231,24 +232,6 @@ def test_classify_not_sent_without_reply() -> None:
 # --- the bot side: config, !canary, resume after a crash ------------------------------------------------
 
 
-class Recorder:
-    """A room that records posts; the same txn_id never posts twice."""
-
-    alert_rooms = ("!alerts:localhost",)
-
-    def __init__(self) -> None:
-        self.posted: list[tuple[str, str, str | None]] = []
-        self.txn_ids: set[str] = set()
-
-    async def send(self, room: str, message: Any, *, txn_id: str | None = None, reply_to: Any = None) -> str:
-        if txn_id is not None and txn_id in self.txn_ids:
-            return "$dup"
-        if txn_id is not None:
-            self.txn_ids.add(txn_id)
-        self.posted.append((room, message.plain, reply_to.thread_root if reply_to else None))
-        return f"$event{len(self.posted)}"
-
-
 def _bot_config(lab: MtaLab, tmp_path: Path) -> tuple[Any, str]:
     from bot.config.loader import parse_config
 
@@ -302,7 +285,7 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
     from checks.dns.resolver import Resolver
 
     config, _ = _bot_config(mta_lab, tmp_path)
-    transport = Recorder()
+    transport = RecordingTransport()
     ctx = CheckContext(resolver=Resolver())
     path = tmp_path / "monitor.json"
     incoming = Incoming("!room:localhost", "@admin:localhost", "!canary outlook", "$command")
@@ -335,8 +318,9 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
         assert await monitor.deliver()
         assert await monitor.deliver()  # delivered once: the outbox is empty now
         assert len(transport.posted) == 1
-        room, text, thread = transport.posted[0]
-        assert (room, thread) == ("!room:localhost", "$command")
+        room, message, _, reply_to = transport.sent[0]
+        text = message.plain
+        assert (room, reply_to.thread_root if reply_to else None) == ("!room:localhost", "$command")
         assert token in text and "suspected silent drop" in text and "Queued mail for delivery" in text
         assert [e["kind"] for e in store.get_meta(HISTORY)["outlook"]] == ["missing-accepted"]
         assert any(s["check"] == "canary" and s["subject"] == "outlook" for s in store.states())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -23,46 +22,10 @@ from bot.config.loader import Config
 from bot.context import build_context
 from bot.render import Rendered, plain_and_html
 from bot.transports.base import Incoming
+from tests.helpers import RecordingTransport
 
 ADMIN = "@alice:example.org"
 STRANGER = "@mallory:evil.example"
-
-
-class RecordingTransport:
-    """A Transport that keeps what the bot sends, reacts and types, in order."""
-
-    def __init__(self) -> None:
-        self.alert_rooms: Sequence[str] = ()
-        self.sent: list[tuple[str, Rendered, str | None, Incoming | None]] = []
-        self.events: list[str] = []
-
-    async def start(self, on_command: object) -> None:
-        return None
-
-    async def run(self) -> int:
-        return 0
-
-    async def stop(self) -> None:
-        return None
-
-    async def send(
-        self, room: str, message: Rendered, *, txn_id: str | None = None, reply_to: Incoming | None = None
-    ) -> str:
-        if txn_id is not None and any(sent[2] == txn_id for sent in self.sent):
-            return txn_id
-        self.sent.append((room, message, txn_id, reply_to))
-        self.events.append("send")
-        return f"$event{len(self.sent)}"
-
-    async def react(self, incoming: Incoming, key: str) -> None:
-        self.events.append(f"react {key}")
-
-    async def typing(self, room: str, on: bool) -> None:
-        self.events.append(f"typing {on}")
-
-    @property
-    def replies(self) -> list[str]:
-        return [message.plain for _, message, _, _ in self.sent]
 
 
 def make_bot(

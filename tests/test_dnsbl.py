@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from checks.dnsbl.lookup import Health, check_domain, check_ip, load_catalog, pr
 from checks.errors import CatalogError
 from checks.model import Finding, Status, parse_target
 from tests.fixtures.dnsserver import DnsServer
+from tests.helpers import Clock
 
 IP = "203.0.113.5"
 REVERSED = "5.113.0.203"
@@ -29,24 +30,16 @@ DEFUNCT = ("sorbs.net", "manitu.net", "anonmails.de", "spamdown.org", "wpbl.info
            "megarbl", "spamcannibal", "ahbl.org")  # fmt: skip
 
 
-class Clock:
-    """An injected clock that tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 def make_ctx(
     server: DnsServer, *, timeout: float = 2.0, clock: Callable[[], datetime] | None = None, **settings: Any
 ) -> CheckContext:
     resolver = Resolver([server.address], timeout=2.0, cache=False)
-    return CheckContext(resolver, timeout=timeout, clock=clock or Clock(), dnsbl=DnsblSettings(**settings))
+    return CheckContext(
+        resolver,
+        timeout=timeout,
+        clock=clock or Clock(datetime(2026, 1, 1, tzinfo=UTC)),
+        dnsbl=DnsblSettings(**settings),
+    )
 
 
 def publish_test_points(server: DnsServer, zones: tuple[Zone, ...] | None = None) -> None:
@@ -367,7 +360,7 @@ def test_catalog_errors_name_zone_and_field(change: dict[str, Any], field: str) 
 
 
 async def test_health_is_probed_at_most_once_an_hour(dns_server: DnsServer) -> None:
-    clock = Clock()
+    clock = Clock(datetime(2026, 1, 1, tzinfo=UTC))
     every = {zone.name for zone in load_catalog().zones}
     ctx = make_ctx(dns_server, clock=clock, disabled=frozenset(every), extra_zones={"bl.zone.test": SMALL_ZONE})
     dns_server.add("*.bl.zone.test", "A", "127.0.0.2")  # dead: lists everything

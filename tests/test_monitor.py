@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,65 +20,17 @@ from bot.monitor.alerts import AlertRules, observe
 from bot.monitor.core import Family, Job, Monitor, default_families
 from bot.monitor.store import Store
 from bot.render import Rendered
-from bot.transports.base import DeliveryError, Incoming
+from bot.transports.base import Incoming
 from checks import CheckContext, DnsblSettings, Finding, Report, Resolver, Status
 from checks.dnsbl.catalog import load_catalog
 from tests.fixtures.dnsserver import DnsServer
+from tests.helpers import ALERT_ROOM, Clock, RecordingTransport
 
 ZONE = "zen.spamhaus.org"
 IP = "192.0.2.10"
 IP2 = "192.0.2.11"
-ROOM = "!alerts:localhost"
+ROOM = ALERT_ROOM
 STEP = timedelta(minutes=30)
-
-
-@dataclass
-class RecordingTransport:
-    """A room that records what was posted; the same txn_id never posts twice; it can refuse on demand."""
-
-    alert_rooms: Sequence[str] = (ROOM,)
-    posted: list[tuple[str, str]] = field(default_factory=list)
-    txn_ids: dict[str, str] = field(default_factory=dict)
-    refuse: int = 0
-    attempts: int = 0
-    images: list[tuple[str, bytes]] = field(default_factory=list)
-
-    async def send(
-        self, room: str, message: Rendered, *, txn_id: str | None = None, reply_to: Incoming | None = None
-    ) -> str:
-        self.attempts += 1
-        if self.refuse:
-            self.refuse -= 1
-            raise DeliveryError("homeserver unreachable")
-        key = f"{room}/{txn_id}"
-        if txn_id is not None and key in self.txn_ids:
-            return self.txn_ids[key]
-        self.posted.append((room, message.plain))
-        event_id = f"$event{len(self.posted)}"
-        if txn_id is not None:
-            self.txn_ids[key] = event_id
-        return event_id
-
-    async def send_image(
-        self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
-    ) -> str:
-        key = f"{room}/{txn_id}"
-        if txn_id is not None and key in self.txn_ids:
-            return self.txn_ids[key]
-        self.images.append((room, png))
-        self.txn_ids[key] = f"$image{len(self.images)}"
-        return self.txn_ids[key]
-
-    def texts(self) -> list[str]:
-        return [text for _, text in self.posted]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Scenario:
@@ -88,7 +40,7 @@ class Scenario:
         self.dns = dns
         self.path = path
         self.config = config
-        self.clock = Clock()
+        self.clock = Clock(datetime(2024, 5, 1, 6, 0, tzinfo=UTC))
         self.transport = transport
         others = {zone.name for zone in load_catalog().zones} - {ZONE}
         resolver = Resolver([dns.address], timeout=0.3, cache=False)

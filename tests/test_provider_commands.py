@@ -31,10 +31,9 @@ from tests.fixtures import http_providers
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.http_providers import ProviderServer
+from tests.helpers import Clock, RecordingTransport
 from tests.test_commands import ADMIN, said
-from tests.test_commands import RecordingTransport as ReplyTransport
 from tests.test_feedback import COMPLAINANTS, assert_no_complainant, garbage, jmrp_2026, jmrp_legacy, rfc5965
-from tests.test_monitor import RecordingTransport
 
 NOW = datetime(2026, 7, 4, 12, 0, tzinfo=UTC)
 IP = "203.0.113.7"
@@ -42,17 +41,9 @@ ROW = "{ip},7/3/2026 12:00 AM,7/3/2026 11:59 PM,900,880,870,{colour},{rate},,,{t
 STEP = timedelta(hours=6)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(NOW)
 
 
 @pytest.fixture
@@ -71,7 +62,7 @@ def snds_config(tmp_path: Path, server: ProviderServer, key: str = "good", **ext
 
 async def ask(config: Config, ctx: CheckContext, *lines: str) -> list[str]:
     """Each line through the Bot as the admin; the plain replies."""
-    transport = ReplyTransport()
+    transport = RecordingTransport()
     services = Services(config, ctx, cast(Transport, transport), REGISTRY, NOW)
     bot = Bot(services, Permissions((ADMIN,)), RateLimiter(None), REGISTRY)
     for number, line in enumerate(lines):
