@@ -291,11 +291,11 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
     incoming = Incoming("!room:localhost", "@admin:localhost", "!canary outlook", "$command")
     try:
         store = Store(path)
-        first = CanaryRunner(config, ctx, Monitor(config, store, transport, ctx, {}))  # type: ignore[arg-type]
+        first = CanaryRunner(config, ctx, Monitor(config, store, transport, ctx, {}))
         await first.start()
         parsed = REGISTRY.parse("!canary outlook")
         assert isinstance(parsed, Invocation)
-        services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC), canaries=first)  # type: ignore[arg-type]
+        services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC), canaries=first)
         answer = await parsed.command.handler(Call(incoming, parsed.command, parsed.args, services))
         assert answer is not None and "outlook: sent" in answer.plain and "checking until" in answer.plain
         (token,) = store.get_meta(PENDING)
@@ -305,7 +305,7 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
 
         store = Store(path)
         assert token in store.get_meta(PENDING)
-        monitor = Monitor(config, store, transport, ctx, {})  # type: ignore[arg-type]
+        monitor = Monitor(config, store, transport, ctx, {})
         second = CanaryRunner(config, ctx, monitor)
         await second.start()
         for _ in range(200):
@@ -328,7 +328,7 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
         third = CanaryRunner(config, ctx, monitor)  # a later start finds nothing pending: no second reply
         await third.start()
         await third.stop()
-        services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC), canaries=third)  # type: ignore[arg-type]
+        services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC), canaries=third)
         parsed = REGISTRY.parse("!canary history outlook")
         assert isinstance(parsed, Invocation)
         history = await parsed.command.handler(Call(incoming, parsed.command, parsed.args, services))

@@ -11,7 +11,8 @@ import dns.message
 import dns.rrset
 import pytest
 
-from checks.dns.resolver import DnsAnswer, Nameserver, Outcome, Resolver, _parse_query, _prepare, parse_nameserver
+from checks.dns._wire import _parse_query, _prepare
+from checks.dns.resolver import DnsAnswer, Nameserver, Outcome, Resolver, parse_nameserver
 from tests.fixtures.dnsserver import DnsServer
 
 
@@ -134,7 +135,7 @@ def test_query_wire_matches_dnspython() -> None:
     message = dns.message.from_wire(b"\x12\x34" + _prepare(wire_name, type_code).body)
     assert message.question[0].name.to_text() == text
     assert message.edns == 0 and message.payload == 1232
-    assert _parse_query("münchen.example", "A")[0] == "xn--mnchen-3ya.example."  # type: ignore[index]
+    assert _parse_query("münchen.example", "A")[0] == "xn--mnchen-3ya.example."
 
 
 class _Spoofer:
@@ -206,7 +207,7 @@ def test_nameserver_str() -> None:
 
 
 def test_system_nameservers_come_from_resolv_conf(tmp_path: Path) -> None:
-    from checks.dns.resolver import Nameserver, _system_nameservers
+    from checks.dns.types import Nameserver, _system_nameservers
 
     conf = tmp_path / "resolv.conf"
     conf.write_text("# comment\nsearch example.org\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver bogus\n")
@@ -215,7 +216,7 @@ def test_system_nameservers_come_from_resolv_conf(tmp_path: Path) -> None:
 
 
 async def test_queries_beyond_the_limit_wait_for_a_slot(dns_server: DnsServer) -> None:
-    from checks.dns.resolver import DEFAULT_CONCURRENCY, _Limits
+    from checks.dns._transport import DEFAULT_CONCURRENCY, _Limits
 
     for i in range(12):
         dns_server.add(f"n{i}.limit.example.test", "A", f"192.0.2.{i + 1}")

@@ -471,7 +471,7 @@ def test_parse_zone_roundtrip_kind() -> None:
 async def test_cancelled_check_leaves_the_shared_probe_and_the_limit_alone(dns_server: DnsServer) -> None:
     import asyncio
 
-    from checks.dns.resolver import _Limits
+    from checks.dns._transport import _Limits
 
     publish_test_points(dns_server)
     dns_server.delay = 0.05

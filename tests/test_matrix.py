@@ -34,7 +34,7 @@ from bot.context import build_context
 from bot.transports.base import Incoming
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.synapse import SynapseServer
-from tests.test_commands import RecordingTransport
+from tests.helpers import RecordingTransport
 
 PASSWORD = "correct horse battery staple"
 REPLY_TIMEOUT = 30.0
@@ -164,7 +164,7 @@ class Operator:
         response = await self.client.room_create(invite=[invite], initial_state=state if encrypted else [])
         assert isinstance(response, RoomCreateResponse), response
         await self.pump(0)
-        return response.room_id
+        return str(response.room_id)
 
     async def say(self, room: str, body: str, relates: dict[str, Any] | None = None) -> str:
         content: dict[str, Any] = {"msgtype": "m.text", "body": body}
@@ -172,7 +172,7 @@ class Operator:
             content["m.relates_to"] = relates
         response = await self.client.room_send(room, "m.room.message", content, ignore_unverified_devices=True)
         assert isinstance(response, RoomSendResponse), response
-        return response.event_id
+        return str(response.event_id)
 
     def replies_to(self, event_id: str, sender: str) -> list[dict[str, Any]]:
         """The sources (decrypted when encrypted) of the notices `sender` sent in reply to `event_id`."""

@@ -52,7 +52,7 @@ class Scenario:
     def new_monitor(self) -> Monitor:
         families = {"blocklists": default_families(self.config)["blocklists"]}
         store = Store(self.path, clock=self.clock)
-        return Monitor(self.config, store, self.transport, self.ctx, families, clock=self.clock)  # type: ignore[arg-type]
+        return Monitor(self.config, store, self.transport, self.ctx, families, clock=self.clock)
 
     def listed(self, ip: str = IP, code: str = "127.0.0.2", reason: str = "https://check.spamhaus.org/sbl") -> None:
         name = ".".join(reversed(ip.split("."))) + f".{ZONE}"
@@ -362,7 +362,7 @@ async def _command(world: Scenario, line: str) -> str:
 
     parsed = REGISTRY.parse(line)
     assert isinstance(parsed, Invocation), parsed
-    services = Services(world.config, world.ctx, world.transport, REGISTRY, world.clock(), monitor=world.monitor)  # type: ignore[arg-type]
+    services = Services(world.config, world.ctx, world.transport, REGISTRY, world.clock(), monitor=world.monitor)
     reply = await parsed.command.handler(
         Call(Incoming(ROOM, "@admin:localhost", line), parsed.command, parsed.args, services)
     )

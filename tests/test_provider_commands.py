@@ -149,7 +149,7 @@ class World:
         self.family = family
         families = {family: default_families(config)[family]}
         store = Store(Path(config.state_dir) / "state.json", clock=clock)
-        self.monitor = Monitor(config, store, self.transport, ctx, families, clock=clock)  # type: ignore[arg-type]
+        self.monitor = Monitor(config, store, self.transport, ctx, families, clock=clock)
         self.clock = clock
 
     async def run(self) -> list[str]:

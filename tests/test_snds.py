@@ -12,6 +12,7 @@ import pytest
 
 from checks import CheckContext, Resolver, Status
 from checks.providers import snds
+from checks.providers._snds_parse import classify_answer, dedupe_rows
 from checks.providers.snds import SndsAnswerError, SndsSettings
 from tests.fixtures.http_providers import LOGIN_PAGE, SNDS_DATA, ProviderServer
 
@@ -72,7 +73,7 @@ def test_complaint_rates(text: str, value: float | None) -> None:
 
 def test_rows_spanning_midnight_counted_once_per_ip_and_day() -> None:
     rows = [row for day in SNDS_DATA.values() for row in snds.parse_data_csv("\r\n".join(day))]
-    kept = snds.dedupe_rows(rows)
+    kept = dedupe_rows(rows)
     assert [(r.ip, r.day.isoformat(), r.colour) for r in kept] == [
         ("192.0.2.10", "2026-07-01", "GREEN"),
         ("192.0.2.10", "2026-07-02", "GREEN"),
@@ -115,7 +116,7 @@ def test_ip_status_ranges_expand_and_match() -> None:
 )
 def test_answers_that_are_not_data(status: int, ctype: str, body: str, code: str) -> None:
     with pytest.raises(SndsAnswerError) as raised:
-        snds.classify_answer(status, ctype, body)
+        classify_answer(status, ctype, body)
     assert raised.value.code == code
 
 

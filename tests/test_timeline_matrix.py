@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -57,7 +57,7 @@ async def _image_reply(operator: Operator, command: str, sender: str) -> dict[st
             replied = ((content.get("m.relates_to") or {}).get("m.in_reply_to") or {}).get("event_id")
             if event.sender == sender and replied == command:
                 assert content.get("msgtype") == "m.image", content
-                return content
+                return cast(dict[str, Any], content)
         await operator.pump()
     pytest.fail(f"no image in reply to {command}")
 
