@@ -14,6 +14,7 @@ from bot.transports.base import Rendered
 from checks import Finding, Report, Status
 
 if TYPE_CHECKING:
+    from checks.canary.probe import Canary
     from checks.canary.verdict import CanaryVerdict
     from checks.providers.feedback import Complaint
     from checks.spf.evaluator import SpfResult
@@ -22,6 +23,7 @@ __all__ = [
     "MARKS",
     "Rendered",
     "canary_history_text",
+    "canary_launch_line",
     "complaints_text",
     "history_text",
     "html_report",
@@ -162,6 +164,15 @@ def render_verdict(verdict: CanaryVerdict) -> Rendered:
     body = "".join(f"<blockquote><code>{html.escape(line)}</code></blockquote>" for line in verdict.lines[:8])
     advice = f"<p>{html.escape(verdict.advice)}</p>" if verdict.advice else ""
     return Rendered(plain="\n".join(lines), html=f"<p>{html.escape(head)}</p>{body}{advice}")
+
+
+def canary_launch_line(name: str, sent: Canary | Finding) -> str:
+    """`!canary`: one line per seed, sent (until when), not sent (why), or not even tried (why)."""
+    if isinstance(sent, Finding):
+        return f"{name}: not sent: {sent.summary}"
+    if sent.submitted:
+        return f"{name}: sent ({sent.token}), checking until {sent.deadline_at:%H:%M} UTC"
+    return f"{name}: not sent ({sent.error or sent.reply}); the verdict follows"
 
 
 def canary_history_text(history: Mapping[str, Sequence[Mapping[str, Any]]], name: str | None) -> str:

@@ -261,7 +261,6 @@ def _bot_config(lab: MtaLab, tmp_path: Path) -> tuple[Any, str]:
 
 
 def test_canary_config_problems_name_the_key() -> None:
-    import bot.commands.canary  # noqa: F401  (registers the [canary] reader)
     from bot.config.loader import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as info:
@@ -336,4 +335,89 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
         assert len(transport.posted) == 1
         store.close()
     finally:
+        await ctx.aclose()
+
+
+def _with_secret(config: Any, tmp_path: Path, where: str) -> Any:
+    """The config with one secret (the seed's IMAP password, or the submission password) now unreadable."""
+    from dataclasses import replace
+
+    from bot.config.credentials import optional_credential
+    from bot.config.reader import Secret
+
+    missing = Secret(f"canary.{where}.password", file=str(tmp_path / "no-such-secret"))
+    canary = config.canary
+    if where == "seed[0].imap":
+        seed = canary.seeds[0]
+        return replace(
+            config, canary=replace(canary, seeds=(replace(seed, imap=replace(seed.imap, password=missing)),))
+        )
+    submission = replace(canary.submission, password=optional_credential(missing))
+    return replace(config, canary=replace(canary, submission=submission, submission_password=missing))
+
+
+async def test_a_canary_step_that_cannot_run_is_an_unknown_finding_with_its_code(
+    mta_lab: MtaLab, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from bot.monitor.canary import PENDING, CanaryRunner
+    from bot.monitor.core import Monitor
+    from bot.monitor.store import Store
+    from checks.context import CheckContext
+    from checks.dns.resolver import Resolver
+
+    config, _ = _bot_config(mta_lab, tmp_path)
+    config = _with_secret(config, tmp_path, "seed[0].imap")
+    ctx = CheckContext(resolver=Resolver())
+    store = Store(tmp_path / "monitor.json")
+    runner = CanaryRunner(config, ctx, Monitor(config, store, RecordingTransport(), ctx, {}))
+    try:
+        sent = await runner.launch("outlook")
+        assert isinstance(sent, Canary) and sent.submitted
+        key = "drop.test|canary|outlook"
+        for _ in range(200):
+            if store.get_state(key):
+                break
+            await asyncio.sleep(0.05)
+        state = store.get_state(key)
+        assert state is not None and state["last_status"] == "unknown", state
+        assert "canary.seed[0].imap.password_file" in state["unknown_summary"]
+        assert sent.token in store.get_meta(PENDING)  # looked for again after the next start
+    finally:
+        await runner.stop()
+        store.close()
+        await ctx.aclose()
+
+
+async def test_a_canary_that_cannot_be_sent_says_why_in_the_reply(mta_lab: MtaLab, tmp_path: Path) -> None:
+    from bot.commands.catalog import REGISTRY
+    from bot.commands.registry import Call, Invocation, Services
+    from bot.monitor.canary import PENDING, CanaryRunner
+    from bot.monitor.core import Monitor
+    from bot.monitor.store import Store
+    from bot.transports.base import Incoming
+    from checks.context import CheckContext
+    from checks.dns.resolver import Resolver
+
+    config, _ = _bot_config(mta_lab, tmp_path)
+    config = _with_secret(config, tmp_path, "submission")
+    ctx = CheckContext(resolver=Resolver())
+    store = Store(tmp_path / "monitor.json")
+    transport = RecordingTransport()
+    runner = CanaryRunner(config, ctx, Monitor(config, store, transport, ctx, {}))
+    services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC), canaries=runner)
+    try:
+        parsed = REGISTRY.parse("!canary outlook")
+        assert isinstance(parsed, Invocation)
+        incoming = Incoming("!room:localhost", "@admin:localhost", "!canary outlook", "$command")
+        answer = await parsed.command.handler(Call(incoming, parsed.command, parsed.args, services))
+        assert answer is not None and answer.plain.startswith("outlook: not sent: could not check:")
+        assert "canary.submission.password_file" in answer.plain
+        state = store.get_state("drop.test|canary|outlook")
+        assert state is not None and state["last_status"] == "unknown"
+        assert not store.get_meta(PENDING)
+    finally:
+        await runner.stop()
+        store.close()
         await ctx.aclose()

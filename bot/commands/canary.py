@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.commands.registry import Argument, Call, command
 from bot.monitor.canary import HISTORY
-from bot.render import Rendered, canary_history_text, plain_and_html, pre
+from bot.render import Rendered, canary_history_text, canary_launch_line, plain_and_html, pre
 
 __all__ = ["canary_command"]
 
@@ -26,11 +26,5 @@ async def canary_command(call: Call) -> Rendered:
     unknown = [n for n in names if n not in runner.settings]
     if unknown:
         return plain_and_html(f"no seed named {unknown[0][:40]!r}; seeds: {', '.join(sorted(runner.settings))}")
-    replies = []
-    for each in names:
-        canary = await runner.launch(each, call.incoming)
-        if canary.submitted:
-            replies.append(f"{each}: sent ({canary.token}), checking until {canary.deadline_at:%H:%M} UTC")
-        else:
-            replies.append(f"{each}: not sent ({canary.error or canary.reply}); the verdict follows")
+    replies = [canary_launch_line(each, await runner.launch(each, call.incoming)) for each in names]
     return plain_and_html("\n".join(replies))

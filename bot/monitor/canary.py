@@ -22,6 +22,7 @@ from bot.transports.base import Incoming
 from checks import CheckContext, Finding, Report, Status, parse_target
 from checks.canary.probe import Canary, poll, send
 from checks.canary.verdict import CanaryVerdict, classify, provider_finding, settle
+from checks.runner import attempt
 
 __all__ = ["HISTORY", "PENDING", "CanaryRunner"]
 
@@ -89,30 +90,45 @@ class CanaryRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def launch(self, name: str, reply_to: Incoming | None = None) -> Canary:
-        """Send one canary now, store it as pending, and follow it in the background."""
-        canary = await send(self.settings[name], self.ctx, self.ctx.clock)
+    async def launch(self, name: str, reply_to: Incoming | None = None) -> Canary | Finding:
+        """Send one canary now, store it as pending and follow it in the background.
+
+        When it cannot even be tried (the submission password cannot be read, say), the `unknown` Finding that
+        says why, which also goes to the monitor like any other check's.
+        """
+        sent = await attempt("canary", name, send(self.settings[name], self.ctx, self.ctx.clock), self.ctx)
+        if isinstance(sent, Finding):
+            self._blind(name, sent)
+            return sent
         with self.store.batch():
             pending = dict(self.store.get_meta(PENDING, {}))
-            pending[canary.token] = {"canary": canary.to_json(), "reply": _incoming_json(reply_to)}
+            pending[sent.token] = {"canary": sent.to_json(), "reply": _incoming_json(reply_to)}
             self.store.set_meta(PENDING, pending)
-        self._spawn(self._follow(canary, reply_to), f"canary-{canary.token}")
-        return canary
+        self._spawn(self._follow(sent, reply_to), f"canary-{sent.token}")
+        return sent
 
     async def _follow(self, canary: Canary, reply_to: Incoming | None) -> None:
-        settings = self.settings[canary.name]
-        clock = self.ctx.clock
+        verdict = await attempt("canary", canary.name, self._verdict(canary), self.ctx)
+        if isinstance(verdict, Finding):
+            log.warning("canary %s to %s: %s; it stays pending", canary.token, canary.name, verdict.summary)
+            self._blind(canary.name, verdict)
+            return
         try:
-            placement = await poll(settings, canary, clock) if canary.submitted else None
-            if placement is None:
-                verdict = classify(canary, None, None, clock())
-            else:
-                verdict = await settle(settings, canary, placement, clock())
             await self._finish(verdict, reply_to)
-        except asyncio.CancelledError:
-            raise
         except Exception:
-            log.exception("canary %s to %s failed; it stays pending until the next start", canary.token, canary.name)
+            log.exception("canary %s to %s could not be recorded; it stays pending", canary.token, canary.name)
+
+    async def _verdict(self, canary: Canary) -> CanaryVerdict:
+        settings, clock = self.settings[canary.name], self.ctx.clock
+        placement = await poll(settings, canary, clock) if canary.submitted else None
+        if placement is None:
+            return classify(canary, None, None, clock())
+        return await settle(settings, canary, placement, clock())
+
+    def _blind(self, name: str, finding: Finding) -> None:
+        """A canary step that could not run: its `unknown` finding, on the seed's provider state."""
+        domain = self.settings[name].seed.rpartition("@")[2]
+        self.monitor.process([Report(parse_target(domain), (finding,))])
 
     async def _finish(self, verdict: CanaryVerdict, reply_to: Incoming | None) -> None:
         token = verdict.canary.token
@@ -154,5 +170,5 @@ class CanaryRunner:
                 continue
             try:
                 await self.launch(name)
-            except Exception:
+            except Exception:  # a bug in one seed's launch must not keep the others from theirs
                 log.exception("the canary to %s could not be launched", name)
