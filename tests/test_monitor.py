@@ -326,16 +326,17 @@ async def test_other_jobs_run_on_the_same_scheduler_and_stop_with_it(world: Scen
     schedule = ScheduleConfig(intervals={}, first_run=timedelta(seconds=0))
     world.monitor.config = replace(world.config, schedule=schedule)
     world.monitor.families.clear()
-    world.monitor.add_job(Job("canary", timedelta(hours=6), job))  # added before start, as the canary runner does
+    world.monitor.add_job(Job("canary", timedelta(hours=6), job))  # before start
     await world.monitor.start()
+    world.monitor.add_job(Job("later", timedelta(hours=6), job))  # after start, as the runtime's canary runner does
     try:
         jobs = {item.id: item for item in world.monitor._scheduler.get_jobs()}
-        assert set(jobs) == {"canary", "digest"}
+        assert set(jobs) == {"canary", "later", "digest"}
         assert (jobs["canary"].coalesce, jobs["canary"].max_instances) == (True, 1)
         await asyncio.wait_for(ran.wait(), 5)
     finally:
         await world.monitor.stop()
-    assert cleaned == ["job ended"]
+    assert cleaned and set(cleaned) == {"job ended"}
 
 
 def _finding(status: Status, **evidence: Any) -> Finding:
