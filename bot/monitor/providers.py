@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bot.config.loader import Config
 from bot.config.providers import feedback_settings, postmaster_settings, snds_settings
+from bot.monitor.core import FamilyRun
 from checks import CheckContext, Finding, Report, parse_target
 from checks.model import Target, TargetKind
 from checks.providers import feedback, postmaster, snds
@@ -22,7 +23,6 @@ from checks.runner import attempt
 __all__ = ["JOURNAL_FILE", "complaints_reports", "postmaster_reports", "provider_families", "snds_reports"]
 
 log = logging.getLogger("repbot.providers")
-FamilyRun = Callable[[CheckContext], Awaitable[Sequence[Report]]]
 
 JOURNAL_FILE = "complaints.jsonl"
 
