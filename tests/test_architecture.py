@@ -165,3 +165,16 @@ def test_repbot_check_does_not_load_the_matrix_stack() -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     loaded = set(json.loads(done.stdout))
     assert loaded & {"nio", "tinydb", "apscheduler", "PIL", "prometheus_client", "aiosmtplib", "aioimaplib"} == set()
+
+
+def test_a_config_without_optional_sections_loads_none_of_their_code() -> None:
+    script = (
+        "import sys, json\n"
+        "from bot.config.loader import parse_config\n"
+        "config = parse_config({'monitor': {'ips': ['192.0.2.1']}})\n"
+        "assert config.canary is None and config.snds is None\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert loaded & {"bot.config.canary", "bot.config.providers", "httpx", "aiosmtplib", "aioimaplib"} == set()
