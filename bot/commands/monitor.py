@@ -14,6 +14,7 @@ from bot.durations import format_duration, parse_duration
 from bot.monitor.core import Monitor
 from bot.monitor.store import Store
 from bot.render import MARKS, Rendered, plain_and_html
+from bot.transports.identity import identity_line
 from checks import Status
 
 __all__ = ["STATE_FILE", "history_text", "monitor_lifespan", "status_text"]
@@ -95,7 +96,9 @@ def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str |
 async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()
-    return _pre(status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now))
+    text = status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now)
+    identity = identity_line(call.services.transport)
+    return _pre(f"{text}\n{identity}" if identity else text)
 
 
 @command(

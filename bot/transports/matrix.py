@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
-from pathlib import Path
 from typing import Any
 
 from nio import (
@@ -35,10 +33,11 @@ from nio import (
 
 from bot.commands.core import PREFIX, strip_reply_fallback, user_matches
 from bot.config.loader import MatrixConfig
-from bot.render import Rendered
+from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming, IncomingHandler
+from bot.transports.identity import RESET_NOTICE, CrossSigner, Identity, IdentityKeeper
 from bot.transports.media import image_content
-from bot.transports.session import MatrixStartError, SessionFile
+from bot.transports.session import MatrixStartError, SessionFile, store_path
 
 __all__ = ["Backoff", "MatrixStartError", "MatrixTransport"]
 
@@ -90,7 +89,7 @@ class MatrixTransport:
     def __init__(self, config: MatrixConfig, *, state_dir: str = "./state") -> None:
         self.config = config
         self.alert_rooms: Sequence[str] = config.alert_rooms
-        self.store_dir = Path(config.store_dir or os.path.join(state_dir, "matrix"))
+        self.store_dir = store_path(config, state_dir)
         self.session = SessionFile(self.store_dir, config.homeserver, config.user_id)
         self.session_path = self.session.path
         self.client: AsyncClient | None = None
@@ -105,6 +104,10 @@ class MatrixTransport:
         self._last_relogin = 0.0
         self._stopping = False
         self.last_sync: float | None = None
+        self.identity: Identity | None = None  # after the first sync: is this device cross-signed?
+        self._identity_due = False
+        self._keeper: IdentityKeeper | None = None
+        self._undecryptable: OrderedDict[str, None] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"<MatrixTransport {self.config.user_id} at {self.config.homeserver}>"
@@ -151,6 +154,7 @@ class MatrixTransport:
             if isinstance(response, SyncResponse) and first:
                 first = False
                 await self._join_configured_rooms()
+                self._identity_due = True
                 log.info("serving as %s (device %s)", self.client.user_id, self.client.device_id)
             await self._after_sync()
         return 0
@@ -254,8 +258,29 @@ class MatrixTransport:
                 await client.keys_query()
             if client.should_claim_keys:
                 await client.keys_claim(client.get_users_for_key_claiming())
+            if self._identity_due and not client.should_upload_keys:
+                await self._cross_sign()
         except NETWORK_ERRORS as error:
             log.debug("key maintenance postponed: %s", error)
+
+    async def _cross_sign(self) -> None:
+        assert self.client is not None
+        if self._keeper is None:
+            pickle_key = self.session.pickle_key(self.config.pickle_key)
+            signer = CrossSigner(self.store_dir, self.config.user_id, pickle_key, self.config.password)
+            self._keeper = IdentityKeeper(signer, retry_on=NETWORK_ERRORS)
+        identity = await self._keeper.check(self.client)
+        self._identity_due = False
+        self.identity = identity
+        if identity.reset:
+            for room in self.alert_rooms:
+                await self._announce(room, f"{RESET_NOTICE} (run `repbot identity` to compare my master key)")
+
+    async def _announce(self, room: str, text: str) -> None:
+        try:
+            await self.send(room, plain_and_html(text))
+        except DeliveryError as error:
+            log.warning("could not tell %s that the identity was reset: %s", room, error)
 
     async def _join_configured_rooms(self) -> None:
         assert self.client is not None
@@ -290,10 +315,18 @@ class MatrixTransport:
             self._bots.add(event.sender)
 
     async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
-        if event.server_timestamp >= self.started_ms:
-            log.warning(
-                "cannot decrypt a message from %s in %s (no room key for this device)", event.sender, room.room_id
-            )
+        # Once per Megolm session, not per event: a sender without our device's key would flood the log.
+        if event.server_timestamp < self.started_ms or event.session_id in self._undecryptable:
+            return
+        self._undecryptable[event.session_id] = None
+        while len(self._undecryptable) > REMEMBERED_TXNS:
+            self._undecryptable.popitem(last=False)
+        log.warning(
+            "cannot decrypt messages from %s in %s (no room key for this device, Megolm session %s)",
+            event.sender,
+            room.room_id,
+            event.session_id,
+        )
 
     async def _on_text(self, room: MatrixRoom, event: RoomMessageText) -> None:
         incoming = self._incoming(room, event)
@@ -360,6 +393,7 @@ class MatrixTransport:
         """Send an m.room.message (as a reply when asked) and remember its txn_id; raises DeliveryError."""
         if reply_to is not None and reply_to.event_id:
             content["m.relates_to"] = _relation(reply_to)
+        content.setdefault("m.mentions", {})  # intentional mentions only, encrypted or not: a reply pings no one
         response = await self._room_send(room, "m.room.message", content, txn_id)
         if not isinstance(response, RoomSendResponse):
             raise DeliveryError(f"{room} did not accept the {what}: {response}")

@@ -1,0 +1,306 @@
+"""Cross-signing of the bot's own device: the signing primitives, the key file, and the bot against Synapse.
+
+The signatures the bot uploads are checked here with an independent implementation: Synapse's own
+`canonicaljson` for the encoding and `cryptography` for ed25519, never the code under test. The operator
+client plays Element with "exclude insecure devices" (MSC4153): it shares its room keys only with devices
+their owner has cross-signed, and blacklists the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nio import RoomSendResponse
+
+from bot.transports.crosssign import CrossSigningKeys, KeyFile, KeyFileError, canonical_json, sign_json, verify_json
+from tests.fixtures.dnsserver import DnsServer
+from tests.fixtures.synapse import SynapseServer
+from tests.test_matrix import PASSWORD, REPLY_TIMEOUT, BotProcess, Operator
+
+# The signing example of the Matrix spec, appendix "Signing JSON" (Apache-2.0): this seed signs {} and
+# {"one": 1, "two": "Two"} to these signatures.
+SPEC_SEED = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1"
+SPEC_SIGNATURES = {
+    "{}": "K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ",
+    '{"one": 1, "two": "Two"}': (
+        "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw"
+    ),
+}
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def _independently_signed(value: dict[str, Any], user_id: str, public_key: str) -> bool:
+    """Does `value` carry a valid ed25519 signature by `public_key`? Synapse's canonicaljson + cryptography."""
+    from canonicaljson import encode_canonical_json
+
+    signature = value.get("signatures", {}).get(user_id, {}).get(f"ed25519:{public_key}")
+    if signature is None:
+        return False
+    signable = {key: item for key, item in value.items() if key not in ("signatures", "unsigned")}
+    try:
+        Ed25519PublicKey.from_public_bytes(_b64(public_key)).verify(_b64(signature), encode_canonical_json(signable))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _public(key: Ed25519PrivateKey) -> str:
+    return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode().rstrip("=")
+
+
+# -- the primitives -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "signature"), sorted(SPEC_SIGNATURES.items()))
+def test_signatures_match_the_spec_example(text: str, signature: str) -> None:
+    key = Ed25519PrivateKey.from_private_bytes(_b64(SPEC_SEED))
+    signed = sign_json(json.loads(text), "domain", key)
+    assert signed["signatures"]["domain"][f"ed25519:{_public(key)}"] == signature
+
+
+def test_canonical_json_is_the_specs() -> None:
+    assert canonical_json({"b": "2", "a": "1"}) == b'{"a":"1","b":"2"}'
+    assert canonical_json({"a": "日本語"}) == '{"a":"日本語"}'.encode()
+    assert canonical_json({"a": None, "b": [1, True]}) == b'{"a":null,"b":[1,true]}'
+    for bad in ({"a": 1.5}, {"a": 2**53}):
+        with pytest.raises(ValueError):
+            canonical_json(bad)
+
+
+def test_signing_ignores_unsigned_and_keeps_other_signatures() -> None:
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    device = {"user_id": "@b:x", "device_id": "D", "keys": {"ed25519:D": "k"}, "unsigned": {"device_display_name": "b"}}
+    once = sign_json(device, "@b:x", other)
+    twice = sign_json({**once, "unsigned": {"x": 1}}, "@b:x", key)
+    assert "unsigned" not in twice
+    assert _independently_signed(twice, "@b:x", _public(key)) and _independently_signed(twice, "@b:x", _public(other))
+    assert verify_json(twice, "@b:x", _public(key))
+    assert not verify_json({**twice, "device_id": "E"}, "@b:x", _public(key))
+
+
+def test_upload_body_signs_the_subkeys_with_the_master_key() -> None:
+    keys = CrossSigningKeys.generate()
+    body = keys.upload_body("@b:x")
+    master = body["master_key"]
+    assert master == {
+        "user_id": "@b:x",
+        "usage": ["master"],
+        "keys": {f"ed25519:{keys.public.master}": keys.public.master},
+    }
+    for name, usage in (("self_signing_key", "self_signing"), ("user_signing_key", "user_signing")):
+        assert body[name]["usage"] == [usage]
+        assert _independently_signed(body[name], "@b:x", keys.public.master)
+    assert repr(keys) == "CrossSigningKeys()"  # no key material in logs or tracebacks
+
+
+def test_the_key_file_is_sealed_private_and_reopens_only_with_its_pickle_key(tmp_path: Path) -> None:
+    keys = CrossSigningKeys.generate()
+    file = KeyFile(tmp_path, "@b:x")
+    file.save(keys, "pickle key")
+    assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
+    text = file.path.read_text()
+    for role in ("master", "self_signing", "user_signing"):
+        seed = getattr(keys, role).private_bytes_raw()
+        assert base64.b64encode(seed).decode().rstrip("=") not in text
+    assert file.load("pickle key").public == keys.public
+    assert file.public() == keys.public
+    with pytest.raises(KeyFileError, match="pickle key"):
+        file.load("another key")
+    with pytest.raises(KeyFileError, match="not of @c:x"):
+        KeyFile(tmp_path, "@c:x").load("pickle key")
+    data = json.loads(text)
+    data["public"]["master"] = _public(Ed25519PrivateKey.generate())
+    file.path.write_text(json.dumps(data))
+    with pytest.raises(KeyFileError):
+        file.load("pickle key")
+
+
+# -- against Synapse ------------------------------------------------------------------------------
+
+
+def _query(synapse: SynapseServer, token: str, user_id: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{synapse.base_url}/_matrix/client/v3/keys/query",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"device_keys": {user_id: []}},
+    )
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def _only_key(key: dict[str, Any]) -> str:
+    (public,) = key["keys"].values()
+    return str(public)
+
+
+def _cross_signed_devices(query: dict[str, Any], user_id: str) -> set[str]:
+    """The devices a client that excludes insecure devices trusts: master -> self-signing -> device."""
+    master_key = query.get("master_keys", {}).get(user_id)
+    self_signing_key = query.get("self_signing_keys", {}).get(user_id)
+    if master_key is None or self_signing_key is None:
+        return set()
+    master = _only_key(master_key)
+    if "master" not in master_key["usage"] or not _independently_signed(self_signing_key, user_id, master):
+        return set()
+    self_signing = _only_key(self_signing_key)
+    devices = query["device_keys"].get(user_id, {})
+    return {device_id for device_id, keys in devices.items() if _independently_signed(keys, user_id, self_signing)}
+
+
+def _identity(synapse: SynapseServer, bot: BotProcess) -> tuple[str, str, str]:
+    """(master, self-signing key, device id) as the homeserver shows them, after checking every signature."""
+    session = bot.session()
+    query = _query(synapse, session["access_token"], bot.user_id)
+    master = _only_key(query["master_keys"][bot.user_id])
+    self_signing = _only_key(query["self_signing_keys"][bot.user_id])
+    assert _independently_signed(query["self_signing_keys"][bot.user_id], bot.user_id, master)
+    assert session["device_id"] in _cross_signed_devices(query, bot.user_id)
+    return master, self_signing, session["device_id"]
+
+
+async def _strict_ping(operator: Operator, synapse: SynapseServer, room: str, bot: BotProcess) -> dict[str, Any]:
+    """!ping as Element with 'exclude insecure devices': room keys go only to cross-signed devices."""
+    client = operator.client
+    if client.should_query_keys:
+        await client.keys_query()
+    token = client.access_token
+    trusted = _cross_signed_devices(_query(synapse, token, bot.user_id), bot.user_id)
+    for device in client.device_store.active_user_devices(bot.user_id):
+        if device.device_id in trusted:
+            client.verify_device(device)
+        else:
+            client.blacklist_device(device)
+    content = {"msgtype": "m.text", "body": "!ping"}
+    # Without ignore_unverified_devices an unverified device left in the room would make this raise.
+    response = await client.room_send(room, "m.room.message", content)
+    assert isinstance(response, RoomSendResponse), response
+    return await operator.reply(response.event_id, bot.user_id)
+
+
+async def _room_with(operator: Operator, bot: BotProcess, *, encrypted: bool = False) -> str:
+    room = await operator.room(bot.user_id, encrypted=encrypted)
+    await operator.membership(room, bot.user_id, "join")
+    return room
+
+
+async def _notice(operator: Operator, room: str, sender: str, starts: str) -> str:
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    while time.monotonic() < deadline:
+        for where, event in operator.events:
+            body = event.source.get("content", {}).get("body", "")
+            if where == room and event.sender == sender and body.startswith(starts):
+                return str(body)
+        await operator.pump()
+    pytest.fail(f"no notice starting {starts!r} in {room}")
+
+
+def _identity_command(bot: BotProcess) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "identity", "-c", str(bot.config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_the_bot_cross_signs_keeps_and_resets_its_identity(
+    synapse: SynapseServer, dns_server_session: DnsServer, tmp_path: Path
+) -> None:
+    operator = Operator(synapse, tmp_path / "alice", e2e=True)
+    await operator.login()
+    (tmp_path / "bot").mkdir()
+    bot = BotProcess(tmp_path / "bot", synapse, dns_server_session, operator.user_id)
+    try:
+        bot.start()
+        bot.wait_for_log("cross-signed this device")
+        master, self_signing, device = _identity(synapse, bot)
+        key_file = bot.directory / "store" / "cross_signing.json"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        grouped = " ".join(master[i : i + 4] for i in range(0, len(master), 4))
+        assert grouped in _identity_command(bot)
+
+        encrypted = await _room_with(operator, bot, encrypted=True)
+        await operator.pump(0)
+        reply = await _strict_ping(operator, synapse, encrypted, bot)
+        assert reply["content"]["body"] == "pong"
+        assert reply["content"]["m.mentions"] == {}  # inside the encrypted payload, as in a plain room
+        alerts = await _room_with(operator, bot)
+
+        offset = bot.log.stat().st_size
+        assert bot.stop() == 0
+        bot.start()
+        assert _identity(synapse, bot) == (master, self_signing, device)
+        restarted = bot.log.read_text()[offset:]
+        assert "reset" not in restarted and "published" not in restarted and "cross-signed this device" not in restarted
+
+        assert bot.stop() == 0
+        shutil.rmtree(bot.directory / "store")
+        with bot.config.open("a") as config:  # [matrix] is the file's last section
+            config.write(f'alert_rooms = ["{alerts}"]\n')
+        bot.start()
+        notice = await _notice(operator, alerts, bot.user_id, "my identity was reset; verify me again")
+        new_master, new_self_signing, new_device = _identity(synapse, bot)
+        assert new_master != master and new_self_signing != self_signing and new_device != device
+        assert " ".join(new_master[i : i + 4] for i in range(0, len(new_master), 4)) in _identity_command(bot)
+        assert "repbot identity" in notice
+        log = bot.log.read_text()
+        assert PASSWORD not in log and "Traceback" not in log
+    finally:
+        bot.stop()
+        await operator.client.close()
+
+
+def _seed_identity(synapse: SynapseServer, token: str, user_id: str) -> str:
+    """Give the account cross-signing keys of its own (as an earlier Element login would); the master key."""
+    keys = CrossSigningKeys.generate()
+    response = httpx.post(
+        f"{synapse.base_url}/_matrix/client/v3/keys/device_signing/upload",
+        headers={"Authorization": f"Bearer {token}"},
+        json=keys.upload_body(user_id),
+    )
+    assert response.status_code == 200, response.text
+    return keys.public.master
+
+
+async def test_without_a_password_the_bot_runs_and_says_it_is_not_cross_signed(
+    synapse: SynapseServer, dns_server_session: DnsServer, tmp_path: Path
+) -> None:
+    operator = Operator(synapse, tmp_path / "alice")
+    await operator.login()
+    (tmp_path / "bot").mkdir()
+    bot = BotProcess(tmp_path / "bot", synapse, dns_server_session, operator.user_id, token=True)
+    master = _seed_identity(synapse, bot.registration_token, bot.user_id)
+    try:
+        bot.start()
+        bot.wait_for_log("this device is not cross-signed")
+        room = await _room_with(operator, bot)
+        status = await operator.say(room, "!status")
+        body = (await operator.reply(status, bot.user_id))["content"]["body"]
+        assert "NOT cross-signed" in body and "[matrix] password" in body
+        ping = await operator.say(room, "!ping")
+        assert (await operator.reply(ping, bot.user_id))["content"]["body"] == "pong"
+        query = _query(synapse, bot.registration_token, bot.user_id)
+        assert _only_key(query["master_keys"][bot.user_id]) == master  # the account's identity is left alone
+        assert bot.log.read_text().count("this device is not cross-signed") == 1
+    finally:
+        bot.stop()
+        await operator.client.close()
