@@ -23,7 +23,8 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from nio import RoomSendResponse
+from nio import AsyncClient, AsyncClientConfig, MegolmEvent, RoomGetEventResponse, RoomSendResponse
+from nio.crypto.key_request import OutgoingKeyRequest
 
 from bot.transports.crosssign import CrossSigningKeys, KeyFile, KeyFileError, canonical_json, sign_json, verify_json
 from tests.fixtures.dnsserver import DnsServer
@@ -211,6 +212,71 @@ async def _notice(operator: Operator, room: str, sender: str, starts: str) -> st
     pytest.fail(f"no notice starting {starts!r} in {room}")
 
 
+async def _new_device(synapse: SynapseServer, user_id: str, store: Path) -> AsyncClient:
+    """A second login of the same person (a new Element session), its keys uploaded."""
+    store.mkdir(parents=True)
+    config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True, max_timeouts=3)
+    client = AsyncClient(synapse.base_url, user_id, store_path=str(store), config=config)
+    assert type(await client.login(PASSWORD, device_name="new laptop")).__name__ == "LoginResponse"
+    await client.sync(timeout=0)
+    await client.keys_upload()
+    return client
+
+
+async def _request_key(client: AsyncClient, event: MegolmEvent, bot: BotProcess, request_id: str) -> None:
+    """Ask the bot's devices for the key of `event`, and remember the request as nio does for its own."""
+    message = event.as_key_request(bot.user_id, client.device_id, request_id=request_id)
+    await client.to_device(message)
+    assert client.olm is not None
+    request = OutgoingKeyRequest(request_id, event.session_id, event.room_id, event.algorithm)
+    client.olm.outgoing_key_requests[event.session_id] = request
+
+
+async def _admins_new_device_gets_the_bots_keys(
+    synapse: SynapseServer, operator: Operator, bot: BotProcess, room: str, event_id: str, store: Path
+) -> None:
+    """The admin's new device asks for the key of a bot message: refused until the admin cross-signs it."""
+    token = operator.client.access_token
+    admin = CrossSigningKeys.generate()
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"{synapse.base_url}/_matrix/client/v3/keys"
+    assert httpx.post(f"{url}/device_signing/upload", headers=headers, json=admin.upload_body(operator.user_id))
+    laptop = await _new_device(synapse, operator.user_id, store)
+    try:
+        fetched = await laptop.room_get_event(room, event_id)
+        assert isinstance(fetched, RoomGetEventResponse) and isinstance(fetched.event, MegolmEvent)
+        megolm = fetched.event
+        await _request_key(laptop, megolm, bot, "before-signing")
+        bot.wait_for_log("its owner has not verified (cross-signed) it")
+        device = _query(synapse, token, operator.user_id)["device_keys"][operator.user_id][laptop.device_id]
+        signed = sign_json(device, operator.user_id, admin.self_signing)
+        body = {operator.user_id: {laptop.device_id: signed}}
+        answer = httpx.post(f"{url}/signatures/upload", headers=headers, json=body)
+        assert answer.status_code == 200 and not answer.json().get("failures"), answer.text
+        bot_curve = megolm.sender_key
+        assert laptop.olm is not None
+        # nio takes forwarded keys only from its own user's devices; Element-like clients take a session
+        # re-shared by the device that created it, which is what the bot does here.
+        laptop.olm._should_accept_forward = lambda sender, key, forwarded: (  # type: ignore[method-assign]
+            sender == bot.user_id and key == bot_curve and forwarded.session_id in laptop.olm.outgoing_key_requests
+        )
+        await _request_key(laptop, megolm, bot, "after-signing")
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while time.monotonic() < deadline:
+            await laptop.sync(timeout=500)
+            decrypted = (
+                laptop.decrypt_event(megolm)
+                if laptop.olm.inbound_group_store.get(room, megolm.sender_key, megolm.session_id)
+                else None
+            )
+            if decrypted is not None:
+                assert decrypted.source["content"]["body"] == "pong"
+                return
+        pytest.fail(f"the bot did not forward the room key:\n{bot.log.read_text()[-2000:]}")
+    finally:
+        await laptop.close()
+
+
 def _identity_command(bot: BotProcess) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "bot.cli", "identity", "-c", str(bot.config)],
@@ -243,6 +309,10 @@ async def test_the_bot_cross_signs_keeps_and_resets_its_identity(
         reply = await _strict_ping(operator, synapse, encrypted, bot)
         assert reply["content"]["body"] == "pong"
         assert reply["content"]["m.mentions"] == {}  # inside the encrypted payload, as in a plain room
+        await _admins_new_device_gets_the_bots_keys(
+            synapse, operator, bot, encrypted, reply["event_id"], tmp_path / "laptop"
+        )
+        assert "forwarded room key" in bot.log.read_text()
         alerts = await _room_with(operator, bot)
 
         offset = bot.log.stat().st_size

@@ -38,6 +38,7 @@ __all__ = [
     "PublicKeys",
     "canonical_json",
     "fingerprint",
+    "published_keys",
     "sign_json",
     "unpadded_b64",
     "verify_json",
@@ -113,6 +114,23 @@ def verify_json(value: Mapping[str, Any], user_id: str, public_key: str) -> bool
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def _only_key(key: object) -> str | None:
+    values = list((key.get("keys") or {}).values()) if isinstance(key, Mapping) else []
+    return str(values[0]) if len(values) == 1 else None
+
+
+def published_keys(query: Mapping[str, Any], user_id: str) -> tuple[str | None, str | None]:
+    """(master, self-signing) public keys in a /keys/query answer; the latter only if the master key signed it."""
+    master = _only_key((query.get("master_keys") or {}).get(user_id))
+    self_signing_key = (query.get("self_signing_keys") or {}).get(user_id)
+    self_signing = _only_key(self_signing_key)
+    if master is None or self_signing is None or not isinstance(self_signing_key, Mapping):
+        return master, None
+    if not verify_json(self_signing_key, user_id, master):
+        return master, None
+    return master, self_signing
 
 
 def fingerprint(public_key: str) -> str:

@@ -25,7 +25,15 @@ from typing import Any
 
 from bot.config.loader import Config
 from bot.config.reader import Secret, SecretError
-from bot.transports.crosssign import CrossSigningKeys, KeyFile, KeyFileError, fingerprint, sign_json, verify_json
+from bot.transports.crosssign import (
+    CrossSigningKeys,
+    KeyFile,
+    KeyFileError,
+    fingerprint,
+    published_keys,
+    sign_json,
+    verify_json,
+)
 from bot.transports.session import store_path
 
 __all__ = [
@@ -79,11 +87,6 @@ class _Published:
     master: str | None
     self_signing: str | None
     device: Mapping[str, Any] | None
-
-
-def _single_key(keys: object) -> str | None:
-    values = list((keys or {}).get("keys", {}).values()) if isinstance(keys, Mapping) else []
-    return str(values[0]) if len(values) == 1 else None
 
 
 class CrossSigner:
@@ -147,13 +150,8 @@ class CrossSigner:
         status, data = await request("POST", f"{API}/keys/query", {"device_keys": {self.user_id: []}})
         if status != 200:
             raise IdentityRefused(f"the homeserver did not answer /keys/query ({status} {_error(data)})")
-        master = _single_key((data.get("master_keys") or {}).get(self.user_id))
-        self_signing_key = (data.get("self_signing_keys") or {}).get(self.user_id)
-        self_signing = _single_key(self_signing_key)
-        if not isinstance(self_signing_key, Mapping) or master is None:
-            self_signing = None
-        elif not verify_json(self_signing_key, self.user_id, master):
-            self_signing = None  # not signed by the master key: not one identity, so replace it
+        # A self-signing key the master key did not sign is not one identity: it is replaced.
+        master, self_signing = published_keys(data, self.user_id)
         device = ((data.get("device_keys") or {}).get(self.user_id) or {}).get(device_id)
         return _Published(master, self_signing, device if isinstance(device, Mapping) else None)
 

@@ -36,6 +36,7 @@ from bot.config.loader import MatrixConfig
 from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming, IncomingHandler
 from bot.transports.identity import RESET_NOTICE, CrossSigner, Identity, IdentityKeeper
+from bot.transports.keyshare import KeyShare
 from bot.transports.media import image_content
 from bot.transports.session import MatrixStartError, SessionFile, store_path
 
@@ -108,6 +109,7 @@ class MatrixTransport:
         self._identity_due = False
         self._keeper: IdentityKeeper | None = None
         self._undecryptable: OrderedDict[str, None] = OrderedDict()
+        self._keyshare = KeyShare(self.store_dir, config.admins)
 
     def __repr__(self) -> str:
         return f"<MatrixTransport {self.config.user_id} at {self.config.homeserver}>"
@@ -156,7 +158,7 @@ class MatrixTransport:
                 await self._join_configured_rooms()
                 self._identity_due = True
                 log.info("serving as %s (device %s)", self.client.user_id, self.client.device_id)
-            await self._after_sync()
+            await self._after_sync(response)
         return 0
 
     async def stop(self) -> None:
@@ -246,7 +248,7 @@ class MatrixTransport:
 
     # -- after each sync -----------------------------------------------------------------------
 
-    async def _after_sync(self) -> None:
+    async def _after_sync(self, response: object) -> None:
         """Upload, query and claim E2EE keys as the sync asked; failures wait for the next round."""
         client = self.client
         assert client is not None
@@ -258,6 +260,8 @@ class MatrixTransport:
                 await client.keys_query()
             if client.should_claim_keys:
                 await client.keys_claim(client.get_users_for_key_claiming())
+            if isinstance(response, SyncResponse):
+                await self._keyshare.handle(client, response.to_device_events)
             if self._identity_due and not client.should_upload_keys:
                 await self._cross_sign()
         except NETWORK_ERRORS as error:
