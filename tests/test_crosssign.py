@@ -9,11 +9,13 @@ their owner has cross-signed, and blacklists the rest.
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import shutil
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nio import AsyncClient, AsyncClientConfig, MegolmEvent, RoomGetEventResponse, RoomSendResponse
 from nio.crypto.key_request import OutgoingKeyRequest
 
+from bot.config.reader import Secret
 from bot.transports.crosssign import CrossSigningKeys, KeyFile, KeyFileError, canonical_json, sign_json, verify_json
+from bot.transports.identity import CrossSigner, Identity
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.synapse import SynapseServer
 from tests.test_matrix import PASSWORD, REPLY_TIMEOUT, BotProcess, Operator
@@ -132,6 +136,108 @@ def test_the_key_file_is_sealed_private_and_reopens_only_with_its_pickle_key(tmp
         file.load("pickle key")
 
 
+# -- refusals, from a homeserver on loopback that answers as configured -----------------------------
+
+
+class _Homeserver(http.server.ThreadingHTTPServer):
+    """Answers POSTs from a table of path -> (status, JSON), and records the bodies it got."""
+
+    def __init__(self, answers: dict[str, tuple[int, dict[str, Any]]]) -> None:
+        super().__init__(("127.0.0.1", 0), _HomeserverHandler)
+        self.answers = answers
+        self.bodies: list[tuple[str, dict[str, Any]]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _HomeserverHandler(http.server.BaseHTTPRequestHandler):
+    server: _Homeserver
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.bodies.append((self.path, body))
+        status, answer = self.server.answers.get(self.path, (404, {"errcode": "M_UNRECOGNIZED"}))
+        data = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+DEVICE_KEY = _public(Ed25519PrivateKey.generate())
+QUERY = "/_matrix/client/v3/keys/query"
+UPLOAD = "/_matrix/client/v3/keys/device_signing/upload"
+
+
+def _account(master: str | None) -> dict[str, Any]:
+    """A /keys/query answer for @b:x with device D (and a master key when given)."""
+    device = {"user_id": "@b:x", "device_id": "D", "keys": {"ed25519:D": DEVICE_KEY}}
+    answer: dict[str, Any] = {"device_keys": {"@b:x": {"D": device}}}
+    if master:
+        answer["master_keys"] = {
+            "@b:x": {"user_id": "@b:x", "usage": ["master"], "keys": {f"ed25519:{master}": master}}
+        }
+    return answer
+
+
+async def _ensure(answers: dict[str, tuple[int, dict[str, Any]]], tmp_path: Path, password: str | None) -> Identity:
+    server = _Homeserver(answers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+
+            async def request(method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+                response = await client.request(method, path, json=body)
+                return response.status_code, response.json()
+
+            secret = Secret("password", inline=password) if password else None
+            return await CrossSigner(tmp_path, "@b:x", "pickle", secret).ensure(request, "D", DEVICE_KEY)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_single_sign_on_only_leaves_the_bot_unsigned_and_says_why(tmp_path: Path) -> None:
+    flows = {"session": "s", "flows": [{"stages": ["m.login.sso"]}]}
+    answers = {QUERY: (200, _account(_public(Ed25519PrivateKey.generate()))), UPLOAD: (401, flows)}
+    identity = await _ensure(answers, tmp_path, "secret")
+    assert not identity.cross_signed
+    assert "m.login.sso" in identity.problem and "NOT cross-signed" in identity.status_line()
+    assert not (tmp_path / "cross_signing.json").exists()  # nothing kept that the homeserver does not hold
+
+
+async def test_a_homeserver_without_cross_signing_leaves_the_bot_unsigned(tmp_path: Path) -> None:
+    identity = await _ensure({QUERY: (200, _account(None))}, tmp_path, None)
+    assert not identity.cross_signed and "upgrade it" in identity.problem
+
+
+async def test_a_key_file_the_pickle_key_does_not_open_is_kept_not_replaced(tmp_path: Path) -> None:
+    KeyFile(tmp_path, "@b:x").save(CrossSigningKeys.generate(), "another pickle key")
+    before = (tmp_path / "cross_signing.json").read_bytes()
+    identity = await _ensure({QUERY: (200, _account(None))}, tmp_path, "secret")
+    assert not identity.cross_signed and "pickle key" in identity.problem and "move" in identity.problem
+    assert (tmp_path / "cross_signing.json").read_bytes() == before
+
+
+def test_identity_without_a_store_says_to_start_the_bot(tmp_path: Path) -> None:
+    config = tmp_path / "repbot.toml"
+    config.write_text(
+        f'[matrix]\nhomeserver = "http://127.0.0.1:9"\nuser_id = "@b:x"\npassword = "p"\nstore_dir = "{tmp_path}"\n'
+    )
+    config.chmod(0o600)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "identity", "-c", str(config)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1 and "start the bot once" in done.stdout
+
+
 # -- against Synapse ------------------------------------------------------------------------------
 
 
@@ -176,23 +282,29 @@ def _identity(synapse: SynapseServer, bot: BotProcess) -> tuple[str, str, str]:
     return master, self_signing, session["device_id"]
 
 
-async def _strict_ping(operator: Operator, synapse: SynapseServer, room: str, bot: BotProcess) -> dict[str, Any]:
-    """!ping as Element with 'exclude insecure devices': room keys go only to cross-signed devices."""
+async def _exclude_insecure_devices(operator: Operator, synapse: SynapseServer, bot: BotProcess) -> None:
+    """Trust as Element with 'exclude insecure devices': only the devices their owner cross-signed."""
     client = operator.client
     if client.should_query_keys:
         await client.keys_query()
-    token = client.access_token
-    trusted = _cross_signed_devices(_query(synapse, token, bot.user_id), bot.user_id)
+    trusted = _cross_signed_devices(_query(synapse, client.access_token, bot.user_id), bot.user_id)
     for device in client.device_store.active_user_devices(bot.user_id):
         if device.device_id in trusted:
             client.verify_device(device)
         else:
             client.blacklist_device(device)
-    content = {"msgtype": "m.text", "body": "!ping"}
+
+
+async def _strict_send(operator: Operator, room: str, body: str) -> str:
     # Without ignore_unverified_devices an unverified device left in the room would make this raise.
-    response = await client.room_send(room, "m.room.message", content)
+    response = await operator.client.room_send(room, "m.room.message", {"msgtype": "m.text", "body": body})
     assert isinstance(response, RoomSendResponse), response
-    return await operator.reply(response.event_id, bot.user_id)
+    return str(response.event_id)
+
+
+async def _strict_ping(operator: Operator, synapse: SynapseServer, room: str, bot: BotProcess) -> dict[str, Any]:
+    await _exclude_insecure_devices(operator, synapse, bot)
+    return await operator.reply(await _strict_send(operator, room, "!ping"), bot.user_id)
 
 
 async def _room_with(operator: Operator, bot: BotProcess, *, encrypted: bool = False) -> str:
@@ -284,7 +396,8 @@ def _identity_command(bot: BotProcess) -> str:
         text=True,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "serves this master key" in done.stdout
     return done.stdout
 
 
@@ -354,7 +467,7 @@ def _seed_identity(synapse: SynapseServer, token: str, user_id: str) -> str:
 async def test_without_a_password_the_bot_runs_and_says_it_is_not_cross_signed(
     synapse: SynapseServer, dns_server_session: DnsServer, tmp_path: Path
 ) -> None:
-    operator = Operator(synapse, tmp_path / "alice")
+    operator = Operator(synapse, tmp_path / "alice", e2e=True)
     await operator.login()
     (tmp_path / "bot").mkdir()
     bot = BotProcess(tmp_path / "bot", synapse, dns_server_session, operator.user_id, token=True)
@@ -371,6 +484,18 @@ async def test_without_a_password_the_bot_runs_and_says_it_is_not_cross_signed(
         query = _query(synapse, bot.registration_token, bot.user_id)
         assert _only_key(query["master_keys"][bot.user_id]) == master  # the account's identity is left alone
         assert bot.log.read_text().count("this device is not cross-signed") == 1
+
+        # A client that excludes insecure devices keeps its keys from the unsigned bot: it cannot read, and
+        # says so once for the Megolm session, not once per message.
+        encrypted = await _room_with(operator, bot, encrypted=True)
+        await operator.pump(0)
+        await _exclude_insecure_devices(operator, synapse, bot)
+        unread = [await _strict_send(operator, encrypted, "!ping") for _ in range(3)]
+        bot.wait_for_log("cannot decrypt messages from")
+        after = await operator.say(room, "!ping")
+        await operator.reply(after, bot.user_id)
+        assert all(operator.replies_to(event_id, bot.user_id) == [] for event_id in unread)
+        assert bot.log.read_text().count("cannot decrypt messages from") == 1
     finally:
         bot.stop()
         await operator.client.close()

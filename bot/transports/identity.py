@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.config.loader import Config
+from bot.config.loader import Config, MatrixConfig
 from bot.config.reader import Secret, SecretError
 from bot.transports.crosssign import (
     CrossSigningKeys,
@@ -34,7 +34,7 @@ from bot.transports.crosssign import (
     sign_json,
     verify_json,
 )
-from bot.transports.session import store_path
+from bot.transports.session import MatrixStartError, SessionFile, store_path
 
 __all__ = [
     "CrossSigner",
@@ -242,20 +242,56 @@ class IdentityKeeper:
 
 
 def identity_report(config: Config) -> tuple[int, str]:
-    """`repbot identity`: the exit code and the text naming the master key kept in the store directory."""
+    """`repbot identity`: 0 when the homeserver serves the master key kept in the store, else 1 (3: unasked)."""
     if config.matrix is None:
         return 1, f"no [matrix] section in {config.source or 'the configuration'}"
-    keys = KeyFile(store_path(config.matrix, config.state_dir), config.matrix.user_id)
+    store = store_path(config.matrix, config.state_dir)
+    keys = KeyFile(store, config.matrix.user_id)
     if not keys.exists():
         return 1, f"{config.matrix.user_id} has no cross-signing identity in {keys.path} yet: start the bot once"
     try:
         public = keys.public()
     except KeyFileError as error:
         return 1, str(error)
-    return 0, (
+    code, served = _compare_served(config.matrix, store, public.master)
+    return code, (
         f"{config.matrix.user_id} cross-signing identity ({keys.path})\n"
         f"master key:       {fingerprint(public.master)}\n"
-        f"self-signing key: {fingerprint(public.self_signing)}"
+        f"self-signing key: {fingerprint(public.self_signing)}\n"
+        f"{served}"
+    )
+
+
+def _compare_served(matrix: MatrixConfig, store: Path, master: str) -> tuple[int, str]:
+    """The exit code and a line on whether the homeserver serves this master key for the account."""
+    import httpx
+
+    session = SessionFile(store, matrix.homeserver, matrix.user_id)
+    try:
+        saved = session.load()
+        token = saved["access_token"] if saved else matrix.access_token.get() if matrix.access_token else None
+    except (MatrixStartError, SecretError) as error:
+        return 3, f"the homeserver was not asked: {error}"
+    if token is None:
+        return 3, "the homeserver was not asked: no saved login and no access_token"
+    try:
+        response = httpx.post(
+            f"{matrix.homeserver.rstrip('/')}{API}/keys/query",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"device_keys": {matrix.user_id: []}},
+            timeout=10.0,
+        )
+        data = response.json() if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError) as error:
+        return 3, f"the homeserver could not be asked ({type(error).__name__}); compare again when it answers"
+    served, _ = published_keys(data if isinstance(data, dict) else {}, matrix.user_id)
+    if served == master:
+        return 0, f"the homeserver {matrix.homeserver} serves this master key"
+    if served is None:
+        return 1, f"the homeserver {matrix.homeserver} serves no master key for the bot: restart the bot to publish it"
+    return 1, (
+        f"the homeserver {matrix.homeserver} serves ANOTHER master key ({fingerprint(served)}): someone replaced "
+        "the bot's identity; restart the bot (with its password) to restore this one"
     )
 
 
