@@ -186,8 +186,15 @@ def _account(master: str | None) -> dict[str, Any]:
     return answer
 
 
-async def _ensure(answers: dict[str, tuple[int, dict[str, Any]]], tmp_path: Path, password: str | None) -> Identity:
+async def _ensure(
+    answers: dict[str, tuple[int, dict[str, Any]]],
+    tmp_path: Path,
+    password: str | None,
+    seen: list[tuple[str, dict[str, Any]]] | None = None,
+) -> Identity:
     server = _Homeserver(answers)
+    if seen is not None:
+        server.bodies = seen
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -206,11 +213,14 @@ async def _ensure(answers: dict[str, tuple[int, dict[str, Any]]], tmp_path: Path
 
 async def test_single_sign_on_only_leaves_the_bot_unsigned_and_says_why(tmp_path: Path) -> None:
     flows = {"session": "s", "flows": [{"stages": ["m.login.sso"]}]}
-    answers = {QUERY: (200, _account(_public(Ed25519PrivateKey.generate()))), UPLOAD: (401, flows)}
-    identity = await _ensure(answers, tmp_path, "secret")
+    served = _public(Ed25519PrivateKey.generate())
+    answers_seen: list[tuple[str, dict[str, Any]]] = []
+    identity = await _ensure({QUERY: (200, _account(served)), UPLOAD: (401, flows)}, tmp_path, "secret", answers_seen)
     assert not identity.cross_signed
     assert "m.login.sso" in identity.problem and "NOT cross-signed" in identity.status_line()
-    assert not (tmp_path / "cross_signing.json").exists()  # nothing kept that the homeserver does not hold
+    # No password is sent where it is not asked for; the new keys wait in the store for a later replacement.
+    assert [path for path, _ in answers_seen] == [QUERY, UPLOAD]
+    assert KeyFile(tmp_path, "@b:x").public().master != _only_key(_account(served)["master_keys"]["@b:x"])
 
 
 async def test_a_homeserver_without_cross_signing_leaves_the_bot_unsigned(tmp_path: Path) -> None:

@@ -120,11 +120,10 @@ class CrossSigner:
             published.self_signing,
         ):
             reset = published.master is not None
-            fresh = keys is None
-            keys = keys or CrossSigningKeys.generate()
+            if keys is None:
+                keys = CrossSigningKeys.generate()
+                self._save(keys)  # before the upload: a retry after a lost answer must upload these same keys
             await self._upload_keys(request, keys)
-            if fresh:
-                self.keys.save(keys, self.pickle_key)
             log.warning(
                 "%s the cross-signing identity of %s (master key %s)",
                 "reset" if reset else "published",
@@ -134,6 +133,14 @@ class CrossSigner:
         if reset or not verify_json(device, self.user_id, keys.public.self_signing):
             await self._sign_device(request, device_id, device, keys)
         return Identity(True, keys.public.master, reset=reset)
+
+    def _save(self, keys: CrossSigningKeys) -> None:
+        try:
+            self.keys.save(keys, self.pickle_key)
+        except OSError as error:  # not a network error: retrying would only make more keys
+            raise IdentityRefused(
+                f"cannot write {self.keys.path} ({error.strerror}); fix the store directory"
+            ) from None
 
     def _local(self) -> CrossSigningKeys | None:
         """Our keys, or None when there are none yet; raises IdentityRefused when the file will not open."""
