@@ -16,6 +16,7 @@ and what to do, for the log (once) and for `!status`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -113,7 +114,8 @@ class CrossSigner:
         device = published.device
         if device is None or (device.get("keys") or {}).get(f"ed25519:{device_id}") != device_ed25519:
             raise IdentityRefused(f"the homeserver does not show this device's ({device_id}) keys; restart the bot")
-        keys = self._local()
+        # scrypt takes tens of milliseconds: off the event loop.
+        keys = await asyncio.to_thread(self._local)
         reset = False
         if keys is None or (keys.public.master, keys.public.self_signing) != (
             published.master,
@@ -122,7 +124,9 @@ class CrossSigner:
             reset = published.master is not None
             if keys is None:
                 keys = CrossSigningKeys.generate()
-                self._save(keys)  # before the upload: a retry after a lost answer must upload these same keys
+                await asyncio.to_thread(
+                    self._save, keys
+                )  # before the upload: a retry after a lost answer must upload these same keys
             await self._upload_keys(request, keys)
             log.warning(
                 "%s the cross-signing identity of %s (master key %s)",
