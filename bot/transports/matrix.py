@@ -5,6 +5,8 @@ directory; later starts restore them, so the bot keeps one device (and its E2EE 
 The sync token lives in the E2EE store (`store_sync_tokens`), and events older than the start are
 ignored as a second guard: a restart never answers a command twice. A revoked token leads to one fresh
 password login, or to exit 1; an unreachable homeserver to a capped exponential backoff.
+After the first sync of each login the device is cross-signed (identity.py), and after every sync the
+admins' room-key requests are answered (keyshare.py).
 """
 
 from __future__ import annotations
