@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the bot")
     run.add_argument("-c", "--config", required=True, metavar="FILE")
     run.add_argument("--console", action="store_true", help="use this terminal as the room (no homeserver)")
+    identity = commands.add_parser("identity", help="print the bot's cross-signing master key, to compare in Element")
+    identity.add_argument("-c", "--config", required=True, metavar="FILE")
     config = commands.add_parser("config", help="work with the configuration file")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
     config_check = config_commands.add_parser("check", help="validate a configuration file")
@@ -240,6 +242,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config_check(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "identity":
+            from bot.transports.identity import identity_report
+
+            config = load_config(args.config)
+            code, text = identity_report(config.matrix, config.state_dir, config.source)
+            print(text)
+            return code
         if args.command == "init":
             from bot.init import run_init
 

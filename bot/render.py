@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.durations import format_duration
-from bot.transports.base import Rendered
+from bot.transports.base import Rendered, plain_and_html
 from checks import Finding, Report, Status
 
 if TYPE_CHECKING:
@@ -120,11 +120,6 @@ def matrix_report(reports: Sequence[Report]) -> Rendered:
 def pre(text: str) -> Rendered:
     """A preformatted block (tables, traces): the text as it is, in <pre> for Matrix."""
     return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
-
-
-def plain_and_html(text: str) -> Rendered:
-    """A short message with no markup of its own, escaped for HTML."""
-    return Rendered(plain=text, html=html.escape(text).replace("\n", "<br/>"))
 
 
 def json_value(value: Any) -> str:

@@ -8,6 +8,7 @@ from bot.commands.registry import Argument, Call, command, target_arg
 from bot.durations import parse_duration
 from bot.monitor.core import Monitor
 from bot.render import Rendered, history_text, plain_and_html, pre, status_text
+from bot.transports.identity import identity_line
 
 __all__ = ["history", "mute", "run", "status", "unmute"]
 
@@ -23,7 +24,9 @@ def _monitor(call: Call) -> Monitor:
 async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()
-    return pre(status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now))
+    text = status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now)
+    identity = identity_line(call.services.transport)
+    return pre(f"{text}\n{identity}" if identity else text)
 
 
 @command(

@@ -5,6 +5,7 @@ Transports never import `checks`: they carry command text in and rendered replie
 
 from __future__ import annotations
 
+import html
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,6 +19,11 @@ class Rendered:
 
     plain: str
     html: str
+
+
+def plain_and_html(text: str) -> Rendered:
+    """A short message with no markup of its own, escaped for HTML."""
+    return Rendered(plain=text, html=html.escape(text).replace("\n", "<br/>"))
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,17 @@ directory; later starts restore them, so the bot keeps one device (and its E2EE 
 The sync token lives in the E2EE store (`store_sync_tokens`), and events older than the start are
 ignored as a second guard: a restart never answers a command twice. A revoked token leads to one fresh
 password login, or to exit 1; an unreachable homeserver to a capped exponential backoff.
+After the first sync of each login the device is cross-signed (identity.py), and after every sync the
+admins' room-key requests are answered (keyshare.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
-from pathlib import Path
 from typing import Any
 
 from nio import (
@@ -35,9 +35,11 @@ from nio import (
 
 from bot.chat import PREFIX, strip_reply_fallback, user_matches
 from bot.config.matrix import MatrixConfig
-from bot.transports.base import DeliveryError, Incoming, IncomingHandler, Rendered
+from bot.transports.base import DeliveryError, Incoming, IncomingHandler, Rendered, plain_and_html
+from bot.transports.identity import RESET_NOTICE, CrossSigner, Identity, IdentityKeeper
+from bot.transports.keyshare import KeyShare
 from bot.transports.media import image_content
-from bot.transports.session import MatrixStartError, SessionFile
+from bot.transports.session import MatrixStartError, SessionFile, store_path
 
 __all__ = ["Backoff", "MatrixStartError", "MatrixTransport"]
 
@@ -89,7 +91,7 @@ class MatrixTransport:
     def __init__(self, config: MatrixConfig, *, state_dir: str = "./state") -> None:
         self.config = config
         self.alert_rooms: Sequence[str] = config.alert_rooms
-        self.store_dir = Path(config.store_dir or os.path.join(state_dir, "matrix"))
+        self.store_dir = store_path(config, state_dir)
         self.session = SessionFile(self.store_dir, config.homeserver, config.user_id)
         self.session_path = self.session.path
         self.client: AsyncClient | None = None
@@ -104,6 +106,11 @@ class MatrixTransport:
         self._last_relogin = 0.0
         self._stopping = False
         self.last_sync: float | None = None
+        self.identity: Identity | None = None  # after the first sync: is this device cross-signed?
+        self._identity_due = False
+        self._keeper: IdentityKeeper | None = None
+        self._undecryptable: OrderedDict[str, None] = OrderedDict()
+        self._keyshare = KeyShare(self.store_dir, config.admins)
 
     def __repr__(self) -> str:
         return f"<MatrixTransport {self.config.user_id} at {self.config.homeserver}>"
@@ -150,8 +157,9 @@ class MatrixTransport:
             if isinstance(response, SyncResponse) and first:
                 first = False
                 await self._join_configured_rooms()
+                self._identity_due = True
                 log.info("serving as %s (device %s)", self.client.user_id, self.client.device_id)
-            await self._after_sync()
+            await self._after_sync(response)
         return 0
 
     async def stop(self) -> None:
@@ -241,7 +249,7 @@ class MatrixTransport:
 
     # -- after each sync -----------------------------------------------------------------------
 
-    async def _after_sync(self) -> None:
+    async def _after_sync(self, response: object) -> None:
         """Upload, query and claim E2EE keys as the sync asked; failures wait for the next round."""
         client = self.client
         assert client is not None
@@ -253,8 +261,31 @@ class MatrixTransport:
                 await client.keys_query()
             if client.should_claim_keys:
                 await client.keys_claim(client.get_users_for_key_claiming())
+            if isinstance(response, SyncResponse):
+                await self._keyshare.handle(client, response.to_device_events)
+            if self._identity_due and not client.should_upload_keys:
+                await self._cross_sign()
         except NETWORK_ERRORS as error:
             log.debug("key maintenance postponed: %s", error)
+
+    async def _cross_sign(self) -> None:
+        assert self.client is not None
+        if self._keeper is None:
+            pickle_key = self.session.pickle_key(self.config.pickle_key)
+            signer = CrossSigner(self.store_dir, self.config.user_id, pickle_key, self.config.password)
+            self._keeper = IdentityKeeper(signer, retry_on=NETWORK_ERRORS)
+        identity = await self._keeper.check(self.client)
+        self._identity_due = False
+        self.identity = identity
+        if identity.reset:
+            for room in self.alert_rooms:
+                await self._announce(room, f"{RESET_NOTICE} (run `repbot identity` to compare my master key)")
+
+    async def _announce(self, room: str, text: str) -> None:
+        try:
+            await self.send(room, plain_and_html(text))
+        except DeliveryError as error:
+            log.warning("could not tell %s that the identity was reset: %s", room, error)
 
     async def _join_configured_rooms(self) -> None:
         assert self.client is not None
@@ -289,10 +320,18 @@ class MatrixTransport:
             self._bots.add(event.sender)
 
     async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
-        if event.server_timestamp >= self.started_ms:
-            log.warning(
-                "cannot decrypt a message from %s in %s (no room key for this device)", event.sender, room.room_id
-            )
+        # Once per Megolm session, not per event: a sender without our device's key would flood the log.
+        if event.server_timestamp < self.started_ms or event.session_id in self._undecryptable:
+            return
+        self._undecryptable[event.session_id] = None
+        while len(self._undecryptable) > REMEMBERED_TXNS:
+            self._undecryptable.popitem(last=False)
+        log.warning(
+            "cannot decrypt messages from %s in %s (no room key for this device, Megolm session %s)",
+            event.sender,
+            room.room_id,
+            event.session_id,
+        )
 
     async def _on_text(self, room: MatrixRoom, event: RoomMessageText) -> None:
         incoming = self._incoming(room, event)
@@ -359,6 +398,7 @@ class MatrixTransport:
         """Send an m.room.message (as a reply when asked) and remember its txn_id; raises DeliveryError."""
         if reply_to is not None and reply_to.event_id:
             content["m.relates_to"] = _relation(reply_to)
+        content.setdefault("m.mentions", {})  # intentional mentions only, encrypted or not: a reply pings no one
         response = await self._room_send(room, "m.room.message", content, txn_id)
         if not isinstance(response, RoomSendResponse):
             raise DeliveryError(f"{room} did not accept the {what}: {response}")

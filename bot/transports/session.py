@@ -11,9 +11,10 @@ import os
 import secrets
 from pathlib import Path
 
+from bot.config.matrix import MatrixConfig
 from bot.config.reader import Secret
 
-__all__ = ["MatrixStartError", "SessionFile", "write_private"]
+__all__ = ["MatrixStartError", "SessionFile", "store_path", "write_private"]
 
 log = logging.getLogger("repbot.matrix")
 
@@ -62,6 +63,11 @@ class SessionFile:
         write_private(path, key)
         log.warning("no [matrix] pickle_key configured: generated one in %s (keep it with the store)", path)
         return key
+
+
+def store_path(config: MatrixConfig, state_dir: str) -> Path:
+    """The store directory: [matrix] store_dir, else `matrix` in the state directory."""
+    return Path(config.store_dir or os.path.join(state_dir, "matrix"))
 
 
 def write_private(path: Path, text: str) -> None:
