@@ -46,7 +46,8 @@ _MARKERS: dict[str, re.Pattern[str]] = {
     "yahoo": re.compile(r"yahoo|\baol\b|\[(?:TSS|PH|BL|TS)\d\d\]", re.IGNORECASE),
     "gmx": re.compile(r"gmx|web\.de|nemesis esmtp|mxweb", re.IGNORECASE),
 }
-_BASIC = re.compile(r"^\s*([245]\d\d)[\s-]")
+# The basic code anywhere: Postfix quotes it mid-text ("host mx.example.org[192.0.2.1] said: 550 5.1.1 ...").
+_BASIC = re.compile(r"(?:^|(?<=[\s:(\[<\"'=#]))([245]\d\d)(?=[\s,-]|:\s|$)")
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 _S_CODE = re.compile(r"\b(S\d{3,4})\b")
 _ENTRY_FIELDS = frozenset({"id", "provider", "kind", "match", "unique", "temporary", "meaning", "action", "contact"})
@@ -140,7 +141,7 @@ def provider_family(name: str | None) -> str | None:
 
 def parse_reply(text: str) -> ReplyCodes:
     """The codes in a reply text (one line or several); pure."""
-    basic = _BASIC.match(text)
+    basic = _BASIC.search(text)
     enhanced = tuple(dict.fromkeys(".".join(m.groups()) for m in _ENHANCED.finditer(text)))
     s_codes = tuple(dict.fromkeys(_S_CODE.findall(text)))
     provider = next((name for name, pattern in _MARKERS.items() if pattern.search(text)), None)

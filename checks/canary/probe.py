@@ -1,7 +1,7 @@
 """Canaries: send a small tokened message to a seed mailbox, then find out where it went.
 
-Pure helpers (`make_token`, `build_message`, `read_receiver_verdict`, `read_bounce`) work on strings and bytes;
-`send` (SMTP submission or direct to the seed's MX, via aiosmtplib) and `look` / `poll` (IMAP, via
+Pure helpers (`make_token`, `build_message`, `read_receiver_verdict`, `read_bounce`, `parse_bounce`) work on
+strings and bytes; `send` (SMTP submission or direct to the seed's MX, via aiosmtplib) and `look` / `poll` (IMAP, via
 `checks.mailbox`) do the I/O. A `Canary` is a plain value that can be stored (`to_json` / `from_json`), so a
 canary the bot crashed during can be looked for again after a restart.
 """
@@ -21,14 +21,13 @@ import aiosmtplib
 
 from checks.canary._message import (
     HEADER,
-    Bounce,
     ReceiverVerdict,
     build_message,
     make_token,
-    read_bounce,
     read_receiver_verdict,
     received_at,
 )
+from checks.canary.bounce import Bounce, parse_bounce, read_bounce
 from checks.canary.maillog import LogSource, queue_id_from_reply
 from checks.context import CheckContext
 from checks.mailbox import Mailbox, MailboxError, MailboxSettings
@@ -43,6 +42,7 @@ __all__ = [
     "build_message",
     "look",
     "make_token",
+    "parse_bounce",
     "poll",
     "read_bounce",
     "read_receiver_verdict",
