@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from checks.canary.ndr import explain
 from checks.canary.probe import Bounce, parse_bounce
 
 DATA = Path(__file__).parent / "data" / "bounces"
@@ -40,3 +41,39 @@ def test_real_bounce(case: dict[str, Any]) -> None:
         if want[key] is None:
             del want[key], got[key]
     assert got == want, bounce.diagnostic
+
+
+# Sisimai's reasons that are about the recipient, the network or authentication, never our IP's reputation.
+NOT_REPUTATION = {
+    "userunknown", "mailboxfull", "hostunknown", "hasmoved", "suspend", "mesgtoobig", "exceedlimit", "expired",
+    "networkerror", "systemerror", "notaccept", "mailererror", "authfailure", "requireptr", "notcompliantrfc",
+}  # fmt: skip
+REPUTATION_ROWS = {
+    "microsoft.s3150", "microsoft.s3140", "microsoft.s775", "microsoft365.rate-limited", "microsoft365.banned-ip",
+    "microsoft365.banned-sender", "google.low-reputation", "google.unusual-rate", "yahoo.tss04", "yahoo.tss09",
+    "yahoo.ph01", "yahoo.bl21", "gmx.ip-blocklisted", "gmx.policy",
+}  # fmt: skip
+
+
+def test_no_recipient_network_or_authentication_failure_is_called_a_reputation_block() -> None:
+    checked = 0
+    for case in CASES:
+        if case["reason"] not in NOT_REPUTATION:
+            continue
+        bounce = _read(case["file"])
+        found = explain(bounce.diagnostic or bounce.status or "")
+        checked += 1
+        assert found is None or found.entry_id not in REPUTATION_ROWS, (case["file"], found.entry_id)
+    assert checked >= 150
+
+
+@pytest.mark.parametrize(
+    ("name", "entry_id"),
+    [("rhost-google-06.eml", "google.no-ptr"), ("rhost-google-08.eml", "google.not-rfc5322"),
+     ("lhost-qmail-09.eml", "microsoft365.banned-ip"), ("rhost-microsoft-05.eml", "microsoft365.rate-limited"),
+     ("lhost-qmail-14.eml", "generic.unauthenticated"), ("rhost-google-04.eml", "google.unauthenticated")],
+)  # fmt: skip
+def test_real_replies_are_explained_by_their_own_words(name: str, entry_id: str) -> None:
+    bounce = _read(name)
+    found = explain(bounce.diagnostic or "")
+    assert found is not None and found.entry_id == entry_id
