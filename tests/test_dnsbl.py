@@ -493,3 +493,21 @@ async def test_cancelled_check_leaves_the_shared_probe_and_the_limit_alone(dns_s
     await asyncio.sleep(0.1)  # the abandoned queries' answers arrive and free their slots
     limiter = _Limits.get(asyncio.get_running_loop())
     assert limiter.active == 0 and not limiter.waiting
+
+
+async def test_zones_without_test_points_are_unknown_when_the_tested_zones_are_denied(dns_server: DnsServer) -> None:
+    # A filtering resolver: the root and other names answer, every blocklist name is NXDOMAIN.
+    dns_server.add("example.org", "A", "192.0.2.1")
+    ctx = make_ctx(dns_server)
+    findings = by_zone(await check_ip(parse_target("192.0.2.25"), ctx))
+    untested = [zone for zone in load_catalog().for_family("ipv4") if not zone.test_points and zone.usable]
+    assert untested
+    for zone in untested:
+        finding = findings[zone.name]
+        assert finding.status is Status.UNKNOWN and finding.code == "untrusted-resolver", finding.summary
+        assert "not listed" not in finding.summary
+    assert not any(f.status is Status.OK for f in findings.values())
+    publish_test_points(dns_server)
+    ctx.caches.clear()
+    findings = by_zone(await check_ip(parse_target("192.0.2.25"), ctx))
+    assert all(findings[zone.name].status is Status.OK for zone in untested)

@@ -387,3 +387,37 @@ async def test_the_room_commands_read_and_steer_the_monitor(world: Scenario) -> 
     from bot.commands.core import REGISTRY, ParseFailure
 
     assert isinstance(REGISTRY.parse("!mute dkim soon"), ParseFailure)  # a duration the parser refuses
+
+
+def _lie(dns: DnsServer, how: str | None) -> None:
+    """Make the whole DNS tree lie: "nxdomain" for every name, the root included; None to stop."""
+    for name in (".", "*."):
+        dns.set_behaviour(name, how)
+
+
+async def test_a_lying_resolver_is_said_once_and_never_delists(world: Scenario) -> None:
+    await world.run(2)
+    world.listed()
+    await world.run(2)
+    _lie(world.dns, "nxdomain")
+    await world.run(6)
+    _lie(world.dns, None)
+    await world.run(2)
+    texts = world.transport.texts()
+    assert len(texts) == 3, texts
+    assert "new listing" in texts[0]
+    resolver = world.dns.address
+    assert texts[1] == f"? cannot check: the resolver at {resolver} answers NXDOMAIN for names that exist. " + (
+        "No blocklist, SPF, DKIM or DMARC verdict is drawn from it."
+    )
+    assert texts[2] == f"✓ the resolver at {resolver} answers truthfully again: checking again."
+    assert not any("delisted" in text for text in texts)
+
+
+async def test_a_resolver_that_rewrites_nxdomain_lists_nothing(world: Scenario) -> None:
+    await world.run(2)
+    world.dns.add("*.", "A", "192.0.2.80")  # the advertising page, for every name that does not exist
+    await world.run(3)
+    texts = world.transport.texts()
+    assert len(texts) == 1, texts
+    assert "NXDOMAIN rewriting" in texts[0] and "listing" not in texts[0]
