@@ -421,3 +421,17 @@ async def test_a_resolver_that_rewrites_nxdomain_lists_nothing(world: Scenario) 
     texts = world.transport.texts()
     assert len(texts) == 1, texts
     assert "NXDOMAIN rewriting" in texts[0] and "listing" not in texts[0]
+
+
+async def test_status_after_one_run_says_pending_confirmation(dns_server: DnsServer, tmp_path: Path) -> None:
+    config = make_config(tmp_path, immediate_new_listing=False)
+    world = Scenario(dns_server, tmp_path / "state.json", config, RecordingTransport())
+    world.listed()
+    await world.run(1)
+    status = await _command(world, "!status")
+    assert f"✗ {IP}: fail, pending confirmation (1 of 2 runs), 1 checks" in status, status
+    assert f"    ✗ dnsbl {ZONE}: fail, pending confirmation (1 of 2 runs): listed" in status, status
+    assert "unknown" not in status
+    await world.run(1)
+    status = await _command(world, "!status")
+    assert f"✗ {IP}: fail, 1 checks" in status and "pending" not in status, status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,8 +50,19 @@ def _pre(text: str) -> Rendered:
     return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
 
 
-def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], now: datetime) -> str:
-    """The stored state: a line per target with its worst status, a line per problem or blind check."""
+def _pending(state: Mapping[str, Any], confirm: int) -> tuple[Status, str] | None:
+    """A status seen but not yet confirmed, and 'pending confirmation (1 of 2 runs)'; None when nothing waits."""
+    candidate = state.get("candidate")
+    if not candidate:
+        return None
+    status = Status(json.loads(candidate)[0])
+    if state.get("status") == status.value:
+        return None
+    return status, f"pending confirmation ({state.get('candidate_count', 1)} of {confirm} runs)"
+
+
+def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], now: datetime, confirm: int = 2) -> str:
+    """The stored state: a line per target with its worst status, a line per problem, pending or blind check."""
     if not states:
         return "no results yet: the first scheduled run has not finished (try !run)"
     by_target: dict[str, list[Mapping[str, Any]]] = {}
@@ -60,15 +72,31 @@ def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], n
     for target, group in sorted(by_target.items()):
         known = [Status(s["status"]) for s in group if s.get("status")]
         blind = [s for s in group if s.get("last_status") == Status.UNKNOWN.value]
+        pending = {s["key"]: found for s in group if (found := _pending(s, confirm)) is not None}
         worst = max(known, key=lambda status: status.severity, default=Status.UNKNOWN)
         seen = max(str(s.get("last_seen", "")) for s in group)
         ago = format_duration(now - datetime.fromisoformat(seen)) if seen else "?"
-        lines.append(f"{MARKS[worst]} {target}: {worst.value}, {len(group)} checks, last run {ago} ago")
+        if known:
+            said = worst.value
+        elif pending:
+            # Nothing confirmed yet: say what was seen, and that it waits for its next run, not "unknown".
+            worst = max((status for status, _ in pending.values()), key=lambda status: status.severity)
+            said = f"{worst.value}, {min(words for _, words in pending.values())}"
+        else:
+            said = worst.value
+        lines.append(f"{MARKS[worst]} {target}: {said}, {len(group)} checks, last run {ago} ago")
         for state in sorted(group, key=lambda s: (s["check"], s["subject"])):
             if state.get("status") in _PROBLEMS:
                 since = format_duration(now - datetime.fromisoformat(state["since"])) if state.get("since") else "?"
                 mark = MARKS[Status(state["status"])]
                 lines.append(f"    {mark} {state['check']} {state['subject']} for {since}: {state.get('summary', '')}")
+            waiting = pending.get(state["key"])
+            if waiting is not None:
+                status, words = waiting
+                summary = state.get("candidate_summary", "")
+                lines.append(
+                    f"    {MARKS[status]} {state['check']} {state['subject']}: {status.value}, {words}: {summary}"
+                )
         for state in blind:
             lines.append(f"    ? {state['check']} {state['subject']}: {state.get('unknown_summary', 'unknown')}")
     for what, until in sorted(mutes.items()):
@@ -95,7 +123,8 @@ def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str |
 async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()
-    return _pre(status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now))
+    states, mutes = monitor.store.states(), monitor.store.mutes(now.isoformat())
+    return _pre(status_text(states, mutes, now, monitor.rules.confirm))
 
 
 @command(

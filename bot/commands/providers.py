@@ -6,10 +6,12 @@ finding (see `checks.providers.feedback.findings_for_complaints`): one state per
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from bot.commands.core import Argument, Call, command, ip_arg
@@ -29,6 +31,16 @@ FamilyBuilder = Callable[[Config], FamilyRun | None]
 
 JOURNAL_FILE = "complaints.jsonl"
 MAX_DAYS = 90
+# One collection at a time per event loop: the monitor's run and !complaints must not both mark a report.
+_COLLECTING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def _collect(
+    settings: feedback.FeedbackSettings, journal: feedback.JsonlJournal, now: datetime
+) -> list[feedback.Complaint]:
+    lock = _COLLECTING.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        return (await feedback.collect(settings, journal, now)).new
 
 
 def _days(text: str) -> int:
@@ -71,7 +83,7 @@ async def complaints_reports(config: Config, ctx: CheckContext) -> list[Report]:
     new: list[feedback.Complaint] = []
     failure: Finding | None = None
     try:
-        new = (await feedback.collect(settings, journal, now)).new
+        new = await _collect(settings, journal, now)
     except (MailboxError, SecretError) as error:
         log.warning("feedback mailbox %s: %s", settings.mailbox.host, error)
         summary = f"cannot read the feedback mailbox: {error}"
@@ -126,15 +138,25 @@ async def snds_command(call: Call) -> Rendered:
     args=[Argument("days", _days, required=False)],
 )
 async def complaints_command(call: Call) -> Rendered:
-    config = call.services.config
-    if config.extra.get("feedback") is None:
+    config, ctx = call.services.config, call.services.ctx
+    settings = feedback_settings(config, ctx) if config.extra.get("feedback") is not None else None
+    if settings is None:
         return plain_and_html("no feedback mailbox is configured: add a [feedback] section (see docs/providers.md)")
     days = call.args.get("days") or 7
     journal = feedback.JsonlJournal(Path(config.state_dir) / JOURNAL_FILE)
-    recent = journal.complaints(call.services.ctx.clock() - timedelta(days=days))
+    # Collect first, so that reports waiting in the mailbox count before the first scheduled run.
+    unread = ""
+    try:
+        await _collect(settings, journal, ctx.clock())
+    except (MailboxError, SecretError) as error:
+        log.warning("feedback mailbox %s: %s", settings.mailbox.host, error)
+        unread = f"the feedback mailbox cannot be read now: {error}"
+    recent = journal.complaints(ctx.clock() - timedelta(days=days))
+    if not recent and unread and not journal.path.exists():
+        return plain_and_html(f"nothing has been collected yet: {unread}")
     if not recent:
-        return plain_and_html(f"no complaints in the last {days} days")
-    lines = [f"{len(recent)} complaints in the last {days} days"]
+        return plain_and_html(f"no complaints in the last {days} days" + (f" ({unread})" if unread else ""))
+    lines = [f"{len(recent)} complaints in the last {days} days" + (f" ({unread})" if unread else "")]
     lines += [f"  {day}: {n}" for day, n in sorted(feedback.count_by(recent, "day").items())]
     lines += [f"  {domain}: {n}" for domain, n in feedback.count_by(recent, "domain").most_common()]
     lines += [feedback.complaint_line(c) for c in recent[-10:]]
