@@ -225,7 +225,7 @@ def _listed(
     summary = f"listed in {zone.title}: {', '.join(described)}"
     if txt:
         summary += f" ({txt[0]})"
-    return _finding(zone, status, "listed", summary, evidence, _delist_advice(zone), now)
+    return _finding(zone, status, "listed", summary, evidence, _delist_advice(zone, answer.records), now)
 
 
 def _reputation(
@@ -280,9 +280,10 @@ def _broken(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetim
                     _evidence(zone, shown, answer, reason=reason), advice, now)  # fmt: skip
 
 
-def _delist_advice(zone: Zone) -> str:
+def _delist_advice(zone: Zone, answers: Sequence[str] = ()) -> str:
     where = "" if zone.delist == "none" else f"Details and removal: {zone.delist}"
-    return " ".join(part for part in (where, zone.note) if part)
+    note = zone.note if not zone.note_codes or zone.note_codes & set(answers) else ""
+    return " ".join(part for part in (where, note) if part)
 
 
 def _evidence(zone: Zone, shown: str, answer: DnsAnswer, **extra: Any) -> dict[str, Any]:
