@@ -432,3 +432,22 @@ def test_postfix_reply_code_mid_text_and_a_nested_report_does_not_win() -> None:
     )
     bounce = _bounce_of(nested)
     assert (bounce.action, bounce.status, bounce.reply_code) == ("failed", "5.0.0", "554")
+
+
+def test_a_delay_notice_is_pending_then_deferred_never_a_bounce() -> None:
+    notice = (
+        b"From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\r\n"
+        b"Subject: Delivery Status Notification (Delay)\r\n\r\n"
+        b"Delivery to the following recipient has been delayed:\r\n\r\n     seed@gmail.com\r\n\r\n"
+        b"Message will be retried for 2 more day(s)\r\n\r\nThe error that the other server returned was:\r\n"
+        b"421-4.7.28 Our system has detected an unusual rate of unsolicited mail. gsmtp\r\n\r\nrbfeed\r\n"
+    )
+    bounce = _bounce_of(notice)
+    assert bounce.action == "delayed"
+    sent = datetime.now(UTC)
+    canary = Canary("gmail", "rbfeed", "<rbfeed@x>", "s@gmail.com", "me@x", sent, sent + DEADLINE, submitted=True)
+    early = classify(canary, Placement(bounce=bounce), None, sent)
+    assert early.kind == "pending"
+    late = classify(canary, Placement(bounce=bounce), None, sent + DEADLINE * 2)
+    assert late.kind == "deferred" and late.explanation is not None
+    assert late.explanation.entry_id == "google.unusual-rate"

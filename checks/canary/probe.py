@@ -268,16 +268,17 @@ async def _look_seed(settings: CanarySettings, canary: Canary) -> Placement:
 async def _look_sender(settings: CanarySettings, canary: Canary) -> Bounce | None:
     if settings.sender_mailbox is None:
         return None
+    found: Bounce | None = None
     async with Mailbox(settings.sender_mailbox) as box:
         await box.select("INBOX")
         for uid in await box.search("TEXT", canary.token):
             fetched = await box.fetch(uid, MAX_FETCH)
             bounce = read_bounce(fetched.raw or b"", canary.token)
-            if bounce is not None:
-                if bounce.action == "failed":
-                    await _dispose(box, settings, uid)
-                return bounce
-    return None
+            if bounce is not None and bounce.action == "failed":
+                await _dispose(box, settings, uid)
+                return bounce  # a failure outweighs an earlier delay notice about the same canary
+            found = found or bounce
+    return found
 
 
 async def look(settings: CanarySettings, canary: Canary) -> Placement:
