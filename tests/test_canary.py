@@ -356,6 +356,10 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
         await ctx.aclose()
 
 
+def _sent(name: str, at: datetime) -> Canary:
+    return Canary(name, "rbfeed", "<rbfeed@x>", f"s@{name}.com", "me@x", at, at + DEADLINE, submitted=True)
+
+
 def _bounce_of(raw: bytes) -> Any:
     bounce = read_bounce(raw, "rbfeed")
     assert bounce is not None
@@ -375,7 +379,7 @@ def test_a_text_bounce_without_a_report_is_a_failure_and_the_canary_bounced() ->
     bounce = _bounce_of(qmail)
     assert (bounce.action, bounce.status, bounce.reply_code) == ("failed", "5.7.606", "550")
     now = datetime.now(UTC)
-    canary = Canary("outlook", "rbfeed", "<rbfeed@x>", "s@outlook.com", "me@x", now, now + DEADLINE, submitted=True)
+    canary = _sent("outlook", now)
     verdict = classify(canary, Placement(bounce=bounce), None, now)
     assert verdict.kind == "bounced" and verdict.explanation is not None
     assert verdict.explanation.entry_id == "microsoft365.banned-ip"
@@ -445,7 +449,7 @@ def test_a_delay_notice_is_pending_then_deferred_never_a_bounce() -> None:
     bounce = _bounce_of(notice)
     assert bounce.action == "delayed"
     sent = datetime.now(UTC)
-    canary = Canary("gmail", "rbfeed", "<rbfeed@x>", "s@gmail.com", "me@x", sent, sent + DEADLINE, submitted=True)
+    canary = _sent("gmail", sent)
     early = classify(canary, Placement(bounce=bounce), None, sent)
     assert early.kind == "pending"
     late = classify(canary, Placement(bounce=bounce), None, sent + DEADLINE * 2)

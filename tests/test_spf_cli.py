@@ -14,36 +14,24 @@ import pytest
 from bot.cli import main
 from checks.spf.evaluator import sender_and_domain
 from tests.fixtures.dnsserver import DnsServer
-from tests.test_spf_conformance import CASES, SECTIONS
-
-
-class _Zones:
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-        self.loaded: int | None = None
-
-    def use(self, index: int) -> None:
-        if self.loaded != index:
-            self.server.clear()
-            self.server.load(SECTIONS[index].get("zonedata") or {})
-            self.loaded = index
+from tests.test_spf_conformance import CASES, SuiteZones
 
 
 @pytest.fixture(scope="module")
-def zones() -> Iterator[_Zones]:
+def suite() -> Iterator[SuiteZones]:
     with DnsServer() as server:
-        yield _Zones(server)
+        yield SuiteZones(server)
 
 
 @pytest.mark.parametrize(("index", "name", "case"), CASES)
 def test_rfc7208_through_the_cli(
-    zones: _Zones, capsys: pytest.CaptureFixture[str], index: int, name: str, case: dict[str, Any]
+    suite: SuiteZones, capsys: pytest.CaptureFixture[str], index: int, name: str, case: dict[str, Any]
 ) -> None:
-    zones.use(index)
+    suite.use(index)
     helo = str(case.get("helo", ""))
     sender, domain = sender_and_domain(str(case.get("mailfrom", "")), helo)
     argv = ["spf", f"--ip={case['host']}", f"--sender={sender}", f"--helo={helo}",
-            f"--nameserver={zones.server.address}", "--timeout=0.3", "--json", "--", domain]  # fmt: skip
+            f"--nameserver={suite.server.address}", "--timeout=0.3", "--json", "--", domain]  # fmt: skip
     code = main(argv)
     out = capsys.readouterr()
     expected = case["result"] if isinstance(case["result"], list) else [case["result"]]
