@@ -170,9 +170,17 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
     name = _spf_domain(args.domain)
     if not ip.is_ip:
         raise TargetError("give a domain, then --ip with an IP address")
+    from checks.runner import resolver_health
+
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
     sender = args.sender or f"postmaster@{name}"
     try:
+        health = await resolver_health(ctx)
+        if not health.honest:
+            # "none" from a resolver that lies would be a verdict resting on the lie.
+            problem = f"cannot check: {health.problem()}"
+            print(json_value({"error": problem, "resolver": health.resolver}) if args.json else f"repbot: {problem}")
+            return EXIT_UNKNOWN
         result = await spf.check_host(ip.value, name, sender, resolver=ctx.resolver, helo=args.helo)
     finally:
         await ctx.aclose()

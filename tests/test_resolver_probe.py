@@ -112,3 +112,17 @@ def test_repbot_check_exits_3_and_says_why(dns_server: DnsServer) -> None:
     assert target["status"] == "unknown"
     assert {f["code"] for f in target["findings"]} == {"resolver-lies"}
     assert LIE_NXDOMAIN in target["findings"][0]["summary"]
+
+
+def test_repbot_spf_draws_no_none_from_a_lying_resolver(dns_server: DnsServer) -> None:
+    server = _world(dns_server)
+    _lie_nxdomain(server)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "spf", "example.org", "--ip", "192.0.2.1", "--nameserver", server.address,
+         "--timeout", "1", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer == {"error": f"cannot check: the resolver at {server.address} {LIE_NXDOMAIN}",
+                      "resolver": server.address}  # fmt: skip

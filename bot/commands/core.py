@@ -322,9 +322,13 @@ async def check(call: Call) -> Rendered:
 )
 async def spf_command(call: Call) -> Rendered:
     from bot.render import spf_text
+    from checks.runner import resolver_health
     from checks.spf import evaluator as spf
 
     domain, ip = call.args["domain"], call.args["ip"]
+    health = await resolver_health(call.services.ctx)
+    if not health.honest:
+        return plain_and_html(f"? cannot check SPF for {domain}: {health.problem()}")
     result = await spf.check_host(ip, domain, f"postmaster@{domain}", resolver=call.services.ctx.resolver)
     text = spf_text(domain, ip, result)
     return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
