@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from checks.providers.feedback import complaint_line, parse_report
+from checks.providers.feedback import NotAReport, complaint_line, parse_report
 
 DATA = Path(__file__).parent / "data" / "arf"
 CASES: list[dict[str, Any]] = tomllib.loads((DATA / "expectations.toml").read_text())["report"]
@@ -35,3 +35,13 @@ def test_both_domains_are_shown_when_they_differ() -> None:
     complaint = parse_report((DATA / "arf-14.eml").read_bytes())
     line = complaint_line(complaint)
     assert "from example.jp (" in line and "Reported-Domain amazonses.com)" in line
+
+
+def test_cut_short_a_report_is_read_or_refused_with_a_reason() -> None:
+    for case in CASES:
+        raw = (DATA / case["file"]).read_bytes()
+        for end in (len(raw) // 3, len(raw) // 2, 300):
+            try:
+                parse_report(raw[:end])
+            except NotAReport as error:
+                assert str(error)

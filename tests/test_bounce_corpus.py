@@ -77,3 +77,11 @@ def test_real_replies_are_explained_by_their_own_words(name: str, entry_id: str)
     bounce = _read(name)
     found = explain(bounce.diagnostic or "")
     assert found is not None and found.entry_id == entry_id
+
+
+def test_cut_short_anywhere_a_bounce_never_raises() -> None:
+    for case in CASES:
+        raw = (DATA / case["file"]).read_bytes()
+        for end in (len(raw) // 3, len(raw) // 2, 300, 40):
+            found = parse_bounce(raw[:end])
+            assert found is None or found.action in ("failed", "delayed", "unknown")
