@@ -455,3 +455,14 @@ def test_a_delay_notice_is_pending_then_deferred_never_a_bounce() -> None:
     late = classify(canary, Placement(bounce=bounce), None, sent + DEADLINE * 2)
     assert late.kind == "deferred" and late.explanation is not None
     assert late.explanation.entry_id == "google.unusual-rate"
+
+
+def test_an_expired_message_gives_the_remote_s_last_answer_not_our_verdict() -> None:
+    ses = _report(
+        "Final-Recipient: rfc822; seed@example.net\r\nAction: failed\r\nStatus: 4.4.7\r\n"
+        "Diagnostic-Code: smtp; 554 4.4.7 Message expired: unable to deliver in 840 minutes.\r\n"
+        "    <421 4.4.2 Connection timed out>\r\n",
+        "Subject: Delivery check rbfeed\r\n\r\nhello\r\n",
+    )
+    bounce = _bounce_of(ses)
+    assert (bounce.action, bounce.status, bounce.reply_code) == ("failed", "4.4.2", "421")

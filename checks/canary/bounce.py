@@ -45,7 +45,7 @@ _STRONG_FAILURE = re.compile(r"permanent|giving up|given up|not going to try aga
 _ENHANCED = re.compile(r"(?<![\d.])([45]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 # Status codes that only say what our MTA concluded; the remote's own code in the diagnostic says why.
 _OWN_VERDICTS = frozenset({"4.4.7", "5.4.7"})
-_AFTER_REPLY = re.compile(r"(?<!\d)[45]\d\d[ -]['\"]?([45]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
+_REPLY_PAIR = re.compile(r"(?<![\d.])([45]\d\d)[ -]['\"]?([45]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 _DSN_LINES = ("Action", "Status", "Diagnostic-Code", "Remote-MTA")
 
 
@@ -131,8 +131,8 @@ def _from_report(message: Message, notice: str) -> Bounce | None:
         words = " ".join(str(code).split())
         diagnostic = words.partition(";")[2].strip() if ";" in words else words
     lines = [f"{name}: {' '.join(str(v).split())}" for name in _DSN_LINES for v in recipient.get_all(name) or []]
-    reply = _failure_code(diagnostic) if diagnostic else None
-    status = _better(status, _remote_status(diagnostic) if diagnostic else None)
+    reply, remote = _remote_answer(diagnostic) if diagnostic else (None, None)
+    status = _better(status, remote)
     return Bounce(action, status, diagnostic or None, tuple(lines), reply)
 
 
@@ -143,10 +143,14 @@ def _better(status: str | None, remote: str | None) -> str | None:
     return status
 
 
-def _remote_status(diagnostic: str) -> str | None:
-    """The enhanced code that follows the remote's reply code ('550 5.7.1'), else the first one."""
-    after = _AFTER_REPLY.search(diagnostic)
-    return after.group(1) if after else _enhanced(diagnostic)
+def _remote_answer(diagnostic: str) -> tuple[str | None, str | None]:
+    """The remote's reply and enhanced codes ('550 5.7.1'); past our MTA's own 'expired' verdict when it quotes
+    the remote's last answer ('554 4.4.7 Message expired ... <421 4.4.2 Connection timed out>')."""
+    pairs = _REPLY_PAIR.findall(diagnostic)
+    chosen = next((pair for pair in pairs if pair[1] not in _OWN_VERDICTS), pairs[0] if pairs else None)
+    if chosen is not None:
+        return chosen[0], chosen[1]
+    return _failure_code(diagnostic), _enhanced(diagnostic)
 
 
 def _enhanced(text: str) -> str | None:
