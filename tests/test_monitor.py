@@ -21,7 +21,7 @@ from bot.monitor.core import Monitor, default_families
 from bot.monitor.store import Store
 from bot.render import Rendered
 from bot.transports.base import DeliveryError, Incoming
-from checks import CheckContext, DnsblSettings, Finding, Resolver, Status
+from checks import CheckContext, DnsblSettings, Finding, Report, Resolver, Status, parse_target
 from checks.dnsbl.catalog import load_catalog
 from tests.fixtures.dnsserver import DnsServer
 
@@ -435,3 +435,13 @@ async def test_status_after_one_run_says_pending_confirmation(dns_server: DnsSer
     await world.run(1)
     status = await _command(world, "!status")
     assert f"✗ {IP}: fail, 1 checks" in status and "pending" not in status, status
+
+
+async def test_only_a_run_of_dns_checks_says_the_resolver_is_honest_again(world: Scenario) -> None:
+    _lie(world.dns, "nxdomain")
+    await world.run(1)
+    snds = Finding("snds", IP, Status.OK, "GREEN", {}, code="snds-green", observed_at=world.clock.now)
+    world.monitor.process([Report(parse_target(IP), (snds,))])  # another family's run, while the resolver lies
+    await world.monitor.deliver()
+    texts = world.transport.texts()
+    assert len(texts) == 1 and "cannot check: the resolver" in texts[0], texts

@@ -50,6 +50,13 @@ class Family:
     interval: timedelta
 
 
+def _resolver_checks() -> frozenset[str]:
+    """The checks checks.runner runs only after the resolver passed its probe."""
+    from checks.runner import domain_checks, ip_checks
+
+    return frozenset(name for name, _ in (*domain_checks(), *ip_checks()))
+
+
 def _family_of(check: str) -> str:
     return next((family for family, names in FAMILY_CHECKS.items() if check in names), "domains")
 
@@ -200,7 +207,8 @@ class Monitor:
             text = f"{MARKS[Status.UNKNOWN]} {summary}. No blocklist, SPF, DKIM or DMARC verdict is drawn from it."
             self._enqueue(plain_and_html(text), alert_id=f"resolver-lies-{uuid.uuid4().hex[:12]}")
             log.warning("%s", summary)
-        elif not lies and said is not None and any(r.findings for r in reports):
+        elif not lies and said is not None and any(f.check in _resolver_checks() for r in reports for f in r.findings):
+            # Only a run of the checks the probe guards says the resolver is honest again (not SNDS, not canaries).
             self.store.set_meta(_RESOLVER_META, None)
             text = f"{MARKS[Status.OK]} the resolver at {said} answers truthfully again: checking again."
             self._enqueue(plain_and_html(text), alert_id=f"resolver-honest-{uuid.uuid4().hex[:12]}")
