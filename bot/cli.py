@@ -168,18 +168,39 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
     from bot.render import json_value, spf_text
     from checks.spf import evaluator as spf
 
-    domain = parse_target(args.domain)
     ip = parse_target(args.ip)
-    if domain.is_ip or not ip.is_ip:
+    name = _spf_domain(args.domain)
+    if not ip.is_ip:
         raise TargetError("give a domain, then --ip with an IP address")
+    from checks.runner import resolver_health
+
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
-    sender = args.sender or f"postmaster@{domain.value}"
+    sender = args.sender or f"postmaster@{name}"
     try:
-        result = await spf.check_host(ip.value, domain.value, sender, resolver=ctx.resolver, helo=args.helo)
+        health = await resolver_health(ctx)
+        if not health.honest:
+            # "none" from a resolver that lies would be a verdict resting on the lie.
+            problem = f"cannot check: {health.problem()}"
+            print(json_value({"error": problem, "resolver": health.resolver}) if args.json else f"repbot: {problem}")
+            return EXIT_UNKNOWN
+        result = await spf.check_host(ip.value, name, sender, resolver=ctx.resolver, helo=args.helo)
     finally:
         await ctx.aclose()
-    print(json_value(result.to_json()) if args.json else spf_text(domain.value, ip.value, result))
+    print(json_value(result.to_json()) if args.json else spf_text(name, ip.value, result))
     return SPF_EXIT_CODES.get(result.result, EXIT_UNKNOWN)
+
+
+def _spf_domain(text: str) -> str:
+    """The domain to evaluate: normalised when valid; as given when malformed, since a receiver evaluates a
+    64-character label, an empty label, a domain literal or a single-label HELO to `none` (RFC 7208 §4.3).
+    A bare IP address is the operator's slip (the arguments swapped), so it stays a usage error."""
+    try:
+        target = parse_target(text)
+    except TargetError:
+        return text.strip()
+    if target.is_ip and not text.strip().startswith("["):
+        raise TargetError("give a domain, then --ip with an IP address")
+    return text.strip() if target.is_ip else target.value
 
 
 async def _lists(args: argparse.Namespace, config: Config) -> int:

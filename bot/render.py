@@ -188,8 +188,19 @@ HISTORY_LINES = 25
 _PROBLEMS = (Status.WARN.value, Status.FAIL.value)
 
 
-def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], now: datetime) -> str:
-    """The stored state: a line per target with its worst status, a line per problem or blind check."""
+def _pending(state: Mapping[str, Any], confirm: int) -> tuple[Status, str] | None:
+    """A status seen but not yet confirmed, and 'pending confirmation (1 of 2 runs)'; None when nothing waits."""
+    candidate = state.get("candidate")
+    if not candidate:
+        return None
+    status = Status(json.loads(candidate)[0])
+    if state.get("status") == status.value:
+        return None
+    return status, f"pending confirmation ({state.get('candidate_count', 1)} of {confirm} runs)"
+
+
+def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], now: datetime, confirm: int = 2) -> str:
+    """The stored state: a line per target with its worst status, a line per problem, pending or blind check."""
     if not states:
         return "no results yet: the first scheduled run has not finished (try !run)"
     by_target: dict[str, list[Mapping[str, Any]]] = {}
@@ -197,22 +208,38 @@ def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], n
         by_target.setdefault(state["target"], []).append(state)
     lines: list[str] = []
     for target, group in sorted(by_target.items()):
-        known = [Status(s["status"]) for s in group if s.get("status")]
-        blind = [s for s in group if s.get("last_status") == Status.UNKNOWN.value]
-        worst = max(known, key=lambda status: status.severity, default=Status.UNKNOWN)
-        seen = max(str(s.get("last_seen", "")) for s in group)
-        ago = format_duration(now - datetime.fromisoformat(seen)) if seen else "?"
-        lines.append(f"{MARKS[worst]} {target}: {worst.value}, {len(group)} checks, last run {ago} ago")
-        for state in sorted(group, key=lambda s: (s["check"], s["subject"])):
-            if state.get("status") in _PROBLEMS:
-                since = format_duration(now - datetime.fromisoformat(state["since"])) if state.get("since") else "?"
-                mark = MARKS[Status(state["status"])]
-                lines.append(f"    {mark} {state['check']} {state['subject']} for {since}: {state.get('summary', '')}")
-        for state in blind:
-            lines.append(f"    ? {state['check']} {state['subject']}: {state.get('unknown_summary', 'unknown')}")
+        lines.extend(_target_status_lines(target, group, now, confirm))
     for what, until in sorted(mutes.items()):
         lines.append(f"muted: {what} until {until[:16].replace('T', ' ')} UTC")
     return "\n".join(lines)
+
+
+def _target_status_lines(target: str, group: Sequence[Mapping[str, Any]], now: datetime, confirm: int) -> list[str]:
+    known = [Status(s["status"]) for s in group if s.get("status")]
+    blind = [s for s in group if s.get("last_status") == Status.UNKNOWN.value]
+    pending = {s["key"]: found for s in group if (found := _pending(s, confirm)) is not None}
+    worst = max(known, key=lambda status: status.severity, default=Status.UNKNOWN)
+    seen = max(str(s.get("last_seen", "")) for s in group)
+    ago = format_duration(now - datetime.fromisoformat(seen)) if seen else "?"
+    said = worst.value
+    if not known and pending:
+        # Nothing confirmed yet: say what was seen, and that it waits for its next run, not "unknown".
+        worst = max((status for status, _ in pending.values()), key=lambda status: status.severity)
+        said = f"{worst.value}, {min(words for _, words in pending.values())}"
+    lines = [f"{MARKS[worst]} {target}: {said}, {len(group)} checks, last run {ago} ago"]
+    for state in sorted(group, key=lambda s: (s["check"], s["subject"])):
+        if state.get("status") in _PROBLEMS:
+            since = format_duration(now - datetime.fromisoformat(state["since"])) if state.get("since") else "?"
+            mark = MARKS[Status(state["status"])]
+            lines.append(f"    {mark} {state['check']} {state['subject']} for {since}: {state.get('summary', '')}")
+        waiting = pending.get(state["key"])
+        if waiting is not None:
+            status, words = waiting
+            summary = state.get("candidate_summary", "")
+            lines.append(f"    {MARKS[status]} {state['check']} {state['subject']}: {status.value}, {words}: {summary}")
+    for state in blind:
+        lines.append(f"    ? {state['check']} {state['subject']}: {state.get('unknown_summary', 'unknown')}")
+    return lines
 
 
 def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str | None) -> str:
@@ -230,13 +257,14 @@ def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str |
     return "\n".join(lines)
 
 
-def complaints_text(recent: Sequence[Complaint], days: int) -> str:
-    """`!complaints`: the count, per day, per domain, and the latest ten."""
+def complaints_text(recent: Sequence[Complaint], days: int, unread: str = "") -> str:
+    """`!complaints`: the count, per day, per domain, and the latest ten; `unread` says why the mailbox was not read."""
     from checks.providers import feedback
 
+    note = f" ({unread})" if unread else ""
     if not recent:
-        return f"no complaints in the last {days} days"
-    lines = [f"{len(recent)} complaints in the last {days} days"]
+        return f"no complaints in the last {days} days{note}"
+    lines = [f"{len(recent)} complaints in the last {days} days{note}"]
     lines += [f"  {day}: {n}" for day, n in sorted(feedback.count_by(recent, "day").items())]
     lines += [f"  {domain}: {n}" for domain, n in feedback.count_by(recent, "domain").most_common()]
     lines += [feedback.complaint_line(c) for c in recent[-10:]]

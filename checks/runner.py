@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from checks.context import CheckContext
+from checks.dns.probe import ResolverHealth, probe_resolver, resolver_name
 from checks.errors import LookupFailed
 from checks.model import Finding, Report, Status, Target
 
@@ -26,6 +29,7 @@ __all__ = [
     "check_targets",
     "domain_checks",
     "ip_checks",
+    "resolver_health",
     "run_checks",
     "unknown_finding",
 ]
@@ -37,6 +41,12 @@ T = TypeVar("T")
 
 # A whole check may chain several dependent look-ups, each up to ctx.timeout.
 CHECK_TIMEOUT_FACTOR = 6
+# One probe of the resolver serves every target of a run (and the families that run at the same time).
+RESOLVER_PROBE_TTL = timedelta(minutes=1)
+#: The code of a finding that was not checked because the resolver failed its probe.
+RESOLVER_LIES = "resolver-lies"
+_PROBE_CACHE = "runner.resolver-health"
+_PROBE_INFLIGHT = "runner.resolver-health.inflight"
 
 
 def domain_checks() -> tuple[tuple[str, CheckFn], ...]:
@@ -91,8 +101,15 @@ async def check_targets(
 
 
 async def run_checks(target: Target, ctx: CheckContext, checks: Sequence[tuple[str, CheckFn]]) -> Report:
-    """The Report of every check for `target`, all run concurrently; findings keep the order of `checks`."""
+    """The Report of every check for `target`, all run concurrently; findings keep the order of `checks`.
+
+    Every check rests on DNS, so when the resolver lies no check runs: each is `unknown`, naming the lie.
+    """
     started = time.monotonic()
+    health = await resolver_health(ctx)
+    if not health.honest:
+        lied = tuple(_lied(name, target, health, ctx) for name, _ in checks)
+        return Report(target, lied, duration=time.monotonic() - started)
     results = await asyncio.gather(*(_run_one(name, check, target, ctx) for name, check in checks))
     findings = tuple(finding for result in results for finding in result)
     return Report(target, findings, duration=time.monotonic() - started)
@@ -130,3 +147,40 @@ def unknown_finding(
 ) -> Finding:
     """An `unknown` Finding observed now."""
     return Finding(check, subject, Status.UNKNOWN, summary, dict(evidence or {}), code=code, observed_at=ctx.clock())
+
+
+async def resolver_health(ctx: CheckContext) -> ResolverHealth:
+    """The resolver's probe, shared by the checks of the last minute and by those asking at the same time."""
+    key = resolver_name(ctx.resolver)
+    cached = ctx.caches.get(_PROBE_CACHE)
+    if cached is not None and cached[0] == key and cached[1] > ctx.clock():
+        health: ResolverHealth = cached[2]
+        return health
+    per_loop = ctx.caches.setdefault(_PROBE_INFLIGHT, weakref.WeakKeyDictionary())
+    inflight: dict[str, asyncio.Task[ResolverHealth]] = per_loop.setdefault(asyncio.get_running_loop(), {})
+    task = inflight.get(key)
+    if task is None:
+        task = inflight[key] = asyncio.ensure_future(_probe_and_keep(ctx, key))
+        task.add_done_callback(lambda _: inflight.pop(key, None))
+    return await asyncio.shield(task)
+
+
+async def _probe_and_keep(ctx: CheckContext, key: str) -> ResolverHealth:
+    try:
+        async with asyncio.timeout(max(ctx.timeout, 0.1) * 2):
+            health = await probe_resolver(ctx.resolver)
+    except TimeoutError:
+        # A resolver that does not answer is not lying: each check will say it could not look up.
+        health = ResolverHealth(key, (), {"probe": "no answer in time"})
+    ctx.caches[_PROBE_CACHE] = (key, ctx.clock() + RESOLVER_PROBE_TTL, health)
+    return health
+
+
+def _lied(name: str, target: Target, health: ResolverHealth, ctx: CheckContext) -> Finding:
+    evidence = {"resolver": health.resolver, "lies": list(health.lies), "probes": dict(health.evidence)}
+    advice = (
+        "Point repbot at a resolver that answers truthfully (a local validating resolver such as unbound, "
+        "or set [dns] nameservers); captive portals, filtering resolvers and some forwarders rewrite answers."
+    )
+    summary = f"cannot check: {health.problem()}"
+    return Finding(name, target.value, Status.UNKNOWN, summary, evidence, advice, RESOLVER_LIES, ctx.clock())

@@ -13,6 +13,7 @@ from checks.canary.maillog import LogSource
 from checks.canary.probe import (
     Canary,
     CanarySettings,
+    Placement,
     SubmissionSettings,
     build_message,
     look,
@@ -421,3 +422,115 @@ async def test_a_canary_that_cannot_be_sent_says_why_in_the_reply(mta_lab: MtaLa
         await runner.stop()
         store.close()
         await ctx.aclose()
+
+
+def _sent(name: str, at: datetime) -> Canary:
+    return Canary(name, "rbfeed", "<rbfeed@x>", f"s@{name}.com", "me@x", at, at + DEADLINE, submitted=True)
+
+
+def _bounce_of(raw: bytes) -> Any:
+    bounce = read_bounce(raw, "rbfeed")
+    assert bounce is not None
+    return bounce
+
+
+def test_a_text_bounce_without_a_report_is_a_failure_and_the_canary_bounced() -> None:
+    qmail = (
+        b"From: MAILER-DAEMON@mx.example.org\r\nSubject: failure notice\r\n\r\n"
+        b"Hi. This is the qmail-send program at mx.example.org.\r\n"
+        b"I'm afraid I wasn't able to deliver your message to the following addresses.\r\n"
+        b"This is a permanent error; I've given up. Sorry it didn't work out.\r\n\r\n"
+        b"<seed@outlook.com>:\r\n52.101.8.3 does not like recipient.\r\n"
+        b"Remote host said: 550 5.7.606 Access denied, banned sending IP [192.0.2.1].\r\n\r\n"
+        b"--- Below this line is a copy of the message.\r\n\r\nSubject: Delivery check rbfeed\r\n"
+    )
+    bounce = _bounce_of(qmail)
+    assert (bounce.action, bounce.status, bounce.reply_code) == ("failed", "5.7.606", "550")
+    now = datetime.now(UTC)
+    canary = _sent("outlook", now)
+    verdict = classify(canary, Placement(bounce=bounce), None, now)
+    assert verdict.kind == "bounced" and verdict.explanation is not None
+    assert verdict.explanation.entry_id == "microsoft365.banned-ip"
+
+
+def test_an_enhanced_code_alone_and_a_delay_notice() -> None:
+    gmx = (
+        b"From: Mail Delivery System <mailer-daemon@gmx.net>\r\nSubject: Mail delivery failed\r\n\r\n"
+        b"This message was created automatically by mail delivery software.\r\n\r\n"
+        b"A message that you sent could not be delivered to one or more of\r\nits recipients.\r\n\r\n"
+        b"  seed@gmx.de\r\n    5.2.2 ... Mailbox Full\r\n\r\n--- The header of the original message ---\r\nrbfeed\r\n"
+    )
+    bounce = _bounce_of(gmx)
+    assert (bounce.action, bounce.status, bounce.reply_code) == ("failed", "5.2.2", None)
+    delay = (
+        b"From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\r\n"
+        b"Subject: Delivery Status Notification (Delay)\r\n\r\n"
+        b"Delivery to the following recipient has been delayed:\r\n\r\n     seed@example.net\r\n\r\n"
+        b"Message will be retried for 2 more day(s)\r\n\r\nThe error that the other server returned was:\r\n"
+        b"451 4.3.0 Mail server temporarily rejected message.\r\n\r\n----- Original message -----\r\nrbfeed\r\n"
+    )
+    bounce = _bounce_of(delay)
+    assert (bounce.action, bounce.status, bounce.reply_code) == ("delayed", "4.3.0", "451")
+
+
+def _report(recipient_block: str, original: str) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.example.org\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+        "Subject: Undelivered Mail Returned to Sender\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
+        "I'm sorry to have to inform you that your message could not be delivered.\r\n\r\n--B\r\n"
+        "Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
+        f"{recipient_block}\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n{original}\r\n--B--\r\n"
+    ).encode()
+
+
+def test_postfix_reply_code_mid_text_and_a_nested_report_does_not_win() -> None:
+    postfix = _report(
+        "Final-Recipient: rfc822; seed@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: X-Postfix; host mx.example.net[192.0.2.7] said: 550 5.1.1\r\n"
+        "    <seed@example.net>: Recipient address rejected: User unknown (in reply to RCPT TO command)\r\n",
+        "Subject: Delivery check rbfeed\r\n\r\nhello\r\n",
+    )
+    bounce = _bounce_of(postfix)
+    assert (bounce.action, bounce.status, bounce.reply_code) == ("failed", "5.1.1", "550")
+    assert bounce.diagnostic is not None and bounce.diagnostic.startswith("host mx.example.net[192.0.2.7] said: 550")
+    nested = _report(
+        "Final-Recipient: rfc822; seed@yahoo.com\r\nAction: failed\r\nStatus: 5.0.0\r\n"
+        "Diagnostic-Code: smtp; 554 delivery error: dd This user doesn't have a yahoo.com account\r\n",
+        'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary="C"\r\n\r\n'
+        "--C\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.example\r\n\r\n"
+        "Final-Recipient: rfc822; other@example.com\r\nAction: delayed\r\nStatus: 5.3.5\r\n"
+        "Diagnostic-Code: smtp; 553 5.3.5 system config error\r\n\r\n--C--\r\nrbfeed\r\n",
+    )
+    bounce = _bounce_of(nested)
+    assert (bounce.action, bounce.status, bounce.reply_code) == ("failed", "5.0.0", "554")
+
+
+def test_a_delay_notice_is_pending_then_deferred_never_a_bounce() -> None:
+    notice = (
+        b"From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\r\n"
+        b"Subject: Delivery Status Notification (Delay)\r\n\r\n"
+        b"Delivery to the following recipient has been delayed:\r\n\r\n     seed@gmail.com\r\n\r\n"
+        b"Message will be retried for 2 more day(s)\r\n\r\nThe error that the other server returned was:\r\n"
+        b"421-4.7.28 Our system has detected an unusual rate of unsolicited mail. gsmtp\r\n\r\nrbfeed\r\n"
+    )
+    bounce = _bounce_of(notice)
+    assert bounce.action == "delayed"
+    sent = datetime.now(UTC)
+    canary = _sent("gmail", sent)
+    early = classify(canary, Placement(bounce=bounce), None, sent)
+    assert early.kind == "pending"
+    late = classify(canary, Placement(bounce=bounce), None, sent + DEADLINE * 2)
+    assert late.kind == "deferred" and late.explanation is not None
+    assert late.explanation.entry_id == "google.unusual-rate"
+
+
+def test_an_expired_message_gives_the_remote_s_last_answer_not_our_verdict() -> None:
+    ses = _report(
+        "Final-Recipient: rfc822; seed@example.net\r\nAction: failed\r\nStatus: 4.4.7\r\n"
+        "Diagnostic-Code: smtp; 554 4.4.7 Message expired: unable to deliver in 840 minutes.\r\n"
+        "    <421 4.4.2 Connection timed out>\r\n",
+        "Subject: Delivery check rbfeed\r\n\r\nhello\r\n",
+    )
+    bounce = _bounce_of(ses)
+    assert (bounce.action, bounce.status, bounce.reply_code) == ("failed", "4.4.2", "421")

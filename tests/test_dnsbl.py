@@ -95,7 +95,7 @@ async def test_listed_with_codes_txt_and_delisting_url(dns_server: DnsServer) ->
     assert zen.evidence["txt"] == ["https://check.spamhaus.org/query/ip/203.0.113.5"]
     assert zen.evidence["query"] == f"{REVERSED}.zen.spamhaus.org"
     assert "XBL" in zen.summary and "PBL, set by Spamhaus" in zen.summary
-    assert "https://check.spamhaus.org/" in zen.advice
+    assert "https://check.spamhaus.org/" in zen.advice and "PBL removal form" in zen.advice  # 127.0.0.11 is PBL
     assert zen.to_json()["evidence"]["answers"]  # the JSON shape `repbot check --json` prints
     assert findings["bl.spamcop.net"].status is Status.OK and findings["bl.spamcop.net"].code == "not-listed"
 
@@ -347,6 +347,8 @@ def test_disabling_an_unknown_zone_names_it() -> None:
         ({"dqs_only": True}, "dqs_only"),
         ({"colour": "red"}, "colour"),
         ({"title": 3}, "title"),
+        ({"note_codes": "127.0.0.10"}, "note_codes"),
+        ({"note_codes": ["10.0.0.1"]}, "note_codes"),
     ],
 )
 def test_catalog_errors_name_zone_and_field(change: dict[str, Any], field: str) -> None:
@@ -486,3 +488,29 @@ async def test_cancelled_check_leaves_the_shared_probe_and_the_limit_alone(dns_s
     await asyncio.sleep(0.1)  # the abandoned queries' answers arrive and free their slots
     limiter = _Limits.get(asyncio.get_running_loop())
     assert limiter.active == 0 and not limiter.waiting
+
+
+async def test_zones_without_test_points_are_unknown_when_the_tested_zones_are_denied(dns_server: DnsServer) -> None:
+    # A filtering resolver: the root and other names answer, every blocklist name is NXDOMAIN.
+    dns_server.add("example.org", "A", "192.0.2.1")
+    ctx = make_ctx(dns_server)
+    findings = by_zone(await check_ip(parse_target("192.0.2.25"), ctx))
+    untested = [zone for zone in load_catalog().for_family("ipv4") if not zone.test_points and zone.usable]
+    assert untested
+    for zone in untested:
+        finding = findings[zone.name]
+        assert finding.status is Status.UNKNOWN and finding.code == "untrusted-resolver", finding.summary
+        assert "not listed" not in finding.summary
+    assert not any(f.status is Status.OK for f in findings.values())
+    publish_test_points(dns_server)
+    ctx.caches.clear()
+    findings = by_zone(await check_ip(parse_target("192.0.2.25"), ctx))
+    assert all(findings[zone.name].status is Status.OK for zone in untested)
+
+
+async def test_an_sbl_listing_is_not_told_about_the_pbl_removal_form(dns_server: DnsServer) -> None:
+    publish_test_points(dns_server)
+    dns_server.add(f"{REVERSED}.zen.spamhaus.org", "A", "127.0.0.2")
+    zen = by_zone(await check_ip(parse_target(IP), make_ctx(dns_server)))["zen.spamhaus.org"]
+    assert zen.code == "listed" and "SBL" in zen.summary
+    assert "https://check.spamhaus.org/" in zen.advice and "PBL" not in zen.advice

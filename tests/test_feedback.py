@@ -163,9 +163,12 @@ def test_2026_header_only_by_verp_then_subject() -> None:
 def test_legacy_jmrp() -> None:
     c = feedback.parse_report(jmrp_legacy(), now=NOW)
     assert (c.reporter, c.form, c.sending_domain) == ("Microsoft JMRP", "jmrp-legacy", "example.net")
+    assert c.source_ip == "192.0.2.10"  # only in the subject: "complaint about message from 192.0.2.10"
     assert (c.attributed_by, c.message_id) == ("message-id", "<deal-7@example.net>")
     assert c.subject == "Deals for [redacted]"
     assert_no_complainant(json.dumps(c.to_json()), feedback.complaint_line(c))
+    stored = {k: v for k, v in c.to_json().items() if k != "reported_domain"}  # a journal line from before
+    assert feedback.Complaint.from_json(stored) == c
 
 
 def test_classic_verp_token_naming_the_recipient_is_dropped() -> None:

@@ -35,6 +35,7 @@ from bot.transports.base import Incoming
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.synapse import SynapseServer
 from tests.helpers import RecordingTransport
+from tests.test_dnsbl import publish_test_points
 
 PASSWORD = "correct horse battery staple"
 REPLY_TIMEOUT = 30.0
@@ -214,7 +215,8 @@ class Operator:
 def bot_process(
     synapse: SynapseServer, dns_server_session: DnsServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BotProcess]:
-    dns_server_session.add("2.0.0.127.zen.spamhaus.org", "A", "127.0.0.2")
+    # Every zone's test points: with only ZEN's, the others deny theirs and repbot rightly trusts no clean answer.
+    publish_test_points(dns_server_session)
     dns_server_session.add("1.2.0.192.zen.spamhaus.org", "A", "127.0.0.2")
     # The admin pattern covers every operator this module registers (alice...), not the strangers (mallory...).
     bot = BotProcess(tmp_path_factory.mktemp("bot"), synapse, dns_server_session, "@alice*:localhost")

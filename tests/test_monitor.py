@@ -21,7 +21,7 @@ from bot.monitor.core import Family, Job, Monitor, default_families
 from bot.monitor.store import Store
 from bot.render import Rendered
 from bot.transports.base import Incoming
-from checks import CheckContext, DnsblSettings, Finding, Report, Resolver, Status
+from checks import CheckContext, DnsblSettings, Finding, Report, Resolver, Status, parse_target
 from checks.dnsbl.catalog import load_catalog
 from tests.fixtures.dnsserver import DnsServer
 from tests.helpers import ALERT_ROOM, Clock, RecordingTransport
@@ -387,3 +387,61 @@ async def test_the_room_commands_read_and_steer_the_monitor(world: Scenario) -> 
     from bot.commands.registry import REGISTRY, ParseFailure
 
     assert isinstance(REGISTRY.parse("!mute dkim soon"), ParseFailure)  # a duration the parser refuses
+
+
+def _lie(dns: DnsServer, how: str | None) -> None:
+    """Make the whole DNS tree lie: "nxdomain" for every name, the root included; None to stop."""
+    for name in (".", "*."):
+        dns.set_behaviour(name, how)
+
+
+async def test_a_lying_resolver_is_said_once_and_never_delists(world: Scenario) -> None:
+    await world.run(2)
+    world.listed()
+    await world.run(2)
+    _lie(world.dns, "nxdomain")
+    await world.run(6)
+    _lie(world.dns, None)
+    await world.run(2)
+    texts = world.transport.texts()
+    assert len(texts) == 3, texts
+    assert "new listing" in texts[0]
+    resolver = world.dns.address
+    assert texts[1] == f"? cannot check: the resolver at {resolver} answers NXDOMAIN for names that exist. " + (
+        "No blocklist, SPF, DKIM or DMARC verdict is drawn from it."
+    )
+    assert texts[2] == f"✓ the resolver at {resolver} answers truthfully again: checking again."
+    assert not any("delisted" in text for text in texts)
+
+
+async def test_a_resolver_that_rewrites_nxdomain_lists_nothing(world: Scenario) -> None:
+    await world.run(2)
+    world.dns.add("*.", "A", "192.0.2.80")  # the advertising page, for every name that does not exist
+    await world.run(3)
+    texts = world.transport.texts()
+    assert len(texts) == 1, texts
+    assert "NXDOMAIN rewriting" in texts[0] and "listing" not in texts[0]
+
+
+async def test_status_after_one_run_says_pending_confirmation(dns_server: DnsServer, tmp_path: Path) -> None:
+    config = make_config(tmp_path, immediate_new_listing=False)
+    world = Scenario(dns_server, tmp_path / "state.json", config, RecordingTransport())
+    world.listed()
+    await world.run(1)
+    status = await _command(world, "!status")
+    assert f"✗ {IP}: fail, pending confirmation (1 of 2 runs), 1 checks" in status, status
+    assert f"    ✗ dnsbl {ZONE}: fail, pending confirmation (1 of 2 runs): listed" in status, status
+    assert "unknown" not in status
+    await world.run(1)
+    status = await _command(world, "!status")
+    assert f"✗ {IP}: fail, 1 checks" in status and "pending" not in status, status
+
+
+async def test_only_a_run_of_dns_checks_says_the_resolver_is_honest_again(world: Scenario) -> None:
+    _lie(world.dns, "nxdomain")
+    await world.run(1)
+    snds = Finding("snds", IP, Status.OK, "GREEN", {}, code="snds-green", observed_at=world.clock.now)
+    world.monitor.process([Report(parse_target(IP), (snds,))])  # another family's run, while the resolver lies
+    await world.monitor.deliver()
+    texts = world.transport.texts()
+    assert len(texts) == 1 and "cannot check: the resolver" in texts[0], texts

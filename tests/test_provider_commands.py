@@ -313,6 +313,21 @@ async def test_complaints_command_counts_per_day_and_domain(
         assert name not in (tmp_path / "state" / "complaints.jsonl").read_text().lower()
 
 
+async def test_complaints_before_the_first_run_collects_what_waits(
+    dovecot: DovecotServer, mailbox: tuple[str, str], tls_ctx: CheckContext, clock: Clock, tmp_path: Path
+) -> None:
+    user, password = mailbox
+    for raw in (rfc5965("02"), rfc5965("03")):
+        dovecot.deliver(user, raw)
+    clock.now = NOW
+    [unread] = await ask(feedback_config(tmp_path / "a", dovecot, user, "wrong password"), tls_ctx, "!complaints")
+    assert unread.startswith("nothing has been collected yet: the feedback mailbox cannot be read now:"), unread
+    [week] = await ask(feedback_config(tmp_path / "b", dovecot, user, password), tls_ctx, "!complaints")
+    assert week.splitlines()[0] == "2 complaints in the last 7 days", week
+    [again] = await ask(feedback_config(tmp_path / "b", dovecot, user, password), tls_ctx, "!complaints")
+    assert again.splitlines()[0] == "2 complaints in the last 7 days", again  # collected once, counted once
+
+
 async def test_an_unreadable_mailbox_is_unknown_and_the_journal_still_counts(
     dovecot: DovecotServer, mailbox: tuple[str, str], tls_ctx: CheckContext, clock: Clock, tmp_path: Path
 ) -> None:

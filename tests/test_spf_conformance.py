@@ -35,7 +35,7 @@ CASES = [
 ]
 
 
-class _Zones:
+class SuiteZones:
     """The shared server and which section's zonedata it holds."""
 
     def __init__(self, server: DnsServer) -> None:
@@ -50,9 +50,9 @@ class _Zones:
 
 
 @pytest.fixture(scope="module")
-def zones() -> Iterator[_Zones]:
+def zones() -> Iterator[SuiteZones]:
     with DnsServer() as server:
-        yield _Zones(server)
+        yield SuiteZones(server)
 
 
 def test_suite_is_complete() -> None:
@@ -60,7 +60,7 @@ def test_suite_is_complete() -> None:
 
 
 @pytest.mark.parametrize(("index", "name", "case"), CASES)
-async def test_rfc7208(zones: _Zones, index: int, name: str, case: dict[str, Any]) -> None:
+async def test_rfc7208(zones: SuiteZones, index: int, name: str, case: dict[str, Any]) -> None:
     zones.use(index)
     resolver = Resolver([zones.server.address], timeout=RESOLVER_TIMEOUT, cache=False)
     helo = str(case.get("helo", ""))

@@ -45,9 +45,13 @@ async def check(call: Call) -> Rendered:
     args=[Argument("domain", domain_arg), Argument("ip", ip_arg)],
 )
 async def spf_command(call: Call) -> Rendered:
+    from checks.runner import resolver_health
     from checks.spf import evaluator as spf
 
     domain, ip = call.args["domain"], call.args["ip"]
+    health = await resolver_health(call.services.ctx)
+    if not health.honest:
+        return plain_and_html(f"? cannot check SPF for {domain}: {health.problem()}")
     result = await spf.check_host(ip, domain, f"postmaster@{domain}", resolver=call.services.ctx.resolver)
     return pre(spf_text(domain, ip, result))
 

@@ -24,7 +24,7 @@ def _monitor(call: Call) -> Monitor:
 async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()
-    text = status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now)
+    text = status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now, monitor.rules.confirm)
     identity = identity_line(call.services.transport)
     return pre(f"{text}\n{identity}" if identity else text)
 

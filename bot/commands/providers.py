@@ -6,9 +6,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from bot.commands.registry import Argument, Call, command, ip_arg
-from bot.monitor.providers import JOURNAL_FILE, snds_reports
+from bot.config.providers import feedback_settings
+from bot.monitor.providers import JOURNAL_FILE, collect_complaints, snds_reports
 from bot.render import Rendered, complaints_text, matrix_report, plain_and_html, pre
+from checks import Finding
 from checks.providers import feedback
+from checks.runner import attempt
 
 __all__ = ["complaints_command", "snds_command"]
 
@@ -43,10 +46,16 @@ async def snds_command(call: Call) -> Rendered:
     args=[Argument("days", _days, required=False)],
 )
 async def complaints_command(call: Call) -> Rendered:
-    config = call.services.config
-    if config.feedback is None:
+    config, ctx = call.services.config, call.services.ctx
+    settings = feedback_settings(config, ctx)
+    if settings is None:
         return plain_and_html("no feedback mailbox is configured: add a [feedback] section (see docs/providers.md)")
     days = call.args.get("days") or 7
     journal = feedback.JsonlJournal(Path(config.state_dir) / JOURNAL_FILE)
-    recent = journal.complaints(call.services.ctx.clock() - timedelta(days=days))
-    return pre(complaints_text(recent, days))
+    # Collect first, so that reports waiting in the mailbox count before the first scheduled run.
+    collected = await attempt("complaints", "feedback mailbox", collect_complaints(settings, journal, ctx.clock()), ctx)
+    unread = f"the feedback mailbox cannot be read now: {collected.summary}" if isinstance(collected, Finding) else ""
+    recent = journal.complaints(ctx.clock() - timedelta(days=days))
+    if not recent and unread and not journal.path.exists():
+        return plain_and_html(f"nothing has been collected yet: {unread}")
+    return pre(complaints_text(recent, days, unread))

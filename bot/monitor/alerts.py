@@ -145,6 +145,7 @@ def observe(
         state["candidate_count"] += 1
     else:
         state.update(candidate=signature, candidate_count=1, candidate_since=stamp)
+    state["candidate_summary"] = finding.summary  # !status shows what waits for confirmation
     if state["candidate_count"] < _needed(state, finding, rules):
         return state, events
     event = _confirmed(state, finding, significant, stamp)

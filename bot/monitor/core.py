@@ -24,9 +24,10 @@ from typing import Any, TypeVar
 from bot.config.loader import Config
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
 from bot.monitor.store import Store
-from bot.render import Rendered, plain_and_html
+from bot.render import MARKS, Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming, Transport
-from checks import CheckContext, Report, parse_target
+from checks import CheckContext, Report, Status, parse_target
+from checks.runner import RESOLVER_LIES
 
 __all__ = ["STATE_FILE", "Family", "FamilyRun", "Job", "Monitor", "alert_rules", "default_families"]
 
@@ -38,6 +39,7 @@ FAMILY_CHECKS = {"blocklists": frozenset({"dnsbl"}), "tls": frozenset({"mx-tls",
 RETRY_FIRST = 2.0
 STATE_FILE = "monitor.json"  # under [state] dir: the monitor's state, history and outbox, and the canaries'
 T = TypeVar("T")
+_RESOLVER_META = "resolver_lies"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,13 @@ class Job:
     name: str
     interval: timedelta
     run: Callable[[], Coroutine[Any, Any, None]]
+
+
+def _resolver_checks() -> frozenset[str]:
+    """The checks checks.runner runs only after the resolver passed its probe."""
+    from checks.runner import domain_checks, ip_checks
+
+    return frozenset(name for name, _ in (*domain_checks(), *ip_checks()))
 
 
 def _family_of(check: str) -> str:
@@ -197,16 +206,36 @@ class Monitor:
         """Compare the reports with the stored state; store the new state, the history and one grouped alert."""
         now = self.clock()
         events: list[Event] = []
+        # A lying resolver is said once, for the whole run, not as "cannot check" for each check after a while.
+        blind = dataclasses.replace(self.rules, unknown_after=timedelta.max)
         with self.store.batch():
             for report in reports:
                 for finding in report.findings:
                     key = f"{report.target.value}|{finding.check}|{finding.subject}"
-                    state, found = observe(self.store.get_state(key), report.target.value, finding, now, self.rules)
+                    rules = blind if finding.code == RESOLVER_LIES else self.rules
+                    state, found = observe(self.store.get_state(key), report.target.value, finding, now, rules)
                     self.store.put_state(state)
                     events.extend(found)
             if events:
                 self._record(events, now)
+            self._resolver_alert(reports)
         return events
+
+    def _resolver_alert(self, reports: Sequence[Report]) -> None:
+        """Say once that the resolver lies (call inside a batch), and once that it answers truthfully again."""
+        lies = [f for r in reports for f in r.findings if f.code == RESOLVER_LIES]
+        said = self.store.get_meta(_RESOLVER_META)
+        if lies and said is None:
+            summary = lies[0].summary
+            self.store.set_meta(_RESOLVER_META, str(lies[0].evidence.get("resolver", "")))
+            text = f"{MARKS[Status.UNKNOWN]} {summary}. No blocklist, SPF, DKIM or DMARC verdict is drawn from it."
+            self._enqueue(plain_and_html(text), alert_id=f"resolver-lies-{uuid.uuid4().hex[:12]}")
+            log.warning("%s", summary)
+        elif not lies and said is not None and any(f.check in _resolver_checks() for r in reports for f in r.findings):
+            # Only a run of the checks the probe guards says the resolver is honest again (not SNDS, not canaries).
+            self.store.set_meta(_RESOLVER_META, None)
+            text = f"{MARKS[Status.OK]} the resolver at {said} answers truthfully again: checking again."
+            self._enqueue(plain_and_html(text), alert_id=f"resolver-honest-{uuid.uuid4().hex[:12]}")
 
     def _record(self, events: Sequence[Event], now: datetime) -> None:
         mutes = self.store.mutes(now.isoformat())

@@ -6,10 +6,12 @@ finding (see `checks.providers.feedback.findings_for_complaints`): one state per
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from bot.config.loader import Config
@@ -45,6 +47,19 @@ def _group(findings: Sequence[Finding], ips: Sequence[str]) -> list[Report]:
     return reports
 
 
+# One collection at a time per event loop: the monitor's run and !complaints must not both mark a report.
+_COLLECTING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def collect_complaints(
+    settings: feedback.FeedbackSettings, journal: feedback.JsonlJournal, now: datetime
+) -> feedback.CollectResult:
+    """Read new complaint reports into the journal, one collection at a time."""
+    lock = _COLLECTING.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        return await feedback.collect(settings, journal, now)
+
+
 async def complaints_reports(config: Config, ctx: CheckContext) -> list[Report]:
     """Collect new reports from the feedback mailbox; one Report per sending domain, from the journal.
 
@@ -56,7 +71,7 @@ async def complaints_reports(config: Config, ctx: CheckContext) -> list[Report]:
         return []
     journal = feedback.JsonlJournal(Path(config.state_dir) / JOURNAL_FILE)
     now = ctx.clock()
-    collected = await attempt("complaints", "feedback mailbox", feedback.collect(settings, journal, now), ctx)
+    collected = await attempt("complaints", "feedback mailbox", collect_complaints(settings, journal, now), ctx)
     failure = collected if isinstance(collected, Finding) else None
     new = [] if isinstance(collected, Finding) else collected.new
     recent = journal.complaints(now - timedelta(days=settings.window_days))

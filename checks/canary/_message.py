@@ -1,4 +1,4 @@
-"""The canary message, pure: the token, the message itself, and what a delivered copy or a DSN says about it.
+"""The canary message, pure: the token, the message itself, and what a delivered copy says about it.
 
 checks.canary.probe re-exports these names and does the SMTP sending and the IMAP looking.
 """
@@ -17,11 +17,9 @@ from email.utils import format_datetime, parsedate_to_datetime
 
 __all__ = [
     "HEADER",
-    "Bounce",
     "ReceiverVerdict",
     "build_message",
     "make_token",
-    "read_bounce",
     "read_receiver_verdict",
     "received_at",
 ]
@@ -52,16 +50,6 @@ class ReceiverVerdict:
     compauth_reason: str | None = None
     scl: int | None = None
     sfv: str | None = None
-    lines: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Bounce:
-    """A DSN about the canary found in the sender's mailbox."""
-
-    action: str  # failed | delayed | unknown
-    status: str | None
-    diagnostic: str | None  # the remote's reply from Diagnostic-Code, when given
     lines: tuple[str, ...] = ()
 
 
@@ -127,34 +115,3 @@ def received_at(raw: bytes) -> datetime | None:
             continue
         return when if when.tzinfo else when.replace(tzinfo=UTC)
     return None
-
-
-def read_bounce(raw: bytes, token: str) -> Bounce | None:
-    """The DSN about `token` in a message from the sender's mailbox, or None when it is not one; pure."""
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    if message.get(HEADER) or token.encode() not in raw:
-        return None
-    report = message.get_content_type() == "multipart/report"
-    sender = str(message.get("From", "")).lower()
-    if not report and "mailer-daemon" not in sender and "postmaster" not in sender:
-        return None
-    action, status, diagnostic = "unknown", None, None
-    lines: list[str] = []
-    for part in message.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        payload = part.get_payload()
-        blocks = payload if isinstance(payload, list) else [email.message_from_string(str(payload))]
-        for block in blocks:
-            if not isinstance(block, Message):
-                continue
-            action = str(block.get("Action", action)).strip().lower()
-            status = str(block.get("Status", status) or "").strip() or status
-            code = block.get("Diagnostic-Code")
-            if code:
-                diagnostic = " ".join(str(code).split()).partition(";")[2].strip() or diagnostic
-            lines += _header_lines(block, ("Action", "Status", "Diagnostic-Code", "Remote-MTA"))
-    if diagnostic is None:
-        found = re.search(rb"\b([45]\d\d[ -][45]\.\d{1,3}\.\d{1,3}[^\r\n]*)", raw)
-        diagnostic = found.group(1).decode("utf-8", "replace") if found else None
-    return Bounce(action, status, diagnostic, tuple(lines))

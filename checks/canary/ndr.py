@@ -30,8 +30,12 @@ __all__ = [
 ]
 
 KINDS = frozenset({"s-code", "enhanced", "marker"})
-PROVIDERS = frozenset({"microsoft", "microsoft365", "google", "yahoo", "gmx"})
-_FAMILY = {"microsoft": "microsoft", "microsoft365": "microsoft", "google": "google", "yahoo": "yahoo", "gmx": "gmx"}
+# "generic" rows are the IANA meaning of a code (RFC 7372 and friends), used when no provider's own row fits.
+PROVIDERS = frozenset({"microsoft", "microsoft365", "google", "yahoo", "gmx", "generic"})
+_FAMILY = {
+    "microsoft": "microsoft", "microsoft365": "microsoft", "google": "google", "yahoo": "yahoo", "gmx": "gmx",
+    "generic": "generic",
+}  # fmt: skip
 _ALIASES = {
     "microsoft": ("outlook", "hotmail", "live", "msn", "microsoft", "office365", "m365", "exchange"),
     "google": ("gmail", "google", "googlemail"),
@@ -46,10 +50,13 @@ _MARKERS: dict[str, re.Pattern[str]] = {
     "yahoo": re.compile(r"yahoo|\baol\b|\[(?:TSS|PH|BL|TS)\d\d\]", re.IGNORECASE),
     "gmx": re.compile(r"gmx|web\.de|nemesis esmtp|mxweb", re.IGNORECASE),
 }
-_BASIC = re.compile(r"^\s*([245]\d\d)[\s-]")
+# The basic code anywhere: Postfix quotes it mid-text ("host mx.example.org[192.0.2.1] said: 550 5.1.1 ...").
+_BASIC = re.compile(r"(?:^|(?<=[\s:(\[<\"'=#]))([245]\d\d)(?=[\s,-]|:\s|$)")
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 _S_CODE = re.compile(r"\b(S\d{3,4})\b")
-_ENTRY_FIELDS = frozenset({"id", "provider", "kind", "match", "unique", "temporary", "meaning", "action", "contact"})
+_ENTRY_FIELDS = frozenset(
+    {"id", "provider", "kind", "match", "text", "unique", "temporary", "meaning", "action", "contact"}
+)
 _ID = re.compile(r"^[a-z0-9]+\.[a-z0-9-]+$")
 _CODE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
@@ -76,10 +83,15 @@ class Entry:
     meaning: str
     action: str
     contact: Contact
+    text: tuple[str, ...] = ()  # enhanced only: the reply must also contain one of these (case-insensitive)
 
     @property
     def family(self) -> str:
         return _FAMILY[self.provider]
+
+    def matches_text(self, lowered_reply: str) -> bool:
+        """True when the entry asks for no text, or the (lower-cased) reply contains one of its texts."""
+        return not self.text or any(item.lower() in lowered_reply for item in self.text)
 
     def matches_code(self, code: str) -> bool:
         """True when an enhanced code falls on one of this entry's codes or ranges."""
@@ -140,7 +152,7 @@ def provider_family(name: str | None) -> str | None:
 
 def parse_reply(text: str) -> ReplyCodes:
     """The codes in a reply text (one line or several); pure."""
-    basic = _BASIC.match(text)
+    basic = _BASIC.search(text)
     enhanced = tuple(dict.fromkeys(".".join(m.groups()) for m in _ENHANCED.finditer(text)))
     s_codes = tuple(dict.fromkeys(_S_CODE.findall(text)))
     provider = next((name for name, pattern in _MARKERS.items() if pattern.search(text)), None)
@@ -160,10 +172,17 @@ def _pick(entries: Sequence[Entry], reply: str, codes: ReplyCodes, family: str |
             if hit is not None:
                 return entry, hit
     for code in codes.enhanced:
-        candidates = [entry for entry in entries if entry.kind == "enhanced" and entry.matches_code(code)]
+        candidates = [
+            entry for entry in entries
+            if entry.kind == "enhanced" and entry.matches_code(code) and entry.matches_text(lowered)
+        ]  # fmt: skip
+        # Rows that also read the text are more specific than the code alone.
+        candidates.sort(key=lambda entry: not entry.text)
         chosen = next((entry for entry in candidates if family is not None and entry.family == family), None)
         if chosen is None and family is None:
-            chosen = next((entry for entry in candidates if entry.unique), None)
+            chosen = next((entry for entry in candidates if entry.unique and entry.family != "generic"), None)
+        if chosen is None:
+            chosen = next((entry for entry in candidates if entry.family == "generic"), None)
         if chosen is not None:
             return chosen, code
     return None
@@ -250,7 +269,12 @@ def parse_entry(data: Mapping[str, Any], contacts: Mapping[str, Contact]) -> Ent
     if not isinstance(unique, bool):
         raise CatalogError(where, "unique", "must be true or false")
     meaning, action = _require_str(where, data, "meaning"), _require_str(where, data, "action")
-    return Entry(entry_id, provider, kind, match, unique, data["temporary"], meaning, action, contact)
+    text = data.get("text", [])
+    if kind != "enhanced" and text:
+        raise CatalogError(where, "text", "only enhanced rows read the text; a marker row is text already")
+    if not isinstance(text, list) or not all(isinstance(t, str) and t.strip() for t in text):
+        raise CatalogError(where, "text", "must be a list of non-empty strings")
+    return Entry(entry_id, provider, kind, match, unique, data["temporary"], meaning, action, contact, tuple(text))
 
 
 def parse_table(data: Mapping[str, Any]) -> tuple[Entry, ...]:

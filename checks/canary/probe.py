@@ -1,7 +1,7 @@
 """Canaries: send a small tokened message to a seed mailbox, then find out where it went.
 
-Pure helpers (`make_token`, `build_message`, `read_receiver_verdict`, `read_bounce`) work on strings and bytes;
-`send` (SMTP submission or direct to the seed's MX, via aiosmtplib) and `look` / `poll` (IMAP, via
+Pure helpers (`make_token`, `build_message`, `read_receiver_verdict`, `read_bounce`, `parse_bounce`) work on
+strings and bytes; `send` (SMTP submission or direct to the seed's MX, via aiosmtplib) and `look` / `poll` (IMAP, via
 `checks.mailbox`) do the I/O. A `Canary` is a plain value that can be stored (`to_json` / `from_json`), so a
 canary the bot crashed during can be looked for again after a restart.
 """
@@ -21,14 +21,13 @@ import aiosmtplib
 
 from checks.canary._message import (
     HEADER,
-    Bounce,
     ReceiverVerdict,
     build_message,
     make_token,
-    read_bounce,
     read_receiver_verdict,
     received_at,
 )
+from checks.canary.bounce import Bounce, parse_bounce, read_bounce
 from checks.canary.maillog import LogSource, queue_id_from_reply
 from checks.context import CheckContext
 from checks.mailbox import Mailbox, MailboxError, MailboxSettings
@@ -43,6 +42,7 @@ __all__ = [
     "build_message",
     "look",
     "make_token",
+    "parse_bounce",
     "poll",
     "read_bounce",
     "read_receiver_verdict",
@@ -268,16 +268,17 @@ async def _look_seed(settings: CanarySettings, canary: Canary) -> Placement:
 async def _look_sender(settings: CanarySettings, canary: Canary) -> Bounce | None:
     if settings.sender_mailbox is None:
         return None
+    found: Bounce | None = None
     async with Mailbox(settings.sender_mailbox) as box:
         await box.select("INBOX")
         for uid in await box.search("TEXT", canary.token):
             fetched = await box.fetch(uid, MAX_FETCH)
             bounce = read_bounce(fetched.raw or b"", canary.token)
-            if bounce is not None:
-                if bounce.action == "failed":
-                    await _dispose(box, settings, uid)
-                return bounce
-    return None
+            if bounce is not None and bounce.action == "failed":
+                await _dispose(box, settings, uid)
+                return bounce  # a failure outweighs an earlier delay notice about the same canary
+            found = found or bounce
+    return found
 
 
 async def look(settings: CanarySettings, canary: Canary) -> Placement:

@@ -178,14 +178,19 @@ def classify(
     logged = _from_log(canary, trace) if isinstance(trace, Trace) else None
     if logged is not None and logged.kind == "bounced":
         return logged
+    delayed = placement.bounce if placement is not None and placement.bounce else None
     if now < canary.deadline_at:
-        lines = logged.lines if logged else ()
+        lines = logged.lines if logged else delayed.lines if delayed else ()
         summary = f"pending: not found yet, checking until {canary.deadline_at:%H:%M} UTC"
         return CanaryVerdict(canary, "pending", summary, lines)
     if placement is not None and placement.error:
         return CanaryVerdict(canary, "unreadable", f"cannot read the seed mailbox: {placement.error}", ())
     if logged is not None:
         return logged
+    if delayed is not None and delayed.action == "delayed":
+        # A delay notice and no copy by the deadline: the remote is deferring it, whatever the log says.
+        said = delayed.diagnostic or delayed.status or "a delay notice"
+        return _with_reply(canary, "deferred", f"delayed by the remote: {_short(said)}", list(delayed.lines), said)
     return _missing(canary, trace)
 
 

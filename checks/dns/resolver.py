@@ -345,6 +345,10 @@ class Resolver:
             return DnsAnswer(text_name, rdtype, Outcome.ERROR, server=str(server), via_tcp=True, detail=detail)
         finally:
             limiter.release()
+        if wire[2] & 0x02 and not int.from_bytes(wire[6:8], "big"):
+            # TC again over TCP, and nothing in it: read as NODATA it would say "no such record", a lie.
+            detail = "truncated even over TCP, with no answer"
+            return DnsAnswer(text_name, rdtype, Outcome.ERROR, server=str(server), via_tcp=True, detail=detail)
         return _interpret(wire, text_name, rdtype, type_code, str(server), via_tcp=True)
 
     async def _udp_exchange(self, server: Nameserver, prepared: _Prepared, wait: float) -> bytes:

@@ -29,7 +29,7 @@ _KNOWN_FIELDS = frozenset(
     {
         "title", "queries", "families", "role", "severity", "codes", "bits", "octets", "levels", "refusals",
         "refusal_bits", "delist", "test_points", "test_listed", "txt", "dqs", "dqs_only", "requires_registration",
-        "collateral", "note",
+        "collateral", "note", "note_codes",
     }
 )  # fmt: skip
 
@@ -72,6 +72,8 @@ class Zone:
     requires_registration: str | None = None
     collateral: bool = False
     note: str = ""
+    #: The answers the note is about (empty: every listing); a PBL note is wrong advice for an SBL listing.
+    note_codes: frozenset[str] = frozenset()
     #: The name actually queried: `name`, or KEY.<dqs>.dq.spamhaus.net once a DQS key is set.
     query_zone: str = ""
     #: `query_zone` with the DQS key masked, for evidence and logs.
@@ -185,6 +187,7 @@ def parse_zone(name: str, table: Mapping[str, Any]) -> Zone:
         requires_registration=get.optional_text("requires_registration"),
         collateral=get.flag("collateral"),
         note=get.optional_text("note") or "",
+        note_codes=frozenset(get.answer_list("note_codes")),
     )
     if parsed.dqs_only and not parsed.dqs:
         raise CatalogError(zone, "dqs_only", "a DQS-only zone needs its `dqs` name")
@@ -248,6 +251,12 @@ class _Fields:
         if address not in _LOOPBACK:
             raise self.fail(name, f"{text} is outside 127.0.0.0/8, where every blocklist answer must be")
         return int(address)
+
+    def answer_list(self, name: str) -> list[str]:
+        value = self.table.get(name, [])
+        if not isinstance(value, list):
+            raise self.fail(name, f"expected a list of answers such as 127.0.0.10, got {value!r}")
+        return [str(ipaddress.IPv4Address(self.answer(name, item))) for item in value]
 
     def answers(self, name: str) -> dict[str, str]:
         table = self.mapping(name)

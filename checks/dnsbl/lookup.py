@@ -3,8 +3,9 @@
 Semantics (REFERENCE.md, "Blocklists"): a refusal code is `unknown`, never a listing; a timeout, SERVFAIL or
 REFUSED is `unknown`; a zone that lists its "must not be listed" test point or answers outside 127.0.0.0/8 is
 broken and its answers are `unknown`; a zone with test points that does not list its "must be listed" point is
-broken too. Each zone's health is probed at most once an hour (unreachable: again after five minutes) and kept in
-`ctx.caches`, so a zone that passes again is used again.
+broken too. When most zones with test points deny theirs (NXDOMAIN), the resolver is hiding the blocklists, so a
+zone without test points is `unknown` too, never "not listed". Each zone's health is probed at most once an hour
+(unreachable: again after five minutes) and kept in `ctx.caches`, so a zone that passes again is used again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ __all__ = ["CHECK_ID", "Catalog", "Health", "Zone", "ZoneHealth", "check_domain"
            "meanings", "probe_names", "zone_health"]  # fmt: skip
 
 CHECK_ID = "dnsbl"
+# How many zones must deny their listed test point before "not listed" from an untested zone means nothing.
+DENIED_ZONES_MIN = 3
 _CATALOG_CACHE = "dnsbl.catalog"
 _STATUS = {"ok": Status.OK, "warn": Status.WARN, "fail": Status.FAIL}
 
@@ -48,20 +51,49 @@ async def check_ip(target: Target, ctx: CheckContext) -> list[Finding]:
         raise TypeError(f"check_ip needs an IP address, not the domain {target.value}")
     family = "ipv4" if target.kind is TargetKind.IPV4 else "ipv6"
     zones = _catalog(ctx).for_family(family)
-    return await _check_zones(zones, reverse_pointer(target.value), ctx)
+    return _distrust_untested(zones, await _check_zones(zones, reverse_pointer(target.value), ctx), ctx)
 
 
 async def check_domain(target: Target, ctx: CheckContext) -> list[Finding]:
     """One finding per domain zone (RHSBL) about `target`."""
     if target.is_ip:
         raise TypeError(f"check_domain needs a domain, not the address {target.value}")
-    return await _check_zones(_catalog(ctx).for_family("domain"), target.value, ctx)
+    zones = _catalog(ctx).for_family("domain")
+    return _distrust_untested(zones, await _check_zones(zones, target.value, ctx), ctx)
 
 
 async def zone_health(ctx: CheckContext) -> list[ZoneHealth]:
     """Every zone in effect with its kind and health, probed concurrently (or from the hour's cache)."""
     zones = _catalog(ctx).zones
     return list(await asyncio.gather(*(_health(zone, ctx) for zone in zones)))
+
+
+def _denied(zone: Zone, health: ZoneHealth) -> bool:
+    """True when the zone's "must be listed" test point came back NXDOMAIN."""
+    listed = probe_names(zone)[0]
+    probe = health.evidence.get(f"{listed}.{zone.shown_zone}", {})
+    return health.health == Health.BROKEN and probe.get("outcome") == Outcome.NXDOMAIN
+
+
+def _distrust_untested(zones: Sequence[Zone], findings: list[Finding], ctx: CheckContext) -> list[Finding]:
+    """`unknown` for the clean answers of zones without test points, when the tested zones show the resolver lies."""
+    now, servers = ctx.clock(), _servers_key(ctx)
+    tested = [(zone, _cached_health(zone, ctx, now, servers)) for zone in zones if zone.test_points and zone.usable]
+    denied = sum(1 for zone, health in tested if health is not None and _denied(zone, health))
+    if denied < DENIED_ZONES_MIN or denied * 2 < len(tested):
+        return findings
+    untested = {zone.name for zone in zones if not zone.test_points}
+    summary = (
+        f"cannot trust a clean answer: {denied} of {len(tested)} zones with test points answer NXDOMAIN for the "
+        "test point they must list, so this resolver hides listings, and this zone publishes no test points"
+    )
+    advice = "Use a resolver that asks the blocklists directly (a local unbound), not a filtering forwarder."
+    return [
+        Finding(f.check, f.subject, Status.UNKNOWN, summary, {**f.evidence, "denied_zones": denied}, advice,
+                "untrusted-resolver", f.observed_at)
+        if f.subject in untested and f.status is Status.OK else f
+        for f in findings
+    ]  # fmt: skip
 
 
 def _catalog(ctx: CheckContext) -> Catalog:
@@ -193,7 +225,7 @@ def _listed(
     summary = f"listed in {zone.title}: {', '.join(described)}"
     if txt:
         summary += f" ({txt[0]})"
-    return _finding(zone, status, "listed", summary, evidence, _delist_advice(zone), now)
+    return _finding(zone, status, "listed", summary, evidence, _delist_advice(zone, answer.records), now)
 
 
 def _reputation(
@@ -248,9 +280,10 @@ def _broken(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetim
                     _evidence(zone, shown, answer, reason=reason), advice, now)  # fmt: skip
 
 
-def _delist_advice(zone: Zone) -> str:
+def _delist_advice(zone: Zone, answers: Sequence[str] = ()) -> str:
     where = "" if zone.delist == "none" else f"Details and removal: {zone.delist}"
-    return " ".join(part for part in (where, zone.note) if part)
+    note = zone.note if not zone.note_codes or zone.note_codes & set(answers) else ""
+    return " ".join(part for part in (where, note) if part)
 
 
 def _evidence(zone: Zone, shown: str, answer: DnsAnswer, **extra: Any) -> dict[str, Any]:

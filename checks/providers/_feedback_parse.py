@@ -55,6 +55,7 @@ class Complaint:
     subject: str
     token: str
     attributed_by: str  # "message-id", "verp", "subject" or "none"
+    reported_domain: str = ""  # the report's Reported-Domain fields, second evidence beside the original's From
 
     @property
     def day(self) -> date:
@@ -122,6 +123,12 @@ def _arrival(*values: str | None) -> datetime | None:
     return None
 
 
+# The singular "text/rfc822-header" is what some feedback loops really send.
+_ORIGINAL_TYPES = ("message/rfc822", "text/rfc822-headers", "text/rfc822-header", "message/rfc822-headers")
+_JMRP_SUBJECT = re.compile(r"complaint about message from \[?([0-9a-f.:]+[0-9a-f])\]?", re.IGNORECASE)
+_IP = re.compile(r"[0-9a-f.:]*[0-9a-f]", re.IGNORECASE)
+
+
 def _find_parts(message: Message) -> tuple[Message | None, Message | None]:
     """The feedback-report fields and the original's headers (either may be missing)."""
     report = original = None
@@ -129,7 +136,7 @@ def _find_parts(message: Message) -> tuple[Message | None, Message | None]:
         kind = part.get_content_type()
         if kind == "message/feedback-report" and report is None:
             report = _headers_of(part)
-        elif kind in ("message/rfc822", "text/rfc822-headers") and original is None:
+        elif kind in _ORIGINAL_TYPES and original is None:
             original = _headers_of(part)
     return report, original
 
@@ -137,11 +144,15 @@ def _find_parts(message: Message) -> tuple[Message | None, Message | None]:
 def parse_report(raw: bytes, verp: str = DEFAULT_VERP, now: datetime | None = None) -> Complaint:
     """The Complaint in a raw report; raises NotAReport (non-ARF, truncated, unreadable)."""
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    defects = [d for part in message.walk() for d in part.defects]
-    if any(type(d).__name__ in ("CloseBoundaryNotFoundDefect", "StartBoundaryNotFoundDefect") for d in defects):
-        raise NotAReport("truncated MIME (a multipart without its closing boundary)")
     report, original = _find_parts(message)
-    if report is None and (original is None or original.get("X-HmXmrOriginalRecipient") is None):
+    defects = {type(d).__name__ for part in message.walk() for d in part.defects}
+    # A missing closing boundary alone is harmless: several real FBLs send every part and no final boundary.
+    # A report cut before its original (or its report part) is truncated, and cannot be attributed.
+    if defects & {"CloseBoundaryNotFoundDefect", "StartBoundaryNotFoundDefect"} and (
+        report is None or original is None
+    ):
+        raise NotAReport("truncated MIME (a multipart without its closing boundary, and parts missing)")
+    if report is None and (original is None or not _legacy_jmrp(message, original)):
         raise NotAReport(f"not an ARF report ({message.get_content_type()})")
     fields = report if report is not None else Message()
     original = original if original is not None else Message()
@@ -158,6 +169,31 @@ def parse_report(raw: bytes, verp: str = DEFAULT_VERP, now: datetime | None = No
     ]
     scrub = _scrubber(complainants)
     return _complaint(raw, message, fields, original, report is not None, scrub, verp, now or datetime.now(UTC))
+
+
+def _legacy_jmrp(message: Message, original: Message) -> bool:
+    """Hotmail's pre-ARF reports: the attached original, marked by its X-HmXmrOriginalRecipient or the subject."""
+    return original.get("X-HmXmrOriginalRecipient") is not None or bool(
+        _JMRP_SUBJECT.search(str(message.get("Subject", "")))
+    )
+
+
+def _source_ip(message: Message, fields: Message, original: Message) -> str:
+    """Source-IP, else the JMRP subject's 'complaint about message from <ip>', else the original's X-Originating-IP."""
+    for value in (fields.get("Source-IP"), original.get("X-Originating-IP")):
+        found = _IP.search(str(value or "").strip().strip("[]"))
+        if value and found:
+            return found.group(0)
+    subject = _JMRP_SUBJECT.search(" ".join(str(message.get("Subject", "")).split()))
+    return subject.group(1) if subject else ""
+
+
+def _from_domain(value: str) -> str:
+    """The domain of the last address in a From value ('a@b.example' as a display name does not count)."""
+    addresses = [address for _, address in email.utils.getaddresses([value]) if "@" in address]
+    bracketed = re.findall(r"<([^<>@\s]+@[^<>\s]+)>", value)
+    chosen = bracketed[-1] if bracketed else addresses[-1] if addresses else ""
+    return chosen.rpartition("@")[2].lower().strip(">. ")
 
 
 def _form(message: Message, has_report: bool) -> str:
@@ -180,9 +216,14 @@ def _complaint(
     reporter_domain = _domain(str(message.get("From", "")))
     reporter = REPORTERS.get(reporter_domain) or REPORTERS.get(".".join(reporter_domain.split(".")[-2:]))
     reporter = reporter or _clean(str(fields.get("User-Agent", "")) or reporter_domain or "unknown", scrub, 60)
+    reported = ", ".join(
+        dict.fromkeys(" ".join(str(v).split()).lower().rstrip(".") for v in fields.get_all("Reported-Domain", []))
+    )
+    # The original's From is what the complainant saw; Reported-Domain is the reporter's guess (a Yahoo
+    # complaint relayed by Amazon SES names amazonses.com), so it is second evidence, shown beside it.
     sender = (
-        str(fields.get("Reported-Domain", "") or "")
-        or _domain(str(original.get("From", "")))
+        _from_domain(str(original.get("From", "") or ""))
+        or reported.partition(",")[0]
         or _domain(str(fields.get("Original-Mail-From", "")))
         or _domain(str(original.get("X-sid-pra", "")))
         or _domain(str(original.get("Return-Path", "")))
@@ -201,13 +242,12 @@ def _complaint(
         form=_form(message, has_report),
         arrived=arrived,
         sending_domain=_clean(sender.lower().rstrip("."), scrub, 100),
-        source_ip=_clean(
-            str(fields.get("Source-IP", "") or original.get("X-Originating-IP", "") or ""), scrub, 45
-        ).strip("[]"),
+        source_ip=_clean(_source_ip(message, fields, original), scrub, 45),
         message_id=message_id,
         subject=subject,
         token=token,
         attributed_by=by,
+        reported_domain=_clean(reported, scrub, 200),
     )
 
 

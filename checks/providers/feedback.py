@@ -154,9 +154,11 @@ def complaint_line(complaint: Complaint) -> str:
     match = {"message-id": f"Message-ID {complaint.message_id}", "verp": f"VERP token {complaint.token}"}
     how = match.get(complaint.attributed_by, "subject only")
     subject = complaint.subject or "(no subject)"
+    reported = complaint.reported_domain
+    also = f", Reported-Domain {reported}" if reported and reported != complaint.sending_domain else ""
     return (
         f"{complaint.reporter}: {complaint.feedback_type} complaint on {complaint.day} about “{subject}” "
-        f"from {complaint.sending_domain or 'an unknown domain'} ({how})"
+        f"from {complaint.sending_domain or 'an unknown domain'} ({how}{also})"
     )
 
 

@@ -142,8 +142,10 @@ async def _data_for_day(settings: SndsSettings, ctx: CheckContext, day: date | N
     try:
         text = await _get(ctx, url, params, headers)
     except SndsAnswerError as error:
-        if error.code == "empty" and day is not None:
-            return []  # one quiet day among several is not a failure
+        if error.code == "empty":
+            # SNDS answers an empty body when it has no data for the key's IPs; one rule whatever `days` is:
+            # no data (ok, snds-no-data), as the ipStatus list's empty answer means nothing is blocked.
+            return []
         raise
     return _parse(text, parse_data_json, parse_data_csv, "data")
 
