@@ -95,3 +95,11 @@ def test_the_console_survives_a_huge_mute(tmp_path: Path, dns_server: DnsServer)
     lines = done.stdout.splitlines()
     assert [line for line in lines if "too long" in line] and lines[-1] == "pong"
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("line", ["!check fe80::1%eth0", "!check [fe80::1%25]"])
+async def test_targets_the_checks_cannot_take_are_refused_at_parse_time(line: str) -> None:
+    bot, transport = make_bot()
+    await bot.handle(said(ADMIN, line))
+    assert len(transport.replies) == 1 and "usage: !check <target>" in transport.replies[0]
+    assert transport.events == ["send"]  # refused before anything ran
