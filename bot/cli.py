@@ -1,7 +1,9 @@
 """The `repbot` command.
 
 Exit codes follow the Nagios plugin convention (0 ok, 1 warn, 2 fail, 3 unknown), so `repbot check` drops
-into Nagios, Icinga or cron. Bad input is one line on stderr and exit 3, never a traceback. Heavy imports
+into Nagios, Icinga or cron. Bad input is one line on stderr and exit 3, never a traceback. A reader that
+goes away (`repbot check … | head -1`) ends the command quietly with 141, the status of a Unix tool
+killed by SIGPIPE. Heavy imports
 (the Matrix stack, httpx) happen inside the subcommand that needs them, so `repbot check` starts fast.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
@@ -20,6 +24,7 @@ from checks import CheckError, Report, Status, Target, TargetError, parse_namese
 __all__ = ["main"]
 
 EXIT_UNKNOWN = 3
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 # `repbot spf` asks "may this IP send for this domain?": anything short of pass needs the operator's eye.
 SPF_EXIT_CODES = {"pass": 0, "neutral": 1, "softfail": 1, "none": 2, "fail": 2, "permerror": 2, "temperror": 3}
 log = logging.getLogger("repbot")
@@ -225,6 +230,26 @@ ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout once more at exit; pointing it at /dev/null keeps that flush from printing
+    # "Exception ignored ... BrokenPipeError" after we have already decided to end quietly.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is not a real file (a test's StringIO): nothing will flush into a closed pipe
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from bot.logs import setup_logging
