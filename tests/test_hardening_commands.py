@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -103,3 +106,21 @@ async def test_targets_the_checks_cannot_take_are_refused_at_parse_time(line: st
     await bot.handle(said(ADMIN, line))
     assert len(transport.replies) == 1 and "usage: !check <target>" in transport.replies[0]
     assert transport.events == ["send"]  # refused before anything ran
+
+
+def test_the_console_answers_bad_bytes_with_an_error_line_and_goes_on(tmp_path: Path, dns_server: DnsServer) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run", "--console", "-c", str(write_config(tmp_path, dns_server))],
+        input=b"!ping \xff\xfe\n\xc3\n!ping\n",
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C.UTF-8"},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == [
+        "line 1 ignored: byte 0xff at column 7 is not valid utf-8",
+        "line 2 ignored: byte 0xc3 at column 1 is not valid utf-8",
+        "pong",
+    ]
+    assert b"Traceback" not in done.stderr

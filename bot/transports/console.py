@@ -49,12 +49,29 @@ class ConsoleTransport:
         assert self._on_command is not None, "start() first"
         number = 0
         while True:
-            line = await asyncio.to_thread(self.stdin.readline)
+            line, problem = await asyncio.to_thread(self._read_line)
             if not line:
                 return 0
             number += 1
-            if line.strip():
+            if problem:
+                self.stdout.write(f"line {number} ignored: {problem}\n")
+                self.stdout.flush()
+            elif line.strip():
                 await self._on_command(Incoming(CONSOLE_ROOM, CONSOLE_USER, line.rstrip("\n"), f"line-{number}"))
+
+    def _read_line(self) -> tuple[str, str]:
+        """The next line ("" at the end of the input) and why it cannot be a command ("" when it can)."""
+        raw_stdin = getattr(self.stdin, "buffer", None)
+        if raw_stdin is None:
+            return self.stdin.readline(), ""
+        # Bytes first, decoded here: the text layer's strict decoding would raise on the first bad byte
+        # and end the console; a bad line is answered and the next one read.
+        raw: bytes = raw_stdin.readline()
+        encoding = getattr(self.stdin, "encoding", None) or "utf-8"
+        try:
+            return raw.decode(encoding), ""
+        except UnicodeDecodeError as error:
+            return "?", f"byte {raw[error.start]:#04x} at column {error.start + 1} is not valid {encoding}"
 
     async def stop(self) -> None:
         self.stdout.flush()
