@@ -24,6 +24,9 @@ from checks import CheckError, Report, Status, Target, TargetError, parse_namese
 __all__ = ["main"]
 
 EXIT_UNKNOWN = 3
+# `repbot run` cannot start with this configuration: packaging/repbot.service does not restart on it
+# (RestartPreventExitStatus), and bot.runtime.EXIT_FATAL is the same number.
+EXIT_CONFIG = 1
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 # `repbot spf` asks "may this IP send for this domain?": anything short of pass needs the operator's eye.
 SPF_EXIT_CODES = {"pass": 0, "neutral": 1, "softfail": 1, "none": 2, "fail": 2, "permerror": 2, "temperror": 3}
@@ -210,10 +213,15 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except (ConfigError, SecretError) as error:
+        _fail(str(error))
+        return EXIT_CONFIG
     problem = insecure_secrets_problem(config)
     if problem:
-        return _fail(problem)
+        _fail(problem)
+        return EXIT_CONFIG
     from bot.logs import redact
     from bot.runtime import run_bot
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,54 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(args: list[str], world
     stderr = process.stderr.read().decode()
     assert process.wait(60) == BROKEN_PIPE, stderr
     assert stderr == ""
+
+
+def _unit_prevent_restart() -> set[int]:
+    """The exit statuses packaging/repbot.service does not restart on."""
+    for line in (ROOT / "packaging" / "repbot.service").read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "RestartPreventExitStatus":
+            return {int(word) for word in value.split() if word.isdigit()}
+    raise AssertionError("the unit has no RestartPreventExitStatus")
+
+
+def _run(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "run", "-c", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "message"),
+    [
+        ("[dns\ntimeout = 1", 0o600, "TOML"),
+        (None, 0o600, "cannot read"),
+        ("[dns]\ntimout = 1\n", 0o600, "unknown key"),
+        (
+            '[matrix]\nhomeserver = "https://m.example"\nuser_id = "@b:m.example"\npassword = "hunter2"\n',
+            0o644,
+            "holds matrix.password inline",
+        ),
+    ],
+    ids=["bad-toml", "missing-file", "unknown-key", "inline-secret-world-readable"],
+)
+def test_run_with_a_broken_config_exits_with_the_status_the_unit_does_not_restart_on(
+    tmp_path: Path, text: str | None, mode: int, message: str
+) -> None:
+    from bot.cli import EXIT_CONFIG
+    from bot.runtime import EXIT_FATAL
+
+    config = tmp_path / "repbot.toml"
+    if text is not None:
+        config.write_text(text, encoding="utf-8")
+        config.chmod(mode)
+    done = _run(config)
+    assert done.returncode in _unit_prevent_restart(), done.stderr
+    assert {EXIT_CONFIG, EXIT_FATAL} <= _unit_prevent_restart()
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
