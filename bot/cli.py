@@ -222,10 +222,10 @@ def _run(args: argparse.Namespace) -> int:
     if problem:
         _fail(problem)
         return EXIT_CONFIG
-    from bot.logs import redact
     from bot.runtime import run_bot
+    from bot.secrets import register
 
-    redact(*(secret.inline for secret in config.secrets()))
+    register(*(secret.inline for secret in config.secrets()))
 
     return run_bot(config, console=args.console)
 

@@ -13,8 +13,10 @@ from typing import Any
 from bot.config.loader import SECTION_READERS, Config, _ip
 from bot.config.mailbox import ImapConfig, read_imap
 from bot.config.reader import Secret, Section
+from bot.secrets import register
 from checks import CheckContext, parse_domain
 from checks.providers.feedback import DEFAULT_VERP, FeedbackSettings
+from checks.providers.oauth import TokenSource
 from checks.providers.postmaster import API_BASE as POSTMASTER_BASE
 from checks.providers.postmaster import PostmasterSettings
 from checks.providers.snds import TOKEN_URL, RefreshTokenSource, SndsSettings, command_token
@@ -128,6 +130,17 @@ def read_postmaster(section: Section) -> PostmasterConfig:
 SECTION_READERS.update(snds=read_snds, feedback=read_feedback, postmaster=read_postmaster)
 
 
+def masked_tokens(source: TokenSource) -> TokenSource:
+    """The token source, each access token it hands out registered for masking (an API may echo it)."""
+
+    async def token() -> str:
+        value = await source()
+        register(value)
+        return value
+
+    return token
+
+
 def snds_settings(config: Config, ctx: CheckContext) -> SndsSettings | None:
     """The check library's SNDS settings, or None without an [snds] section."""
     snds: SndsConfig | None = config.extra.get("snds")
@@ -146,7 +159,7 @@ def snds_settings(config: Config, ctx: CheckContext) -> SndsSettings | None:
     return SndsSettings(
         method=snds.method,
         key=snds.key.get if snds.key is not None else None,
-        token=token,
+        token=None if token is None else masked_tokens(token),
         legacy_base=snds.legacy_base,
         api_base=snds.api_base,
         ips=snds.ips or config.monitor.ips,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.durations import parse_duration
+from bot.secrets import register
 from checks import TargetError
 
 __all__ = ["SECRET_COMMAND_TIMEOUT", "Secret", "SecretError", "Section"]
@@ -43,7 +44,12 @@ class Secret:
         return f"Secret({self.key}, {source}, [secure])"
 
     def get(self) -> str:
-        """The secret's value; raises SecretError naming the key (not the value) when it cannot be had."""
+        """The secret's value, registered for masking; raises SecretError naming the key (not the value)."""
+        value = self._read()
+        register(value)
+        return value
+
+    def _read(self) -> str:
         if self.inline is not None:
             return self.inline
         if self.file:

@@ -25,6 +25,7 @@ from bot.config.loader import Config
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
 from bot.monitor.store import Store
 from bot.render import Rendered, plain_and_html
+from bot.secrets import mask_report
 from bot.transports.base import DeliveryError, Incoming, Transport
 from checks import CheckContext, Report, parse_target
 
@@ -173,7 +174,9 @@ class Monitor:
         now = self.clock()
         events: list[Event] = []
         with self.store.batch():
-            for report in reports:
+            # Findings may quote a server that echoed a secret (an IMAP NO with the LOGIN line): masked
+            # here, before they become state, history or an alert.
+            for report in map(mask_report, reports):
                 for finding in report.findings:
                     key = f"{report.target.value}|{finding.check}|{finding.subject}"
                     state, found = observe(self.store.get_state(key), report.target.value, finding, now, self.rules)

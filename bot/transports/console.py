@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.render import Rendered
+from bot.secrets import mask
 from bot.transports.base import Incoming, IncomingHandler
 
 __all__ = ["CONSOLE_ROOM", "CONSOLE_USER", "ConsoleTransport"]
@@ -83,7 +84,7 @@ class ConsoleTransport:
             return self._sent[txn_id]
         self._count += 1
         event_id = f"console-{self._count}"
-        self.stdout.write(message.plain.rstrip("\n") + "\n")
+        self.stdout.write(mask(message.plain).rstrip("\n") + "\n")
         self.stdout.flush()
         if txn_id is not None:
             self._sent[txn_id] = event_id
@@ -101,7 +102,7 @@ class ConsoleTransport:
         name = re.sub(r"[^A-Za-z0-9.-]+", "-", body).strip("-")[:80] or "image"
         path = directory / f"{name}-{self._count}.png"
         await asyncio.to_thread(path.write_bytes, png)
-        self.stdout.write(f"{body}: {path}\n")
+        self.stdout.write(f"{mask(body)}: {path}\n")
         self.stdout.flush()
         event_id = f"console-{self._count}"
         if txn_id is not None:

@@ -36,6 +36,7 @@ from nio import (
 from bot.commands.core import PREFIX, strip_reply_fallback, user_matches
 from bot.config.loader import MatrixConfig
 from bot.render import Rendered
+from bot.secrets import mask, register
 from bot.transports.base import DeliveryError, Incoming, IncomingHandler
 from bot.transports.media import file_content, image_content
 from bot.transports.safety import CONTENT_BUDGET, REPORT_FILENAME, content_size, defuse_mentions, summarise
@@ -120,6 +121,7 @@ class MatrixTransport:
         session = self.session.load()
         if session is not None:
             self.client = self._new_client(session["device_id"])
+            register(session["access_token"])
             self.client.restore_login(session["user_id"], session["device_id"], session["access_token"])
             log.info("restored the login of %s (device %s)", session["user_id"], session["device_id"])
         elif self.config.access_token is not None:
@@ -208,6 +210,7 @@ class MatrixTransport:
                 f"the homeserver refused the login of {self.config.user_id}: {response.status_code} "
                 f"{response.message}; check [matrix] user_id and password"
             )
+        register(response.access_token)
         self.session.save(response.user_id, response.device_id, response.access_token)
         log.info(
             "logged in as %s, new device %s; the login is saved in %s",
@@ -339,7 +342,7 @@ class MatrixTransport:
         # Too long for one event: the summary first (its id is the reply's), then the whole text as a file.
         event_id = await self._post(room, _notice(summarise(message)), txn_id, reply_to, "message")
         await self._send_file(
-            room, message.plain.encode("utf-8"), reply_to, None if txn_id is None else f"{txn_id}-file"
+            room, mask(message.plain).encode("utf-8"), reply_to, None if txn_id is None else f"{txn_id}-file"
         )
         return event_id
 
@@ -363,7 +366,7 @@ class MatrixTransport:
         if self.client is None:
             raise DeliveryError("not connected")
         try:
-            content = await image_content(self.client, room, png, body, "repbot-timeline.png")
+            content = await image_content(self.client, room, png, mask(body), "repbot-timeline.png")
         except NETWORK_ERRORS as error:
             raise DeliveryError(f"{room}: homeserver unreachable ({type(error).__name__})") from None
         return await self._post(room, content, txn_id, reply_to, "image")
@@ -415,9 +418,9 @@ class MatrixTransport:
 def _notice(message: Rendered) -> dict[str, Any]:
     return {
         "msgtype": "m.notice",
-        "body": defuse_mentions(message.plain),
+        "body": defuse_mentions(mask(message.plain)),
         "format": "org.matrix.custom.html",
-        "formatted_body": message.html,
+        "formatted_body": mask(message.html),
     }
 
 
