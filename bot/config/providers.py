@@ -15,6 +15,7 @@ from bot.config.mailbox import ImapConfig, read_imap
 from bot.config.reader import Secret, Section
 from bot.secrets import register
 from checks import CheckContext, parse_domain
+from checks.providers.deadline import request_deadline
 from checks.providers.feedback import DEFAULT_VERP, FeedbackSettings
 from checks.providers.oauth import TokenSource
 from checks.providers.postmaster import API_BASE as POSTMASTER_BASE
@@ -154,7 +155,13 @@ def snds_settings(config: Config, ctx: CheckContext) -> SndsSettings | None:
             seed = snds.refresh_token.get if snds.refresh_token is not None else None
             state = os.path.join(config.state_dir)
             token = RefreshTokenSource(
-                ctx.http, state, snds.client_id, token_url=snds.token_url, scope=snds.scope, seed=seed
+                ctx.http,
+                state,
+                snds.client_id,
+                token_url=snds.token_url,
+                scope=snds.scope,
+                seed=seed,
+                deadline=request_deadline(ctx),
             )
     return SndsSettings(
         method=snds.method,
