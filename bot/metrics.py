@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bot import __version__
-from bot.commands.core import REGISTRY, Services
+from bot.commands.core import REGISTRY, LifespanError, Services
 
 __all__ = ["SNDS_COLOURS", "STATUS_VALUES", "MetricsServer", "StoreCollector", "metrics_lifespan"]
 
@@ -212,7 +212,10 @@ async def metrics_lifespan(services: Services) -> AsyncIterator[None]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(services))
     server = MetricsServer(registry)
-    port = await server.start(config.host, config.port)
+    try:
+        port = await server.start(config.host, config.port)
+    except OSError as error:
+        raise LifespanError(f"[metrics] listen = {config.listen!r}: cannot listen there: {error.strerror}") from None
     services.extra["metrics_port"] = port
     log.info("Prometheus metrics on http://%s:%d/metrics", config.host, port)
     try:

@@ -1,7 +1,8 @@
 """`repbot run`: the check context, a transport (Matrix or the console), the Bot, and the exit code.
 
-Exit codes: 0 after a clean stop (end of input, SIGTERM, SIGINT), 1 when the bot cannot run
-(no [matrix] section, a secret that cannot be read, a login the homeserver refuses).
+Exit codes: 0 after a clean stop (end of input, SIGTERM, SIGINT, also during the start-up login), 1 when
+the bot cannot run (no [matrix] section, a secret that cannot be read, a login the homeserver refuses, a
+port in use).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 from datetime import UTC, datetime
 
 from bot.app import Bot, Permissions, RateLimiter, load_command_modules
-from bot.commands.core import REGISTRY, Services
+from bot.commands.core import REGISTRY, LifespanError, Services
 from bot.config.loader import Config, SecretError
 from bot.context import build_context
 from bot.transports.base import Transport
@@ -69,22 +70,23 @@ def _transport(config: Config, console: bool) -> tuple[Transport, Permissions, R
 async def _serve(config: Config, console: bool) -> int:
     load_command_modules()
     transport, permissions, limiter, fatal = _transport(config, console)
+    fatal = (*fatal, LifespanError)
     ctx = build_context(config)
     services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC))
     bot = Bot(services, permissions, limiter)
-    runner: asyncio.Task[int] | None = None
+    # Signals stop the bot from the first moment: a SIGTERM during the start-up login backoff is a
+    # clean stop (exit 0), and the transport's stop still closes what its start had opened.
+    signalled = _stop_on_signals()
     try:
         async with contextlib.AsyncExitStack() as stack:
-            await transport.start(bot.handle)
             stack.push_async_callback(transport.stop)
+            await transport.start(bot.handle)
             for lifespan in REGISTRY.lifespans:
                 await stack.enter_async_context(lifespan(services))
-            runner = asyncio.create_task(transport.run())
-            _stop_on_signals(runner)
-            return await runner
+            return await transport.run()
     except asyncio.CancelledError:
-        if runner is not None and runner.cancelled():
-            log.info("stopped by a signal")
+        if signalled:
+            log.info("stopped by %s", signalled[0].name)
             return EXIT_OK
         raise
     except fatal as error:
@@ -94,8 +96,18 @@ async def _serve(config: Config, console: bool) -> int:
         await ctx.aclose()
 
 
-def _stop_on_signals(task: asyncio.Task[int]) -> None:
+def _stop_on_signals() -> list[signal.Signals]:
+    """Cancel the running task on SIGTERM or SIGINT; the list the signals received are put in."""
     loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        received.append(signum)
+        task.cancel()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, task.cancel)
+            loop.add_signal_handler(signum, stop, signum)
+    return received

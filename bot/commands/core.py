@@ -29,6 +29,7 @@ __all__ = [
     "Call",
     "Command",
     "Invocation",
+    "LifespanError",
     "ParseFailure",
     "Registry",
     "Services",
@@ -90,6 +91,10 @@ class Call:
 
 Handler = Callable[[Call], Awaitable[Rendered | None]]
 Lifespan = Callable[[Services], AbstractAsyncContextManager[None]]
+
+
+class LifespanError(Exception):
+    """Raised by a lifespan that cannot start (a port in use); the bot stops with this one line, exit 1."""
 
 
 @dataclass(frozen=True)
