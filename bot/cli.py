@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
     config_check = config_commands.add_parser("check", help="validate a configuration file")
     config_check.add_argument("-c", "--config", required=True, metavar="FILE")
+    config_commands.add_parser("example", help="print the example configuration, every key documented")
     from bot.init import add_arguments
 
     add_arguments(commands.add_parser("init", help="write a first configuration (asks, or takes flags)"))
@@ -202,6 +203,13 @@ async def _lists(args: argparse.Namespace, config: Config) -> int:
     return Status.OK.exit_code
 
 
+def example_config() -> str:
+    """config.example.toml as shipped inside the package (the wheel has it as bot/config.example.toml)."""
+    from importlib import resources
+
+    return resources.files("bot").joinpath("config.example.toml").read_text(encoding="utf-8")
+
+
 def _config_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     problem = insecure_secrets_problem(config)
@@ -268,6 +276,9 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_UNKNOWN
     try:
         if args.command == "config":
+            if args.config_command == "example":
+                print(example_config(), end="")
+                return 0
             if args.config_command != "check":
                 parser.parse_args(["config", "--help"])
             return _config_check(args)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from datetime import UTC, datetime
 
 from bot.app import Bot, Permissions, RateLimiter, load_command_modules
@@ -20,7 +21,7 @@ from bot.context import build_context
 from bot.transports.base import Transport
 from bot.transports.console import CONSOLE_USER, ConsoleTransport
 
-__all__ = ["EXIT_FATAL", "EXIT_OK", "run_bot"]
+__all__ = ["EXIT_FATAL", "EXIT_OK", "run_bot", "start_line"]
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -83,6 +84,8 @@ async def _serve(config: Config, console: bool) -> int:
             await transport.start(bot.handle)
             for lifespan in REGISTRY.lifespans:
                 await stack.enter_async_context(lifespan(services))
+            if console:
+                print(start_line(config), file=sys.stderr, flush=True)
             return await transport.run()
     except asyncio.CancelledError:
         if signalled:
@@ -94,6 +97,16 @@ async def _serve(config: Config, console: bool) -> int:
         return EXIT_FATAL
     finally:
         await ctx.aclose()
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def start_line(config: Config) -> str:
+    """What `run --console` says first (on stderr, so stdout stays the room): who, what it watches, how to start."""
+    watched = f"{_count(len(config.monitor.ips), 'IP')} and {_count(len(config.monitor.domains), 'domain')}"
+    return f"repbot in the console as {CONSOLE_USER}, watching {watched}; type !help"
 
 
 def _stop_on_signals() -> list[signal.Signals]:

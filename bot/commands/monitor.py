@@ -6,10 +6,11 @@ import contextlib
 import html
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from bot.commands.core import REGISTRY, Argument, Call, Services, command, target_arg
+from bot.commands.core import REGISTRY, Argument, Call, Services, _echo, command, target_arg
 from bot.durations import format_duration, parse_duration
 from bot.monitor.core import Monitor
 from bot.monitor.store import Store
@@ -43,6 +44,21 @@ def _monitor(call: Call) -> Monitor:
     if not isinstance(monitor, Monitor):
         raise LookupError("the monitor is not running")
     return monitor
+
+
+def mutable_names(monitor: Monitor) -> set[str]:
+    """Every name a mute can match: the targets, the check ids, the blocklist zones, what the store has seen."""
+    from checks.dnsbl.catalog import load_catalog
+    from checks.runner import domain_checks, ip_checks
+    from checks.smtp.starttls import DANE
+
+    config = monitor.config
+    names = {*config.monitor.ips, *config.monitor.domains, *monitor.families, DANE}
+    names |= {name for name, _ in (*domain_checks(), *ip_checks())}
+    names |= {zone.name for zone in load_catalog(monitor.ctx.dnsbl).zones}
+    for state in monitor.store.states():
+        names.update(str(state.get(key, "")) for key in ("target", "check", "subject"))
+    return {name.lower() for name in names if name}
 
 
 def _pre(text: str) -> Rendered:
@@ -116,6 +132,13 @@ async def history(call: Call) -> Rendered:
 )
 async def mute(call: Call) -> Rendered:
     monitor = _monitor(call)
+    what = call.args["what"]
+    known = mutable_names(monitor)
+    if what not in known:
+        # A typo would mute nothing and say nothing: refuse it, with the names it was probably meant to be.
+        near = get_close_matches(what, sorted(known), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(near)}?" if near else "; see !status for the names"
+        return plain_and_html(f"{_echo(what)} matches no target, check or zone, so nothing was muted{hint}")
     until = monitor.clock().astimezone(UTC) + call.args["duration"]
     with monitor.store.batch():
         monitor.store.mute(call.args["what"], until.isoformat())
