@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from bot.monitor.store import Store
 from bot.render import Rendered
 from bot.transports.base import Incoming
 from tests.fixtures.dnsserver import DnsServer
+from tests.test_commands import RecordingTransport
 
 ADMIN = "@alice:localhost"
 BATCH = 1500
@@ -91,37 +91,28 @@ def _lines(count: int) -> list[str]:
     return [*KNOWN_BAD, *found]
 
 
-class CountingTransport:
+class CountingTransport(RecordingTransport):
     """Keeps only counts and the last reply, so the memory measured is the bot's, not the recorder's."""
 
     def __init__(self) -> None:
-        self.alert_rooms: Sequence[str] = ()
-        self.sent = 0
+        super().__init__()
+        self.count = 0
         self.internal_errors = 0
         self.last = ""
-
-    async def start(self, on_command: object) -> None:
-        return None
-
-    async def run(self) -> int:
-        return 0
-
-    async def stop(self) -> None:
-        return None
 
     async def send(
         self, room: str, message: Rendered, *, txn_id: str | None = None, reply_to: Incoming | None = None
     ) -> str:
-        self.sent += 1
+        self.count += 1
         self.last = message.plain
         self.internal_errors += INTERNAL_ERROR in message.plain
-        return f"$e{self.sent}"
+        return f"$e{self.count}"
 
     async def send_image(
         self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
     ) -> str:
-        self.sent += 1
-        return f"$e{self.sent}"
+        self.count += 1
+        return f"$e{self.count}"
 
     async def react(self, incoming: Incoming, key: str) -> None:
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,12 @@ from nio import DownloadResponse
 from nio.crypto import decrypt_attachment
 
 from bot.transports.safety import MAX_EVENT_BYTES, REPORT_FILENAME
+from tests import test_matrix
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.synapse import SynapseServer
 from tests.test_matrix import REPLY_TIMEOUT, BotProcess, Operator, _joined_room
+
+operator = test_matrix.operator  # the fixture: a person logged in with nio
 
 BIG_SPF = "bigspf.example"
 MANY_MX = "manymx.example"
@@ -51,14 +54,6 @@ def limits_bot(
     bot.start()
     yield bot
     assert bot.stop() == 0
-
-
-@pytest.fixture
-async def operator(synapse: SynapseServer, tmp_path: Path) -> AsyncIterator[Operator]:
-    person = Operator(synapse, tmp_path / "alice")
-    await person.login()
-    yield person
-    await person.client.close()
 
 
 async def _replies(operator: Operator, command: str, sender: str, wanted: int, timeout: float) -> list[dict[str, Any]]:
