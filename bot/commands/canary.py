@@ -22,6 +22,7 @@ from bot.commands.core import REGISTRY, Argument, Call, Services, command
 from bot.config.canary import CanaryConfig, canary_settings, read_canary
 from bot.monitor.store import Store
 from bot.render import MARKS, Rendered, plain_and_html
+from bot.secrets import mask_value
 from bot.transports.base import DeliveryError, Incoming
 from checks import Finding, Report, Status, parse_target
 from checks.canary.probe import Canary, poll, send
@@ -110,7 +111,8 @@ class CanaryRunner:
         canary = await send(self.settings[name], self.services.ctx, self.services.ctx.clock)
         with self.store.batch():
             pending = dict(self.store.get_meta(PENDING, {}))
-            pending[canary.token] = {"canary": canary.to_json(), "reply": _incoming_json(reply_to)}
+            # A submission server may echo the login in its refusal: the stored copy is masked.
+            pending[canary.token] = mask_value({"canary": canary.to_json(), "reply": _incoming_json(reply_to)})
             self.store.set_meta(PENDING, pending)
         self._spawn(self._follow(canary, reply_to), f"canary-{canary.token}")
         return canary
@@ -142,7 +144,7 @@ class CanaryRunner:
         now = self.services.ctx.clock()
         with self.store.batch():
             history = dict(self.store.get_meta(HISTORY, {}))
-            mine = [*history.get(verdict.canary.name, []), _verdict_json(verdict, now)][-KEEP_HISTORY:]
+            mine = [*history.get(verdict.canary.name, []), mask_value(_verdict_json(verdict, now))][-KEEP_HISTORY:]
             history[verdict.canary.name] = mine
             self.store.set_meta(HISTORY, history)
             pending = dict(self.store.get_meta(PENDING, {}))
