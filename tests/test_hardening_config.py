@@ -25,6 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
         ("[dns]\nconcurrency = 0", "dns.concurrency: must be at least 1"),
         ("[matrix]\nrate_limit_per_hour = -5", "rate_limit_per_hour: must not be negative"),
         ("[alerts]\nconfirm = -1", "alerts.confirm: must not be negative"),
+        ("[alerts]\nconfirm = 0", "alerts.confirm: must be at least 1"),
+        (
+            '[snds]\nmethod = "key"\nkey = "k3y-long-enough"\ndays = 100000',
+            "snds.days: must be at least 1 and at most 90",
+        ),
         ('[dnsbl.zones."x.example"]\nqueries = "nonsense"', "dnsbl.zones.x.example"),
         ('[dnsbl.zones."y.example"]\nfamilies = ["ipv4"]', "dnsbl.zones.y.example"),
         ('[dnsbl]\ndisabled = ["no-such-zone.example"]', "dnsbl.disabled: no such zone"),

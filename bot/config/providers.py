@@ -88,7 +88,7 @@ def read_snds(section: Section) -> SndsConfig:
         legacy_base=section.get("legacy_base", str, defaults.legacy_base),
         api_base=section.get("api_base", str, defaults.api_base),
         ips=section.strings("ips", _ip),
-        days=section.get("days", int, defaults.days),
+        days=section.number("days", int, defaults.days, low=1, high=90),  # one request a day, SNDS keeps ~90
         complaint_warn_percent=section.get("complaint_warn_percent", float, defaults.complaint_warn_percent),
         trap_fail=section.get("trap_fail", int, defaults.trap_fail),
     )
@@ -108,9 +108,9 @@ def read_feedback(section: Section) -> FeedbackConfig:
         mark=section.choice("mark", "flag", ("flag", "move")),
         keyword=section.get("keyword", str, "$RepbotSeen"),
         processed_folder=section.get("processed_folder", str, "Processed"),
-        max_bytes=section.get("max_bytes", int, 2_000_000),
+        max_bytes=section.number("max_bytes", int, 2_000_000, low=1024, high=100_000_000),
         verp=section.get("verp", str, DEFAULT_VERP),
-        window_days=section.get("window_days", int, 7),
+        window_days=section.number("window_days", int, 7, low=1, high=3650),
     )
     section.finish()
     return config
