@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from bot.secrets import MASK, mask, register
 
-__all__ = ["FORMATS", "MASK", "JsonFormatter", "redact", "setup_logging"]
+__all__ = ["FORMATS", "MASK", "JsonFormatter", "announce", "redact", "setup_logging"]
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -56,9 +56,24 @@ class _TextFormatter(logging.Formatter):
         return _scrub(super().format(record))
 
 
+_handler: logging.StreamHandler[TextIO] | None = None
+
+
+def announce(text: str) -> None:
+    """Say one line to the person at the terminal, whatever the log level: plain, or a JSON record in json mode."""
+    handler = _handler or logging.StreamHandler(sys.stderr)
+    if isinstance(handler.formatter, JsonFormatter):
+        record = logging.makeLogRecord({"name": "repbot", "levelname": "INFO", "levelno": logging.INFO, "msg": text})
+        handler.handle(record)
+        return
+    handler.stream.write(mask(text) + "\n")
+    handler.flush()
+
+
 def setup_logging(level: str = "WARNING", fmt: str = "text", stream: TextIO | None = None) -> None:
     """Configure the root logger once: the level, the format, and quiet libraries unless DEBUG."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    global _handler
+    handler = _handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):

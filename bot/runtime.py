@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from datetime import UTC, datetime
 
 from bot.app import Bot, Permissions, RateLimiter, load_command_modules
 from bot.commands.core import REGISTRY, LifespanError, Services
 from bot.config.loader import Config, SecretError
 from bot.context import build_context
+from bot.logs import announce
 from bot.transports.base import Transport
 from bot.transports.console import CONSOLE_USER, ConsoleTransport
 
@@ -85,7 +85,7 @@ async def _serve(config: Config, console: bool) -> int:
             for lifespan in REGISTRY.lifespans:
                 await stack.enter_async_context(lifespan(services))
             if console:
-                print(start_line(config), file=sys.stderr, flush=True)
+                announce(start_line(config))
             return await transport.run()
     except asyncio.CancelledError:
         if signalled:
