@@ -136,12 +136,17 @@ async def test_echoed_text_highlights_nobody(
     (reply,) = await _replies(operator, command, limits_bot.user_id, 1, REPLY_TIMEOUT)
     assert reply["content"]["m.mentions"] == {}
     assert "@room" not in reply["content"]["body"] and operator.localpart in reply["content"]["body"]
+    # Synapse's default rules already keep m.notice quiet; this holds the line should replies ever be m.text
+    # or an operator's own push rule match on the body.
     response = httpx.get(
         f"{synapse.base_url}/_matrix/client/v3/notifications",
         headers={"Authorization": f"Bearer {operator.client.access_token}"},
     )
     pushed = {item["event"]["event_id"]: item for item in response.json()["notifications"]}
-    assert reply["event_id"] not in pushed or not pushed[reply["event_id"]]["actions"].count({"set_tweak": "highlight"})
+    actions = pushed[reply["event_id"]]["actions"] if reply["event_id"] in pushed else []
+    assert not [
+        a for a in actions if isinstance(a, dict) and a.get("set_tweak") == "highlight" and a.get("value", True)
+    ]
 
 
 def test_the_summary_of_any_report_fits_one_event() -> None:
