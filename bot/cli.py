@@ -247,7 +247,9 @@ ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # the last block of output is written here, where a closed pipe is still caught
+        return code
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE

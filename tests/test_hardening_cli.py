@@ -85,3 +85,20 @@ def test_run_with_a_broken_config_exits_with_the_status_the_unit_does_not_restar
     assert {EXIT_CONFIG, EXIT_FATAL} <= _unit_prevent_restart()
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_head_reading_one_line_of_a_long_output_ends_it_quietly(world: DnsServer) -> None:  # noqa: F811
+    targets = [f"192.0.2.{n}" for n in range(1, 40)]  # far more than a pipe buffer of output
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "check", *targets, "--nameserver", world.address, "--timeout", "1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # `| head -1`
+    stderr = process.stderr.read().decode()
+    assert first.startswith(b"192.0.2.1 (ip)")
+    assert process.wait(60) in (0, 1, 2, BROKEN_PIPE), stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
