@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
+from bot.secrets import mask
 from checks import CheckError, Report, Status, Target, TargetError, parse_nameserver, parse_target
 
 __all__ = ["main"]
@@ -165,7 +166,7 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
     finally:
         progress.clear()
         await ctx.aclose()
-    print(json_reports(reports) if args.json else "\n\n".join(text_report(report) for report in reports))
+    print(mask(json_reports(reports) if args.json else "\n\n".join(text_report(report) for report in reports)))
     worst = max((report.status for report in reports), key=lambda status: status.severity)
     return worst.exit_code
 
@@ -185,7 +186,7 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
         result = await spf.check_host(ip.value, domain.value, sender, resolver=ctx.resolver, helo=args.helo)
     finally:
         await ctx.aclose()
-    print(json_value(result.to_json()) if args.json else spf_text(domain.value, ip.value, result))
+    print(mask(json_value(result.to_json()) if args.json else spf_text(domain.value, ip.value, result)))
     return SPF_EXIT_CODES.get(result.result, EXIT_UNKNOWN)
 
 
@@ -199,7 +200,7 @@ async def _lists(args: argparse.Namespace, config: Config) -> int:
         health = await dnsbl.zone_health(ctx)
     finally:
         await ctx.aclose()
-    print(json_value([zone.to_json() for zone in health]) if args.json else lists_text(health))
+    print(mask(json_value([zone.to_json() for zone in health]) if args.json else lists_text(health)))
     return Status.OK.exit_code
 
 
