@@ -151,10 +151,10 @@ async def test_echoed_text_highlights_nobody(
 
 def test_the_summary_of_any_report_fits_one_event() -> None:
     from bot.render import Rendered
-    from bot.transports.matrix import _notice
-    from bot.transports.safety import CONTENT_BUDGET, content_size, summarise
+    from bot.transports.safety import CONTENT_BUDGET, content_size, defuse_mentions, summarise
 
     for plain in ["x" * 300_000, "\n".join(["✓ line @room " * 20] * 10_000), "\n" * 100_000]:
-        content = _notice(summarise(Rendered(plain=plain, html=f"<pre>{plain}</pre>")))
+        summary = summarise(Rendered(plain=plain, html=f"<pre>{plain}</pre>"))
+        content = {"msgtype": "m.notice", "body": defuse_mentions(summary.plain), "formatted_body": summary.html}
         assert content_size(content) <= CONTENT_BUDGET
         assert "@room" not in content["body"]
