@@ -28,6 +28,7 @@ operator = test_matrix.operator  # the fixture: a person logged in with nio
 
 BIG_SPF = "bigspf.example"
 MANY_MX = "manymx.example"
+BIG_DMARC = "bigdmarc.example"
 
 
 def _big_spf() -> list[str]:
@@ -43,6 +44,10 @@ def big_world(dns_server_session: DnsServer) -> DnsServer:
     dns_server_session.add(BIG_SPF, "TXT", strings)
     for number in range(300):
         dns_server_session.add(MANY_MX, "MX", f"{number} mx{number}.{MANY_MX}.")
+    tags = "; ".join(f"x{number}=unknown-tag-{number}" for number in range(1000))
+    record = f"v=DMARC1; p=none; {tags}"
+    dmarc = " ".join(f'"{record[i : i + 255]}"' for i in range(0, len(record), 255))
+    dns_server_session.add(f"_dmarc.{BIG_DMARC}", "TXT", dmarc)
     return dns_server_session
 
 
@@ -101,14 +106,12 @@ async def _check_long_report(operator: Operator, bot: BotProcess, room: str, tar
     assert attached["content"]["info"]["size"] == len(full.encode("utf-8"))
 
 
-async def test_a_60_kb_spf_record_becomes_a_summary_and_a_file(limits_bot: BotProcess, operator: Operator) -> None:
+@pytest.mark.parametrize("target", [BIG_SPF, MANY_MX, BIG_DMARC], ids=["60-kb-spf", "300-mx", "1000-dmarc-tags"])
+async def test_a_report_too_long_for_one_event_becomes_a_summary_and_a_file(
+    limits_bot: BotProcess, operator: Operator, target: str
+) -> None:
     room = await _joined_room(operator, limits_bot)
-    await _check_long_report(operator, limits_bot, room, BIG_SPF)
-
-
-async def test_300_mx_hosts_become_a_summary_and_a_file(limits_bot: BotProcess, operator: Operator) -> None:
-    room = await _joined_room(operator, limits_bot)
-    await _check_long_report(operator, limits_bot, room, MANY_MX)
+    await _check_long_report(operator, limits_bot, room, target)
 
 
 async def test_in_an_encrypted_room_the_report_file_is_encrypted(
