@@ -98,3 +98,24 @@ def test_a_metrics_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "cannot listen" in lines[0], done.stderr
+
+
+def test_sigterm_stops_the_console_while_it_waits_for_input(tmp_path: Path) -> None:
+    config = tmp_path / "repbot.toml"
+    config.write_text(f'[state]\ndir = "{tmp_path / "state"}"\n', encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", "--console", "-c", str(config)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,  # open, and nobody types: the read blocks
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    try:
+        assert "type !help" in process.stderr.readline()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

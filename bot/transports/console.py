@@ -10,6 +10,7 @@ import asyncio
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -48,9 +49,10 @@ class ConsoleTransport:
     async def run(self) -> int:
         """Answer each line until the end of the input; 0."""
         assert self._on_command is not None, "start() first"
+        lines = self._lines_in_background()
         number = 0
         while True:
-            line, problem = await asyncio.to_thread(self._read_line)
+            line, problem = await lines.get()
             if not line:
                 return 0
             number += 1
@@ -59,6 +61,27 @@ class ConsoleTransport:
                 self.stdout.flush()
             elif line.strip():
                 await self._on_command(Incoming(CONSOLE_ROOM, CONSOLE_USER, line.rstrip("\n"), f"line-{number}"))
+
+    def _lines_in_background(self) -> asyncio.Queue[tuple[str, str]]:
+        """Lines from a daemon thread: a blocked read must never keep a stopped bot (SIGTERM) from exiting."""
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+        def read() -> None:
+            while True:
+                try:
+                    item = self._read_line()
+                except (OSError, ValueError) as error:  # stdin closed under us
+                    item = ("", f"cannot read the input: {error}")
+                try:
+                    loop.call_soon_threadsafe(lines.put_nowait, item)
+                except RuntimeError:  # the loop is gone: the bot has stopped
+                    return
+                if not item[0]:
+                    return
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        return lines
 
     def _read_line(self) -> tuple[str, str]:
         """The next line ("" at the end of the input) and why it cannot be a command ("" when it can)."""
