@@ -25,7 +25,7 @@ from bot.config.loader import Config
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
 from bot.monitor.store import Store
 from bot.render import Rendered, plain_and_html
-from bot.secrets import mask_report
+from bot.secrets import mask, mask_report
 from bot.transports.base import DeliveryError, Incoming, Transport
 from checks import CheckContext, Report, parse_target
 
@@ -207,7 +207,7 @@ class Monitor:
         item = {"id": alert_id, "created": self.clock().isoformat(), "rooms": rooms, "attempts": 0, "next_try": 0.0}
         if reply_to is not None:
             item["reply"] = dataclasses.asdict(reply_to) | {"body": ""}
-        self.store.enqueue({**item, "plain": message.plain, "html": message.html})
+        self.store.enqueue({**item, "plain": mask(message.plain), "html": mask(message.html)})
         self._wake.set()
         return alert_id
 
