@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import ROOT
+from tests.test_console import run_console
 
 BACKOFF_LINE = "unreachable"
 
@@ -86,15 +87,7 @@ def test_a_metrics_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
         config.write_text(
             f'[state]\ndir = "{tmp_path / "state"}"\n\n[metrics]\nlisten = "127.0.0.1:{port}"\n', encoding="utf-8"
         )
-        done = subprocess.run(
-            [sys.executable, "-m", "bot", "run", "--console", "-c", str(config)],
-            cwd=ROOT,
-            input="!ping\n",
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_console(config, ["!ping"])
     assert done.returncode == 1, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "cannot listen" in lines[0], done.stderr
