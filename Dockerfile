@@ -5,7 +5,7 @@
 # pointing at mounted secrets). Metrics: set [metrics] listen = "0.0.0.0:9464" and publish the port.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md config.example.toml ./
 COPY bot ./bot
 COPY checks ./checks
 # Wheels for repbot and every dependency; a compiler only in this stage, for any without a binary wheel.

@@ -77,17 +77,29 @@ class Bot:
         self.registry = registry
 
     async def handle(self, incoming: Incoming) -> None:
-        """Answer one command line (or stay silent); never raises for a bad line or a failing handler."""
+        """Answer one command line (or stay silent); never raises, whatever the line or the handler does."""
+        try:
+            await self._handle(incoming)
+        except Exception:
+            # The last guard: a bug anywhere in parsing or replying must cost one line, never the bot.
+            log.exception("command line from %s failed", incoming.sender)
+
+    async def _handle(self, incoming: Incoming) -> None:
         admin = self.permissions.is_admin(incoming.sender)
-        parsed = self.registry.parse(incoming.body)
-        if isinstance(parsed, ParseFailure):
-            if parsed.reply and (admin or self.permissions.answer_strangers):
-                await self._reply(incoming, plain_and_html(parsed.reply))
+        found = self.registry.find(incoming.body)
+        if isinstance(found, ParseFailure):
+            await self._refuse(incoming, found, admin)
             return
-        if parsed.command.access is Access.ADMIN and not admin:
-            log.info("ignored !%s from %s (not an admin)", parsed.command.name, incoming.sender)
+        command, words = found
+        if command.access is Access.ADMIN and not admin:
+            # Checked before the arguments are parsed: a stranger's line costs a log line, nothing more.
+            log.info("ignored !%s from %s (not an admin)", command.name, incoming.sender)
             if self.permissions.answer_strangers:
                 await self._reply(incoming, plain_and_html("sorry, I only take commands from my admins"))
+            return
+        parsed = self.registry.bind(command, words)
+        if isinstance(parsed, ParseFailure):
+            await self._refuse(incoming, parsed, admin)
             return
         if parsed.command.costly:
             wait = self.limiter.wait_for(incoming.sender)
@@ -97,6 +109,10 @@ class Bot:
                 await self._reply(incoming, plain_and_html(text))
                 return
         await self._run(incoming, parsed)
+
+    async def _refuse(self, incoming: Incoming, failure: ParseFailure, admin: bool) -> None:
+        if failure.reply and (admin or self.permissions.answer_strangers):
+            await self._reply(incoming, plain_and_html(failure.reply))
 
     async def _run(self, incoming: Incoming, parsed: Invocation) -> None:
         transport = self.services.transport

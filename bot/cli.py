@@ -1,7 +1,9 @@
 """The `repbot` command.
 
 Exit codes follow the Nagios plugin convention (0 ok, 1 warn, 2 fail, 3 unknown), so `repbot check` drops
-into Nagios, Icinga or cron. Bad input is one line on stderr and exit 3, never a traceback. Heavy imports
+into Nagios, Icinga or cron. Bad input is one line on stderr and exit 3, never a traceback. A reader that
+goes away (`repbot check … | head -1`) ends the command quietly with 141, the status of a Unix tool
+killed by SIGPIPE. Heavy imports
 (the Matrix stack, httpx) happen inside the subcommand that needs them, so `repbot check` starts fast.
 """
 
@@ -10,16 +12,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
+from bot.secrets import mask
 from checks import CheckError, Report, Status, Target, TargetError, parse_nameserver, parse_target
 
 __all__ = ["main"]
 
 EXIT_UNKNOWN = 3
+# `repbot run` cannot start with this configuration: packaging/repbot.service does not restart on it
+# (RestartPreventExitStatus), and bot.runtime.EXIT_FATAL is the same number.
+EXIT_CONFIG = 1
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 # `repbot spf` asks "may this IP send for this domain?": anything short of pass needs the operator's eye.
 SPF_EXIT_CODES = {"pass": 0, "neutral": 1, "softfail": 1, "none": 2, "fail": 2, "permerror": 2, "temperror": 3}
 log = logging.getLogger("repbot")
@@ -101,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
     config_check = config_commands.add_parser("check", help="validate a configuration file")
     config_check.add_argument("-c", "--config", required=True, metavar="FILE")
+    config_commands.add_parser("example", help="print the example configuration, every key documented")
     from bot.init import add_arguments
 
     add_arguments(commands.add_parser("init", help="write a first configuration (asks, or takes flags)"))
@@ -158,7 +168,7 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
     finally:
         progress.clear()
         await ctx.aclose()
-    print(json_reports(reports) if args.json else "\n\n".join(text_report(report) for report in reports))
+    print(mask(json_reports(reports) if args.json else "\n\n".join(text_report(report) for report in reports)))
     worst = max((report.status for report in reports), key=lambda status: status.severity)
     return worst.exit_code
 
@@ -186,7 +196,7 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
         result = await spf.check_host(ip.value, name, sender, resolver=ctx.resolver, helo=args.helo)
     finally:
         await ctx.aclose()
-    print(json_value(result.to_json()) if args.json else spf_text(name, ip.value, result))
+    print(mask(json_value(result.to_json()) if args.json else spf_text(name, ip.value, result)))
     return SPF_EXIT_CODES.get(result.result, EXIT_UNKNOWN)
 
 
@@ -213,8 +223,15 @@ async def _lists(args: argparse.Namespace, config: Config) -> int:
         health = await dnsbl.zone_health(ctx)
     finally:
         await ctx.aclose()
-    print(json_value([zone.to_json() for zone in health]) if args.json else lists_text(health))
+    print(mask(json_value([zone.to_json() for zone in health]) if args.json else lists_text(health)))
     return Status.OK.exit_code
+
+
+def example_config() -> str:
+    """config.example.toml as shipped inside the package (the wheel has it as bot/config.example.toml)."""
+    from importlib import resources
+
+    return resources.files("bot").joinpath("config.example.toml").read_text(encoding="utf-8")
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -228,14 +245,19 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except (ConfigError, SecretError) as error:
+        _fail(str(error))
+        return EXIT_CONFIG
     problem = insecure_secrets_problem(config)
     if problem:
-        return _fail(problem)
-    from bot.logs import redact
+        _fail(problem)
+        return EXIT_CONFIG
     from bot.runtime import run_bot
+    from bot.secrets import register
 
-    redact(*(secret.inline for secret in config.secrets()))
+    register(*(secret.inline for secret in config.secrets()))
 
     return run_bot(config, console=args.console)
 
@@ -248,6 +270,28 @@ ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # the last block of output is written here, where a closed pipe is still caught
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout once more at exit; pointing it at /dev/null keeps that flush from printing
+    # "Exception ignored ... BrokenPipeError" after we have already decided to end quietly.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # stdout is not a real file (a test's StringIO): nothing will flush into a closed pipe
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from bot.logs import setup_logging
@@ -258,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNKNOWN
     try:
         if args.command == "config":
+            if args.config_command == "example":
+                print(example_config(), end="")
+                return 0
             if args.config_command != "check":
                 parser.parse_args(["config", "--help"])
             return _config_check(args)

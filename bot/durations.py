@@ -5,21 +5,33 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["MAX_DURATION", "format_duration", "parse_duration"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PART = re.compile(r"(\d+)\s*([smhdw])")
 _WHOLE = re.compile(r"^(?:\s*\d+\s*[smhdw])+\s*$")
+# Ten years: longer than any mute or interval an operator means, and far inside what datetime can add.
+MAX_DURATION = timedelta(days=3650)
 
 
-def parse_duration(text: str) -> timedelta:
-    """The duration in `text` (`90s`, `15m`, `6h`, `1d`, `2w`, or a sum such as `1h30m`); raises ValueError."""
+def parse_duration(text: str, maximum: timedelta = MAX_DURATION) -> timedelta:
+    """The duration in `text` (`90s`, `15m`, `6h`, `1d`, `2w`, or a sum such as `1h30m`), at most `maximum`.
+
+    Raises ValueError, also for a duration too long (never OverflowError, whatever the digits).
+    """
     cleaned = text.strip().lower()
-    if not _WHOLE.match(cleaned):
-        raise ValueError(f"{text!r} is not a duration; write it like 90s, 15m, 6h, 1d or 1h30m")
-    seconds = sum(int(number) * _UNITS[unit] for number, unit in _PART.findall(cleaned))
+    shown = text if len(text) <= 40 else text[:39] + "…"
+    if len(cleaned) > 100 or not _WHOLE.match(cleaned):
+        raise ValueError(f"{shown!r} is not a duration; write it like 90s, 15m, 6h, 1d or 1h30m")
+    limit = int(maximum.total_seconds())
+    seconds = 0
+    for number, unit in _PART.findall(cleaned):
+        # Digits are capped before int(), so a 4,000-digit number costs nothing and never overflows.
+        seconds += int(number) * _UNITS[unit] if len(number.lstrip("0")) <= 12 else limit + 1
+        if seconds > limit:
+            raise ValueError(f"{shown!r} is too long: at most {format_duration(maximum)}")
     if seconds <= 0:
-        raise ValueError(f"{text!r} must be longer than zero")
+        raise ValueError(f"{shown!r} must be longer than zero")
     return timedelta(seconds=seconds)
 
 

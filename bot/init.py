@@ -21,6 +21,9 @@ from typing import TextIO
 from bot.config.loader import ConfigError, insecure_secrets_problem, load_config
 from checks import TargetError, parse_domain, parse_target
 
+# Where systemd's LoadCredential puts the service's secrets; such files exist only while it runs.
+CREDENTIALS_DIR = "/run/credentials/"
+
 __all__ = ["InitError", "add_arguments", "render_config", "run_init", "write_private"]
 
 
@@ -210,6 +213,18 @@ def _missing(answers: Answers) -> list[str]:
     return [flag for flag, value in wanted.items() if not value] + missing
 
 
+def _missing_password_file(answers: Answers) -> str | None:
+    """Why the password file would stop `repbot run`, or None (the file is only read at start, so check it now)."""
+    if answers.console or not answers.password_file or answers.password_file.startswith(CREDENTIALS_DIR):
+        return None
+    secret = Path(answers.password_file)
+    if not secret.is_file():
+        return f"the password file {secret} does not exist: create it (mode 0600) before repbot run"
+    if not os.access(secret, os.R_OK):
+        return f"the password file {secret} cannot be read by this user"
+    return None
+
+
 # -- writing --------------------------------------------------------------------------------------------
 
 
@@ -224,7 +239,8 @@ def render_config(answers: Answers) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     lines = [
         f"# repbot configuration, written by `repbot init` on {stamp}.",
-        "# Every key is described in config.example.toml. Check it with: repbot config check -c FILE",
+        "# Every key is described in the example configuration: repbot config example > example.toml",
+        "# Check this file with: repbot config check -c FILE",
         "",
         "[monitor]",
         f"ips = {_toml(answers.ips)}",
@@ -292,9 +308,17 @@ def run_init(args: argparse.Namespace, stdin: TextIO | None = None, stdout: Text
     except ConfigError as error:
         print(error, file=out)
         return 1
-    problem = insecure_secrets_problem(config)
-    print(f"{path}: {problem}" if problem else f"{path}: written (mode 0600), config check ok", file=out)
+    problem = insecure_secrets_problem(config) or _missing_password_file(answers)
+    if problem:
+        verdict = f"but {problem}"
+    elif answers.password_file.startswith(CREDENTIALS_DIR) and not Path(answers.password_file).exists():
+        # Not an error: systemd creates the file when the service starts (packaging/repbot.service).
+        verdict = f"config check ok; {answers.password_file} appears when the service starts (LoadCredential)"
+    else:
+        verdict = "config check ok"
+    print(f"{path}: written (mode 0600), {verdict}", file=out)
     run = f"repbot run -c {path}" + (" --console" if answers.console else "")
     hint = "" if answers.console else "  (then invite the bot to a room from an admin account)"
     print(f"next: {run}{hint}", file=out)
+    print("every key, documented: repbot config example", file=out)
     return 1 if problem else 0

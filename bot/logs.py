@@ -2,7 +2,8 @@
 
 At INFO the bot says what it does (login, each check run with its duration, alerts); nio, httpx, aiohttp
 and apscheduler speak only at WARNING unless the level is DEBUG. Secret values registered with
-`redact` (the config's inline secrets) are replaced by `[secure]` in every line, whatever logged them.
+with `bot.secrets` (every secret the bot has read) are replaced by `[secure]` in every line, whatever
+logged them, tracebacks included.
 """
 
 from __future__ import annotations
@@ -13,27 +14,23 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-__all__ = ["FORMATS", "JsonFormatter", "redact", "setup_logging"]
+from bot.secrets import MASK, mask, register
+
+__all__ = ["FORMATS", "MASK", "JsonFormatter", "announce", "redact", "setup_logging"]
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 NOISY = ("nio", "httpx", "httpcore", "aiohttp", "apscheduler", "peewee", "asyncio", "aioimaplib", "mail.log")
-MASK = "[secure]"
 # Attributes every LogRecord has; anything else came in through `extra=` and goes into the JSON line.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-_secrets: set[str] = set()
 
 
 def redact(*values: str | None) -> None:
-    """Never let these values reach a log line (short values are ignored: they would mask ordinary words)."""
-    _secrets.update(value for value in values if value and len(value) >= 6)
+    """Never let these values reach a log line, a finding or a room (see `bot.secrets.register`)."""
+    register(*values)
 
 
-def _scrub(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
+_scrub = mask
 
 
 class JsonFormatter(logging.Formatter):
@@ -59,9 +56,24 @@ class _TextFormatter(logging.Formatter):
         return _scrub(super().format(record))
 
 
+_handler: logging.StreamHandler[TextIO] | None = None
+
+
+def announce(text: str) -> None:
+    """Say one line to the person at the terminal, whatever the log level: plain, or a JSON record in json mode."""
+    handler = _handler or logging.StreamHandler(sys.stderr)
+    if isinstance(handler.formatter, JsonFormatter):
+        record = logging.makeLogRecord({"name": "repbot", "levelname": "INFO", "levelno": logging.INFO, "msg": text})
+        handler.handle(record)
+        return
+    handler.stream.write(mask(text) + "\n")
+    handler.flush()
+
+
 def setup_logging(level: str = "WARNING", fmt: str = "text", stream: TextIO | None = None) -> None:
     """Configure the root logger once: the level, the format, and quiet libraries unless DEBUG."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    global _handler
+    handler = _handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -28,7 +28,7 @@ from bot.monitor.core import Monitor
 from bot.transports.base import Transport
 from checks.model import Status
 
-__all__ = ["SNDS_COLOURS", "STATUS_VALUES", "MetricsServer", "StoreCollector", "serve_metrics"]
+__all__ = ["SNDS_COLOURS", "STATUS_VALUES", "MetricsServer", "MetricsStartError", "StoreCollector", "serve_metrics"]
 
 log = logging.getLogger("repbot.metrics")
 
@@ -206,6 +206,10 @@ class MetricsServer:
                 await writer.wait_closed()
 
 
+class MetricsStartError(Exception):
+    """[metrics] listen names an address the bot cannot listen on (a port in use): one line, exit 1."""
+
+
 @contextlib.asynccontextmanager
 async def serve_metrics(
     config: MetricsConfig, monitor: Monitor | None, transport: Transport
@@ -217,7 +221,12 @@ async def serve_metrics(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(monitor, transport))
     server = MetricsServer(registry)
-    port = await server.start(config.host, config.port)
+    try:
+        port = await server.start(config.host, config.port)
+    except OSError as error:
+        raise MetricsStartError(
+            f"[metrics] listen = {config.listen!r}: cannot listen there: {error.strerror}"
+        ) from None
     log.info("Prometheus metrics on http://%s:%d/metrics", config.host, port)
     try:
         yield port

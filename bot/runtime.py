@@ -1,7 +1,8 @@
 """`repbot run`: the check context, a transport (Matrix or the console), the Bot, and the exit code.
 
-Exit codes: 0 after a clean stop (end of input, SIGTERM, SIGINT), 1 when the bot cannot run
-(no [matrix] section, a secret that cannot be read, a login the homeserver refuses).
+Exit codes: 0 after a clean stop (end of input, SIGTERM, SIGINT, also during the start-up login), 1 when
+the bot cannot run (no [matrix] section, a secret that cannot be read, a login the homeserver refuses, a
+port in use).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from bot.commands.catalog import REGISTRY
 from bot.commands.registry import Services
 from bot.config.loader import Config, SecretError
 from bot.context import build_context
-from bot.metrics import serve_metrics
+from bot.logs import announce
+from bot.metrics import MetricsStartError, serve_metrics
 from bot.monitor.canary import CanaryRunner
 from bot.monitor.core import STATE_FILE, Monitor
 from bot.monitor.store import Store
@@ -27,7 +29,7 @@ from bot.transports.base import Transport
 from bot.transports.console import CONSOLE_USER, ConsoleTransport
 from checks import CheckContext
 
-__all__ = ["EXIT_FATAL", "EXIT_OK", "build_services", "console_transport", "run_bot", "start_services"]
+__all__ = ["EXIT_FATAL", "EXIT_OK", "build_services", "console_transport", "run_bot", "start_line", "start_services"]
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -98,7 +100,10 @@ async def start_services(stack: contextlib.AsyncExitStack, services: Services) -
 
 async def _serve(config: Config, console: bool) -> int:
     transport, permissions, limiter, fatal = _transport(config, console)
-    runner: asyncio.Task[int] | None = None
+    fatal = (*fatal, MetricsStartError)
+    # Signals stop the bot from the first moment: a SIGTERM during the start-up login backoff is a
+    # clean stop (exit 0), and the transport's stop still closes what its start had opened.
+    signalled = _stop_on_signals()
     try:
         async with contextlib.AsyncExitStack() as stack:
             ctx = build_context(config)
@@ -107,15 +112,15 @@ async def _serve(config: Config, console: bool) -> int:
             services = build_services(config, ctx, transport, store)
             await stack.enter_async_context(serve_metrics(config.metrics, services.monitor, transport))
             bot = Bot(services, permissions, limiter)
-            await transport.start(bot.handle)
             stack.push_async_callback(transport.stop)
+            await transport.start(bot.handle)
             await start_services(stack, services)
-            runner = asyncio.create_task(transport.run())
-            _stop_on_signals(runner)
-            return await runner
+            if console:
+                announce(start_line(config))
+            return await transport.run()
     except asyncio.CancelledError:
-        if runner is not None and runner.cancelled():
-            log.info("stopped by a signal")
+        if signalled:
+            log.info("stopped by %s", signalled[0].name)
             return EXIT_OK
         raise
     except fatal as error:
@@ -123,8 +128,28 @@ async def _serve(config: Config, console: bool) -> int:
         return EXIT_FATAL
 
 
-def _stop_on_signals(task: asyncio.Task[int]) -> None:
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def start_line(config: Config) -> str:
+    """What `run --console` says first (on stderr, so stdout stays the room): who, what it watches, how to start."""
+    watched = f"{_count(len(config.monitor.ips), 'IP')} and {_count(len(config.monitor.domains), 'domain')}"
+    return f"repbot in the console as {CONSOLE_USER}, watching {watched}; type !help"
+
+
+def _stop_on_signals() -> list[signal.Signals]:
+    """Cancel the running task on SIGTERM or SIGINT; the list the signals received are put in."""
     loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        received.append(signum)
+        task.cancel()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, task.cancel)
+            loop.add_signal_handler(signum, stop, signum)
+    return received

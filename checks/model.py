@@ -103,6 +103,11 @@ def parse_target(text: str) -> Target:
     except ValueError:
         pass
     else:
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            # A zone id names an interface of this host: no blocklist or reverse zone can answer for it.
+            raise TargetError(
+                f"{_shorten(raw)!r} has a zone id (%{_shorten(address.scope_id, 20)}); give the address alone"
+            )
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         kind = TargetKind.IPV4 if address.version == 4 else TargetKind.IPV6

@@ -48,6 +48,9 @@ def test_valid_targets_are_normalised(text: str, kind: TargetKind, value: str) -
         ("", "empty"),
         ("2001:db8::zz", "IPv6"),
         ("xn--zz.example", "internationalised"),
+        ("fe80::1%eth0", "zone id"),
+        ("[fe80::1%25]", "zone id"),
+        ("1.2.3.4%eth0", "not allowed"),
     ],
 )
 def test_invalid_targets_say_why(text: str, reason: str) -> None:

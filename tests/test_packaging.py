@@ -67,6 +67,7 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     wheel = _build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert {"checks/dnsbl/zones.toml", "checks/canary/ndr.toml", "bot/cli.py", "bot/timeline.py"} <= set(names)
+    assert "bot/config.example.toml" in names  # the README says to edit from it: it must come with the wheel
     assert not any(name.startswith("tests/") for name in names)
     venv = _fresh_venv(tmp_path)
     python = venv / "bin" / "python"
@@ -86,3 +87,5 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert int(zones.stdout) > 1000
+    example = _run(repbot, "config", "example", cwd=tmp_path).stdout
+    assert example == (ROOT / "config.example.toml").read_text(encoding="utf-8")

@@ -59,3 +59,14 @@ async def test_no_data_unverified_and_bad_token(providers: ProviderServer, ctx: 
 async def test_hanging_server_is_unknown(providers: ProviderServer, ctx: CheckContext) -> None:
     [hung] = await postmaster.check(settings(providers, "hang"), ctx, ["example.org"])
     assert (hung.status, hung.code) == (Status.UNKNOWN, "postmaster-unreachable")
+
+
+async def test_a_dripping_server_meets_the_whole_request_deadline(providers: ProviderServer, ctx: CheckContext) -> None:
+    import time
+
+    from checks.providers.deadline import request_deadline
+
+    started = time.monotonic()
+    [slow] = await postmaster.check(settings(providers, "drip"), ctx, ["example.org"])
+    assert (slow.status, slow.code) == (Status.UNKNOWN, "postmaster-unreachable")
+    assert time.monotonic() - started < request_deadline(ctx) + 1

@@ -333,3 +333,25 @@ async def test_silent_servers_on_every_address(dns_server: DnsServer, smtp_lab: 
     findings = await _run(ctx)
     assert sorted(f.subject for f in findings) == [f"{MX1} [127.0.0.{index}]" for index in range(1, 5)]
     assert all(f.status is Status.UNKNOWN for f in findings)
+
+
+async def test_a_tarpitting_mx_gets_its_own_finding_and_hides_no_other(
+    dns_server: DnsServer, smtp_lab: SmtpLab, ctx: CheckContext
+) -> None:
+    from checks.runner import CHECK_TIMEOUT_FACTOR, run_checks
+
+    dns_server.add(DOMAIN, "MX", f"10 {MX1}.")
+    dns_server.add(DOMAIN, "MX", f"20 {MX2}.")
+    dns_server.add(MX1, "A", "127.0.0.1")
+    dns_server.add(MX2, "A", "127.0.0.2")
+    smtp_lab.serve("127.0.0.1", smtp_lab.leaf(MX1))
+    smtp_lab.serve_tarpit("127.0.0.2")  # a line every 0.2 s, inside the 0.5 s per-line timeout
+    ctx = replace(ctx, timeout=0.5)
+    report = await run_checks(parse_target(DOMAIN), ctx, [("mx-tls", smtp.check)])
+    by_subject = {f.subject: f for f in report.findings}
+    assert set(by_subject) == {f"{MX1} [127.0.0.1]", f"{MX2} [127.0.0.2]"}
+    assert by_subject[f"{MX1} [127.0.0.1]"].status is Status.OK
+    slow = by_subject[f"{MX2} [127.0.0.2]"]
+    assert (slow.status, slow.code) == (Status.UNKNOWN, "deadline-failed")
+    assert "tarpit" in slow.summary
+    assert report.duration < ctx.timeout * CHECK_TIMEOUT_FACTOR

@@ -234,3 +234,27 @@ async def test_refused_refresh_token(providers: ProviderServer, ctx: CheckContex
 def test_settings_repr_hides_secrets() -> None:
     secret: Callable[[], str] = lambda: "s3cret"  # noqa: E731
     assert "s3cret" not in repr(SndsSettings(key=secret))
+
+
+async def test_a_dripping_server_meets_the_whole_request_deadline(providers: ProviderServer, ctx: CheckContext) -> None:
+    import time
+
+    from checks.providers.deadline import request_deadline
+
+    started = time.monotonic()
+    findings = await snds.check(legacy(providers, "drip", days=1), ctx)
+    took = time.monotonic() - started
+    assert {f.code for f in findings} == {"snds-timeout"} and all(f.status is Status.UNKNOWN for f in findings)
+    # Both fetches run at once; each ends at its deadline, never at the 40 s the whole drip would take.
+    assert took < 2 * request_deadline(ctx) + 1
+
+
+async def test_a_dripping_token_endpoint_meets_its_deadline(
+    providers: ProviderServer, ctx: CheckContext, tmp_path: Path
+) -> None:
+    source = snds.RefreshTokenSource(
+        ctx.http, tmp_path, "id", token_url=providers.token_url, seed=lambda: "drip", deadline=1.0
+    )
+    with pytest.raises(SndsAnswerError) as raised:
+        await source()
+    assert raised.value.code == "unreachable" and "RequestDeadline" in str(raised.value)

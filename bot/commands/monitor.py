@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC
+from difflib import get_close_matches
 
-from bot.commands.registry import Argument, Call, command, target_arg
+from bot.commands.registry import Argument, Call, _echo, command, target_arg
 from bot.durations import parse_duration
 from bot.monitor.core import Monitor
 from bot.render import Rendered, history_text, plain_and_html, pre, status_text
@@ -18,6 +19,21 @@ def _monitor(call: Call) -> Monitor:
     if monitor is None:
         raise LookupError("the monitor is not running")
     return monitor
+
+
+def mutable_names(monitor: Monitor) -> set[str]:
+    """Every name a mute can match: the targets, the check ids, the blocklist zones, what the store has seen."""
+    from checks.dnsbl.catalog import load_catalog
+    from checks.runner import domain_checks, ip_checks
+    from checks.smtp.starttls import DANE
+
+    config = monitor.config
+    names = {*config.monitor.ips, *config.monitor.domains, *monitor.families, DANE}
+    names |= {name for name, _ in (*domain_checks(), *ip_checks())}
+    names |= {zone.name for zone in load_catalog(monitor.ctx.dnsbl).zones}
+    for state in monitor.store.states():
+        names.update(str(state.get(key, "")) for key in ("target", "check", "subject"))
+    return {name.lower() for name in names if name}
 
 
 @command("status", help="the monitor's current state of every IP and domain, from the store")
@@ -47,6 +63,13 @@ async def history(call: Call) -> Rendered:
 )
 async def mute(call: Call) -> Rendered:
     monitor = _monitor(call)
+    what = call.args["what"]
+    known = mutable_names(monitor)
+    if what not in known:
+        # A typo would mute nothing and say nothing: refuse it, with the names it was probably meant to be.
+        near = get_close_matches(what, sorted(known), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(near)}?" if near else "; see !status for the names"
+        return plain_and_html(f"{_echo(what)} matches no target, check or zone, so nothing was muted{hint}")
     until = monitor.clock().astimezone(UTC) + call.args["duration"]
     with monitor.store.batch():
         monitor.store.mute(call.args["what"], until.isoformat())

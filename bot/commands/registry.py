@@ -160,6 +160,15 @@ class Registry:
 
     def parse(self, text: str) -> Invocation | ParseFailure:
         """The command a line asks for, or why not; lines not starting with `!` get no reply."""
+        found = self.find(text)
+        return found if isinstance(found, ParseFailure) else self.bind(*found)
+
+    def find(self, text: str) -> tuple[Command, list[str]] | ParseFailure:
+        """The command a line names and its argument words, before any argument is parsed.
+
+        The bot checks who may run the command between `find` and `bind`, so a stranger's arguments are
+        never parsed.
+        """
         line = strip_reply_fallback(text).strip()
         if not line.startswith(PREFIX) or len(line) < 2 or line[1].isspace():
             return ParseFailure("")
@@ -174,8 +183,12 @@ class Registry:
         found = self.commands.get(words[0].lower())
         if found is None:
             return ParseFailure(f"unknown command {PREFIX}{_echo(words[0])}: try {PREFIX}help")
+        return found, words[1:]
+
+    def bind(self, found: Command, words: list[str]) -> Invocation | ParseFailure:
+        """The invocation of `found` with these argument words, or the usage reply."""
         try:
-            return Invocation(found, _bind(found, words[1:]))
+            return Invocation(found, _bind(found, words))
         except ValueError as error:
             return ParseFailure(f"{_echo(str(error), MAX_ERROR)} — usage: {found.usage()}")
 
@@ -232,7 +245,7 @@ def _bind(found: Command, words: list[str]) -> dict[str, Any]:
 def _convert(argument: Argument, word: str) -> Any:
     try:
         return argument.parse(word)
-    except ValueError as error:  # the check library's TargetError is a ValueError
+    except (ValueError, OverflowError) as error:  # the check library's TargetError is a ValueError
         raise ValueError(f"{argument.name}: {error}") from None
 
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from bot.config.credentials import optional_credential
 from bot.config.loader import Config
 from bot.config.mailbox import ImapConfig, read_imap
-from bot.config.reader import Secret, Section
+from bot.config.reader import MAX_TIMEOUT, Secret, Section
 from checks import CheckContext
 from checks.canary.maillog import LogSource
 from checks.canary.probe import CanarySettings, SubmissionSettings
@@ -71,10 +71,11 @@ def _submission(section: Section) -> tuple[SubmissionSettings, Secret | None]:
     security = section.choice("security", "starttls", ("starttls", "tls", "plain"))
     password = section.secret("password")
     user = section.get("user", str, "") or None
+    port = section.number("port", int, 587, low=1, high=65535)
+    timeout = section.number("timeout", float, 30.0, low=0, high=MAX_TIMEOUT)
     settings = SubmissionSettings(
-        section.required_str("host"), section.get("port", int, 587), security, user,
-        optional_credential(password), section.get("timeout", float, 30.0),
-    )  # fmt: skip
+        section.required_str("host"), port, security, user, optional_credential(password), timeout
+    )
     section.finish()
     return settings, password
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.config.matrix import MatrixConfig, read_matrix
-from bot.config.reader import Secret, SecretError, Section
+from bot.config.reader import MAX_TIMEOUT, Secret, SecretError, Section
 from bot.config.sections import (
     AlertsConfig,
     DigestConfig,
@@ -31,6 +31,8 @@ from bot.config.sections import (
     read_schedule,
 )
 from checks import DnsblSettings, TargetError, parse_domain, parse_nameserver, parse_target
+from checks.dnsbl.catalog import load_catalog
+from checks.errors import CatalogError
 
 if TYPE_CHECKING:
     from bot.config.canary import CanaryConfig
@@ -145,13 +147,9 @@ def _read_dns(root: Section) -> DnsConfig:
     section = root.table("dns")
     config = DnsConfig(
         nameservers=section.strings("nameservers", _nameserver),
-        timeout=section.get("timeout", float, 5.0),
-        concurrency=section.get("concurrency", int, 200),
+        timeout=section.number("timeout", float, 5.0, low=0, high=MAX_TIMEOUT),
+        concurrency=section.number("concurrency", int, 200, low=1, high=10_000),
     )
-    if config.timeout <= 0:
-        section.problem("timeout", "must be more than 0 seconds")
-    if config.concurrency < 1:
-        section.problem("concurrency", "must be at least 1")
     section.finish()
     return config
 
@@ -161,9 +159,15 @@ def _read_dnsbl(root: Section) -> tuple[DnsblSettings, Secret | None]:
     key = section.secret("dqs_key")
     disabled = frozenset(name.lower().rstrip(".") for name in section.strings("disabled"))
     zones = section.get("zones", dict, {})
+    settings = DnsblSettings(disabled=disabled, extra_zones=zones)
+    try:
+        load_catalog(settings)  # the zone tables as every IP check will read them
+    except CatalogError as error:
+        where = "disabled" if error.field == "disabled" else f"zones.{error.zone}.{error.field}".replace(".*", "")
+        section.problem(where, f"{error.problem} (zone {error.zone!r})" if where == "disabled" else error.problem)
     section.finish()
     # The key is read only when lookups start: `config check` must not run the operator's commands.
-    return DnsblSettings(disabled=disabled, extra_zones=zones), key
+    return settings, key
 
 
 def _read_monitor(root: Section) -> MonitorConfig:

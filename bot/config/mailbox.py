@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.config.credentials import optional_credential
-from bot.config.reader import Secret, Section
+from bot.config.reader import MAX_TIMEOUT, Secret, Section
 from checks import CheckContext
 from checks.mailbox import MailboxSettings
 
@@ -50,11 +50,11 @@ def read_imap(section: Section, *, one_credential: str, port_without_tls: int = 
     imap = ImapConfig(
         host=section.required_str("host"),
         user=section.required_str("user"),
-        port=section.get("port", int, 993 if security == "tls" else port_without_tls),
+        port=section.number("port", int, 993 if security == "tls" else port_without_tls, low=1, high=65535),
         security=security,
         password=section.secret("password"),
         token=section.secret("token"),
-        timeout=section.get("timeout", float, 20.0),
+        timeout=section.number("timeout", float, 20.0, low=0, high=MAX_TIMEOUT),
     )
     if (imap.password is None) == (imap.token is None):
         section.problem("password", one_credential)

@@ -14,8 +14,11 @@ from bot.config.credentials import credential, optional_credential
 from bot.config.loader import Config, _ip
 from bot.config.mailbox import ImapConfig, read_imap
 from bot.config.reader import Secret, Section
+from bot.secrets import register
 from checks import CheckContext, parse_domain
+from checks.providers.deadline import request_deadline
 from checks.providers.feedback import DEFAULT_VERP, FeedbackSettings
+from checks.providers.oauth import TokenSource
 from checks.providers.postmaster import API_BASE as POSTMASTER_BASE
 from checks.providers.postmaster import PostmasterSettings
 from checks.providers.snds import TOKEN_URL, RefreshTokenSource, SndsSettings, command_token
@@ -86,7 +89,7 @@ def read_snds(section: Section) -> SndsConfig:
         legacy_base=section.get("legacy_base", str, defaults.legacy_base),
         api_base=section.get("api_base", str, defaults.api_base),
         ips=section.strings("ips", _ip),
-        days=section.get("days", int, defaults.days),
+        days=section.number("days", int, defaults.days, low=1, high=90),  # one request a day, SNDS keeps ~90
         complaint_warn_percent=section.get("complaint_warn_percent", float, defaults.complaint_warn_percent),
         trap_fail=section.get("trap_fail", int, defaults.trap_fail),
     )
@@ -106,9 +109,9 @@ def read_feedback(section: Section) -> FeedbackConfig:
         mark=section.choice("mark", "flag", ("flag", "move")),
         keyword=section.get("keyword", str, "$RepbotSeen"),
         processed_folder=section.get("processed_folder", str, "Processed"),
-        max_bytes=section.get("max_bytes", int, 2_000_000),
+        max_bytes=section.number("max_bytes", int, 2_000_000, low=1024, high=100_000_000),
         verp=section.get("verp", str, DEFAULT_VERP),
-        window_days=section.get("window_days", int, 7),
+        window_days=section.number("window_days", int, 7, low=1, high=3650),
     )
     section.finish()
     return config
@@ -126,6 +129,17 @@ def read_postmaster(section: Section) -> PostmasterConfig:
     return config
 
 
+def masked_tokens(source: TokenSource) -> TokenSource:
+    """The token source, each access token it hands out registered for masking (an API may echo it)."""
+
+    async def token() -> str:
+        value = await source()
+        register(value)
+        return value
+
+    return token
+
+
 def snds_settings(config: Config, ctx: CheckContext) -> SndsSettings | None:
     """The check library's SNDS settings, or None without an [snds] section."""
     snds = config.snds
@@ -139,12 +153,18 @@ def snds_settings(config: Config, ctx: CheckContext) -> SndsSettings | None:
             seed = optional_credential(snds.refresh_token)
             state = os.path.join(config.state_dir)
             token = RefreshTokenSource(
-                ctx.http, state, snds.client_id, token_url=snds.token_url, scope=snds.scope, seed=seed
+                ctx.http,
+                state,
+                snds.client_id,
+                token_url=snds.token_url,
+                scope=snds.scope,
+                seed=seed,
+                deadline=request_deadline(ctx),
             )
     return SndsSettings(
         method=snds.method,
         key=optional_credential(snds.key),
-        token=token,
+        token=None if token is None else masked_tokens(token),
         legacy_base=snds.legacy_base,
         api_base=snds.api_base,
         ips=snds.ips or config.monitor.ips,

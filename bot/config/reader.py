@@ -7,6 +7,7 @@ expect. They are resolved when used, never logged, and masked in reprs.
 
 from __future__ import annotations
 
+import math
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,11 +17,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.durations import parse_duration
+from bot.secrets import register
 
-__all__ = ["SECRET_COMMAND_TIMEOUT", "Secret", "SecretError", "Section"]
+__all__ = ["MAX_TIMEOUT", "SECRET_COMMAND_TIMEOUT", "Secret", "SecretError", "Section"]
 
 SECRET_COMMAND_TIMEOUT = 30.0
+# The longest timeout any setting may ask for: beyond it a dead server only blocks what waits behind it.
+MAX_TIMEOUT = 300.0
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 D = TypeVar("D")
 
 
@@ -42,7 +47,12 @@ class Secret:
         return f"Secret({self.key}, {source}, [secure])"
 
     def get(self) -> str:
-        """The secret's value; raises SecretError naming the key (not the value) when it cannot be had."""
+        """The secret's value, registered for masking; raises SecretError naming the key (not the value)."""
+        value = self._read()
+        register(value)
+        return value
+
+    def _read(self) -> str:
         if self.inline is not None:
             return self.inline
         if self.file:
@@ -100,6 +110,25 @@ class Section:
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             self.problem(name, f"expected {kind.__name__}, got {type(value).__name__} {value!r}"[:200])
+            return default
+        if isinstance(value, int | float) and not isinstance(value, bool) and value is not default:
+            # No setting is a negative amount, and TOML's nan and inf would hang or spin whatever reads them.
+            if not math.isfinite(value):
+                self.problem(name, f"expected a finite number, got {value!r}")
+                return default
+            if value < 0:
+                self.problem(name, f"must not be negative, got {value!r}")
+                return default
+        return value
+
+    def number(self, name: str, kind: type[N], default: N, *, low: float, high: float | None = None) -> N:
+        """The number at `name`, from `low` to `high` (a low of 0 means more than 0); `default` when absent."""
+        value = self.get(name, kind, default)
+        too_low = value <= 0 if low == 0 else value < low
+        if value is not default and (too_low or (high is not None and value > high)):
+            lowest = "more than 0" if low == 0 else f"at least {low:g}"
+            highest = f" and at most {high:g}" if high is not None else ""
+            self.problem(name, f"must be {lowest}{highest}, got {value!r}")
             return default
         return value
 

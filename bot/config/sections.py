@@ -99,14 +99,12 @@ def read_alerts(root: Section) -> AlertsConfig:
     section = root.table("alerts")
     defaults = AlertsConfig()
     config = AlertsConfig(
-        confirm=section.get("confirm", int, defaults.confirm),
+        confirm=section.number("confirm", int, defaults.confirm, low=1, high=100),
         immediate_new_listing=section.get("immediate_new_listing", bool, defaults.immediate_new_listing),
         unknown_after=section.duration("unknown_after", defaults.unknown_after),
         retention=section.duration("retention", defaults.retention),
         retry_max=section.duration("retry_max", defaults.retry_max),
     )
-    if config.confirm < 1:
-        section.problem("confirm", "must be at least 1 (1 alerts on the first run that sees a change)")
     section.finish()
     return config
 

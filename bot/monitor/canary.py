@@ -18,6 +18,7 @@ from bot.config.canary import canary_settings
 from bot.config.loader import Config
 from bot.monitor.core import Job, Monitor
 from bot.render import render_verdict
+from bot.secrets import mask_value
 from bot.transports.base import Incoming
 from checks import CheckContext, Finding, Report, Status, parse_target
 from checks.canary.probe import Canary, poll, send
@@ -102,7 +103,8 @@ class CanaryRunner:
             return sent
         with self.store.batch():
             pending = dict(self.store.get_meta(PENDING, {}))
-            pending[sent.token] = {"canary": sent.to_json(), "reply": _incoming_json(reply_to)}
+            # A submission server may echo the login in its refusal: the stored copy is masked.
+            pending[sent.token] = mask_value({"canary": sent.to_json(), "reply": _incoming_json(reply_to)})
             self.store.set_meta(PENDING, pending)
         self._spawn(self._follow(sent, reply_to), f"canary-{sent.token}")
         return sent
@@ -135,7 +137,7 @@ class CanaryRunner:
         now = self.ctx.clock()
         with self.store.batch():
             history = dict(self.store.get_meta(HISTORY, {}))
-            mine = [*history.get(verdict.canary.name, []), _verdict_json(verdict, now)][-KEEP_HISTORY:]
+            mine = [*history.get(verdict.canary.name, []), mask_value(_verdict_json(verdict, now))][-KEEP_HISTORY:]
             history[verdict.canary.name] = mine
             self.store.set_meta(HISTORY, history)
             pending = dict(self.store.get_meta(PENDING, {}))

@@ -17,7 +17,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -25,11 +25,12 @@ from bot.config.loader import Config
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
 from bot.monitor.store import Store
 from bot.render import MARKS, Rendered, plain_and_html
+from bot.secrets import mask, mask_value, registered
 from bot.transports.base import DeliveryError, Incoming, Transport
 from checks import CheckContext, Report, Status, parse_target
 from checks.runner import RESOLVER_LIES
 
-__all__ = ["STATE_FILE", "Family", "FamilyRun", "Job", "Monitor", "alert_rules", "default_families"]
+__all__ = ["STATE_FILE", "Family", "FamilyRun", "Job", "Monitor", "alert_rules", "default_families", "mask_report"]
 
 log = logging.getLogger("repbot.monitor")
 
@@ -209,7 +210,9 @@ class Monitor:
         # A lying resolver is said once, for the whole run, not as "cannot check" for each check after a while.
         blind = dataclasses.replace(self.rules, unknown_after=timedelta.max)
         with self.store.batch():
-            for report in reports:
+            # Findings may quote a server that echoed a secret (an IMAP NO with the LOGIN line): masked
+            # here, before they become state, history or an alert.
+            for report in map(mask_report, reports):
                 for finding in report.findings:
                     key = f"{report.target.value}|{finding.check}|{finding.subject}"
                     rules = blind if finding.code == RESOLVER_LIES else self.rules
@@ -258,7 +261,7 @@ class Monitor:
         item = {"id": alert_id, "created": self.clock().isoformat(), "rooms": rooms, "attempts": 0, "next_try": 0.0}
         if reply_to is not None:
             item["reply"] = dataclasses.asdict(reply_to) | {"body": ""}
-        self.store.enqueue({**item, "plain": message.plain, "html": message.html})
+        self.store.enqueue({**item, "plain": mask(message.plain), "html": mask(message.html)})
         self._wake.set()
         return alert_id
 
@@ -415,3 +418,20 @@ class Monitor:
             item = {"id": alert_id, "created": self.clock().isoformat(), "rooms": rooms, "attempts": 0}
             self.store.enqueue({**item, "next_try": 0.0, "kind": "timeline", "days": days, "plain": "", "html": ""})
             self._wake.set()
+
+
+def mask_report(report: Report) -> Report:
+    """The report with every secret value masked in its findings (the same object when none is known)."""
+    if not registered():
+        return report
+    masked = tuple(
+        replace(
+            finding,
+            subject=mask(finding.subject),
+            summary=mask(finding.summary),
+            advice=mask(finding.advice),
+            evidence=mask_value(finding.evidence),
+        )
+        for finding in report.findings
+    )
+    return replace(report, findings=masked)

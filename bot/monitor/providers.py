@@ -73,6 +73,8 @@ async def complaints_reports(config: Config, ctx: CheckContext) -> list[Report]:
     now = ctx.clock()
     collected = await attempt("complaints", "feedback mailbox", collect_complaints(settings, journal, now), ctx)
     failure = collected if isinstance(collected, Finding) else None
+    if failure is not None:
+        log.warning("feedback mailbox %s: %s", settings.mailbox.host, failure.summary)
     new = [] if isinstance(collected, Finding) else collected.new
     recent = journal.complaints(now - timedelta(days=settings.window_days))
     findings = feedback.findings_for_complaints(new, recent, config.monitor.domains, settings.window_days, now)

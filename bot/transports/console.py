@@ -10,10 +10,12 @@ import asyncio
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from bot.secrets import mask
 from bot.transports.base import Incoming, IncomingHandler, Rendered
 
 __all__ = ["CONSOLE_ROOM", "CONSOLE_USER", "ConsoleTransport"]
@@ -46,14 +48,53 @@ class ConsoleTransport:
     async def run(self) -> int:
         """Answer each line until the end of the input; 0."""
         assert self._on_command is not None, "start() first"
+        lines = self._lines_in_background()
         number = 0
         while True:
-            line = await asyncio.to_thread(self.stdin.readline)
+            line, problem = await lines.get()
             if not line:
                 return 0
             number += 1
-            if line.strip():
+            if problem:
+                self.stdout.write(f"line {number} ignored: {problem}\n")
+                self.stdout.flush()
+            elif line.strip():
                 await self._on_command(Incoming(CONSOLE_ROOM, CONSOLE_USER, line.rstrip("\n"), f"line-{number}"))
+
+    def _lines_in_background(self) -> asyncio.Queue[tuple[str, str]]:
+        """Lines from a daemon thread: a blocked read must never keep a stopped bot (SIGTERM) from exiting."""
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+        def read() -> None:
+            while True:
+                try:
+                    item = self._read_line()
+                except (OSError, ValueError) as error:  # stdin closed under us
+                    item = ("", f"cannot read the input: {error}")
+                try:
+                    loop.call_soon_threadsafe(lines.put_nowait, item)
+                except RuntimeError:  # the loop is gone: the bot has stopped
+                    return
+                if not item[0]:
+                    return
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        return lines
+
+    def _read_line(self) -> tuple[str, str]:
+        """The next line ("" at the end of the input) and why it cannot be a command ("" when it can)."""
+        raw_stdin = getattr(self.stdin, "buffer", None)
+        if raw_stdin is None:
+            return self.stdin.readline(), ""
+        # Bytes first, decoded here: the text layer's strict decoding would raise on the first bad byte
+        # and end the console; a bad line is answered and the next one read.
+        raw: bytes = raw_stdin.readline()
+        encoding = getattr(self.stdin, "encoding", None) or "utf-8"
+        try:
+            return raw.decode(encoding), ""
+        except UnicodeDecodeError as error:
+            return "?", f"byte {raw[error.start]:#04x} at column {error.start + 1} is not valid {encoding}"
 
     async def stop(self) -> None:
         self.stdout.flush()
@@ -65,7 +106,7 @@ class ConsoleTransport:
             return self._sent[txn_id]
         self._count += 1
         event_id = f"console-{self._count}"
-        self.stdout.write(message.plain.rstrip("\n") + "\n")
+        self.stdout.write(mask(message.plain).rstrip("\n") + "\n")
         self.stdout.flush()
         if txn_id is not None:
             self._sent[txn_id] = event_id
@@ -83,7 +124,7 @@ class ConsoleTransport:
         name = re.sub(r"[^A-Za-z0-9.-]+", "-", body).strip("-")[:80] or "image"
         path = directory / f"{name}-{self._count}.png"
         await asyncio.to_thread(path.write_bytes, png)
-        self.stdout.write(f"{body}: {path}\n")
+        self.stdout.write(f"{mask(body)}: {path}\n")
         self.stdout.flush()
         event_id = f"console-{self._count}"
         if txn_id is not None:

@@ -35,10 +35,12 @@ from nio import (
 
 from bot.chat import PREFIX, strip_reply_fallback, user_matches
 from bot.config.matrix import MatrixConfig
+from bot.secrets import mask, register
 from bot.transports.base import DeliveryError, Incoming, IncomingHandler, Rendered, plain_and_html
 from bot.transports.identity import RESET_NOTICE, CrossSigner, Identity, IdentityKeeper
 from bot.transports.keyshare import KeyShare
-from bot.transports.media import image_content
+from bot.transports.media import file_content, image_content
+from bot.transports.safety import CONTENT_BUDGET, REPORT_FILENAME, content_size, defuse_mentions, summarise
 from bot.transports.session import MatrixStartError, SessionFile, store_path
 
 __all__ = ["Backoff", "MatrixStartError", "MatrixTransport"]
@@ -125,6 +127,7 @@ class MatrixTransport:
         session = self.session.load()
         if session is not None:
             self.client = self._new_client(session["device_id"])
+            register(session["access_token"])
             self.client.restore_login(session["user_id"], session["device_id"], session["access_token"])
             log.info("restored the login of %s (device %s)", session["user_id"], session["device_id"])
         elif self.config.access_token is not None:
@@ -214,6 +217,7 @@ class MatrixTransport:
                 f"the homeserver refused the login of {self.config.user_id}: {response.status_code} "
                 f"{response.message}; check [matrix] user_id and password"
             )
+        register(response.access_token)
         self.session.save(response.user_id, response.device_id, response.access_token)
         log.info(
             "logged in as %s, new device %s; the login is saved in %s",
@@ -370,13 +374,26 @@ class MatrixTransport:
         """Post an m.notice (a reply, in the thread when asked there); the same txn_id never posts twice."""
         if txn_id is not None and txn_id in self._sent:
             return self._sent[txn_id]
-        content: dict[str, Any] = {
-            "msgtype": "m.notice",
-            "body": message.plain,
-            "format": "org.matrix.custom.html",
-            "formatted_body": message.html,
-        }
-        return await self._post(room, content, txn_id, reply_to, "message")
+        content = _notice(message)
+        if content_size(content) <= CONTENT_BUDGET:
+            return await self._post(room, content, txn_id, reply_to, "message")
+        # Too long for one event: the summary first (its id is the reply's), then the whole text as a file.
+        event_id = await self._post(room, _notice(summarise(message)), txn_id, reply_to, "message")
+        await self._send_file(
+            room, mask(message.plain).encode("utf-8"), reply_to, None if txn_id is None else f"{txn_id}-file"
+        )
+        return event_id
+
+    async def _send_file(self, room: str, data: bytes, reply_to: Incoming | None, txn_id: str | None) -> str:
+        if txn_id is not None and txn_id in self._sent:
+            return self._sent[txn_id]
+        if self.client is None:
+            raise DeliveryError("not connected")
+        try:
+            content = await file_content(self.client, room, data, REPORT_FILENAME, "text/plain; charset=utf-8")
+        except NETWORK_ERRORS as error:
+            raise DeliveryError(f"{room}: homeserver unreachable ({type(error).__name__})") from None
+        return await self._post(room, content, txn_id, reply_to, "file")
 
     async def send_image(
         self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
@@ -387,7 +404,7 @@ class MatrixTransport:
         if self.client is None:
             raise DeliveryError("not connected")
         try:
-            content = await image_content(self.client, room, png, body, "repbot-timeline.png")
+            content = await image_content(self.client, room, png, mask(body), "repbot-timeline.png")
         except NETWORK_ERRORS as error:
             raise DeliveryError(f"{room}: homeserver unreachable ({type(error).__name__})") from None
         return await self._post(room, content, txn_id, reply_to, "image")
@@ -398,7 +415,9 @@ class MatrixTransport:
         """Send an m.room.message (as a reply when asked) and remember its txn_id; raises DeliveryError."""
         if reply_to is not None and reply_to.event_id:
             content["m.relates_to"] = _relation(reply_to)
-        content.setdefault("m.mentions", {})  # intentional mentions only, encrypted or not: a reply pings no one
+        # Intentional mentions, none: with this key present no legacy push rule (display name, @room)
+        # fires on text the bot merely echoes.
+        content["m.mentions"] = {}
         response = await self._room_send(room, "m.room.message", content, txn_id)
         if not isinstance(response, RoomSendResponse):
             raise DeliveryError(f"{room} did not accept the {what}: {response}")
@@ -432,6 +451,15 @@ class MatrixTransport:
             await self.client.room_typing(room, typing_state=on, timeout=SYNC_TIMEOUT_MS)
         except NETWORK_ERRORS as error:
             log.debug("typing notice not sent: %s", error)
+
+
+def _notice(message: Rendered) -> dict[str, Any]:
+    return {
+        "msgtype": "m.notice",
+        "body": defuse_mentions(mask(message.plain)),
+        "format": "org.matrix.custom.html",
+        "formatted_body": mask(message.html),
+    }
 
 
 def _relation(reply_to: Incoming) -> dict[str, Any]:

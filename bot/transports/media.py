@@ -1,4 +1,4 @@
-"""Images for Matrix: upload a PNG to the media repository and build the `m.image` content.
+"""Attachments for Matrix: upload a PNG or a file to the media repository and build the `m.image`/`m.file` content.
 
 In an encrypted room the file is encrypted before the upload (nio's `encrypt=True`) and the content
 carries the `file` object (url, key, iv, hashes, v) instead of `url`, as the spec's encrypted
@@ -14,7 +14,7 @@ from nio import AsyncClient, UploadResponse
 
 from bot.transports.base import DeliveryError
 
-__all__ = ["image_content", "png_size"]
+__all__ = ["file_content", "image_content", "png_size"]
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -26,26 +26,42 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 async def image_content(client: AsyncClient, room: str, png: bytes, body: str, filename: str) -> dict[str, Any]:
     """Upload the PNG (encrypted when the room is) and return the m.image content; raises DeliveryError."""
+    width, height = png_size(png)
+    content: dict[str, Any] = {"msgtype": "m.image", "body": body, "filename": filename}
+    content["info"] = {"mimetype": "image/png", "size": len(png), "w": width, "h": height}
+    content.update(await _upload(client, room, png, "image/png", filename, "image"))
+    return content
+
+
+async def file_content(client: AsyncClient, room: str, data: bytes, filename: str, mimetype: str) -> dict[str, Any]:
+    """Upload a file (encrypted when the room is) and return the m.file content; raises DeliveryError."""
+    content: dict[str, Any] = {"msgtype": "m.file", "body": filename, "filename": filename}
+    content["info"] = {"mimetype": mimetype, "size": len(data)}
+    content.update(await _upload(client, room, data, mimetype, filename, "file"))
+    return content
+
+
+async def _upload(
+    client: AsyncClient, room: str, data: bytes, mimetype: str, filename: str, what: str
+) -> dict[str, Any]:
+    """The `url` (plain room) or `file` (encrypted room) part of an attachment's content."""
     known = client.rooms.get(room)
     encrypted = bool(known is not None and known.encrypted)
-    width, height = png_size(png)
     response, keys = await client.upload(
-        io.BytesIO(png), content_type="image/png", filename=filename, encrypt=encrypted, filesize=len(png)
+        io.BytesIO(data), content_type=mimetype, filename=filename, encrypt=encrypted, filesize=len(data)
     )
     if not isinstance(response, UploadResponse):
-        raise DeliveryError(f"{room}: the media repository refused the image: {response}")
-    info = {"mimetype": "image/png", "size": len(png), "w": width, "h": height}
-    content: dict[str, Any] = {"msgtype": "m.image", "body": body, "filename": filename, "info": info}
-    if encrypted:
-        assert keys is not None
-        content["file"] = {
+        raise DeliveryError(f"{room}: the media repository refused the {what}: {response}")
+    if not encrypted:
+        return {"url": response.content_uri}
+    assert keys is not None
+    return {
+        "file": {
             "url": response.content_uri,
             "key": keys["key"],
             "iv": keys["iv"],
             "hashes": keys["hashes"],
             "v": keys["v"],
-            "mimetype": "image/png",
+            "mimetype": mimetype,
         }
-    else:
-        content["url"] = response.content_uri
-    return content
+    }

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from checks.errors import TokenError
+from checks.providers.deadline import DEFAULT_DEADLINE, whole_request
 
 __all__ = ["TOKEN_URL", "RefreshTokenSource", "TokenError", "TokenSource", "command_token"]
 
@@ -50,6 +51,7 @@ class RefreshTokenSource:
         scope: str = "",
         seed: Callable[[], str] | None = None,
         name: str = "OAuth",
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         self._client = client
         self.path = Path(state_dir) / token_file
@@ -57,6 +59,7 @@ class RefreshTokenSource:
         self.token_url = token_url
         self.scope = scope
         self.name = name
+        self.deadline = deadline
         self._seed = seed
         self._access: tuple[str, float] | None = None
         self._lock = asyncio.Lock()
@@ -78,7 +81,7 @@ class RefreshTokenSource:
         if self.scope:
             form["scope"] = self.scope
         try:
-            response = await self._client().post(self.token_url, data=form)
+            response = await whole_request(self._client().post(self.token_url, data=form), self.deadline)
         except httpx.HTTPError as error:
             raise TokenError("unreachable", f"cannot reach the OAuth token endpoint ({type(error).__name__})") from None
         try:

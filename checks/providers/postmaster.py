@@ -17,6 +17,7 @@ import httpx
 
 from checks.context import CheckContext
 from checks.model import Finding, Status
+from checks.providers.deadline import request_deadline, whole_request
 
 __all__ = ["DayStats", "PostmasterSettings", "check", "findings_for_day", "parse_traffic_stats"]
 
@@ -179,7 +180,8 @@ async def _domain(domain: str, settings: PostmasterSettings, ctx: CheckContext, 
     }
     url = f"{settings.base_url.rstrip('/')}/v1/domains/{domain}/trafficStats"
     try:
-        response = await ctx.http().get(url, params=params, headers={"Authorization": f"Bearer {token}"})
+        request = ctx.http().get(url, params=params, headers={"Authorization": f"Bearer {token}"})
+        response = await whole_request(request, request_deadline(ctx))
     except httpx.HTTPError as error:
         return [
             _finding(

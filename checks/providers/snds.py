@@ -35,6 +35,7 @@ from checks.providers._snds_parse import (
     parse_ip_status,
     parse_status_json,
 )
+from checks.providers.deadline import DEFAULT_DEADLINE, request_deadline, whole_request
 from checks.providers.oauth import TOKEN_URL, TokenSource, command_token
 
 __all__ = [
@@ -106,7 +107,7 @@ logging.getLogger("httpx").addFilter(_ScrubKey())
 
 async def _get(ctx: CheckContext, url: str, params: dict[str, str], headers: dict[str, str]) -> str:
     try:
-        response = await ctx.http().get(url, params=params, headers=headers)
+        response = await whole_request(ctx.http().get(url, params=params, headers=headers), request_deadline(ctx))
     except httpx.TimeoutException:
         raise SndsAnswerError("timeout", "SNDS did not answer in time") from None
     except httpx.HTTPError as error:
@@ -204,6 +205,7 @@ class RefreshTokenSource(oauth.RefreshTokenSource):
         token_url: str = TOKEN_URL,
         scope: str = "",
         seed: Callable[[], str] | None = None,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         super().__init__(
             client,
@@ -214,6 +216,7 @@ class RefreshTokenSource(oauth.RefreshTokenSource):
             scope=scope,
             seed=seed,
             name="SNDS",
+            deadline=deadline,
         )
 
     async def __call__(self) -> str:

@@ -36,6 +36,10 @@ MX_TLS = "mx-tls"
 DANE = "dane"
 EXPIRY_WARN_DAYS = 21
 MAX_REPLY_LINES = 64
+# A whole probe (both sessions) of one MX address gets this many ctx.timeouts: a tarpit that sends a line
+# just inside the per-line timeout then costs its own finding, within the runner's deadline for the check
+# (CHECK_TIMEOUT_FACTOR, 6), which also covers the MX and address look-ups before the probes.
+PROBE_TIMEOUT_FACTOR = 3
 _DER = 2  # _ssl.ENCODING_DER
 _HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
 UNREACHABLE = "could not connect from here (outbound port 25 blocked?)"
@@ -85,7 +89,7 @@ class TlsProbe:
 
     mx: str
     address: str
-    stage: str = "connect"  # where it ended: connect, banner, ehlo, starttls, handshake, done
+    stage: str = "connect"  # where it ended: connect, banner, ehlo, starttls, handshake, done, deadline
     detail: str = ""
     unknown: bool = False
     banner: SmtpReply | None = None
@@ -206,7 +210,18 @@ def _presented_chain(tls_object: ssl.SSLObject) -> tuple[bytes, ...]:
 
 
 async def probe(mx: str, address: str, ctx: CheckContext) -> TlsProbe:
-    """Probe STARTTLS on one MX address: a verifying handshake, and a non-verifying one if that fails."""
+    """Probe STARTTLS on one MX address, within its own deadline; a slow server ends as an unknown probe."""
+    limit = ctx.timeout * PROBE_TIMEOUT_FACTOR
+    try:
+        async with asyncio.timeout(limit):
+            return await _probe(mx, address, ctx)
+    except TimeoutError:
+        detail = f"no complete SMTP session within {limit:g} s (each reply slow but never finished: a tarpit?)"
+        return TlsProbe(mx, address, stage="deadline", detail=detail, unknown=True)
+
+
+async def _probe(mx: str, address: str, ctx: CheckContext) -> TlsProbe:
+    """A verifying handshake, and a non-verifying one if that fails on the certificate."""
     result = TlsProbe(mx, address)
     try:
         await _session(result, ctx, ctx.tls_context())
