@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the bot")
     run.add_argument("-c", "--config", required=True, metavar="FILE")
     run.add_argument("--console", action="store_true", help="use this terminal as the room (no homeserver)")
+    reports = commands.add_parser("reports", help="read DMARC aggregate and TLS-RPT reports from files and folders")
+    reports.add_argument("paths", nargs="+", metavar="PATH", help="a report (xml, json, gz, zip, eml) or a folder")
+    reports.add_argument("--json", action="store_true", help="print JSON: reports and problems")
+    reports.add_argument("-c", "--config", metavar="FILE", help="configuration file (its [state] dir for --record)")
+    reports.add_argument("--record", action="store_true", help="also store the reports, as the mailbox job does")
     config = commands.add_parser("config", help="work with the configuration file")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
     config_check = config_commands.add_parser("check", help="validate a configuration file")
@@ -240,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config_check(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "reports":
+            from bot.commands.reports import reports_cli
+
+            return reports_cli(args, _load(args.config))
         if args.command == "init":
             from bot.init import run_init
 

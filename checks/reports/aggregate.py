@@ -1,0 +1,245 @@
+"""DMARC aggregate reports: RFC 7489 appendix C, RFC 9990 (DMARCbis) and the old draft schema, parsed safely.
+
+defusedxml refuses entity declarations and external references (billion laughs, XXE); the caller has
+capped the size. A report that cannot be trusted (bad XML, no policy, an unknown namespace, a count that is
+not a number) is a `ReportError`. One that can be read but breaks the schema in a harmless way (an
+upper-cased `Pass`, a range over 24 hours, bytes that are not UTF-8) is returned with warnings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from xml.etree.ElementTree import Element, ParseError
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from checks.reports.model import MAX_RANGE, AuthResult, DmarcRecord, DmarcReport, PublishedPolicy
+
+__all__ = ["NAMESPACES", "ReportError", "parse_aggregate"]
+
+# The namespaces reporters put on <feedback>: none (RFC 7489, most reporters), DMARCbis, and the draft's.
+NAMESPACES = {
+    "": "rfc7489",
+    "urn:ietf:params:xml:ns:dmarc-2.0": "rfc9990",
+    "http://dmarc.org/dmarc-xml/0.1": "draft",
+}
+DISPOSITIONS = frozenset({"none", "quarantine", "reject", "pass"})  # RFC 9990 adds "pass"
+ALIGNED = frozenset({"pass", "fail"})
+DKIM_RESULTS = frozenset({"none", "pass", "fail", "policy", "neutral", "temperror", "permerror"})
+SPF_RESULTS = frozenset({"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"})
+_DECLARED = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+class ReportError(ValueError):
+    """Raised when a document is not a report that can be counted; the message says why, for the operator."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Reader:
+    """Element lookups in the document's namespace, and the warnings gathered on the way."""
+
+    def __init__(self, namespace: str) -> None:
+        self.prefix = f"{{{namespace}}}" if namespace else ""
+        self.paths: dict[str, str] = {}
+        self.warnings: list[str] = []
+        self.upper: set[str] = set()
+        self.odd: set[str] = set()
+
+    def path(self, name: str) -> str:
+        found = self.paths.get(name)
+        if found is None:
+            found = self.paths[name] = "/".join(self.prefix + step for step in name.split("/"))
+        return found
+
+    def text(self, element: Element, name: str) -> str:
+        return (element.findtext(self.path(name)) or "").strip()
+
+    def find(self, element: Element, name: str) -> Element | None:
+        return element.find(self.path(name))
+
+    def all(self, element: Element, name: str) -> list[Element]:
+        return element.findall(self.path(name))
+
+    def word(self, element: Element, name: str, known: frozenset[str]) -> str:
+        """An enumerated value in lower case; an upper-cased or unknown one is remembered for a warning."""
+        value = self.text(element, name)
+        lower = value.lower()
+        if lower != value:
+            self.upper.add(value)
+        if lower and lower not in known:
+            self.odd.add(f"{name.rsplit('/', 1)[-1]}={value}")
+        return lower
+
+
+def _decode(data: bytes) -> tuple[str | bytes, list[str]]:
+    """The document as text when it is declared (or assumed) UTF-8, with bad bytes replaced and warned about."""
+    declared = _DECLARED.match(data)
+    encoding = declared[1].decode().lower() if declared else "utf-8"
+    if encoding not in ("utf-8", "utf8"):
+        return data, []  # expat knows latin-1, us-ascii, utf-16
+    try:
+        return data.decode("utf-8-sig"), []
+    except UnicodeDecodeError as error:
+        at = f"byte {error.start} ({data[error.start : error.start + 1]!r})"
+        return data.decode("utf-8-sig", "replace"), [f"not valid UTF-8 at {at}: replaced with U+FFFD"]
+
+
+def _root(data: bytes) -> tuple[Element, list[str]]:
+    if not data.strip():
+        raise ReportError("empty file", "empty")
+    text, warnings = _decode(data)
+    try:
+        return fromstring(text), warnings
+    except ParseError as error:
+        inner = _feedback_inside(text)
+        if inner is None:
+            raise ReportError(f"not valid XML: {error}", "xml") from None
+        return inner, [*warnings, f"not valid XML ({error}); read the <feedback> element inside it"]
+    except DefusedXmlException as error:
+        raise ReportError(f"refused XML ({type(error).__name__}): entities are not allowed", "xml") from None
+
+
+def _feedback_inside(text: str | bytes) -> Element | None:
+    """The <feedback> element of a document wrapped in something broken (IKEA's reports open an
+    <xs:schema> they never close), or None when that does not parse either."""
+    start, end = (b"<feedback", b"</feedback>") if isinstance(text, bytes) else ("<feedback", "</feedback>")
+    first, last = text.find(start), text.rfind(end)  # type: ignore[arg-type]
+    if first <= 0 or last < first:
+        return None
+    try:
+        element: Element = fromstring(text[first : last + len(end)])
+    except (ParseError, DefusedXmlException):
+        return None
+    return element
+
+
+def _timestamp(reader: _Reader, meta: Element, name: str) -> datetime:
+    text = reader.text(meta, f"date_range/{name}")
+    try:
+        return datetime.fromtimestamp(int(float(text)), UTC)
+    except (ValueError, OverflowError, OSError):
+        raise ReportError(f"date_range {name} {text[:30]!r} is not a Unix time", "date") from None
+
+
+def _policy(reader: _Reader, root: Element) -> PublishedPolicy:
+    published = reader.find(root, "policy_published")
+    if published is None:
+        raise ReportError("no <policy_published>: the report does not say which DMARC policy it applied", "policy")
+    domain = reader.text(published, "domain").lower().rstrip(".")
+    if not domain:
+        raise ReportError("<policy_published> names no domain", "policy")
+    p = reader.text(published, "p").lower()
+    if not p:
+        reader.warnings.append("<policy_published> has no <p>: the policy the reporter found is not known")
+    pct_text = reader.text(published, "pct")
+    pct = int(pct_text) if pct_text.isdigit() else None
+    field: Callable[[str], str] = lambda name: reader.text(published, name).lower()  # noqa: E731
+    return PublishedPolicy(
+        domain, p, field("sp"), field("np"), field("adkim"), field("aspf"), pct,
+        field("testing"), field("discovery_method"), reader.text(published, "fo"),
+    )  # fmt: skip
+
+
+def _auth(reader: _Reader, record: Element, kind: str, known: frozenset[str]) -> tuple[AuthResult, ...]:
+    results = []
+    for element in reader.all(record, f"auth_results/{kind}"):
+        results.append(
+            AuthResult(
+                reader.text(element, "domain").lower(),
+                reader.word(element, "result", known),
+                reader.text(element, "selector"),
+                reader.text(element, "scope").lower(),
+            )
+        )
+    return tuple(results)
+
+
+def _record(reader: _Reader, record: Element, number: int) -> DmarcRecord:
+    row = reader.find(record, "row")
+    if row is None:
+        raise ReportError(f"record {number} has no <row>", "record")
+    ip_text = reader.text(row, "source_ip")
+    try:
+        ip = ipaddress.ip_address(ip_text).compressed
+    except ValueError:
+        raise ReportError(f"record {number}: source_ip {ip_text[:50]!r} is not an IP address", "record") from None
+    count_text = reader.text(row, "count")
+    if not count_text.isdigit():
+        raise ReportError(f"record {number}: count {count_text[:30]!r} is not a whole number", "record")
+    evaluated = reader.find(row, "policy_evaluated")
+    if evaluated is None:
+        raise ReportError(f"record {number} has no <policy_evaluated>", "record")
+    reasons = tuple(
+        f"{reader.text(r, 'type')}: {reader.text(r, 'comment')}".strip(": ")
+        for r in reader.all(evaluated, "reason")
+        if reader.text(r, "type") or reader.text(r, "comment")
+    )
+    return DmarcRecord(
+        source_ip=ip,
+        count=int(count_text),
+        disposition=reader.word(evaluated, "disposition", DISPOSITIONS),
+        dkim=reader.word(evaluated, "dkim", ALIGNED),
+        spf=reader.word(evaluated, "spf", ALIGNED),
+        header_from=reader.text(record, "identifiers/header_from").lower(),
+        envelope_from=reader.text(record, "identifiers/envelope_from").lower(),
+        envelope_to=reader.text(record, "identifiers/envelope_to").lower(),
+        reasons=reasons,
+        dkim_results=_auth(reader, record, "dkim", DKIM_RESULTS),
+        spf_results=_auth(reader, record, "spf", SPF_RESULTS),
+    )
+
+
+def _schema(reader: _Reader, root: Element, namespace: str) -> str:
+    if NAMESPACES[namespace] != "rfc7489":
+        return NAMESPACES[namespace]
+    version = reader.text(root, "version")
+    if version.startswith("2"):
+        return "rfc9990"
+    return "rfc7489" if version else "draft"
+
+
+def parse_aggregate(data: bytes, source: str = "", max_records: int = 200_000) -> tuple[DmarcReport, list[str]]:
+    """The report in `data` and its warnings; raises ReportError when it cannot be counted."""
+    root, warnings = _root(data)
+    namespace, _, name = root.tag[1:].partition("}") if root.tag.startswith("{") else ("", "", root.tag)
+    if name != "feedback":
+        raise ReportError(f"not a DMARC aggregate report: the root element is <{name[:40]}>, not <feedback>", "root")
+    if namespace not in NAMESPACES:
+        raise ReportError(f"unknown namespace {namespace[:80]!r}: not a DMARC report schema repbot knows", "namespace")
+    reader = _Reader(namespace)
+    reader.warnings.extend(warnings)
+    meta = reader.find(root, "report_metadata")
+    if meta is None:
+        raise ReportError("no <report_metadata>", "metadata")
+    report_id = reader.text(meta, "report_id")
+    contact = reader.text(meta, "email")
+    reporter = reader.text(meta, "org_name") or contact.rpartition("@")[2].strip(" >")
+    if not report_id or not reporter:
+        raise ReportError("<report_metadata> lacks report_id, or both org_name and email", "metadata")
+    begin, end = _timestamp(reader, meta, "begin"), _timestamp(reader, meta, "end")
+    if end < begin:
+        raise ReportError(f"date_range ends ({end:%Y-%m-%d %H:%M}) before it begins ({begin:%Y-%m-%d %H:%M})", "date")
+    if end - begin > MAX_RANGE:
+        hours = (end - begin).total_seconds() / 3600
+        reader.warnings.append(f"date range covers {hours:.0f} hours (RFC 7489 §7.2: at most 24); counted on one day")
+    policy = _policy(reader, root)
+    elements = reader.all(root, "record")
+    if len(elements) > max_records:
+        raise ReportError(f"{len(elements)} records, more than the cap of {max_records}", "too-many-records")
+    records = tuple(_record(reader, element, number) for number, element in enumerate(elements, 1))
+    if reader.upper:
+        shown = ", ".join(sorted(reader.upper)[:4])
+        reader.warnings.append(f"upper-cased values ({shown}); the schema's values are lower case: read as such")
+    if reader.odd:
+        reader.warnings.append(f"values outside the schema: {', '.join(sorted(reader.odd)[:4])}")
+    schema = _schema(reader, root, namespace)
+    generator = reader.text(meta, "generator")
+    report = DmarcReport(reporter, contact, report_id, begin, end, policy, records, schema, generator, source)
+    return report, reader.warnings
