@@ -35,6 +35,7 @@ __all__ = ["MAX_DAYS", "analyse", "reports_cli", "reports_reports"]
 log = logging.getLogger("repbot.reports")
 MAX_DAYS = 90
 DEFAULT_DAYS = 7
+KNOWN_FOR_DAYS = 60  # a reporter keeps its alignment row this long after its last report
 
 
 def _days(text: str) -> int:
@@ -69,10 +70,12 @@ async def analyse(store: ReportStore, config: Config, ctx: CheckContext, now: da
     verdicts = await _verdicts(rows, config, ctx)
     tls = await asyncio.to_thread(store.tls_rows, since)
     domains = _domains(config)
+    days = store.reporter_days()
+    known = [pair for pair, seen in days.items() if now.date() - max(seen) <= timedelta(days=KNOWN_FOR_DAYS)]
     return [
         *judge.source_findings(rows, verdicts, domains, limits.window_days, now),
-        *judge.alignment_findings(rows, verdicts, limits, now),
-        *judge.quiet_findings(store.reporter_days(), limits, now),
+        *judge.alignment_findings(rows, verdicts, limits, now, known),
+        *judge.quiet_findings(days, limits, now),
         *judge.tls_findings(tls, domains, limits, now),
         *judge.problem_findings(store.problems(now - timedelta(days=limits.window_days)), limits.window_days, now),
     ]

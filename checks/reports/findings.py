@@ -127,16 +127,31 @@ def source_findings(
 
 
 def alignment_findings(
-    rows: Sequence[DmarcRow], verdicts: Mapping[str, SourceVerdict], limits: Thresholds, now: datetime
+    rows: Sequence[DmarcRow],
+    verdicts: Mapping[str, SourceVerdict],
+    limits: Thresholds,
+    now: datetime,
+    reporters: Iterable[tuple[str, str]] = (),
 ) -> list[Finding]:
-    """Per domain and reporter: the share of your own IPs' mail failing DMARC, aligned SPF or aligned DKIM."""
+    """Per domain and reporter: the share of your own IPs' mail failing DMARC, aligned SPF or aligned DKIM.
+
+    `reporters` are the (domain, reporter) pairs known from earlier reports: one whose window is now empty
+    still gets its finding (ok, no data), so that an earlier failure is resolved rather than left standing.
+    """
     tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+    for pair in reporters:
+        tallies[pair] = _Tally()
     for row in rows:
         verdict = verdicts.get(row.source_ip)
         if verdict is not None and verdict.ours:
             tallies[(row.policy_domain, row.provider)].add(row)
     findings = []
     for (domain, reporter), t in sorted(tallies.items()):
+        if not t.messages:
+            summary = f"{reporter} counted no mail from your IPs as {domain} in {limits.window_days} days"
+            evidence = {"domain": domain, "messages": 0, "days": limits.window_days}
+            findings.append(Finding(ALIGNMENT, reporter, Status.OK, summary, evidence, "", "no-data", now))
+            continue
         fails = {"DMARC": t.messages - t.passed, "SPF": t.messages - t.spf, "DKIM": t.messages - t.dkim}
         shares = {name: _pct(n, t.messages) for name, n in fails.items()}
         evidence = {
@@ -205,7 +220,7 @@ def tls_findings(rows: Sequence[TlsRow], domains: Sequence[str], limits: Thresho
         if row.failed:
             failed[row.policy_domain][(row.receiving_mx or "(no MX named)", row.result_type)] += row.failed
     findings = []
-    for domain in sorted(set(ok) | set(failed)):
+    for domain in sorted(set(ok) | set(failed) | set(domains)):
         failures = failed.get(domain, {})
         bad = sum(failures.values())
         total = ok[domain] + bad
