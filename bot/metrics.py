@@ -69,6 +69,7 @@ class StoreCollector(Collector):
         yield from _check_metrics(states)
         yield from _provider_metrics(states)
         yield from _canary_metrics(monitor.store.get_meta("canary_history", {}) or {})
+        yield from _report_metrics(self.services.config, monitor.clock())
         outbox = GaugeMetricFamily("repbot_outbox_messages", "alerts waiting to be accepted by a room")
         outbox.add_metric([], len(monitor.store.pending()))
         yield outbox
@@ -94,6 +95,15 @@ class StoreCollector(Collector):
             lag.add_metric([], max(0.0, time.time() - last_sync))
         yield stamp
         yield lag
+
+
+def _report_metrics(config: Any, now: datetime) -> Iterator[Metric]:
+    """DMARC and TLS report counts, when the reports module is loaded (it registers [reports])."""
+    if "reports" not in config.extra:
+        return
+    from bot.commands.reports import report_metrics
+
+    yield from report_metrics(config, now)
 
 
 def _check_metrics(states: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:

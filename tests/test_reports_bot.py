@@ -331,3 +331,44 @@ def test_cli_lists_problems_and_exits_non_zero(tmp_path: Path, capsys: pytest.Ca
     assert main(["reports", "--record", "-c", str(config), str(SAMPLES / "extract_report")]) == 0
     # nice-input three ways is one report; changed-input is the same id from another reporter (fred.com)
     assert "2 new reports stored" in capsys.readouterr().out
+
+
+async def test_metrics_digest_and_timeline_row(
+    dovecot: DovecotServer, mailbox: tuple[str, str], ctx: CheckContext, tmp_path: Path
+) -> None:
+    from typing import cast
+
+    from bot.commands.core import REGISTRY, Services
+    from bot.metrics import StoreCollector
+    from bot.timeline import timeline_rows
+    from bot.transports.base import Transport
+
+    user, password = mailbox
+    clock = ctx.clock
+    assert isinstance(clock, Clock)
+    world = World(reports_config(tmp_path, dovecot, user, password), ctx, clock, "reports")
+    dovecot.deliver(user, google(1, MIXED))
+    dovecot.deliver(user, message("noreply-smtp-tls-reporting@google.com", "TLS", "t.json", tls_report(1, 3), "tls"))
+    await world.run()
+    await world.run()
+    services = Services(world.monitor.config, ctx, cast(Transport, world.transport), REGISTRY, NOW)
+    services.extra["monitor"] = world.monitor
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in StoreCollector(services).collect()
+        for s in family.samples
+    }
+    spoofed = (("reporter", "google"), ("result", "fail"), ("source_ip", SPOOFER))
+    assert samples[("repbot_dmarc_messages", spoofed)] == 42
+    assert samples[("repbot_dmarc_messages", (("reporter", "google"), ("result", "pass"), ("source_ip", OURS)))] == 300
+    assert samples[("repbot_tlsrpt_sessions", (("domain", "example.org"), ("result", "certificate-expired")))] == 3
+    assert samples[("repbot_tlsrpt_sessions", (("domain", "example.org"), ("result", "successful")))] == 90
+    world.clock.now = NOW
+    world.monitor.digest()
+    await world.monitor.deliver()
+    digest = world.transport.texts()[-1]
+    day = (NOW - timedelta(days=1)).date()
+    assert f"DMARC reports for {day}: 1 (google) counted 377 messages, 88.9 % passing DMARC" in digest
+    assert "TLS reports: 3 of 93 sessions failed" in digest
+    rows = timeline_rows(world.monitor.store.history(), world.monitor.store.states(), now=world.clock.now, days=7)
+    assert [(r.group, r.label) for r in rows if r.check == "dmarc-reports"] == [("DMARC reports", "google")]

@@ -13,13 +13,16 @@ import json
 import logging
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from bot.commands.core import Argument, Call, command
 from bot.config.loader import Config, SecretError
 from bot.config.reports import reports_config, reports_settings, store_path
-from bot.monitor.core import FAMILY_BUILDERS, FamilyRun
+from bot.monitor.core import DIGEST_LINES, FAMILY_BUILDERS, FamilyRun
 from bot.render import Rendered, plain_and_html
 from checks import CheckContext, Finding, Report, Status
 from checks.mailbox import MailboxError
@@ -123,6 +126,79 @@ def _build(config: Config) -> FamilyRun | None:
 
 
 FAMILY_BUILDERS.update(reports=_build)
+
+
+def _stored(config: Config) -> ReportStore | None:
+    """The report store when [reports] is configured and it exists (a scrape or a digest never creates it)."""
+    path = store_path(config)
+    return ReportStore(path) if reports_config(config) is not None and path.exists() else None
+
+
+def digest_line(config: Config, now: datetime) -> str | None:
+    """Yesterday's totals for the daily digest: reports, reporters, messages, the share passing DMARC, TLS."""
+    store = _stored(config)
+    if store is None:
+        return None
+    day = now.date() - timedelta(days=1)
+    try:
+        rows, tls = store.dmarc_rows(day, day), [r for r in store.tls_rows(day) if r.day == day]
+    finally:
+        store.close()
+    if not rows and not tls:
+        return f"DMARC reports for {day}: none arrived yet"
+    messages, passed = sum(r.count for r in rows), sum(r.count for r in rows if r.passed)
+    reports = len({(r.reporter_key, r.report_id) for r in rows})
+    reporters = ", ".join(sorted({r.provider for r in rows})[:6])
+    share = f"{100 * passed / messages:.1f} %" if messages else "none"
+    line = f"DMARC reports for {day}: {reports} ({reporters}) counted {messages} messages, {share} passing DMARC"
+    if tls:
+        failed, ok = sum(r.failed for r in tls), sum(r.successful for r in tls)
+        line += f"; TLS reports: {failed} of {failed + ok} sessions failed"
+    return line
+
+
+DIGEST_LINES.append(digest_line)
+
+MAX_SOURCES = 50  # source IPs per reporter in the metrics; the rest are summed as "other" (spoofers rotate IPs)
+
+
+def report_metrics(config: Config, now: datetime) -> Iterator[Metric]:
+    """Prometheus families from the store over the window: DMARC messages by reporter, source IP and result;
+    TLS sessions by policy domain and result (`successful` or the RFC 8460 result type)."""
+    store = _stored(config)
+    if store is None:
+        return
+    since = now.date() - timedelta(days=_thresholds(config).window_days - 1)
+    try:
+        rows, tls = store.dmarc_rows(since), store.tls_rows(since)
+    finally:
+        store.close()
+    labels = ["reporter", "source_ip", "result"]
+    dmarc = GaugeMetricFamily("repbot_dmarc_messages", "messages in the DMARC reports of the window", labels=labels)
+    for key, count in sorted(_dmarc_counts(rows).items()):
+        dmarc.add_metric(list(key), count)
+    yield dmarc
+    sessions = GaugeMetricFamily(
+        "repbot_tlsrpt_sessions", "sessions in the TLS reports of the window", labels=["domain", "result"]
+    )
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    for row in tls:
+        totals[(row.policy_domain, row.result_type or "successful")] += row.failed or row.successful
+    for (domain, result), count in sorted(totals.items()):
+        sessions.add_metric([domain, result], count)
+    yield sessions
+
+
+def _dmarc_counts(rows: Sequence[DmarcRow]) -> dict[tuple[str, str, str], int]:
+    by_source: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        by_source[row.provider][row.source_ip] += row.count
+    counts: dict[tuple[str, str, str], int] = defaultdict(int)
+    for row in rows:
+        ranked = sorted(by_source[row.provider], key=lambda ip: -by_source[row.provider][ip])
+        source = row.source_ip if row.source_ip in ranked[:MAX_SOURCES] else "other"
+        counts[(row.provider, source, "pass" if row.passed else "fail")] += row.count
+    return counts
 
 
 # -- the chat commands ------------------------------------------------------------------------------------
@@ -262,13 +338,10 @@ def reports_cli(args: argparse.Namespace, config: Config) -> int:
 
 
 def _emit(extracted: Extracted, as_json: bool, first: bool, store: ReportStore | None) -> int:
-    new = 0
     for report in extracted.reports:
         if as_json:
             sys.stdout.write(("" if first else ",") + "\n" + json.dumps(report.to_json(), ensure_ascii=False))
             first = False
         else:
             sys.stdout.write(_text_line(report) + "\n")
-        if store is not None and store.add(report):
-            new += 1
-    return new
+    return store.add_many(extracted.reports) if store is not None and extracted.reports else 0

@@ -28,7 +28,7 @@ from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming, Transport
 from checks import CheckContext, Report, parse_target
 
-__all__ = ["FAMILY_BUILDERS", "Family", "FamilyRun", "Monitor", "alert_rules", "default_families"]
+__all__ = ["DIGEST_LINES", "FAMILY_BUILDERS", "Family", "FamilyRun", "Monitor", "alert_rules", "default_families"]
 
 log = logging.getLogger("repbot.monitor")
 
@@ -54,6 +54,8 @@ def _family_of(check: str) -> str:
 # Families whose runs are not the IP/domain checks (snds, complaints): their module registers a builder
 # that returns the run for this config, or None when the config does not enable it.
 FAMILY_BUILDERS: dict[str, Callable[[Config], FamilyRun | None]] = {}
+# Lines other modules add to the daily digest (the reports module: yesterday's DMARC totals); None adds nothing.
+DIGEST_LINES: list[Callable[[Config, datetime], str | None]] = []
 
 
 def default_families(config: Config) -> dict[str, Family]:
@@ -326,7 +328,8 @@ class Monitor:
         if self.store.get_meta("digest_day") == day:
             return None
         since = (now - timedelta(days=1)).isoformat()
-        message = digest_message(self.store.states(), self.store.history(since=since), now)
+        extra = [line for line in (self._digest_line(make, now) for make in DIGEST_LINES) if line]
+        message = digest_message(self.store.states(), self.store.history(since=since), now, extra)
         weekly = self.config.digest.timeline_weekday
         with self.store.batch():
             self.store.set_meta("digest_day", day)
@@ -335,6 +338,13 @@ class Monitor:
                 self._enqueue_timeline(f"digest-timeline-{day}", days=7)
             self.store.prune_history((now - self.config.alerts.retention).isoformat())
         return alert_id
+
+    def _digest_line(self, make: Callable[[Config, datetime], str | None], now: datetime) -> str | None:
+        try:
+            return make(self.config, now)
+        except Exception:
+            log.exception("a digest line failed; the digest goes without it")
+            return None
 
     def _enqueue_timeline(self, alert_id: str, days: int) -> None:
         rooms = list(self.transport.alert_rooms)

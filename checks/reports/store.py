@@ -14,7 +14,7 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -150,22 +150,14 @@ class ReportStore:
 
     def add(self, report: Report, now: datetime | None = None) -> bool:
         """Store a report in one transaction; False (and nothing written) when it was stored before."""
-        now = now or datetime.now(UTC)
-        key, day = _key(report), report.day.isoformat()
-        messages = report.messages if isinstance(report, DmarcReport) else sum(p.failed for p in report.policies)
-        head = (key, report.report_id, report.kind, report.reporter, report.provider, report.policy_domain, day)
         with self._transaction() as db:
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO reports VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (*head, report.begin.isoformat(), report.end.isoformat(), messages, report.source, now.isoformat()),
-            ).rowcount
-            if not inserted:
-                return False
-            if isinstance(report, DmarcReport):
-                db.executemany("INSERT INTO dmarc_rows VALUES (?,?,?,?,?,?,?,?,?,?,?)", _dmarc_rows(key, report))
-            else:
-                db.executemany("INSERT INTO tls_rows VALUES (?,?,?,?,?,?,?,?,?,?)", _tls_rows(key, report))
-        return True
+            return _insert(db, report, (now or datetime.now(UTC)).isoformat())
+
+    def add_many(self, reports: Iterable[Report], now: datetime | None = None) -> int:
+        """Store reports in one transaction (a backfill's batch: one fsync, not one per report); how many were new."""
+        stamp = (now or datetime.now(UTC)).isoformat()
+        with self._transaction() as db:
+            return sum(_insert(db, report, stamp) for report in reports)
 
     async def record(self, report: Report) -> bool:
         """`add` in a thread (a large report's rows take a moment): the ReportSink protocol."""
@@ -241,6 +233,23 @@ class ReportStore:
             (since.isoformat(),),
         )
         return [ProblemRow(r[0], r[1], r[2], r[3], datetime.fromisoformat(r[4])) for r in rows]
+
+
+def _insert(db: sqlite3.Connection, report: Report, stamp: str) -> bool:
+    key, day = _key(report), report.day.isoformat()
+    messages = report.messages if isinstance(report, DmarcReport) else sum(p.failed for p in report.policies)
+    head = (key, report.report_id, report.kind, report.reporter, report.provider, report.policy_domain, day)
+    inserted = db.execute(
+        "INSERT OR IGNORE INTO reports VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (*head, report.begin.isoformat(), report.end.isoformat(), messages, report.source, stamp),
+    ).rowcount
+    if not inserted:
+        return False
+    if isinstance(report, DmarcReport):
+        db.executemany("INSERT INTO dmarc_rows VALUES (?,?,?,?,?,?,?,?,?,?,?)", _dmarc_rows(key, report))
+    else:
+        db.executemany("INSERT INTO tls_rows VALUES (?,?,?,?,?,?,?,?,?,?)", _tls_rows(key, report))
+    return True
 
 
 def _with_day(row: Any, index: int) -> list[Any]:
