@@ -109,7 +109,7 @@ def large(repeat: int, peer: Callable[[Path], int] | None) -> None:
         print(f"  ratio      {theirs / ours:8.1f}x faster")
 
 
-def backfill(files: int, peer_files: int) -> None:
+def backfill(files: int, peer_files: int, store_them: bool = True) -> None:
     rng = random.Random(14)
     with tempfile.TemporaryDirectory(prefix="repbot-bench-") as folder:
         written = 0
@@ -126,7 +126,7 @@ def backfill(files: int, peer_files: int) -> None:
             for report in extracted.reports:
                 reports += 1
                 records += len(report.records)  # type: ignore[union-attr]
-            batch += extracted.reports
+            batch += extracted.reports if store_them else []
             if len(batch) >= BATCH:
                 store.add_many(batch)
                 batch = []
@@ -134,7 +134,10 @@ def backfill(files: int, peer_files: int) -> None:
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"backfill: {files} files, {written} records written")
-        print(f"  repbot     {wall:8.2f} s wall, {cpu:.2f} s CPU, {reports} reports, {records} records stored; ")
+        print(
+            f"  repbot     {wall:8.2f} s wall, {cpu:.2f} s CPU, {reports} reports, {records} records read"
+            + (", stored" if store_them else "")
+        )
         rss = f"peak RSS {rss_before:.0f} MB before, {rss_after:.0f} MB after"
         print(f"             {reports / wall:.0f} reports/s; {rss}")
         peer = _parsedmarc()  # imported only now, so that the RSS above is repbot's alone
@@ -159,13 +162,14 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000, help="reports in the backfill (default 10000)")
     parser.add_argument("--peer-files", type=int, default=10_000, help="of those, how many parsedmarc reads too")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-store", action="store_true", help="read the backfill without storing it (memory)")
     parser.add_argument("--smoke", action="store_true", help="a tiny run (tests/test_bench_smoke.py)")
     args = parser.parse_args()
     if args.smoke:
         args.files, args.peer_files, args.repeat = 40, 8, 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("parsedmarc").setLevel(logging.CRITICAL)
-    backfill(args.files, args.peer_files)
+    backfill(args.files, args.peer_files, not args.no_store)
     peer = _parsedmarc()
     if peer is None:
         print("parsedmarc is not installed (pip install parsedmarc): repbot's figures only")

@@ -372,3 +372,27 @@ async def test_metrics_digest_and_timeline_row(
     assert "TLS reports: 3 of 93 sessions failed" in digest
     rows = timeline_rows(world.monitor.store.history(), world.monitor.store.states(), now=world.clock.now, days=7)
     assert [(r.group, r.label) for r in rows if r.check == "dmarc-reports"] == [("DMARC reports", "google")]
+
+
+async def test_xoauth2_from_a_token_command(
+    dovecot: DovecotServer, mailbox: tuple[str, str], ctx: CheckContext, tmp_path: Path
+) -> None:
+    user, _ = mailbox
+    token = secrets.token_urlsafe(16)
+    dovecot.add_token(token, user)
+    section = {"host": dovecot.host, "port": dovecot.tls_port, "user": user, "token_command": f"echo {token}"}
+    config = parse_config({"reports": section, "state": {"dir": str(tmp_path)}})
+    dovecot.deliver(user, yahoo(1, MIXED[:2]))
+    result = await collect(settings_of(config, ctx), ReportStore(tmp_path / "r.sqlite3"))
+    assert len(result.new) == 1 and result.new[0].provider == "yahoo"
+
+
+def test_reports_config_problems_name_their_keys() -> None:
+    from bot.config.loader import ConfigError
+
+    section = {"host": "imap.example.org", "user": "u", "fail_percent": 0, "quiet_days": 0, "mark": "delete"}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"reports": section})
+    text = str(caught.value)
+    assert "reports.password" in text and "reports.fail_percent" in text and "reports.quiet_days" in text
+    assert "reports.mark" in text

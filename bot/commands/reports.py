@@ -13,8 +13,9 @@ import json
 import logging
 import sys
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -36,6 +37,7 @@ from checks.reports.store import DmarcRow, ReportStore, TlsRow
 __all__ = ["MAX_DAYS", "analyse", "reports_cli", "reports_reports"]
 
 log = logging.getLogger("repbot.reports")
+T = TypeVar("T")
 MAX_DAYS = 90
 DEFAULT_DAYS = 7
 KNOWN_FOR_DAYS = 60  # a reporter keeps its alignment row this long after its last report
@@ -204,6 +206,18 @@ def _dmarc_counts(rows: Sequence[DmarcRow]) -> dict[tuple[str, str, str], int]:
 # -- the chat commands ------------------------------------------------------------------------------------
 
 
+async def _read(config: Config, read: Callable[[ReportStore, date], list[T]], since: date) -> list[T]:
+    """Rows from the store in a thread; none when there is no store yet (a command never creates one)."""
+    path = store_path(config)
+    if not path.exists():
+        return []
+    store = ReportStore(path)
+    try:
+        return await asyncio.to_thread(read, store, since)
+    finally:
+        store.close()
+
+
 def _pre(lines: Sequence[str]) -> Rendered:
     text = "\n".join(lines)
     return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
@@ -247,11 +261,7 @@ def _dmarc_table(rows: Sequence[DmarcRow], verdicts: dict[str, SourceVerdict], d
 async def dmarc_command(call: Call) -> Rendered:
     config, ctx = call.services.config, call.services.ctx
     days = call.args.get("days") or DEFAULT_DAYS
-    store = ReportStore(store_path(config))
-    try:
-        rows = await asyncio.to_thread(store.dmarc_rows, ctx.clock().date() - timedelta(days=days - 1))
-    finally:
-        store.close()
+    rows = await _read(config, ReportStore.dmarc_rows, ctx.clock().date() - timedelta(days=days - 1))
     if not rows:
         hint = "" if reports_config(config) else " (no [reports] mailbox is configured: see docs/reports.md)"
         return plain_and_html(f"no DMARC aggregate reports in the last {days} days{hint}")
@@ -259,12 +269,7 @@ async def dmarc_command(call: Call) -> Rendered:
 
 
 def _tls_lines(rows: Sequence[TlsRow], days: int) -> list[str]:
-    ok: dict[str, int] = defaultdict(int)
-    bad: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
-    for row in rows:
-        ok[row.policy_domain] += row.successful
-        if row.failed:
-            bad[row.policy_domain][(row.receiving_mx or "(no MX named)", row.result_type)] += row.failed
+    ok, bad = judge.tls_totals(rows)
     lines = [f"TLS reports, last {days} days"]
     for domain in sorted(set(ok) | set(bad)):
         failed = sum(bad[domain].values())
@@ -284,11 +289,7 @@ def _tls_lines(rows: Sequence[TlsRow], days: int) -> list[str]:
 async def tlsrpt_command(call: Call) -> Rendered:
     config = call.services.config
     days = call.args.get("days") or DEFAULT_DAYS
-    store = ReportStore(store_path(config))
-    try:
-        rows = store.tls_rows(call.services.ctx.clock().date() - timedelta(days=days - 1))
-    finally:
-        store.close()
+    rows = await _read(config, ReportStore.tls_rows, call.services.ctx.clock().date() - timedelta(days=days - 1))
     if not rows:
         return plain_and_html(f"no SMTP TLS reports in the last {days} days")
     return _pre(_tls_lines(rows, days))

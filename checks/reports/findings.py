@@ -25,6 +25,7 @@ __all__ = [
     "quiet_findings",
     "source_findings",
     "tls_findings",
+    "tls_totals",
 ]
 
 SOURCES, ALIGNMENT, QUIET, TLS, INPUT = "dmarc-sources", "dmarc-reports", "dmarc-reporter", "tlsrpt-reports", "reports"
@@ -211,14 +212,20 @@ def quiet_findings(
     return findings
 
 
-def tls_findings(rows: Sequence[TlsRow], domains: Sequence[str], limits: Thresholds, now: datetime) -> list[Finding]:
-    """Per policy domain: sessions that failed, by receiving MX and result type, with the fix for each."""
+def tls_totals(rows: Iterable[TlsRow]) -> tuple[dict[str, int], dict[str, dict[tuple[str, str], int]]]:
+    """Per policy domain: the successful sessions, and the failed ones by (receiving MX, result type)."""
     ok: dict[str, int] = defaultdict(int)
     failed: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
     for row in rows:
         ok[row.policy_domain] += row.successful
         if row.failed:
             failed[row.policy_domain][(row.receiving_mx or "(no MX named)", row.result_type)] += row.failed
+    return ok, failed
+
+
+def tls_findings(rows: Sequence[TlsRow], domains: Sequence[str], limits: Thresholds, now: datetime) -> list[Finding]:
+    """Per policy domain: sessions that failed, by receiving MX and result type, with the fix for each."""
+    ok, failed = tls_totals(rows)
     findings = []
     for domain in sorted(set(ok) | set(failed) | set(domains)):
         failures = failed.get(domain, {})

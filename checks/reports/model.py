@@ -13,6 +13,7 @@ __all__ = [
     "DmarcReport",
     "Extracted",
     "PublishedPolicy",
+    "ReportHead",
     "ReportProblem",
     "TlsFailure",
     "TlsPolicy",
@@ -143,14 +144,42 @@ class DmarcRecord:
 
 
 @dataclass(frozen=True)
-class DmarcReport:
-    """One aggregate report (RFC 7489 appendix C, RFC 9990, or the old draft schema)."""
+class ReportHead:
+    """What every report starts with: who sent it, its id, and the time it covers."""
 
     reporter: str
     contact: str
     report_id: str
     begin: datetime
     end: datetime
+
+    @property
+    def provider(self) -> str:
+        return provider_of(self.reporter, self.contact)
+
+    @property
+    def day(self) -> date:
+        return report_day(self.begin, self.end)
+
+    def _head_json(self, kind: str, policy_domain: str, source: str) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "reporter": self.reporter,
+            "provider": self.provider,
+            "contact": self.contact,
+            "report_id": self.report_id,
+            "policy_domain": policy_domain,
+            "begin": _iso(self.begin),
+            "end": _iso(self.end),
+            "day": self.day.isoformat(),
+            "source": source,
+        }
+
+
+@dataclass(frozen=True)
+class DmarcReport(ReportHead):
+    """One aggregate report (RFC 7489 appendix C, RFC 9990, or the old draft schema)."""
+
     policy: PublishedPolicy
     records: tuple[DmarcRecord, ...]
     schema: str = "rfc7489"  # "rfc7489", "rfc9990" or "draft"
@@ -163,43 +192,20 @@ class DmarcReport:
         return self.policy.domain
 
     @property
-    def provider(self) -> str:
-        return provider_of(self.reporter, self.contact)
-
-    @property
-    def day(self) -> date:
-        return report_day(self.begin, self.end)
-
-    @property
     def messages(self) -> int:
         return sum(r.count for r in self.records)
 
     def to_json(self) -> dict[str, Any]:
         p = self.policy
+        policy = {
+            "p": p.p, "sp": p.sp, "np": p.np, "adkim": p.adkim, "aspf": p.aspf, "pct": p.pct,
+            "testing": p.testing, "discovery_method": p.discovery_method, "fo": p.fo,
+        }  # fmt: skip
         return {
-            "kind": self.kind,
-            "reporter": self.reporter,
-            "provider": self.provider,
-            "contact": self.contact,
-            "report_id": self.report_id,
-            "policy_domain": self.policy_domain,
-            "begin": _iso(self.begin),
-            "end": _iso(self.end),
-            "day": self.day.isoformat(),
+            **self._head_json(self.kind, self.policy_domain, self.source),
             "schema": self.schema,
             "generator": self.generator,
-            "source": self.source,
-            "policy": {
-                "p": p.p,
-                "sp": p.sp,
-                "np": p.np,
-                "adkim": p.adkim,
-                "aspf": p.aspf,
-                "pct": p.pct,
-                "testing": p.testing,
-                "discovery_method": p.discovery_method,
-                "fo": p.fo,
-            },
+            "policy": policy,
             "messages": self.messages,
             "records": [r.to_json() for r in self.records],
         }
@@ -251,14 +257,9 @@ class TlsPolicy:
 
 
 @dataclass(frozen=True)
-class TlsReport:
+class TlsReport(ReportHead):
     """One SMTP TLS report (RFC 8460)."""
 
-    reporter: str
-    contact: str
-    report_id: str
-    begin: datetime
-    end: datetime
     policies: tuple[TlsPolicy, ...]
     source: str = ""
     kind: str = field(default="tlsrpt", init=False)
@@ -267,28 +268,9 @@ class TlsReport:
     def policy_domain(self) -> str:
         return self.policies[0].policy_domain if self.policies else ""
 
-    @property
-    def provider(self) -> str:
-        return provider_of(self.reporter, self.contact)
-
-    @property
-    def day(self) -> date:
-        return report_day(self.begin, self.end)
-
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "reporter": self.reporter,
-            "provider": self.provider,
-            "contact": self.contact,
-            "report_id": self.report_id,
-            "policy_domain": self.policy_domain,
-            "begin": _iso(self.begin),
-            "end": _iso(self.end),
-            "day": self.day.isoformat(),
-            "source": self.source,
-            "policies": [p.to_json() for p in self.policies],
-        }
+        head = self._head_json(self.kind, self.policy_domain, self.source)
+        return {**head, "policies": [p.to_json() for p in self.policies]}
 
 
 Report = DmarcReport | TlsReport
