@@ -218,3 +218,12 @@ def test_store_is_idempotent_and_answers_counts(tmp_path: Path) -> None:
     store.close()
     again = ReportStore(tmp_path / "reports.sqlite3")  # a restart: the file is the truth
     assert again.report_count() == 2 and again.has("Yahoo", "1764610326.531297")
+
+
+def test_inline_reports_in_a_message_body() -> None:
+    xml = (OURS / "yahoo.com!example.org!1764547200!1764633599.xml").read_bytes()
+    tls = (SAMPLES / "smtp_tls" / "rfc8460.json").read_bytes()
+    for kind, body in (("text/xml", xml), ("text/plain", tls)):
+        raw = f"From: r@example.net\r\nSubject: report\r\nContent-Type: {kind}\r\n\r\n".encode() + body
+        extracted = read_bytes(raw, "inline", Limits())
+        assert len(extracted.reports) == 1 and not extracted.problems, extracted.problems

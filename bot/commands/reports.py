@@ -75,14 +75,15 @@ async def analyse(store: ReportStore, config: Config, ctx: CheckContext, now: da
     verdicts = await _verdicts(rows, config, ctx)
     tls = await asyncio.to_thread(store.tls_rows, since)
     domains = _domains(config)
-    days = store.reporter_days()
+    problems = await asyncio.to_thread(store.problems, now - timedelta(days=limits.window_days))
+    days = await asyncio.to_thread(store.reporter_days)
     known = [pair for pair, seen in days.items() if now.date() - max(seen) <= timedelta(days=KNOWN_FOR_DAYS)]
     return [
         *judge.source_findings(rows, verdicts, domains, limits.window_days, now),
         *judge.alignment_findings(rows, verdicts, limits, now, known),
         *judge.quiet_findings(days, limits, now),
         *judge.tls_findings(tls, domains, limits, now),
-        *judge.problem_findings(store.problems(now - timedelta(days=limits.window_days)), limits.window_days, now),
+        *judge.problem_findings(problems, limits.window_days, now),
     ]
 
 
@@ -172,34 +173,34 @@ def report_metrics(config: Config, now: datetime) -> Iterator[Metric]:
         return
     since = now.date() - timedelta(days=_thresholds(config).window_days - 1)
     try:
-        rows, tls = store.dmarc_rows(since), store.tls_rows(since)
+        totals, tls = store.message_totals(since), store.tls_rows(since)
     finally:
         store.close()
     labels = ["reporter", "source_ip", "result"]
     dmarc = GaugeMetricFamily("repbot_dmarc_messages", "messages in the DMARC reports of the window", labels=labels)
-    for key, count in sorted(_dmarc_counts(rows).items()):
+    for key, count in sorted(_dmarc_counts(totals).items()):
         dmarc.add_metric(list(key), count)
     yield dmarc
     sessions = GaugeMetricFamily(
         "repbot_tlsrpt_sessions", "sessions in the TLS reports of the window", labels=["domain", "result"]
     )
-    totals: dict[tuple[str, str], int] = defaultdict(int)
+    by_result: dict[tuple[str, str], int] = defaultdict(int)
     for row in tls:
-        totals[(row.policy_domain, row.result_type or "successful")] += row.failed or row.successful
-    for (domain, result), count in sorted(totals.items()):
+        by_result[(row.policy_domain, row.result_type or "successful")] += row.failed or row.successful
+    for (domain, result), count in sorted(by_result.items()):
         sessions.add_metric([domain, result], count)
     yield sessions
 
 
-def _dmarc_counts(rows: Sequence[DmarcRow]) -> dict[tuple[str, str, str], int]:
+def _dmarc_counts(totals: Sequence[tuple[str, str, bool, int]]) -> dict[tuple[str, str, str], int]:
+    """Per (reporter, source, result); beyond a reporter's MAX_SOURCES biggest sources, "other"."""
     by_source: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for row in rows:
-        by_source[row.provider][row.source_ip] += row.count
+    for provider, ip, _, count in totals:
+        by_source[provider][ip] += count
+    top = {p: set(sorted(ips, key=lambda ip: -ips[ip])[:MAX_SOURCES]) for p, ips in by_source.items()}
     counts: dict[tuple[str, str, str], int] = defaultdict(int)
-    for row in rows:
-        ranked = sorted(by_source[row.provider], key=lambda ip: -by_source[row.provider][ip])
-        source = row.source_ip if row.source_ip in ranked[:MAX_SOURCES] else "other"
-        counts[(row.provider, source, "pass" if row.passed else "fail")] += row.count
+    for provider, ip, passed, count in totals:
+        counts[(provider, ip if ip in top[provider] else "other", "pass" if passed else "fail")] += count
     return counts
 
 

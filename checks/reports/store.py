@@ -213,6 +213,12 @@ class ReportStore:
         rows = self._select(sql, (since.isoformat(), (until or date.max).isoformat()))
         return [DmarcRow(*_with_day(r, 4)) for r in rows]
 
+    def message_totals(self, since: date) -> list[tuple[str, str, bool, int]]:
+        """(provider, source IP, passed DMARC, messages) from `since`, summed in SQLite (for metrics scrapes)."""
+        sql = "SELECT provider, source_ip, (dkim='pass' OR spf='pass'), SUM(count) FROM dmarc_rows WHERE day>=?"
+        sql += " GROUP BY 1, 2, 3 ORDER BY 1, 4 DESC"
+        return [(p, ip, bool(ok), int(n)) for p, ip, ok, n in self._select(sql, (since.isoformat(),))]
+
     def tls_rows(self, since: date) -> list[TlsRow]:
         sql = "SELECT provider, reporter_key, report_id, policy_domain, day, policy_type, result_type, receiving_mx,"
         sql += " successful, failed FROM tls_rows WHERE day>=? ORDER BY day, policy_domain"
