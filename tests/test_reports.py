@@ -184,6 +184,13 @@ def test_bombs_and_caps() -> None:
     assert read_bytes(gzip.compress(big)[:-20], "cut", Limits()).problems[0].code == "gzip"
 
 
+def test_a_failure_report_is_noted_not_counted() -> None:
+    path = SAMPLES / "failure" / "dmarc_ruf_report_linkedin.eml"
+    extracted = read_bytes(path.read_bytes(), str(path))
+    assert extracted.reports == ()
+    assert [(p.severity, p.code) for p in extracted.problems] == [("warning", "failure-report")]
+
+
 def test_a_message_without_a_report_is_a_problem() -> None:
     raw = b"From: someone@example.net\r\nSubject: hello\r\nContent-Type: text/plain\r\n\r\njust words\r\n"
     problems = read_bytes(raw, "m", Limits()).problems

@@ -95,6 +95,13 @@ def _is_message(data: bytes) -> bool:
     return b":" in first and not first.startswith((b"<", b"{")) and first.split(b":", 1)[0].strip().isascii()
 
 
+def _is_failure_report(message: Message) -> bool:
+    """An ARF report (RFC 5965/6591): what ruf= sends; its counts are in the aggregate reports already."""
+    if message.get_content_type() != "multipart/report":
+        return False
+    return str(message.get_param("report-type", "")).lower() == "feedback-report"
+
+
 def _parts(message: Message, source: str) -> Iterator[Piece]:
     """The parts of a message that may hold a report: attachments by type or name, and XML/JSON bodies."""
     for number, part in enumerate(message.walk()):
@@ -125,6 +132,10 @@ def unpack(data: bytes, source: str, limits: Limits, depth: int = 0) -> Iterator
                 yield from unpack(item.data, item.source, limits, depth + 1)
         elif _is_message(data):
             message = email.message_from_bytes(data, policy=email.policy.compat32)
+            if _is_failure_report(message):
+                note = "a DMARC failure report (ruf=, RFC 6591): one message's sample, not counted"
+                yield ReportProblem(source, note, severity="warning", code="failure-report")
+                return
             found = False
             for piece in _parts(message, source):
                 found = True

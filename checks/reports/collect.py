@@ -4,7 +4,7 @@ The order is the one `checks.providers.feedback.collect` keeps, for the same rea
 A kill between the two leaves the message unmarked; it is read again and the store, keyed by reporter
 and report id, counts nothing twice. A message whose reports cannot be read is kept as a problem (once,
 by a hash of its bytes) and flagged with `problem_keyword` as well, so it stays where the operator can
-look at it and is not read again.
+look at it and is not read again. A DMARC failure report (ruf=) is noted, not counted, and marked as read.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ async def collect(settings: ReportsSettings, sink: ReportSink) -> CollectResult:
                     result.problems.append(problem)
                     log.warning("reports: %s: %s", problem.source, problem.error)
             result.messages += 1
-            if not reports:
+            if not reports and any(p.severity == "error" for p in problems):
                 await box.flag(uid, settings.keyword, settings.problem_keyword)  # left in place for a look
             elif settings.mark == "move":
                 await box.move(uid, settings.processed_folder)
