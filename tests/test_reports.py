@@ -234,3 +234,26 @@ def test_inline_reports_in_a_message_body() -> None:
         raw = f"From: r@example.net\r\nSubject: report\r\nContent-Type: {kind}\r\n\r\n".encode() + body
         extracted = read_bytes(raw, "inline", Limits())
         assert len(extracted.reports) == 1 and not extracted.problems, extracted.problems
+
+
+def test_sources_that_cannot_be_checked_are_unknown_not_spoofers() -> None:
+    from checks.model import Status
+    from checks.reports.findings import source_findings
+    from checks.reports.sources import SourceVerdict
+    from checks.reports.store import DmarcRow
+
+    day = date(2026, 11, 30)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def row(ip: str, count: int) -> DmarcRow:
+        return DmarcRow(
+            "google", "google.com", "r1", "example.org", day, ip, "example.org", "reject", "fail", "fail", count
+        )
+
+    blind = {"198.51.100.9": SourceVerdict("198.51.100.9", False, "SPF of example.org: temperror", decided=False)}
+    [unknown] = source_findings([row("198.51.100.9", 5)], blind, ["example.org"], 7, now)
+    assert unknown.status is Status.UNKNOWN and "cannot tell whether 1 sources" in unknown.summary
+    spoofer = {"203.0.113.66": SourceVerdict("203.0.113.66", False, "not in your IPs, MX, helo hosts or SPF")}
+    [warn] = source_findings([row("198.51.100.9", 5), row("203.0.113.66", 42)], {**blind, **spoofer}, [], 7, now)
+    assert warn.status is Status.WARN and warn.summary.startswith("1 unknown sources sent 42 messages")
+    assert "1 more could not be checked (SPF of example.org: temperror)" in warn.summary

@@ -94,37 +94,47 @@ def source_findings(
             evidence = {"sources": 0, "domain": domain}
             findings.append(Finding(SOURCES, "unknown senders", Status.OK, summary, evidence, "", "none", now))
             continue
-        ranked = sorted(tallies.items(), key=lambda item: -item[1].messages)
-        total = sum(t.messages for _, t in ranked)
-        shown = [
-            f"{ip} ({t.messages} to {', '.join(sorted(reporters[(domain, ip)]))}: {t.fate()}"
-            + (f"; {verdicts[ip].why}" if ip in verdicts and not verdicts[ip].decided else "")
-            + ")"
-            for ip, t in ranked[:5]
-        ]
-        more = f"; {len(ranked) - 5} more" if len(ranked) > 5 else ""
-        summary = (
-            f"{len(ranked)} unknown sources sent {total} messages as {domain} in {days} days: {'; '.join(shown)}{more}"
-        )
-        evidence = {
-            "domain": domain,
-            "sources": len(ranked),
-            "messages": total,
-            "passed": sum(t.passed for _, t in ranked),
-            "newest": _digest(tallies),
-            "top": [
-                {"ip": ip, "messages": t.messages, "passed": t.passed, "rejected": t.rejected} for ip, t in ranked[:10]
-            ],
-        }
-        advice = (
-            "If a source is a service you use, authorise it (an SPF include, or DKIM signing as your domain); "
-            "otherwise it is spoofing you: once your own mail passes, move your DMARC policy to p=quarantine "
-            "or p=reject."
-        )
-        findings.append(
-            Finding(SOURCES, "unknown senders", Status.WARN, summary, evidence, advice, "unknown-senders", now)
-        )
+        findings.append(_sources_finding(domain, tallies, reporters, verdicts, days, now))
     return findings
+
+
+def _sources_finding(
+    domain: str,
+    tallies: Mapping[str, _Tally],
+    reporters: Mapping[tuple[str, str], set[str]],
+    verdicts: Mapping[str, SourceVerdict],
+    days: int,
+    now: datetime,
+) -> Finding:
+    """Warn about the sources known not to be yours; those whose SPF could not be evaluated are not
+    called spoofers: alone, they make the finding unknown."""
+    ranked = sorted(tallies.items(), key=lambda item: -item[1].messages)
+    undecided = [ip for ip, _ in ranked if ip in verdicts and not verdicts[ip].decided]
+    known = [(ip, t) for ip, t in ranked if ip not in undecided]
+    evidence: dict[str, object] = {"domain": domain, "sources": len(known), "undecided": len(undecided)}
+    if not known:
+        why = verdicts[undecided[0]].why
+        summary = f"cannot tell whether {len(undecided)} sources sending as {domain} are yours: {why}"
+        return Finding(SOURCES, "unknown senders", Status.UNKNOWN, summary, evidence, "", "undecided", now)
+    total = sum(t.messages for _, t in known)
+    shown = [f"{ip} ({t.messages} to {', '.join(sorted(reporters[(domain, ip)]))}: {t.fate()})" for ip, t in known[:5]]
+    more = f"; {len(known) - 5} more" if len(known) > 5 else ""
+    unsure = f"; {len(undecided)} more could not be checked ({verdicts[undecided[0]].why})" if undecided else ""
+    summary = f"{len(known)} unknown sources sent {total} messages as {domain} in {days} days: {'; '.join(shown)}"
+    evidence.update(
+        messages=total,
+        passed=sum(t.passed for _, t in known),
+        newest=_digest(ip for ip, _ in known),
+        top=[{"ip": ip, "messages": t.messages, "passed": t.passed, "rejected": t.rejected} for ip, t in known[:10]],
+    )
+    advice = (
+        "If a source is a service you use, authorise it (an SPF include, or DKIM signing as your domain); "
+        "otherwise it is spoofing you: once your own mail passes, move your DMARC policy to p=quarantine "
+        "or p=reject."
+    )
+    return Finding(
+        SOURCES, "unknown senders", Status.WARN, summary + more + unsure, evidence, advice, "unknown-senders", now
+    )
 
 
 def alignment_findings(
