@@ -51,6 +51,7 @@ class _Reader:
         self.warnings: list[str] = []
         self.upper: set[str] = set()
         self.odd: set[str] = set()
+        self.seen: dict[tuple[str, str, str | None, str, str], AuthResult] = {}
 
     def find(self, element: Element, name: str) -> Element | None:
         """The element at a child path ("row/source_ip"), one step at a time: a plain tag keeps
@@ -199,18 +200,22 @@ def _walk(reader: _Reader, record: Element) -> tuple[dict[str, str], list[tuple[
     return fields, auths, reasons
 
 
-def _auth(reader: _Reader, auths: list[tuple[str, dict[str, str]]], kind: str) -> tuple[AuthResult, ...]:
-    known = DKIM_RESULTS if kind == "dkim" else SPF_RESULTS
-    return tuple(
-        AuthResult(
-            found.get("domain", "").strip().lower(),
-            _word(reader, found.get("result"), "result", known),
-            found.get("selector", "").strip(),
-            found.get("scope", "").strip().lower(),
-        )
-        for name, found in auths
-        if name == kind
-    )
+def _auth(
+    reader: _Reader, auths: list[tuple[str, dict[str, str]]]
+) -> tuple[tuple[AuthResult, ...], tuple[AuthResult, ...]]:
+    """The DKIM and the SPF results; equal ones share one frozen value (a big report repeats a few)."""
+    dkim: list[AuthResult] = []
+    spf: list[AuthResult] = []
+    for kind, found in auths:
+        key = (kind, found.get("domain", ""), found.get("result"), found.get("selector", ""), found.get("scope", ""))
+        result = reader.seen.get(key)
+        if result is None:
+            known = DKIM_RESULTS if kind == "dkim" else SPF_RESULTS
+            result = reader.seen[key] = AuthResult(
+                key[1].strip().lower(), _word(reader, key[2], "result", known), key[3].strip(), key[4].strip().lower()
+            )
+        (dkim if kind == "dkim" else spf).append(result)
+    return tuple(dkim), tuple(spf)
 
 
 def _record(reader: _Reader, record: Element, number: int) -> DmarcRecord:
@@ -224,6 +229,7 @@ def _record(reader: _Reader, record: Element, number: int) -> DmarcRecord:
     count_text = fields.get("count", "").strip()
     if not count_text.isdigit():
         raise ReportError(f"record {number}: count {count_text[:30]!r} is not a whole number", "record")
+    dkim_results, spf_results = _auth(reader, auths) if auths else ((), ())
     return DmarcRecord(
         source_ip=ip,
         count=int(count_text),
@@ -233,9 +239,9 @@ def _record(reader: _Reader, record: Element, number: int) -> DmarcRecord:
         header_from=fields.get("header_from", "").strip().lower(),
         envelope_from=fields.get("envelope_from", "").strip().lower(),
         envelope_to=fields.get("envelope_to", "").strip().lower(),
-        reasons=_reason_texts(reasons),
-        dkim_results=_auth(reader, auths, "dkim"),
-        spf_results=_auth(reader, auths, "spf"),
+        reasons=_reason_texts(reasons) if reasons else (),
+        dkim_results=dkim_results,
+        spf_results=spf_results,
     )
 
 
