@@ -396,3 +396,23 @@ def test_reports_config_problems_name_their_keys() -> None:
     text = str(caught.value)
     assert "reports.password" in text and "reports.fail_percent" in text and "reports.quiet_days" in text
     assert "reports.mark" in text
+
+
+async def test_a_refused_login_is_unknown_and_a_broken_report_is_announced(
+    dovecot: DovecotServer, mailbox: tuple[str, str], ctx: CheckContext, tmp_path: Path
+) -> None:
+    user, password = mailbox
+    clock = ctx.clock
+    assert isinstance(clock, Clock)
+    wrong = World(reports_config(tmp_path / "a", dovecot, user, "not-the-password"), ctx, clock, "reports")
+    assert await wrong.run() == []  # unknown: nothing said before [alerts] unknown_after (2 h)
+    [blind] = await wrong.run()  # 6 h later
+    assert "cannot check reports 127.0.0.1 (reports mailbox) since" in blind and "refused the password" in blind
+    assert "not-the-password" not in blind
+    world = World(reports_config(tmp_path / "b", dovecot, user, password), ctx, clock, "reports")
+    assert await world.run() == [] and await world.run() == []
+    dovecot.deliver(user, message("x@example.net", "broken", "bad.xml", b"<feedback><oops></feedback>"))
+    await world.run()
+    [alert] = await world.run()
+    assert "reports 127.0.0.1 (unreadable reports): warn (was ok) — 1 reports could not be read in 7 days" in alert
+    assert "from x@example.net" in alert and "not valid XML" in alert
