@@ -257,3 +257,10 @@ def test_sources_that_cannot_be_checked_are_unknown_not_spoofers() -> None:
     [warn] = source_findings([row("198.51.100.9", 5), row("203.0.113.66", 42)], {**blind, **spoofer}, [], 7, now)
     assert warn.status is Status.WARN and warn.summary.startswith("1 unknown sources sent 42 messages")
     assert "1 more could not be checked (SPF of example.org: temperror)" in warn.summary
+
+
+def test_a_byte_order_mark_and_a_one_line_document() -> None:
+    xml = (AGG / "protection.outlook.com!example.com!1711756800!1711843200.xml").read_bytes()
+    one_line = b"\xef\xbb\xbf" + b" ".join(xml.split())
+    extracted = read_bytes(one_line, "bom")
+    assert len(extracted.reports) == 1 and not extracted.problems, extracted.problems

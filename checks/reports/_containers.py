@@ -90,7 +90,7 @@ def _unzip(data: bytes, source: str, limit: int) -> Iterator[Piece]:
 
 
 def _is_message(data: bytes) -> bool:
-    head = data[:2048].lstrip()
+    head = data[:2048].lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
     first = head.split(b"\n", 1)[0]
     return b":" in first and not first.startswith((b"<", b"{")) and first.split(b":", 1)[0].strip().isascii()
 
