@@ -160,6 +160,13 @@ def reports_config(tmp_path: Path, dovecot: DovecotServer, user: str, password: 
     return parse_config(data)
 
 
+def world_of(config: Config, ctx: CheckContext) -> World:
+    """The reports family in a monitor of its own, on the context's test clock."""
+    clock = ctx.clock
+    assert isinstance(clock, Clock)
+    return World(config, ctx, clock, "reports")
+
+
 def settings_of(config: Config, ctx: CheckContext) -> ReportsSettings:
     from bot.config.reports import reports_settings
 
@@ -242,10 +249,8 @@ async def test_alerts_spoofing_failing_alignment_and_a_quiet_reporter(
     dovecot: DovecotServer, mailbox: tuple[str, str], ctx: CheckContext, tmp_path: Path
 ) -> None:
     user, password = mailbox
-    clock = ctx.clock
-    assert isinstance(clock, Clock)
     config = reports_config(tmp_path, dovecot, user, password, fail_percent=10.0, min_messages=20)
-    world = World(config, ctx, clock, "reports")
+    world = world_of(config, ctx)
     world.clock.now = NOW
     for day in (6, 5, 4, 3):
         dovecot.deliver(user, google(day, MIXED[:4]))  # daily, all ours, all passing
@@ -275,9 +280,7 @@ async def test_tls_failures_alert_with_the_fix(
     dovecot: DovecotServer, mailbox: tuple[str, str], ctx: CheckContext, tmp_path: Path
 ) -> None:
     user, password = mailbox
-    clock = ctx.clock
-    assert isinstance(clock, Clock)
-    world = World(reports_config(tmp_path, dovecot, user, password), ctx, clock, "reports")
+    world = world_of(reports_config(tmp_path, dovecot, user, password), ctx)
     dovecot.deliver(user, message("noreply-smtp-tls-reporting@google.com", "TLS", "t.json", tls_report(2, 0), "tls"))
     assert await world.run() == [] and await world.run() == []
     dovecot.deliver(user, message("noreply-smtp-tls-reporting@google.com", "TLS", "t1.json", tls_report(1, 30), "tls"))
@@ -344,9 +347,7 @@ async def test_metrics_digest_and_timeline_row(
     from bot.transports.base import Transport
 
     user, password = mailbox
-    clock = ctx.clock
-    assert isinstance(clock, Clock)
-    world = World(reports_config(tmp_path, dovecot, user, password), ctx, clock, "reports")
+    world = world_of(reports_config(tmp_path, dovecot, user, password), ctx)
     dovecot.deliver(user, google(1, MIXED))
     dovecot.deliver(user, message("noreply-smtp-tls-reporting@google.com", "TLS", "t.json", tls_report(1, 3), "tls"))
     await world.run()
@@ -402,14 +403,12 @@ async def test_a_refused_login_is_unknown_and_a_broken_report_is_announced(
     dovecot: DovecotServer, mailbox: tuple[str, str], ctx: CheckContext, tmp_path: Path
 ) -> None:
     user, password = mailbox
-    clock = ctx.clock
-    assert isinstance(clock, Clock)
-    wrong = World(reports_config(tmp_path / "a", dovecot, user, "not-the-password"), ctx, clock, "reports")
+    wrong = world_of(reports_config(tmp_path / "a", dovecot, user, "not-the-password"), ctx)
     assert await wrong.run() == []  # unknown: nothing said before [alerts] unknown_after (2 h)
     [blind] = await wrong.run()  # 6 h later
     assert "cannot check reports 127.0.0.1 (reports mailbox) since" in blind and "refused the password" in blind
     assert "not-the-password" not in blind
-    world = World(reports_config(tmp_path / "b", dovecot, user, password), ctx, clock, "reports")
+    world = world_of(reports_config(tmp_path / "b", dovecot, user, password), ctx)
     assert await world.run() == [] and await world.run() == []
     dovecot.deliver(user, message("x@example.net", "broken", "bad.xml", b"<feedback><oops></feedback>"))
     await world.run()
