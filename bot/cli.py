@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--console", action="store_true", help="use this terminal as the room (no homeserver)")
     identity = commands.add_parser("identity", help="print the bot's cross-signing master key, to compare in Element")
     identity.add_argument("-c", "--config", required=True, metavar="FILE")
+    reports = commands.add_parser("reports", help="read DMARC aggregate and TLS-RPT reports from files and folders")
+    reports.add_argument("paths", nargs="+", metavar="PATH", help="a report (xml, json, gz, zip, eml) or a folder")
+    reports.add_argument("--json", action="store_true", help="print JSON: reports and problems")
+    reports.add_argument("-c", "--config", metavar="FILE", help="configuration file (its [state] dir for --record)")
+    reports.add_argument("--record", action="store_true", help="also store the reports, as the mailbox job does")
     config = commands.add_parser("config", help="work with the configuration file")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
     config_check = config_commands.add_parser("check", help="validate a configuration file")
@@ -317,6 +322,10 @@ def _main(argv: Sequence[str] | None) -> int:
             code, text = identity_report(config.matrix, config.state_dir, config.source)
             print(text)
             return code
+        if args.command == "reports":
+            from bot.commands.reports import reports_cli
+
+            return reports_cli(args, _load(args.config))
         if args.command == "init":
             from bot.init import run_init
 

@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bot import __version__
+from bot.config.loader import Config
 from bot.config.sections import MetricsConfig
 from bot.monitor.core import Monitor
 from bot.transports.base import Transport
@@ -74,6 +75,7 @@ class StoreCollector(Collector):
         yield from _check_metrics(states)
         yield from _provider_metrics(states)
         yield from _canary_metrics(monitor.store.get_meta("canary_history", {}) or {})
+        yield from _report_metrics(monitor.config, monitor.clock())
         outbox = GaugeMetricFamily("repbot_outbox_messages", "alerts waiting to be accepted by a room")
         outbox.add_metric([], len(monitor.store.pending()))
         yield outbox
@@ -99,6 +101,15 @@ class StoreCollector(Collector):
             lag.add_metric([], max(0.0, time.time() - last_sync))
         yield stamp
         yield lag
+
+
+def _report_metrics(config: Config, now: datetime) -> Iterator[Metric]:
+    """DMARC and TLS report counts, when [reports] is configured."""
+    if config.reports is None:
+        return
+    from bot.monitor.reports import report_metrics
+
+    yield from report_metrics(config, now)
 
 
 def _check_metrics(states: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:

@@ -52,7 +52,13 @@ INK = (30, 30, 30)
 MUTED_INK = (95, 95, 105)
 BACKGROUND = (255, 255, 255)
 # Groups, in the order they are drawn: check id -> heading. Other checks go under "DNS and TLS".
-GROUPS = {"dnsbl": "Blocklists", "snds": "Microsoft SNDS", "complaints": "Complaints", "canary": "Canaries"}
+GROUPS = {
+    "dnsbl": "Blocklists",
+    "snds": "Microsoft SNDS",
+    "complaints": "Complaints",
+    "canary": "Canaries",
+    "dmarc-reports": "DMARC reports",  # a row per reporter: your own mail's alignment there
+}
 OTHER_GROUP = "DNS and TLS"
 REPUTATION_CHECKS = frozenset(GROUPS)
 

@@ -37,6 +37,7 @@ from checks.errors import CatalogError
 if TYPE_CHECKING:
     from bot.config.canary import CanaryConfig
     from bot.config.providers import FeedbackConfig, PostmasterConfig, SndsConfig
+    from bot.config.reports import ReportsConfig
 
 __all__ = [
     "AlertsConfig",
@@ -109,6 +110,7 @@ class Config:
     feedback: FeedbackConfig | None = None
     postmaster: PostmasterConfig | None = None
     canary: CanaryConfig | None = None
+    reports: ReportsConfig | None = None
     source: str = ""
 
     def dkim_selectors(self) -> dict[str, tuple[str, ...]]:
@@ -232,6 +234,12 @@ def _read_canary(section: Section) -> CanaryConfig:
     return read_canary(section)
 
 
+def _read_reports(section: Section) -> ReportsConfig:
+    from bot.config.reports import read_reports
+
+    return read_reports(section)
+
+
 def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
     """A Config from parsed TOML; raises ConfigError listing every problem."""
     problems: list[str] = []
@@ -256,6 +264,7 @@ def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
         feedback=_optional(root, "feedback", _read_feedback),
         postmaster=_optional(root, "postmaster", _read_postmaster),
         canary=_optional(root, "canary", _read_canary),
+        reports=_optional(root, "reports", _read_reports),
         source=source,
     )
     root.finish()

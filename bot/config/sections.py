@@ -25,7 +25,8 @@ __all__ = [
 
 
 # The monitor's job families and how often each runs by default.
-# snds, complaints and canary run only when their section is configured; SNDS data changes once a day.
+# snds, complaints, canary and reports run only when their section is configured; SNDS data changes once a day.
+# Reports arrive once a day per reporter; an hourly read keeps the mailbox small and the news fresh.
 DEFAULT_INTERVALS = {
     "blocklists": "30m",
     "domains": "6h",
@@ -34,8 +35,9 @@ DEFAULT_INTERVALS = {
     "complaints": "15m",
     "canary": "6h",
     "postmaster": "12h",
+    "reports": "1h",
 }
-KNOWN_FAMILIES = ("blocklists", "domains", "tls", "snds", "complaints", "canary", "postmaster")
+KNOWN_FAMILIES = ("blocklists", "domains", "tls", "snds", "complaints", "canary", "postmaster", "reports")
 
 
 @dataclass(frozen=True)

@@ -402,7 +402,8 @@ class Monitor:
         if self.store.get_meta("digest_day") == day:
             return None
         since = (now - timedelta(days=1)).isoformat()
-        message = digest_message(self.store.states(), self.store.history(since=since), now)
+        extra = self._digest_lines(now)
+        message = digest_message(self.store.states(), self.store.history(since=since), now, extra)
         weekly = self.config.digest.timeline_weekday
         with self.store.batch():
             self.store.set_meta("digest_day", day)
@@ -411,6 +412,16 @@ class Monitor:
                 self._enqueue_timeline(f"digest-timeline-{day}", days=7)
             self.store.prune_history((now - self.config.alerts.retention).isoformat())
         return alert_id
+
+    def _digest_lines(self, now: datetime) -> list[str]:
+        """The lines the optional sections add to the digest (yesterday's DMARC report totals, say)."""
+        from bot.monitor.providers import digest_lines
+
+        try:
+            return digest_lines(self.config, now)
+        except Exception:
+            log.exception("a digest line failed; the digest goes without it")
+            return []
 
     def _enqueue_timeline(self, alert_id: str, days: int) -> None:
         rooms = list(self.transport.alert_rooms)

@@ -109,6 +109,10 @@ def provider_families(config: Config) -> dict[str, FamilyRun]:
         runs["complaints"] = complaints_reports
     if config.postmaster is not None:
         runs["postmaster"] = postmaster_reports
+    if config.reports is not None:
+        from bot.monitor.reports import reports_reports
+
+        runs["reports"] = reports_reports
     return {name: _bound(config, reports) for name, reports in runs.items()}
 
 
@@ -117,3 +121,13 @@ def _bound(config: Config, reports: Callable[[Config, CheckContext], Awaitable[l
         return await reports(config, ctx)
 
     return run
+
+
+def digest_lines(config: Config, now: datetime) -> list[str]:
+    """What the optional sections add to the daily digest: yesterday's DMARC and TLS report totals."""
+    lines: list[str | None] = []
+    if config.reports is not None:
+        from bot.monitor.reports import digest_line
+
+        lines.append(digest_line(config, now))
+    return [line for line in lines if line]
