@@ -228,6 +228,7 @@ _ADVICE = {
     "key-expired": "Automated-access links expire after 30 days: create a new one in SNDS, or move to the REST API.",
     "login-page": "SNDS wants a login: renew the automated-access key or the OAuth token (see docs/providers.md).",
     "auth": "Renew the OAuth token (token_command or the stored refresh token).",
+    "invalid-grant": "The refresh token was revoked or has expired: sign in again and store a new one.",
 }
 
 
