@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from bot.config.credentials import credential, optional_credential
@@ -50,6 +51,7 @@ class SndsConfig:
     days: int = _SNDS.days
     complaint_warn_percent: float = _SNDS.complaint_warn_percent
     trap_fail: int = _SNDS.trap_fail
+    attested: date | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def read_snds(section: Section) -> SndsConfig:
         days=section.get("days", int, defaults.days),
         complaint_warn_percent=section.get("complaint_warn_percent", float, defaults.complaint_warn_percent),
         trap_fail=section.get("trap_fail", int, defaults.trap_fail),
+        attested=_day(section, "attested"),
     )
     if method == "api" and config.token is None and not config.client_id:
         section.problem("token", "the api method needs token (or token_command), or client_id for a refresh token")
@@ -116,6 +119,18 @@ def read_snds(section: Section) -> SndsConfig:
         section.problem("days", "must be at least 1")
     section.finish()
     return config
+
+
+def _day(section: Section, name: str) -> date | None:
+    """An optional YYYY-MM-DD (a TOML date or a string)."""
+    value: Any = section.get(name, object, None)
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        section.problem(name, f"{str(value)[:20]!r} is not a date (YYYY-MM-DD)")
+        return None
 
 
 def read_feedback(section: Section) -> FeedbackConfig:
@@ -186,6 +201,8 @@ def snds_settings(config: Config, ctx: CheckContext) -> SndsSettings | None:
         days=snds.days,
         complaint_warn_percent=snds.complaint_warn_percent,
         trap_fail=snds.trap_fail,
+        state_dir=str(config.state_dir),
+        attested=snds.attested,
     )
 
 
