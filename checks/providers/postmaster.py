@@ -4,14 +4,15 @@ compliance status, for each domain.
 The JSON shapes follow Google's discovery document `gmailpostmastertools:v2` (revision 20260512):
 `POST /v2/domains/{d}/domainStats:query` and `POST /v2/domainStats:batchQuery` take `metricDefinitions`, a
 `timeQuery` and page with `pageToken`; `GET /v2/domains/{d}/complianceStatus` gives one row per requirement.
-The pure `parse_*` and `*_findings` functions work from decoded JSON; `check` does the HTTP. v1 (deprecated) lives
+The request and the answers' shapes are in `_postmaster_parse`; the pure `*_findings` functions here turn them
+into Findings, and `check` does the HTTP. v1 (deprecated) lives
 in `checks.providers.postmaster_v1` and runs when `settings.api == "v1"`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -21,11 +22,22 @@ import httpx
 from checks.context import CheckContext
 from checks.errors import ServiceError
 from checks.model import Finding, Status
+from checks.providers._postmaster_parse import (
+    ERROR_REASONS,
+    METRICS,
+    ComplianceRow,
+    DomainDay,
+    parse_compliance,
+    parse_domain_stats,
+    query_body,
+)
 from checks.providers.oauth import TokenError, TokenSource
 
 __all__ = [
     "API_BASE",
+    "GOOGLE_TOKEN_URL",
     "METRICS",
+    "ComplianceRow",
     "DomainDay",
     "PostmasterError",
     "PostmasterSettings",
@@ -42,35 +54,6 @@ __all__ = [
 API_BASE = "https://gmailpostmastertools.googleapis.com"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 MAX_PAGES = 50  # 17 metrics a day, 200 stats a page: a week is one page; this only stops a looping server
-
-ERROR_REASONS = {
-    "reject": (
-        "bad_attachment",
-        "bad_or_missing_ptr_record",
-        "ip_in_rbls",
-        "low_domain_reputation",
-        "low_ip_reputation",
-        "spammy_content",
-        "stamp_policy_error",
-        "other",
-    ),
-    "temp_fail": ("anomalous_traffic_pattern", "other"),
-}
-
-# (our metric name, standardMetric, filter): the names come back in DomainStat.metric.
-METRICS: tuple[tuple[str, str, str], ...] = (
-    ("spam_rate", "SPAM_RATE", ""),
-    ("auth_spf", "AUTH_SUCCESS_RATE", 'auth_type = "spf"'),
-    ("auth_dkim", "AUTH_SUCCESS_RATE", 'auth_type = "dkim"'),
-    ("auth_dmarc", "AUTH_SUCCESS_RATE", 'auth_type = "dmarc"'),
-    ("tls_inbound", "TLS_ENCRYPTION_RATE", 'traffic_direction = "inbound"'),
-    *((f"errors_{kind}", "DELIVERY_ERROR_RATE", f'error_type = "{kind}"') for kind in ERROR_REASONS),
-    *(
-        (f"errors_{kind}.{reason}", "DELIVERY_ERROR_RATE", f'error_type = "{kind}" AND error_reason = "{reason}"')
-        for kind, reasons in ERROR_REASONS.items()
-        for reason in reasons
-    ),
-)
 
 
 @dataclass(frozen=True)
@@ -96,17 +79,6 @@ class PostmasterError(ServiceError):
     def __init__(self, code: str, message: str, status: str = "") -> None:
         self.status = status  # Google's error status, e.g. PERMISSION_DENIED
         super().__init__(code, message)
-
-
-@dataclass(frozen=True)
-class DomainDay:
-    """One day of one domain's metrics, by our metric name (a metric Google did not report is absent)."""
-
-    day: date
-    values: tuple[tuple[str, float], ...]
-
-    def get(self, name: str) -> float | None:
-        return dict(self.values).get(name)
 
 
 def finding(
@@ -135,66 +107,6 @@ def token_failure(domain: str, error: TokenError, now: datetime) -> Finding:
     return finding(
         domain, "postmaster", Status.UNKNOWN, summary, {"problem": error.code}, f"postmaster-{error.code}", now, advice
     )
-
-
-# -- parsing ----------------------------------------------------------------------------------------------------
-
-
-def _number(value: Any) -> float | None:
-    if not isinstance(value, dict):
-        return None
-    for key in ("doubleValue", "floatValue", "intValue"):
-        if key in value:
-            return float(value[key])  # intValue is an int64 sent as a string
-    return None
-
-
-def parse_domain_stats(stats: Sequence[Any]) -> list[DomainDay]:
-    """DomainStat objects (from every page) grouped by day, oldest first; raises ValueError on a bad shape."""
-    days: dict[date, dict[str, float]] = {}
-    for stat in stats:
-        if not isinstance(stat, dict) or not isinstance(stat.get("date"), dict):
-            raise ValueError("a domainStats entry without a date")
-        when = stat["date"]
-        day = date(int(when["year"]), int(when["month"]), int(when["day"]))
-        number = _number(stat.get("value"))
-        if number is not None and isinstance(stat.get("metric"), str):
-            days.setdefault(day, {})[stat["metric"]] = number
-    return [DomainDay(day, tuple(sorted(values.items()))) for day, values in sorted(days.items())]
-
-
-@dataclass(frozen=True)
-class ComplianceRow:
-    """One requirement of the compliance table: its name, COMPLIANT/NEEDS_WORK, and a reason when Google gives one."""
-
-    requirement: str
-    state: str
-    reason: str = ""
-
-
-def _state(status: Any) -> str:
-    return str(status.get("status", "STATE_UNSPECIFIED")) if isinstance(status, dict) else "STATE_UNSPECIFIED"
-
-
-def parse_compliance(payload: Mapping[str, Any]) -> list[ComplianceRow]:
-    """The rows of a DomainComplianceStatus (the subdomain's data when Google gives it); raises ValueError."""
-    data = payload.get("subdomainComplianceData") or payload.get("complianceData") or {}
-    if not isinstance(data, dict) or not isinstance(data.get("rowData", []), list):
-        raise ValueError("complianceData is not an object with a rowData list")
-    verdicts = {
-        "ONE_CLICK_UNSUBSCRIBE": data.get("oneClickUnsubscribeVerdict") or {},
-        "HONOR_UNSUBSCRIBE": data.get("honorUnsubscribeVerdict") or {},
-    }
-    rows = []
-    for row in data.get("rowData", []):
-        if not isinstance(row, dict):
-            raise ValueError("a rowData entry is not an object")
-        requirement = str(row.get("requirement", "COMPLIANCE_REQUIREMENT_UNSPECIFIED"))
-        verdict = verdicts.get(requirement, {})
-        # The discovery document gives rows no reason; the two unsubscribe verdicts carry one. Take either.
-        reason = str(row.get("status", {}).get("reason", "") or verdict.get("reason", ""))
-        rows.append(ComplianceRow(requirement, _state(row.get("status")), reason))
-    return rows
 
 
 # -- findings ---------------------------------------------------------------------------------------------------
@@ -351,27 +263,6 @@ def compliance_findings(domain: str, rows: Sequence[ComplianceRow], now: datetim
 # -- fetching ---------------------------------------------------------------------------------------------------
 
 
-def _date(day: date) -> dict[str, int]:
-    return {"year": day.year, "month": day.month, "day": day.day}
-
-
-def query_body(start: date, end: date, settings: PostmasterSettings, page_token: str = "") -> dict[str, Any]:
-    """A QueryDomainStatsRequest for every metric in METRICS, daily, over [start, end]."""
-    metrics = [
-        {"name": name, "baseMetric": {"standardMetric": metric}, **({"filter": flt} if flt else {})}
-        for name, metric, flt in METRICS
-    ]
-    body: dict[str, Any] = {
-        "metricDefinitions": metrics,
-        "timeQuery": {"dateRanges": {"dateRanges": [{"start": _date(start), "end": _date(end)}]}},
-        "aggregationGranularity": "DAILY",
-        "pageSize": settings.page_size,
-    }
-    if page_token:
-        body["pageToken"] = page_token
-    return body
-
-
 def _google_error(response: httpx.Response) -> PostmasterError:
     try:
         error = response.json().get("error", {})
@@ -427,7 +318,7 @@ async def _pages(
         if following in seen or len(seen) >= MAX_PAGES:
             raise PostmasterError("unparsable", f"Postmaster Tools kept paging ({len(seen)} pages)")
         seen.add(following)
-        page = await _call(ctx, "POST", url, token, query_body(start, end, settings, following))
+        page = await _call(ctx, "POST", url, token, query_body(start, end, settings.page_size, following))
         stats += page.get("domainStats") or []
         following = str(page.get("nextPageToken") or "")
     return stats
@@ -436,7 +327,7 @@ async def _pages(
 async def _query(domain: str, settings: PostmasterSettings, ctx: CheckContext, token: str) -> list[Any]:
     start, end = _window(settings, ctx.clock())
     url = f"{settings.base_url.rstrip('/')}/v2/domains/{domain}/domainStats:query"
-    first = await _call(ctx, "POST", url, token, query_body(start, end, settings))
+    first = await _call(ctx, "POST", url, token, query_body(start, end, settings.page_size))
     return await _pages(domain, first, settings, ctx, token)
 
 
@@ -445,7 +336,7 @@ async def _batch(
 ) -> list[list[Any] | PostmasterError]:
     """Every domain's stats in one batchQuery (then its own pages); per domain when the batch is refused."""
     start, end = _window(settings, ctx.clock())
-    requests = [{"parent": f"domains/{d}", **query_body(start, end, settings)} for d in domains]
+    requests = [{"parent": f"domains/{d}", **query_body(start, end, settings.page_size)} for d in domains]
     url = f"{settings.base_url.rstrip('/')}/v2/domainStats:batchQuery"
     try:
         answer = await _call(ctx, "POST", url, token, {"requests": requests})
