@@ -8,6 +8,7 @@ fails gives a `Missing` with the reason; nothing is filled in by guess. The word
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -64,6 +65,23 @@ async def _auth_facts(domains: Sequence[str], ctx: CheckContext) -> tuple[Fact, 
         for report in reports
         for f in report.findings
     )
+
+
+async def _helo_facts(names: Sequence[str], ip: str, ctx: CheckContext) -> tuple[Fact, ...]:
+    """The configured HELO names, each with whether it resolves to the IP (desks check that it does)."""
+    kind = "AAAA" if ":" in ip else "A"
+    answers = await asyncio.gather(*(ctx.resolver.query(name, kind) for name in names))
+    facts = []
+    for name, answer in zip(names, answers, strict=True):
+        found = sorted({ipaddress.ip_address(r).compressed for r in answer.records}) if answer.ok else []
+        if answer.failed:
+            said = f"could not be resolved ({answer.describe()})"
+        elif ip in found:
+            said = f"resolves to {ip}"
+        else:
+            said = f"does not resolve to {ip} ({', '.join(found) or 'no address'})"
+        facts.append(Fact(f"{name} (configured in [monitor] helo_names) {said}", ctx.clock(), "DNS"))
+    return tuple(facts)
 
 
 def _canary_facts(store: Store | None, family: str) -> tuple[tuple[Fact, ...] | Missing, tuple[Fact, ...] | Missing]:
@@ -133,11 +151,13 @@ async def gather(config: Config, ctx: CheckContext, provider: str, ip: str, stor
     """Every fact repbot can state now about `ip` for a request to `provider` (a checks.ticket provider)."""
     family = FAMILY[provider]
     domains = tuple(config.monitor.domains)
-    (ptr, lists), auth, (snds, helo) = await asyncio.gather(
+    (ptr, lists), auth, (snds, sampled), helo = await asyncio.gather(
         _ip_facts(ip, ctx),
         _auth_facts(domains, ctx),
         _snds_facts(config, ctx, ip) if family == "microsoft" else _no_snds(),
+        _helo_facts(config.monitor.helo_names, ip, ctx),
     )
+    helo += (sampled,) if sampled else ()
     refused, dropped = _canary_facts(store, family)
     now = ctx.clock()
     return TicketFacts(
@@ -146,7 +166,7 @@ async def gather(config: Config, ctx: CheckContext, provider: str, ip: str, stor
         domains=domains,
         generated_at=now,
         ptr=ptr or Missing("the PTR look-up gave nothing"),
-        helo=(helo,) if helo else Missing("not recorded: SNDS shows a sample HELO once it has data for this IP"),
+        helo=helo or Missing("not known: set [monitor] helo_names, or SNDS shows a sample HELO once it has data"),
         rejections=refused,
         silent_drops=dropped,
         snds=snds,

@@ -120,7 +120,7 @@ def _canary(token: str, sent: datetime, reply: str) -> Canary:
 def world(tmp_path: Path, providers: ProviderServer) -> Config:
     config = parse_config(
         {
-            "monitor": {"ips": [IP], "domains": [DOMAIN]},
+            "monitor": {"ips": [IP], "domains": [DOMAIN], "helo_names": ["mail.example.org", "old.example.org"]},
             "snds": {"key": "good", "legacy_base": providers.snds_legacy, "days": 1},
             "feedback": {"host": "imap.example.org", "user": "fbl", "password": "x"},
             "state": {"dir": str(tmp_path)},
@@ -180,7 +180,9 @@ async def test_ticket_pack_from_a_world(providers: ProviderServer, ctx: CheckCon
     assert f"log: {ACCEPTED}" in text
     assert "[2026-07-03, SNDS] 192.0.2.11 on 2026-07-03: RED" in text and "41 trap hits" in text
     assert "Microsoft blocks 192.0.2.11: Blocked due to user complaints" in text
-    assert "HELO name:\n  - [2026-07-03, SNDS] mail.example.org (the sample HELO SNDS recorded)" in text
+    assert "HELO name:\n  - [2026-07-04 12:00 UTC, DNS] mail.example.org (configured in [monitor] helo_names) " in text
+    assert "resolves to 192.0.2.11" in text and "old.example.org (configured in [monitor] helo_names) does not" in text
+    assert "  - [2026-07-03, SNDS] mail.example.org (the sample HELO SNDS recorded)" in text
     assert "[2026-07-03, feedback loop] 3 complaints about mail from example.org" in text
     assert "[2026-07-04 12:00 UTC, DNS] listed in Spamhaus ZEN" in text and "other blocklists checked" in text
     assert "could not be checked" not in text
