@@ -105,6 +105,13 @@ async def test_v2_unverified_domain_is_permission_denied(providers: ProviderServ
     assert {f.status for s, f in found.items() if s.startswith("quiet.example")} == {Status.OK}
 
 
+async def test_v2_a_domain_refused_inside_the_batch(providers: ProviderServer, ctx: CheckContext) -> None:
+    found = by_subject(await postmaster.check(settings(providers), ctx, ["quiet.example", "other.partial"]))
+    refused = found["other.partial postmaster"]
+    assert (refused.code, refused.evidence["status"]) == ("postmaster-http-403", "PERMISSION_DENIED")
+    assert found["quiet.example spam rate"].status is Status.OK
+
+
 async def test_v2_empty_range_is_no_data(providers: ProviderServer) -> None:
     later = CheckContext(resolver=Resolver(["127.0.0.1"]), timeout=0.5, clock=lambda: datetime(2026, 9, 1, tzinfo=UTC))
     try:

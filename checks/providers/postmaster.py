@@ -53,6 +53,13 @@ __all__ = [
 
 API_BASE = "https://gmailpostmastertools.googleapis.com"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+# A batch result's error is a google.rpc.Status: a numeric code only; its HTTP status and name, as Google maps them.
+RPC_CODES = {
+    7: (403, "PERMISSION_DENIED"),
+    5: (404, "NOT_FOUND"),
+    16: (401, "UNAUTHENTICATED"),
+    8: (429, "RESOURCE_EXHAUSTED"),
+}
 MAX_PAGES = 50  # 17 metrics a day, 200 stats a page: a week is one page; this only stops a looping server
 
 
@@ -351,8 +358,8 @@ async def _batch(
 
     async def one(domain: str, result: Any) -> list[Any] | PostmasterError:
         if isinstance(result, dict) and isinstance(result.get("error"), dict):
-            code = {7: 403, 5: 404, 16: 401, 8: 429}.get(int(result["error"].get("code", 0)), 500)  # google.rpc.Code
-            return _status_error(code, str(result["error"].get("status", "")))
+            http, status = RPC_CODES.get(int(result["error"].get("code", 0)), (500, "INTERNAL"))
+            return _status_error(http, status)
         return await _safe(_pages(domain, (result or {}).get("response") or {}, settings, ctx, token))
 
     return list(await asyncio.gather(*(one(d, r) for d, r in zip(domains, results, strict=True))))
