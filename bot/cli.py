@@ -229,7 +229,7 @@ async def _ticket(args: argparse.Namespace, config: Config) -> int:
     from bot.monitor.core import STATE_FILE
     from bot.monitor.store import Store
     from bot.ticket import gather
-    from checks.ticket import parse_provider, ticket_text
+    from checks.ticket import choose_form, parse_provider, ticket_text
 
     try:
         provider = parse_provider(args.provider)
@@ -242,14 +242,21 @@ async def _ticket(args: argparse.Namespace, config: Config) -> int:
     store = Store(path) if path.exists() else None
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
     try:
-        text = ticket_text(await gather(config, ctx, provider, ip.value, store))
+        facts = await gather(config, ctx, provider, ip.value, store)
     finally:
         await ctx.aclose()
         if store is not None:
             store.close()
+    text = ticket_text(facts)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
-    print(text, end="")
+    if args.json:
+        from bot.render import json_value
+
+        form, note = choose_form(facts.provider, facts.rejections)
+        print(json_value({"provider": provider, "ip": ip.value, "form": form.url, "note": note, "text": text}))
+    else:
+        print(text, end="")
     return Status.OK.exit_code
 
 

@@ -7,6 +7,7 @@ S3150 bounce, a 250-then-missing message) and complaints in the journal.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -215,3 +216,6 @@ def test_cli_ticket(
     printed = capsys.readouterr().out
     assert printed == out.read_text() and "Google's sender contact form" in printed
     assert "Refusals by your servers (exact replies): not available (no state directory with canary results)" in printed
+    assert main([*argv[:-2], "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["form"], answer["text"]) == ("https://support.google.com/mail/contact/msgdelivery", printed)
