@@ -203,6 +203,17 @@ async def test_snds_colours_and_a_block_each_alert_once(snds_world: tuple[World,
     assert len(world.transport.posted) == 3
 
 
+async def test_snds_key_expiry_warning_reaches_the_room_once(snds_world: tuple[World, Any], clock: Clock) -> None:
+    world, serve = snds_world
+    serve("GREEN")
+    assert await world.run() == []  # the key is seen working: its 30 days start now
+    clock.now = NOW + timedelta(days=25)  # 5 days left
+    [warning] = await world.run()
+    assert f"snds {IP} (SNDS key): warn (was ok)" in warning and "(in 5 days)" in warning
+    assert "Automated Access" in warning
+    assert await world.run() == []
+
+
 async def test_snds_trap_hits_and_complaint_rate_alert(snds_world: tuple[World, Any]) -> None:
     world, serve = snds_world
     serve("GREEN")
