@@ -93,6 +93,17 @@ async def test_an_expired_key_never_seen_working_says_so(
     assert all("never saw this key working" in f.summary for f in found)
 
 
+async def test_a_login_page_for_a_known_key_is_dated_too(
+    providers: ProviderServer, ctx: CheckContext, tmp_path: Path
+) -> None:
+    snds_rules.KeyLedger(tmp_path).saw_working(snds_rules.fingerprint("login"), date(2026, 6, 1))
+    config = SndsSettings(key=lambda: "login", legacy_base=providers.snds_legacy, ips=("192.0.2.10",), days=1,
+                          state_dir=str(tmp_path))  # fmt: skip
+    found = await snds.check(config, ctx)
+    assert {f.code for f in found} == {"snds-login-page"}
+    assert all("expired around 2026-07-01" in f.summary for f in found)
+
+
 def test_a_new_key_starts_its_own_30_days(tmp_path: Path) -> None:
     ledger = snds_rules.KeyLedger(tmp_path)
     old = ledger.saw_working(snds_rules.fingerprint("old-key"), date(2026, 6, 1))

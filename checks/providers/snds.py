@@ -361,7 +361,7 @@ async def _key_rules(settings: SndsSettings, findings: list[Finding], working: b
     record = record if record is not None and record.fingerprint == mark else None
     dated = []
     for item in findings:
-        if item.code == "snds-key-expired":
+        if item.code in ("snds-key-expired", "snds-login-page"):  # an expired link may also get the login page
             evidence = {**item.evidence, "expired_around": str(record.expires) if record else "not known"}
             item = replace(item, summary=f"{item.summary}: {snds_rules.expired_summary(record)}", evidence=evidence)
         dated.append(item)
