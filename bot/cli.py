@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     spf.add_argument("--sender", default="", metavar="ADDR", help="MAIL FROM (default postmaster@DOMAIN)")
     spf.add_argument("--helo", default="", metavar="NAME", help="the HELO/EHLO name")
     _add_dns_options(spf)
+    ticket = commands.add_parser("ticket", help="a ready-to-paste delisting request with the dated evidence")
+    ticket.add_argument("provider", help="microsoft, outlook, m365, google or yahoo")
+    ticket.add_argument("ip", help="the sending IP the request is about")
+    ticket.add_argument("-o", "--output", metavar="FILE", help="also write the request to this file")
+    _add_dns_options(ticket)
     lists = commands.add_parser("lists", help="every blocklist zone with its live health")
     _add_dns_options(lists)
     run = commands.add_parser("run", help="run the bot")
@@ -267,10 +272,49 @@ def _run(args: argparse.Namespace) -> int:
     return run_bot(config, console=args.console)
 
 
+async def _ticket(args: argparse.Namespace, config: Config) -> int:
+    from pathlib import Path
+
+    from bot.context import build_context
+    from bot.monitor.core import STATE_FILE
+    from bot.monitor.store import Store
+    from bot.ticket import gather
+    from checks.ticket import choose_form, parse_provider, ticket_text
+
+    try:
+        provider = parse_provider(args.provider)
+    except ValueError as error:
+        return _fail(str(error))
+    ip = parse_target(args.ip)
+    if not ip.is_ip:
+        raise TargetError(f"{args.ip!r} is not an IP address")
+    path = Path(config.state_dir) / STATE_FILE
+    store = Store(path) if path.exists() else None
+    ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
+    try:
+        facts = await gather(config, ctx, provider, ip.value, store)
+    finally:
+        await ctx.aclose()
+        if store is not None:
+            store.close()
+    text = ticket_text(facts)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    if args.json:
+        from bot.render import json_value
+
+        form, note = choose_form(facts.provider, facts.rejections)
+        print(json_value({"provider": provider, "ip": ip.value, "form": form.url, "note": note, "text": text}))
+    else:
+        print(text, end="")
+    return Status.OK.exit_code
+
+
 ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, Config], Coroutine[Any, Any, int]]] = {
     "check": _check,
     "spf": _spf,
     "lists": _lists,
+    "ticket": _ticket,
 }
 
 

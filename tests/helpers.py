@@ -42,7 +42,7 @@ class Sent(NamedTuple):
 
 @dataclass
 class RecordingTransport:
-    """A Transport that records what the bot does, in order: posts, pictures, reactions, typing.
+    """A Transport that records what the bot does, in order: posts, pictures, files, reactions, typing.
 
     The same transaction id in the same room never posts twice (as Matrix promises), and `refuse` makes the next
     that many sends fail with DeliveryError, as a homeserver outage would.
@@ -51,6 +51,7 @@ class RecordingTransport:
     alert_rooms: Sequence[str] = (ALERT_ROOM,)
     sent: list[Sent] = field(default_factory=list)
     images: list[tuple[str, bytes]] = field(default_factory=list)
+    files: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # room, filename, mimetype, data
     events: list[str] = field(default_factory=list)
     refuse: int = 0
     attempts: int = 0
@@ -88,6 +89,25 @@ class RecordingTransport:
             return self._by_txn[(room, txn_id)]
         self.images.append((room, png))
         event_id = f"$image{len(self.images)}"
+        if txn_id is not None:
+            self._by_txn[(room, txn_id)] = event_id
+        return event_id
+
+    async def send_file(
+        self,
+        room: str,
+        data: bytes,
+        *,
+        filename: str,
+        mimetype: str,
+        body: str,
+        reply_to: Incoming | None = None,
+        txn_id: str | None = None,
+    ) -> str:
+        if txn_id is not None and (room, txn_id) in self._by_txn:
+            return self._by_txn[(room, txn_id)]
+        self.files.append((room, filename, mimetype, data))
+        event_id = f"$file{len(self.files)}"
         if txn_id is not None:
             self._by_txn[(room, txn_id)] = event_id
         return event_id

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
+from bot.transports.console import ConsoleTransport
 from tests.fixtures.dnsserver import DnsServer
 
 
@@ -68,3 +70,15 @@ def test_the_shipped_example_config_runs_in_the_console() -> None:
     done = run_console(example, ["!ping", "!help ping"])
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[:2] == ["pong", "!ping"]
+
+
+async def test_console_files_go_to_the_media_dir(tmp_path: Path) -> None:
+    out = io.StringIO()
+    console = ConsoleTransport(stdin=io.StringIO(""), stdout=out, media_dir=tmp_path)
+    first = await console.send_file(
+        "console", b"text", filename="repbot-ticket-google-192.0.2.1.txt", mimetype="text/plain", body="a", txn_id="t"
+    )
+    again = await console.send_file("console", b"other", filename="x.txt", mimetype="text/plain", body="a", txn_id="t")
+    [path] = tmp_path.iterdir()
+    assert first == again and path.name == "repbot-ticket-google-192.0.2.1-1.txt" and path.read_bytes() == b"text"
+    assert f"a: {path}" in out.getvalue()

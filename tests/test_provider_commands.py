@@ -24,6 +24,7 @@ from bot.commands.catalog import REGISTRY
 from bot.commands.registry import Services
 from bot.config.loader import Config, parse_config
 from bot.monitor.core import Monitor, default_families
+from bot.monitor.providers import postmaster_reports
 from bot.monitor.store import Store
 from bot.transports.base import Transport
 from checks import CheckContext, Resolver
@@ -202,6 +203,17 @@ async def test_snds_colours_and_a_block_each_alert_once(snds_world: tuple[World,
     assert len(world.transport.posted) == 3
 
 
+async def test_snds_key_expiry_warning_reaches_the_room_once(snds_world: tuple[World, Any], clock: Clock) -> None:
+    world, serve = snds_world
+    serve("GREEN")
+    assert await world.run() == []  # the key is seen working: its 30 days start now
+    clock.now = NOW + timedelta(days=25)  # 5 days left
+    [warning] = await world.run()
+    assert f"snds {IP} (SNDS key): warn (was ok)" in warning and "(in 5 days)" in warning
+    assert "Automated Access" in warning
+    assert await world.run() == []
+
+
 async def test_snds_trap_hits_and_complaint_rate_alert(snds_world: tuple[World, Any]) -> None:
     world, serve = snds_world
     serve("GREEN")
@@ -348,21 +360,33 @@ async def test_an_unreadable_mailbox_is_unknown_and_the_journal_still_counts(
 # -- postmaster -----------------------------------------------------------------------------------------
 
 
-async def test_postmaster_reputation_drop_and_error_spike_alert_once(
+async def test_postmaster_v2_spam_and_error_spike_alert_once(
     providers: ProviderServer, ctx: CheckContext, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Today's [postmaster] section, unchanged, now reads v2.
     section = {"domains": ["example.org"], "token": "good", "base_url": providers.postmaster}
     config = parse_config({"postmaster": section, "state": {"dir": str(tmp_path)}})
     world = World(config, ctx, clock, "postmaster")
-    days = http_providers.POSTMASTER["example.org"]  # 2026-07-02 all HIGH, then 2026-07-03 LOW with errors
-    monkeypatch.setitem(http_providers.POSTMASTER, "example.org", days[:1])
-    assert await world.run() == [] and await world.run() == []
-    monkeypatch.setitem(http_providers.POSTMASTER, "example.org", days)
-    [drop] = await world.run()
-    assert "postmaster example.org (example.org reputation): warn (was ok) — Gmail rates example.org LOW" in drop
-    assert "(example.org delivery errors): warn (was ok) — Gmail refused or deferred 12.0%" in drop
-    assert "(example.org spam rate): warn (was ok)" in drop
+    days = http_providers.POSTMASTER_V2["example.org"]  # 2026-07-02 clean, then 2026-07-03 spam and errors
+    monkeypatch.setitem(http_providers.POSTMASTER_V2, "example.org", {"2026-07-02": days["2026-07-02"]})
+    [compliance] = await world.run()  # the compliance rows that need work are news from the first run
+    assert "(example.org compliance dmarc_alignment): warn — Gmail: example.org needs work on DMARC" in compliance
+    assert "one-click unsubscribe: most messages have no one-click unsubscribe" in flat(compliance)
     assert await world.run() == []
+    monkeypatch.setitem(http_providers.POSTMASTER_V2, "example.org", days)
+    [drop] = await world.run()
+    assert "postmaster example.org (example.org spam rate): fail (was ok) — Gmail users reported 0.40%" in drop
+    assert "(example.org delivery errors): warn (was ok) — Gmail rejected 12.00%" in drop
+    assert "(example.org authentication): warn (was ok)" in drop
+    assert await world.run() == []
+
+
+async def test_postmaster_v1_behind_the_setting(providers: ProviderServer, ctx: CheckContext, tmp_path: Path) -> None:
+    section = {"domains": ["example.org"], "token": "good", "base_url": providers.postmaster, "api": "v1"}
+    config = parse_config({"postmaster": section, "state": {"dir": str(tmp_path)}})
+    [report] = await postmaster_reports(config, ctx)
+    codes = {f.code for f in report.findings}
+    assert {"gmail-low", "gmail-ip-bad", "gmail-spam-high"} <= codes  # v1's reputation dashboards
 
 
 def test_postmaster_is_a_known_job_with_a_12h_default() -> None:

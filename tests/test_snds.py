@@ -228,7 +228,7 @@ async def test_refused_refresh_token(providers: ProviderServer, ctx: CheckContex
     source = snds.RefreshTokenSource(ctx.http, tmp_path, "id", token_url=providers.token_url, seed=lambda: "revoked")
     with pytest.raises(SndsAnswerError) as raised:
         await source()
-    assert raised.value.code == "auth" and "revoked" not in str(raised.value)
+    assert raised.value.code == "invalid-grant" and "revoked" not in str(raised.value)
 
 
 def test_settings_repr_hides_secrets() -> None:

@@ -1,4 +1,5 @@
-"""`!timeline` against a real Synapse: an m.image in a plain room, an encrypted attachment in an E2EE room."""
+"""`!timeline` and `!ticket` against a real Synapse: an m.image and an m.file in a plain room, encrypted
+attachments in an E2EE room."""
 
 from __future__ import annotations
 
@@ -49,17 +50,19 @@ def timeline_bot(
     assert bot.stop() == 0
 
 
-async def _image_reply(operator: Operator, command: str, sender: str) -> dict[str, Any]:
+async def _image_reply(operator: Operator, command: str, sender: str, msgtype: str = "m.image") -> dict[str, Any]:
     deadline = time.monotonic() + REPLY_TIMEOUT
     while time.monotonic() < deadline:
         for _, event in operator.events:
             content = event.source.get("content", {})
             replied = ((content.get("m.relates_to") or {}).get("m.in_reply_to") or {}).get("event_id")
             if event.sender == sender and replied == command:
-                assert content.get("msgtype") == "m.image", content
+                if content.get("msgtype") == "m.text" and msgtype != "m.text":
+                    continue  # !ticket answers with the file and the text
+                assert content.get("msgtype") == msgtype, content
                 return cast(dict[str, Any], content)
         await operator.pump()
-    pytest.fail(f"no image in reply to {command}")
+    pytest.fail(f"no {msgtype} in reply to {command}")
 
 
 def _download(synapse: SynapseServer, operator: Operator, mxc: str) -> bytes:
@@ -118,5 +121,30 @@ async def test_timeline_posts_an_encrypted_attachment_in_an_encrypted_room(
         _check_picture(png, content["info"]["h"])
         raw = [e for r, e in operator.events if r == room and e.sender == timeline_bot.user_id]
         assert any(getattr(e, "decrypted", False) for e in raw)
+    finally:
+        await operator.client.close()
+
+
+async def test_ticket_posts_a_text_file_plain_and_encrypted(
+    timeline_bot: BotProcess, synapse: SynapseServer, tmp_path: Path
+) -> None:
+    operator = Operator(synapse, tmp_path / "alice-ticket", e2e=True)
+    await operator.login()
+    try:
+        plain = await _joined_room(operator, timeline_bot)
+        command = await operator.say(plain, f"!ticket google {IP}")
+        content = await _image_reply(operator, command, timeline_bot.user_id, "m.file")
+        assert (content["filename"], content["info"]["mimetype"]) == (f"repbot-ticket-google-{IP}.txt", "text/plain")
+        text = _download(synapse, operator, content["url"]).decode()
+        assert len(text.encode()) == content["info"]["size"]
+        assert "Google's sender contact form" in text and f"Sending IP: {IP}" in text
+        secret = await _joined_room(operator, timeline_bot, encrypted=True)
+        await operator.pump(0)
+        command = await operator.say(secret, f"!ticket outlook {IP}")
+        content = await _image_reply(operator, command, timeline_bot.user_id, "m.file")
+        attachment = content["file"]
+        ciphertext = _download(synapse, operator, attachment["url"])
+        data = decrypt_attachment(ciphertext, attachment["key"]["k"], attachment["hashes"]["sha256"], attachment["iv"])
+        assert b"Sending IP" not in ciphertext and b"https://olcsupport.office.com/" in data
     finally:
         await operator.client.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from bot.config.credentials import credential, optional_credential
@@ -18,9 +19,10 @@ from bot.secrets import register
 from checks import CheckContext, parse_domain
 from checks.providers.deadline import request_deadline
 from checks.providers.feedback import DEFAULT_VERP, FeedbackSettings
+from checks.providers.oauth import RefreshTokenSource as OAuthRefresh
 from checks.providers.oauth import TokenSource
 from checks.providers.postmaster import API_BASE as POSTMASTER_BASE
-from checks.providers.postmaster import PostmasterSettings
+from checks.providers.postmaster import GOOGLE_TOKEN_URL, PostmasterSettings
 from checks.providers.snds import TOKEN_URL, RefreshTokenSource, SndsSettings, command_token
 
 __all__ = [
@@ -52,6 +54,7 @@ class SndsConfig:
     days: int = _SNDS.days
     complaint_warn_percent: float = _SNDS.complaint_warn_percent
     trap_fail: int = _SNDS.trap_fail
+    attested: date | None = None
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,32 @@ class FeedbackConfig:
     window_days: int = 7
 
 
+async def _no_token() -> str:
+    return ""
+
+
+_POSTMASTER = PostmasterSettings((), _no_token)  # only its defaults are read
+POSTMASTER_TOKEN_FILE = "postmaster-oauth.json"
+
+
 @dataclass(frozen=True)
 class PostmasterConfig:
+    """[postmaster]: v2 unless `api = "v1"` (deprecated); a token_command, or the refresh-token grant."""
+
     domains: tuple[str, ...] = ()
     token: Secret | None = field(default=None)
+    api: str = _POSTMASTER.api
+    client_id: str = ""
+    client_secret: Secret | None = None
+    refresh_token: Secret | None = None
+    token_url: str = GOOGLE_TOKEN_URL
     base_url: str = POSTMASTER_BASE
-    spam_rate_warn: float = 0.003
-    error_rate_warn: float = 0.05
+    days: int = _POSTMASTER.days
+    spam_rate_warn: float = _POSTMASTER.spam_rate_warn
+    spam_rate_fail: float = _POSTMASTER.spam_rate_fail
+    error_rate_warn: float = _POSTMASTER.error_rate_warn
+    auth_rate_warn: float = _POSTMASTER.auth_rate_warn
+    tls_rate_warn: float = _POSTMASTER.tls_rate_warn
 
 
 def read_snds(section: Section) -> SndsConfig:
@@ -92,6 +114,7 @@ def read_snds(section: Section) -> SndsConfig:
         days=section.number("days", int, defaults.days, low=1, high=90),  # one request a day, SNDS keeps ~90
         complaint_warn_percent=section.get("complaint_warn_percent", float, defaults.complaint_warn_percent),
         trap_fail=section.get("trap_fail", int, defaults.trap_fail),
+        attested=_day(section, "attested"),
     )
     if method == "api" and config.token is None and not config.client_id:
         section.problem("token", "the api method needs token (or token_command), or client_id for a refresh token")
@@ -99,6 +122,18 @@ def read_snds(section: Section) -> SndsConfig:
         section.problem("days", "must be at least 1")
     section.finish()
     return config
+
+
+def _day(section: Section, name: str) -> date | None:
+    """An optional YYYY-MM-DD (a TOML date or a string)."""
+    value: Any = section.get(name, object, None)
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        section.problem(name, f"{str(value)[:20]!r} is not a date (YYYY-MM-DD)")
+        return None
 
 
 def read_feedback(section: Section) -> FeedbackConfig:
@@ -118,13 +153,28 @@ def read_feedback(section: Section) -> FeedbackConfig:
 
 
 def read_postmaster(section: Section) -> PostmasterConfig:
+    d = PostmasterConfig()
+    client_id = section.get("client_id", str, d.client_id)
     config = PostmasterConfig(
         domains=section.strings("domains", parse_domain),
-        token=section.secret("token", required=True),
-        base_url=section.get("base_url", str, POSTMASTER_BASE),
-        spam_rate_warn=section.get("spam_rate_warn", float, 0.003),
-        error_rate_warn=section.get("error_rate_warn", float, 0.05),
+        token=section.secret("token", required=not client_id),
+        api=section.choice("api", d.api, ("v2", "v1")),
+        client_id=client_id,
+        client_secret=section.secret("client_secret"),
+        refresh_token=section.secret("refresh_token"),
+        token_url=section.get("token_url", str, d.token_url),
+        base_url=section.get("base_url", str, d.base_url),
+        days=section.get("days", int, d.days),
+        spam_rate_warn=section.get("spam_rate_warn", float, d.spam_rate_warn),
+        spam_rate_fail=section.get("spam_rate_fail", float, d.spam_rate_fail),
+        error_rate_warn=section.get("error_rate_warn", float, d.error_rate_warn),
+        auth_rate_warn=section.get("auth_rate_warn", float, d.auth_rate_warn),
+        tls_rate_warn=section.get("tls_rate_warn", float, d.tls_rate_warn),
     )
+    if config.days < 1:
+        section.problem("days", "must be at least 1")
+    if config.spam_rate_warn > config.spam_rate_fail:
+        section.problem("spam_rate_warn", "must not be above spam_rate_fail")
     section.finish()
     return config
 
@@ -171,6 +221,8 @@ def snds_settings(config: Config, ctx: CheckContext) -> SndsSettings | None:
         days=snds.days,
         complaint_warn_percent=snds.complaint_warn_percent,
         trap_fail=snds.trap_fail,
+        state_dir=str(config.state_dir),
+        attested=snds.attested,
     )
 
 
@@ -191,10 +243,33 @@ def feedback_settings(config: Config, ctx: CheckContext) -> FeedbackSettings | N
     )
 
 
-def postmaster_settings(config: Config) -> PostmasterSettings | None:
+def postmaster_settings(config: Config, ctx: CheckContext) -> PostmasterSettings | None:
+    """The check library's Postmaster settings, or None without a [postmaster] section."""
     pm = config.postmaster
-    if pm is None or pm.token is None:
+    if pm is None:
         return None
+    if pm.token is not None:
+        token: Any = command_token(credential(pm.token))
+    else:
+        token = OAuthRefresh(
+            ctx.http,
+            config.state_dir,
+            pm.client_id,
+            token_file=POSTMASTER_TOKEN_FILE,
+            token_url=pm.token_url,
+            seed=optional_credential(pm.refresh_token),
+            name="Postmaster",
+            client_secret=optional_credential(pm.client_secret),
+        )
     return PostmasterSettings(
-        pm.domains or config.monitor.domains, credential(pm.token), pm.base_url, pm.spam_rate_warn, pm.error_rate_warn
+        pm.domains or config.monitor.domains,
+        token,
+        base_url=pm.base_url,
+        spam_rate_warn=pm.spam_rate_warn,
+        spam_rate_fail=pm.spam_rate_fail,
+        error_rate_warn=pm.error_rate_warn,
+        auth_rate_warn=pm.auth_rate_warn,
+        tls_rate_warn=pm.tls_rate_warn,
+        days=pm.days,
+        api=pm.api,
     )

@@ -86,7 +86,7 @@ async def complaints_reports(config: Config, ctx: CheckContext) -> list[Report]:
 
 async def postmaster_reports(config: Config, ctx: CheckContext) -> list[Report]:
     """Google Postmaster Tools findings, one Report per domain; empty without [postmaster]."""
-    settings = postmaster_settings(config)
+    settings = postmaster_settings(config, ctx)
     if settings is None:
         return []
     outcome = await attempt("postmaster", "postmaster", postmaster.check(settings, ctx), ctx)

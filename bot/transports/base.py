@@ -71,6 +71,22 @@ class Transport(Protocol):
         Raises DeliveryError when the upload or the message is not accepted.
         """
 
+    async def send_file(
+        self,
+        room: str,
+        data: bytes,
+        *,
+        filename: str,
+        mimetype: str,
+        body: str,
+        reply_to: Incoming | None = None,
+        txn_id: str | None = None,
+    ) -> str:
+        """Post a file (`m.file`; encrypted in an E2EE room) named `filename`; the event id.
+
+        Raises DeliveryError when the upload or the message is not accepted.
+        """
+
     async def react(self, incoming: Incoming, key: str) -> None:
         """Put a reaction on a command (best effort)."""
 

@@ -116,14 +116,33 @@ class ConsoleTransport:
         self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
     ) -> str:
         """Write the PNG to a file in `media_dir` and print its path."""
+        name = re.sub(r"[^A-Za-z0-9.-]+", "-", body).strip("-")[:80] or "image"
+        return await self._write(png, name, ".png", body, txn_id)
+
+    async def send_file(
+        self,
+        room: str,
+        data: bytes,
+        *,
+        filename: str,
+        mimetype: str,
+        body: str,
+        reply_to: Incoming | None = None,
+        txn_id: str | None = None,
+    ) -> str:
+        """Write the file to `media_dir` under its own name (numbered) and print its path."""
+        stem, dot, suffix = filename.rpartition(".")
+        name = re.sub(r"[^A-Za-z0-9.-]+", "-", stem or filename).strip("-")[:80] or "file"
+        return await self._write(data, name, f".{suffix}" if dot else "", body, txn_id)
+
+    async def _write(self, data: bytes, name: str, suffix: str, body: str, txn_id: str | None) -> str:
         if txn_id is not None and txn_id in self._sent:
             return self._sent[txn_id]
         self._count += 1
         directory = self.media_dir or Path(tempfile.gettempdir()) / "repbot-images"
         directory.mkdir(parents=True, exist_ok=True)
-        name = re.sub(r"[^A-Za-z0-9.-]+", "-", body).strip("-")[:80] or "image"
-        path = directory / f"{name}-{self._count}.png"
-        await asyncio.to_thread(path.write_bytes, png)
+        path = directory / f"{name}-{self._count}{suffix}"
+        await asyncio.to_thread(path.write_bytes, data)
         self.stdout.write(f"{mask(body)}: {path}\n")
         self.stdout.flush()
         event_id = f"console-{self._count}"

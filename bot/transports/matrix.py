@@ -390,7 +390,9 @@ class MatrixTransport:
         if self.client is None:
             raise DeliveryError("not connected")
         try:
-            content = await file_content(self.client, room, data, REPORT_FILENAME, "text/plain; charset=utf-8")
+            content = await file_content(
+                self.client, room, data, REPORT_FILENAME, REPORT_FILENAME, "text/plain; charset=utf-8"
+            )
         except NETWORK_ERRORS as error:
             raise DeliveryError(f"{room}: homeserver unreachable ({type(error).__name__})") from None
         return await self._post(room, content, txn_id, reply_to, "file")
@@ -408,6 +410,28 @@ class MatrixTransport:
         except NETWORK_ERRORS as error:
             raise DeliveryError(f"{room}: homeserver unreachable ({type(error).__name__})") from None
         return await self._post(room, content, txn_id, reply_to, "image")
+
+    async def send_file(
+        self,
+        room: str,
+        data: bytes,
+        *,
+        filename: str,
+        mimetype: str,
+        body: str,
+        reply_to: Incoming | None = None,
+        txn_id: str | None = None,
+    ) -> str:
+        """Upload the file (encrypted in an E2EE room) and post it as m.file; the same txn_id never posts twice."""
+        if txn_id is not None and txn_id in self._sent:
+            return self._sent[txn_id]
+        if self.client is None:
+            raise DeliveryError("not connected")
+        try:
+            content = await file_content(self.client, room, data, body, filename, mimetype)
+        except NETWORK_ERRORS as error:
+            raise DeliveryError(f"{room}: homeserver unreachable ({type(error).__name__})") from None
+        return await self._post(room, content, txn_id, reply_to, "file")
 
     async def _post(
         self, room: str, content: dict[str, Any], txn_id: str | None, reply_to: Incoming | None, what: str

@@ -1,4 +1,5 @@
-"""Attachments for Matrix: upload a PNG or a file to the media repository and build the `m.image`/`m.file` content.
+"""Attachments for Matrix: upload a PNG (`m.image`) or a text file (`m.file`) to the media repository and build
+the message content.
 
 In an encrypted room the file is encrypted before the upload (nio's `encrypt=True`) and the content
 carries the `file` object (url, key, iv, hashes, v) instead of `url`, as the spec's encrypted
@@ -24,34 +25,15 @@ def png_size(png: bytes) -> tuple[int, int]:
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
-async def image_content(client: AsyncClient, room: str, png: bytes, body: str, filename: str) -> dict[str, Any]:
-    """Upload the PNG (encrypted when the room is) and return the m.image content; raises DeliveryError."""
-    width, height = png_size(png)
-    content: dict[str, Any] = {"msgtype": "m.image", "body": body, "filename": filename}
-    content["info"] = {"mimetype": "image/png", "size": len(png), "w": width, "h": height}
-    content.update(await _upload(client, room, png, "image/png", filename, "image"))
-    return content
-
-
-async def file_content(client: AsyncClient, room: str, data: bytes, filename: str, mimetype: str) -> dict[str, Any]:
-    """Upload a file (encrypted when the room is) and return the m.file content; raises DeliveryError."""
-    content: dict[str, Any] = {"msgtype": "m.file", "body": filename, "filename": filename}
-    content["info"] = {"mimetype": mimetype, "size": len(data)}
-    content.update(await _upload(client, room, data, mimetype, filename, "file"))
-    return content
-
-
-async def _upload(
-    client: AsyncClient, room: str, data: bytes, mimetype: str, filename: str, what: str
-) -> dict[str, Any]:
-    """The `url` (plain room) or `file` (encrypted room) part of an attachment's content."""
+async def _upload(client: AsyncClient, room: str, data: bytes, mimetype: str, filename: str) -> dict[str, Any]:
+    """Upload `data` (encrypted when the room is); the content's `url`, or its `file` object in an E2EE room."""
     known = client.rooms.get(room)
     encrypted = bool(known is not None and known.encrypted)
     response, keys = await client.upload(
         io.BytesIO(data), content_type=mimetype, filename=filename, encrypt=encrypted, filesize=len(data)
     )
     if not isinstance(response, UploadResponse):
-        raise DeliveryError(f"{room}: the media repository refused the {what}: {response}")
+        raise DeliveryError(f"{room}: the media repository refused the {filename}: {response}")
     if not encrypted:
         return {"url": response.content_uri}
     assert keys is not None
@@ -65,3 +47,20 @@ async def _upload(
             "mimetype": mimetype,
         }
     }
+
+
+async def image_content(client: AsyncClient, room: str, png: bytes, body: str, filename: str) -> dict[str, Any]:
+    """Upload the PNG (encrypted when the room is) and return the m.image content; raises DeliveryError."""
+    width, height = png_size(png)
+    where = await _upload(client, room, png, "image/png", filename)
+    info = {"mimetype": "image/png", "size": len(png), "w": width, "h": height}
+    return {"msgtype": "m.image", "body": body, "filename": filename, "info": info, **where}
+
+
+async def file_content(
+    client: AsyncClient, room: str, data: bytes, body: str, filename: str, mimetype: str
+) -> dict[str, Any]:
+    """Upload a file (encrypted when the room is) and return the m.file content; raises DeliveryError."""
+    where = await _upload(client, room, data, mimetype, filename)
+    info = {"mimetype": mimetype, "size": len(data)}
+    return {"msgtype": "m.file", "body": body, "filename": filename, "info": info, **where}

@@ -1,7 +1,8 @@
 """OAuth 2.0 access tokens for the provider APIs (SNDS REST, Postmaster Tools): a token command, or the
 refresh-token grant with the rotating refresh token kept in the state directory.
 
-A `TokenSource` is an async callable returning an access token; it raises `TokenError` when none can be had.
+A `TokenSource` is an async callable returning an access token; it raises `TokenError` when none can be had
+(code `invalid-grant` when the endpoint says the refresh token is revoked or expired, `auth` otherwise).
 Tokens never reach a repr, a message or a log line.
 """
 
@@ -52,6 +53,7 @@ class RefreshTokenSource:
         seed: Callable[[], str] | None = None,
         name: str = "OAuth",
         deadline: float = DEFAULT_DEADLINE,
+        client_secret: Callable[[], str] | None = None,
     ) -> None:
         self._client = client
         self.path = Path(state_dir) / token_file
@@ -61,6 +63,7 @@ class RefreshTokenSource:
         self.name = name
         self.deadline = deadline
         self._seed = seed
+        self._secret = client_secret  # Google's token endpoint wants it even for installed apps
         self._access: tuple[str, float] | None = None
         self._lock = asyncio.Lock()
 
@@ -80,6 +83,8 @@ class RefreshTokenSource:
         form = {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": self.client_id}
         if self.scope:
             form["scope"] = self.scope
+        if self._secret is not None:
+            form["client_secret"] = await asyncio.to_thread(self._secret)
         try:
             response = await whole_request(self._client().post(self.token_url, data=form), self.deadline)
         except httpx.HTTPError as error:
@@ -91,7 +96,7 @@ class RefreshTokenSource:
         if response.status_code != 200 or not isinstance(answer, dict) or "access_token" not in answer:
             reason = str(answer.get("error", "")) if isinstance(answer, dict) else ""
             raise TokenError(
-                "auth",
+                "invalid-grant" if reason == "invalid_grant" else "auth",
                 f"the OAuth token endpoint refused the refresh token (HTTP {response.status_code} {reason})".rstrip(),
             )
         if answer.get("refresh_token"):

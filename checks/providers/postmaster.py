@@ -1,160 +1,95 @@
-"""Google Postmaster Tools v1: the latest day's domain and IP reputation, spam rate and delivery errors.
+"""Google Postmaster Tools API v2: spam rate, authentication, TLS and delivery errors per day, and the sender
+compliance status, for each domain.
 
-`parse_traffic_stats` is pure (JSON text in, the latest `DayStats` out); `check` fetches
-`{base}/v1/domains/{domain}/trafficStats` with a bearer token from a callable (a `token_command`).
+The JSON shapes follow Google's discovery document `gmailpostmastertools:v2` (revision 20260512):
+`POST /v2/domains/{d}/domainStats:query` and `POST /v2/domainStats:batchQuery` take `metricDefinitions`, a
+`timeQuery` and page with `pageToken`; `GET /v2/domains/{d}/complianceStatus` gives one row per requirement.
+The request and the answers' shapes are in `_postmaster_parse`; the pure `*_findings` functions here turn them
+into Findings, and `check` does the HTTP. v1 (deprecated) lives
+in `checks.providers.postmaster_v1` and runs when `settings.api == "v1"`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from checks.context import CheckContext
+from checks.errors import ServiceError
 from checks.model import Finding, Status
+from checks.providers._postmaster_parse import (
+    ERROR_REASONS,
+    METRICS,
+    ComplianceRow,
+    DomainDay,
+    parse_compliance,
+    parse_domain_stats,
+    query_body,
+)
 from checks.providers.deadline import request_deadline, whole_request
+from checks.providers.oauth import TokenError, TokenSource
 
-__all__ = ["DayStats", "PostmasterSettings", "check", "findings_for_day", "parse_traffic_stats"]
+__all__ = [
+    "API_BASE",
+    "GOOGLE_TOKEN_URL",
+    "METRICS",
+    "ComplianceRow",
+    "DomainDay",
+    "PostmasterError",
+    "PostmasterSettings",
+    "check",
+    "compliance_findings",
+    "day_findings",
+    "finding",
+    "parse_compliance",
+    "parse_domain_stats",
+    "query_body",
+    "token_failure",
+]
 
 API_BASE = "https://gmailpostmastertools.googleapis.com"
-REPUTATION = {"HIGH": Status.OK, "MEDIUM": Status.OK, "LOW": Status.WARN, "BAD": Status.FAIL}
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+# A batch result's error is a google.rpc.Status: a numeric code only; its HTTP status and name, as Google maps them.
+RPC_CODES = {
+    7: (403, "PERMISSION_DENIED"),
+    5: (404, "NOT_FOUND"),
+    16: (401, "UNAUTHENTICATED"),
+    8: (429, "RESOURCE_EXHAUSTED"),
+}
+MAX_PAGES = 50  # 17 metrics a day, 200 stats a page: a week is one page; this only stops a looping server
 
 
 @dataclass(frozen=True)
 class PostmasterSettings:
+    """Which domains, how to get a token, and Google's thresholds (0.1 % and 0.3 % for the spam rate)."""
+
     domains: tuple[str, ...]
-    token: Callable[[], str] = field(repr=False)
+    token: TokenSource = field(repr=False)
     base_url: str = API_BASE
-    spam_rate_warn: float = 0.003  # Google's bulk-sender guideline: stay under 0.3 %
+    spam_rate_warn: float = 0.001
+    spam_rate_fail: float = 0.003
     error_rate_warn: float = 0.05
+    auth_rate_warn: float = 0.95
+    tls_rate_warn: float = 0.99
+    days: int = 7
+    api: str = "v2"  # "v1" is deprecated: Google replaced trafficStats by domainStats
+    page_size: int = 200
 
 
-@dataclass(frozen=True)
-class DayStats:
-    """One day of traffic stats for one domain."""
+class PostmasterError(ServiceError):
+    """Postmaster Tools gave no usable answer; `code` is http-NNN, unreachable, timeout or unparsable."""
 
-    day: str  # YYYYMMDD, as in the resource name
-    domain_reputation: str
-    ip_reputations: tuple[tuple[str, tuple[str, ...]], ...]  # (reputation, sample IPs)
-    spam_ratio: float | None
-    delivery_errors: tuple[tuple[str, str, float], ...]  # (class, type, ratio)
-
-    @property
-    def error_ratio(self) -> float:
-        return sum(ratio for _, _, ratio in self.delivery_errors)
+    def __init__(self, code: str, message: str, status: str = "") -> None:
+        self.status = status  # Google's error status, e.g. PERMISSION_DENIED
+        super().__init__(code, message)
 
 
-def parse_traffic_stats(text: str) -> DayStats | None:
-    """The latest day in a trafficStats list answer, or None when Google has no data; raises ValueError."""
-    payload = json.loads(text)
-    if not isinstance(payload, dict):
-        raise ValueError("expected a JSON object")
-    stats = payload.get("trafficStats") or []
-    if not isinstance(stats, list):
-        raise ValueError("trafficStats is not a list")
-    days = [s for s in stats if isinstance(s, dict) and "name" in s]
-    if not days:
-        return None
-    latest = max(days, key=lambda s: str(s["name"]).rsplit("/", 1)[-1])
-    return _day(latest)
-
-
-def _day(item: dict[str, Any]) -> DayStats:
-    ips = tuple(
-        (str(r.get("reputation", "REPUTATION_CATEGORY_UNSPECIFIED")), tuple(str(ip) for ip in r.get("sampleIps", ())))
-        for r in item.get("ipReputations", ())
-    )
-    errors = tuple(
-        (str(e.get("errorClass", "")), str(e.get("errorType", "")), float(e.get("errorRatio", 0.0)))
-        for e in item.get("deliveryErrors", ())
-    )
-    spam = item.get("userReportedSpamRatio")
-    return DayStats(
-        day=str(item["name"]).rsplit("/", 1)[-1],
-        domain_reputation=str(item.get("domainReputation", "REPUTATION_CATEGORY_UNSPECIFIED")),
-        ip_reputations=ips,
-        spam_ratio=float(spam) if spam is not None else None,
-        delivery_errors=errors,
-    )
-
-
-def findings_for_day(domain: str, stats: DayStats, settings: PostmasterSettings, now: datetime) -> list[Finding]:
-    """Reputation (domain, then each IP group), spam rate and delivery errors for one day."""
-    shown = f"{stats.day[:4]}-{stats.day[4:6]}-{stats.day[6:]}"
-    rep = stats.domain_reputation
-    findings = [
-        _finding(
-            domain,
-            "reputation",
-            REPUTATION.get(rep, Status.UNKNOWN),
-            f"Gmail rates {domain} {rep} on {shown}",
-            {"day": shown, "reputation": rep},
-            f"gmail-{rep.lower()}",
-            now,
-            "Gmail sends more of this domain's mail to spam: look at complaints and list hygiene."
-            if rep in ("LOW", "BAD")
-            else "",
-        )
-    ]
-    findings.extend(_ip_reputation(domain, stats.ip_reputations, shown, now))
-    if stats.spam_ratio is not None:
-        high = stats.spam_ratio >= settings.spam_rate_warn
-        summary = f"Gmail users reported {stats.spam_ratio:.2%} of {domain}'s mail as spam on {shown}"
-        findings.append(
-            _finding(
-                domain,
-                "spam rate",
-                Status.WARN if high else Status.OK,
-                summary,
-                {"day": shown, "ratio": stats.spam_ratio},
-                "gmail-spam-high" if high else "gmail-spam-ok",
-                now,
-            )
-        )
-    spike = stats.error_ratio >= settings.error_rate_warn
-    worst = max(stats.delivery_errors, key=lambda e: e[2], default=("", "", 0.0))
-    summary = f"Gmail refused or deferred {stats.error_ratio:.1%} of {domain}'s mail on {shown}" + (
-        f" (mostly {worst[1]}, {worst[0]})" if worst[1] else ""
-    )
-    findings.append(
-        _finding(
-            domain,
-            "delivery errors",
-            Status.WARN if spike else Status.OK,
-            summary,
-            {"day": shown, "errors": [list(e) for e in stats.delivery_errors]},
-            "gmail-errors-spike" if spike else "gmail-errors-ok",
-            now,
-        )
-    )
-    return findings
-
-
-def _ip_reputation(
-    domain: str, groups: Sequence[tuple[str, Sequence[str]]], shown: str, now: datetime
-) -> list[Finding]:
-    """One finding for every IP group, under one subject, so a recovered IP resolves the alert."""
-    if not groups:
-        return []
-    rated = {level: list(ips) for level, ips in groups}
-    poor = [(level, ips) for level, ips in rated.items() if REPUTATION.get(level, Status.OK) is not Status.OK]
-    worst = max((REPUTATION[level] for level, _ in poor), key=lambda status: status.severity, default=Status.OK)
-    if poor:
-        summary = "; ".join(f"Gmail rates IPs {', '.join(ips) or '(no sample)'} {level}" for level, ips in poor)
-        summary += f" on {shown}"
-    else:
-        summary = f"Gmail rates every sampled IP {' or '.join(rated)} on {shown}"
-    code = f"gmail-ip-{poor[-1][0].lower()}" if poor else "gmail-ip-ok"
-    evidence = {"day": shown, "reputation": {level: ips for level, ips in rated.items()}}
-    return [_finding(domain, "IP reputation", worst, summary, evidence, code, now)]
-
-
-def _finding(
+def finding(
     domain: str,
     what: str,
     status: Status,
@@ -167,71 +102,330 @@ def _finding(
     return Finding("postmaster", f"{domain} {what}", status, summary, evidence, advice, code, now)
 
 
-async def _domain(domain: str, settings: PostmasterSettings, ctx: CheckContext, token: str) -> list[Finding]:
-    now = ctx.clock()
-    start, end = (now - timedelta(days=7)).date(), now.date()
-    params = {
-        "startDate.year": str(start.year),
-        "startDate.month": str(start.month),
-        "startDate.day": str(start.day),
-        "endDate.year": str(end.year),
-        "endDate.month": str(end.month),
-        "endDate.day": str(end.day),
-    }
-    url = f"{settings.base_url.rstrip('/')}/v1/domains/{domain}/trafficStats"
-    try:
-        request = ctx.http().get(url, params=params, headers={"Authorization": f"Bearer {token}"})
-        response = await whole_request(request, request_deadline(ctx))
-    except httpx.HTTPError as error:
-        return [
-            _finding(
-                domain,
-                "postmaster",
-                Status.UNKNOWN,
-                f"cannot reach Postmaster Tools ({type(error).__name__})",
-                {},
-                "postmaster-unreachable",
-                now,
-            )
-        ]
-    if response.status_code != 200:
-        hint = {401: "the token was refused", 403: "the domain is not verified for this account", 404: "unknown domain"}
-        summary = f"Postmaster Tools answered HTTP {response.status_code}: {hint.get(response.status_code, 'no data')}"
-        return [
-            _finding(
-                domain,
-                "postmaster",
-                Status.UNKNOWN,
-                summary,
-                {"http": response.status_code},
-                f"postmaster-http-{response.status_code}",
-                now,
-            )
-        ]
-    try:
-        stats = parse_traffic_stats(response.text)
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        return [
-            _finding(
-                domain,
-                "postmaster",
-                Status.UNKNOWN,
-                f"unreadable Postmaster answer: {error}",
-                {},
-                "postmaster-unparsable",
-                now,
-            )
-        ]
-    if stats is None:
-        summary = (
-            f"Postmaster Tools has no data for {domain} this week (normal below a few hundred Gmail messages a day)"
+def token_failure(domain: str, error: TokenError, now: datetime) -> Finding:
+    """The finding for a token that could not be had; an invalid_grant names the 7-day "Testing" expiry."""
+    if error.code == "invalid-grant":
+        summary = "Google refused the refresh token (invalid_grant): it was revoked or has expired"
+        advice = (
+            'Refresh tokens of an OAuth app left in "Testing" expire after about 7 days: publish the app '
+            "(or use a service account), then get a new refresh token (see docs/providers.md)."
         )
-        return [_finding(domain, "postmaster", Status.UNKNOWN, summary, {}, "postmaster-no-data", now)]
-    return findings_for_day(domain, stats, settings, now)
+    else:
+        summary, advice = f"no Postmaster Tools token: {error}", "Check token_command or the stored refresh token."
+    return finding(
+        domain, "postmaster", Status.UNKNOWN, summary, {"problem": error.code}, f"postmaster-{error.code}", now, advice
+    )
+
+
+# -- findings ---------------------------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "not reported" if value is None else f"{value:.2%}"
+
+
+def day_findings(domain: str, day: DomainDay, settings: PostmasterSettings, now: datetime) -> list[Finding]:
+    """Spam rate, authentication, TLS and delivery errors of one day; a metric Google did not report is left out."""
+    shown = day.day.isoformat()
+    found = []
+    spam = day.get("spam_rate")
+    if spam is not None:
+        found.append(_spam(domain, spam, shown, settings, now))
+    auth = {name: day.get(f"auth_{name}") for name in ("spf", "dkim", "dmarc")}
+    if any(v is not None for v in auth.values()):
+        low = [n.upper() for n, v in auth.items() if v is not None and v < settings.auth_rate_warn]
+        summary = f"{domain} on {shown}: " + ", ".join(f"{n.upper()} {_pct(v)}" for n, v in auth.items()) + " passed"
+        advice = (
+            f"{', '.join(low)} failed on over {1 - settings.auth_rate_warn:.0%} of the mail to Gmail" if low else ""
+        )
+        found.append(
+            finding(
+                domain,
+                "authentication",
+                Status.WARN if low else Status.OK,
+                summary,
+                {"day": shown, **auth},
+                "gmail-auth-low" if low else "gmail-auth-ok",
+                now,
+                advice,
+            )
+        )
+    tls = day.get("tls_inbound")
+    if tls is not None:
+        low_tls = tls < settings.tls_rate_warn
+        summary = f"{_pct(tls)} of {domain}'s mail reached Gmail over TLS on {shown}"
+        advice = "Send with opportunistic TLS at least (Postfix: smtp_tls_security_level = may)" if low_tls else ""
+        found.append(
+            finding(
+                domain,
+                "TLS",
+                Status.WARN if low_tls else Status.OK,
+                summary,
+                {"day": shown, "rate": tls},
+                "gmail-tls-low" if low_tls else "gmail-tls-ok",
+                now,
+                advice,
+            )
+        )
+    found.extend(_errors(domain, day, shown, settings, now))
+    return found
+
+
+def _spam(domain: str, rate: float, shown: str, settings: PostmasterSettings, now: datetime) -> Finding:
+    summary = f"Gmail users reported {rate:.2%} of {domain}'s mail as spam on {shown}"
+    if rate >= settings.spam_rate_fail:
+        status, code = Status.FAIL, "gmail-spam-high"
+        advice = f"Over Google's {settings.spam_rate_fail:.1%} limit: Gmail may reject or junk this domain's mail."
+    elif rate >= settings.spam_rate_warn:
+        status, code = Status.WARN, "gmail-spam-elevated"
+        advice = f"Over Google's {settings.spam_rate_warn:.1%} target: check who you mail and how they unsubscribe."
+    else:
+        status, code, advice = Status.OK, "gmail-spam-ok", ""
+    return finding(domain, "spam rate", status, summary, {"day": shown, "rate": rate}, code, now, advice)
+
+
+def _errors(domain: str, day: DomainDay, shown: str, settings: PostmasterSettings, now: datetime) -> list[Finding]:
+    by_class = {kind: day.get(f"errors_{kind}") for kind in ERROR_REASONS}
+    if all(v is None for v in by_class.values()):
+        return []
+    reasons = {
+        f"{kind}.{reason}": value
+        for kind, names in ERROR_REASONS.items()
+        for reason in names
+        if (value := day.get(f"errors_{kind}.{reason}"))
+    }
+    total = sum(v or 0.0 for v in by_class.values())
+    spike = total >= settings.error_rate_warn
+    summary = f"Gmail rejected {_pct(by_class['reject'])} and deferred {_pct(by_class['temp_fail'])} of {domain}'s mail"
+    summary += f" on {shown}"
+    if reasons:
+        worst = max(reasons, key=lambda name: reasons[name])
+        summary += f" (mostly {worst.split('.')[1]}, {worst.split('.')[0]})"
+    evidence = {"day": shown, "classes": by_class, "reasons": reasons}
+    code = "gmail-errors-spike" if spike else "gmail-errors-ok"
+    status = Status.WARN if spike else Status.OK
+    return [finding(domain, "delivery errors", status, summary, evidence, code, now)]
+
+
+REQUIREMENTS = {
+    "SPF": ("SPF", "Publish an SPF record listing every host that sends for the domain."),
+    "DKIM": ("DKIM", "Sign every message with DKIM for the From: domain (2048-bit key) and publish the selector."),
+    "SPF_AND_DKIM": ("SPF and DKIM", "Bulk senders need both: pass SPF and sign with DKIM."),
+    "DMARC_POLICY": ("DMARC policy", "Publish _dmarc.<domain> with at least p=none (and a rua= address)."),
+    "DMARC_ALIGNMENT": (
+        "DMARC alignment",
+        "Make the From: domain match the DKIM d= domain or the envelope-from (SPF) domain.",
+    ),
+    "MESSAGE_FORMATTING": (
+        "message formatting",
+        "Send RFC 5322 messages: one From:, a Date: and a Message-ID:, no malformed headers.",
+    ),
+    "DNS_RECORDS": (
+        "forward and reverse DNS",
+        "Give each sending IP a PTR whose name resolves back to that IP, and HELO with that name.",
+    ),
+    "ENCRYPTION": ("TLS encryption", "Use TLS when sending to Gmail (Postfix: smtp_tls_security_level = may)."),
+    "USER_REPORTED_SPAM_RATE": (
+        "user-reported spam rate",
+        "Keep reported spam under 0.3 % (aim for 0.1 %): mail only people who asked for it.",
+    ),
+    "ONE_CLICK_UNSUBSCRIBE": (
+        "one-click unsubscribe",
+        "Add List-Unsubscribe (an https URL) and List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058).",
+    ),
+    "HONOR_UNSUBSCRIBE": ("honoring unsubscribe", "Stop mailing an address within 2 days of its unsubscribe request."),
+}
+REASONS = {
+    "NO_UNSUB_GENERAL": "most messages have no one-click unsubscribe",
+    "NO_UNSUB_SPAM_REPORTS": "most messages reported as spam had no one-click unsubscribe",
+    "NO_UNSUB_PROMO_SPAM_REPORTS": "most promotional messages reported as spam had no one-click unsubscribe",
+    "NOT_HONORING": "unsubscribe requests are not honored",
+    "NOT_HONORING_TOO_FEW_CAMPAIGNS": "unsubscribe requests are not honored (too few campaigns to judge well)",
+    "NOT_HONORING_TOO_MANY_CAMPAIGNS": "unsubscribe requests are not honored (too many campaigns)",
+}
+
+
+def compliance_findings(domain: str, rows: Sequence[ComplianceRow], now: datetime) -> list[Finding]:
+    """One finding per requirement: ok when compliant, warn when Google says it needs work (with what to change)."""
+    if not rows:
+        summary = f"Postmaster Tools has no compliance status for {domain} (too little Gmail traffic?)"
+        return [finding(domain, "compliance", Status.UNKNOWN, summary, {}, "postmaster-compliance-no-data", now)]
+    found = []
+    for row in rows:
+        label, advice = REQUIREMENTS.get(row.requirement, (row.requirement.lower().replace("_", " "), ""))
+        reason = REASONS.get(row.reason, row.reason.lower().replace("_", " "))
+        evidence = {"requirement": row.requirement, "state": row.state, "reason": row.reason}
+        subject = f"compliance {row.requirement.lower()}"
+        if row.state == "COMPLIANT":
+            summary = f"Gmail: {domain} meets the {label} requirement"
+            found.append(finding(domain, subject, Status.OK, summary, evidence, "gmail-compliant", now))
+        elif row.state == "NEEDS_WORK":
+            summary = f"Gmail: {domain} needs work on {label}" + (f": {reason}" if reason else "")
+            found.append(finding(domain, subject, Status.WARN, summary, evidence, "gmail-needs-work", now, advice))
+        else:
+            summary = f"Gmail gives no {label} status for {domain}"
+            found.append(finding(domain, subject, Status.UNKNOWN, summary, evidence, "gmail-compliance-unset", now))
+    return found
+
+
+# -- fetching ---------------------------------------------------------------------------------------------------
+
+
+def _google_error(response: httpx.Response) -> PostmasterError:
+    try:
+        error = response.json().get("error", {})
+    except (ValueError, AttributeError):
+        error = {}
+    status = str(error.get("status", "")) if isinstance(error, dict) else ""
+    return _status_error(response.status_code, status)
+
+
+def _status_error(http: int, status: str) -> PostmasterError:
+    hint = {
+        401: "the token was refused",
+        403: "the domain is not verified for this account, or the token lacks the postmaster scope",
+        404: "unknown domain",
+        429: "quota exceeded",
+    }
+    words = f"HTTP {http}" + (f" {status}" if status else "")
+    return PostmasterError(f"http-{http}", f"Postmaster Tools answered {words}: {hint.get(http, 'no data')}", status)
+
+
+async def _call(ctx: CheckContext, method: str, url: str, token: str, body: Any = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        request = ctx.http().request(method, url, json=body, headers=headers)
+        response = await whole_request(request, request_deadline(ctx))
+    except httpx.TimeoutException:
+        raise PostmasterError("unreachable", "Postmaster Tools did not answer in time") from None
+    except httpx.HTTPError as error:
+        raise PostmasterError("unreachable", f"cannot reach Postmaster Tools ({type(error).__name__})") from None
+    if response.status_code != 200:
+        raise _google_error(response)
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise PostmasterError("unparsable", "Postmaster Tools sent something that is not a JSON object")
+    return payload
+
+
+def _window(settings: PostmasterSettings, now: datetime) -> tuple[date, date]:
+    return (now - timedelta(days=max(settings.days, 1))).date(), now.date()
+
+
+async def _pages(
+    domain: str, first: dict[str, Any], settings: PostmasterSettings, ctx: CheckContext, token: str
+) -> list[Any]:
+    """Every DomainStat of a query, following nextPageToken from the first page."""
+    stats = list(first.get("domainStats") or [])
+    following, seen = str(first.get("nextPageToken") or ""), set[str]()
+    url = f"{settings.base_url.rstrip('/')}/v2/domains/{domain}/domainStats:query"
+    start, end = _window(settings, ctx.clock())
+    while following:
+        if following in seen or len(seen) >= MAX_PAGES:
+            raise PostmasterError("unparsable", f"Postmaster Tools kept paging ({len(seen)} pages)")
+        seen.add(following)
+        page = await _call(ctx, "POST", url, token, query_body(start, end, settings.page_size, following))
+        stats += page.get("domainStats") or []
+        following = str(page.get("nextPageToken") or "")
+    return stats
+
+
+async def _query(domain: str, settings: PostmasterSettings, ctx: CheckContext, token: str) -> list[Any]:
+    start, end = _window(settings, ctx.clock())
+    url = f"{settings.base_url.rstrip('/')}/v2/domains/{domain}/domainStats:query"
+    first = await _call(ctx, "POST", url, token, query_body(start, end, settings.page_size))
+    return await _pages(domain, first, settings, ctx, token)
+
+
+async def _batch(
+    domains: Sequence[str], settings: PostmasterSettings, ctx: CheckContext, token: str
+) -> list[list[Any] | PostmasterError]:
+    """Every domain's stats in one batchQuery (then its own pages); per domain when the batch is refused."""
+    start, end = _window(settings, ctx.clock())
+    requests = [{"parent": f"domains/{d}", **query_body(start, end, settings.page_size)} for d in domains]
+    url = f"{settings.base_url.rstrip('/')}/v2/domainStats:batchQuery"
+    try:
+        answer = await _call(ctx, "POST", url, token, {"requests": requests})
+    except PostmasterError as error:
+        if error.code != "http-403":
+            return [error] * len(domains)
+        # One unverified domain refuses the whole batch: ask each alone, to say which.
+        return list(await asyncio.gather(*(_safe(_query(d, settings, ctx, token)) for d in domains)))
+    results = answer.get("results") or []
+    if not isinstance(results, list) or len(results) != len(domains):
+        return [PostmasterError("unparsable", "batchQuery answered a different number of results")] * len(domains)
+
+    async def one(domain: str, result: Any) -> list[Any] | PostmasterError:
+        if isinstance(result, dict) and isinstance(result.get("error"), dict):
+            http, status = RPC_CODES.get(int(result["error"].get("code", 0)), (500, "INTERNAL"))
+            return _status_error(http, status)
+        return await _safe(_pages(domain, (result or {}).get("response") or {}, settings, ctx, token))
+
+    return list(await asyncio.gather(*(one(d, r) for d, r in zip(domains, results, strict=True))))
+
+
+async def _safe(job: Awaitable[list[Any]]) -> list[Any] | PostmasterError:
+    try:
+        return await job
+    except PostmasterError as error:
+        return error
+
+
+def _failure(domain: str, what: str, error: PostmasterError, now: datetime) -> Finding:
+    evidence = {"problem": error.code, **({"status": error.status} if error.status else {})}
+    return finding(domain, what, Status.UNKNOWN, str(error), evidence, f"postmaster-{error.code}", now)
+
+
+def _stats_findings(
+    domain: str, stats: list[Any] | PostmasterError, settings: PostmasterSettings, now: datetime
+) -> list[Finding]:
+    if isinstance(stats, PostmasterError):
+        return [_failure(domain, "postmaster", stats, now)]
+    try:
+        days = parse_domain_stats(stats)
+    except (ValueError, TypeError, KeyError) as error:
+        return [_failure(domain, "postmaster", PostmasterError("unparsable", f"unreadable domainStats: {error}"), now)]
+    if not days:
+        summary = f"Postmaster Tools has no data for {domain} in the last {settings.days} days"
+        summary += " (normal below a few hundred Gmail messages a day)"
+        return [finding(domain, "postmaster", Status.UNKNOWN, summary, {}, "postmaster-no-data", now)]
+    return day_findings(domain, days[-1], settings, now)
+
+
+async def _compliance(domain: str, settings: PostmasterSettings, ctx: CheckContext, token: str) -> list[Finding]:
+    url = f"{settings.base_url.rstrip('/')}/v2/domains/{domain}/complianceStatus"
+    now = ctx.clock()
+    try:
+        rows = parse_compliance(await _call(ctx, "GET", url, token))
+    except PostmasterError as error:
+        return [_failure(domain, "compliance", error, now)]
+    except (ValueError, TypeError, AttributeError) as error:
+        return [_failure(domain, "compliance", PostmasterError("unparsable", f"unreadable compliance: {error}"), now)]
+    return compliance_findings(domain, rows, now)
 
 
 async def check(settings: PostmasterSettings, ctx: CheckContext, domains: Sequence[str] = ()) -> list[Finding]:
-    """Findings for each domain (default: the configured ones), fetched at the same time."""
-    token = await asyncio.to_thread(settings.token)
-    results = await asyncio.gather(*(_domain(d, settings, ctx, token) for d in domains or settings.domains))
-    return [finding for result in results for finding in result]
+    """Findings for each domain (default: the configured ones): the latest day's stats, then compliance."""
+    wanted = list(domains or settings.domains)
+    if settings.api == "v1":
+        from checks.providers import postmaster_v1  # deprecated; loaded only for the accounts that ask for it
+
+        return await postmaster_v1.check(settings, ctx, wanted)
+    now = ctx.clock()
+    try:
+        token = await settings.token()
+    except TokenError as error:
+        return [token_failure(d, error, now) for d in wanted]
+    if len(wanted) == 1:
+        stats: list[list[Any] | PostmasterError] = [await _safe(_query(wanted[0], settings, ctx, token))]
+    else:
+        stats = await _batch(wanted, settings, ctx, token)
+    compliance = await asyncio.gather(*(_compliance(d, settings, ctx, token) for d in wanted))
+    return [
+        f
+        for domain, mine, rows in zip(wanted, stats, compliance, strict=True)
+        for f in (*_stats_findings(domain, mine, settings, now), *rows)
+    ]

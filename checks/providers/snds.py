@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import TypeVar
 
@@ -21,7 +21,7 @@ import httpx
 from checks.context import CheckContext
 from checks.errors import SndsAnswerError
 from checks.model import Finding, Status
-from checks.providers import oauth
+from checks.providers import oauth, snds_rules
 from checks.providers._snds_parse import (
     COLOURS,
     BlockRange,
@@ -80,6 +80,8 @@ class SndsSettings:
     days: int = 3
     complaint_warn_percent: float = 0.3
     trap_fail: int = 5
+    state_dir: str = ""  # where the key's first working day is kept (snds_rules); "" keeps none
+    attested: date | None = None  # the last IP-ownership attestation, for the 10-month reminder
 
 
 # -- fetching -------------------------------------------------------------------------------------------
@@ -233,6 +235,7 @@ _ADVICE = {
     "key-expired": "Automated-access links expire after 30 days: create a new one in SNDS, or move to the REST API.",
     "login-page": "SNDS wants a login: renew the automated-access key or the OAuth token (see docs/providers.md).",
     "auth": "Renew the OAuth token (token_command or the stored refresh token).",
+    "invalid-grant": "The refresh token was revoked or has expired: sign in again and store a new one.",
 }
 
 
@@ -341,4 +344,30 @@ async def check(settings: SndsSettings, ctx: CheckContext, ip: str | None = None
         findings += findings_for_rows(data, ips, settings, now)
     if isinstance(status, list):
         findings += findings_for_status(status, ips, now)
+    working = isinstance(data, list) or isinstance(status, list)
+    findings = await _key_rules(settings, findings, working, now)
+    if settings.attested is not None:
+        findings += snds_rules.attestation_findings(settings.attested, now)
     return findings
+
+
+async def _key_rules(settings: SndsSettings, findings: list[Finding], working: bool, now: datetime) -> list[Finding]:
+    """The legacy key's 30 days: its age while it works, the expiry date once SNDS says it expired."""
+    if settings.method != "key" or not settings.state_dir or settings.key is None:
+        return findings
+    ledger = snds_rules.KeyLedger(settings.state_dir)
+    try:
+        mark = snds_rules.fingerprint(await asyncio.to_thread(settings.key))
+    except Exception:  # the key source failed: the fetch said so already
+        return findings
+    if working:
+        return findings + snds_rules.key_age_findings(ledger.saw_working(mark, now.date()), now)
+    record = ledger.load()
+    record = record if record is not None and record.fingerprint == mark else None
+    dated = []
+    for item in findings:
+        if item.code in ("snds-key-expired", "snds-login-page"):  # an expired link may also get the login page
+            evidence = {**item.evidence, "expired_around": str(record.expires) if record else "not known"}
+            item = replace(item, summary=f"{item.summary}: {snds_rules.expired_summary(record)}", evidence=evidence)
+        dated.append(item)
+    return dated
