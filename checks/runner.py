@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from checks.context import CheckContext
+from checks.dns.resolver import run_deadline
 from checks.errors import LookupFailed
 from checks.model import Finding, Report, Status, Target
 
@@ -86,9 +87,13 @@ async def run_checks(target: Target, ctx: CheckContext, checks: Sequence[tuple[s
 
 
 async def _run_one(name: str, check: CheckFn, target: Target, ctx: CheckContext) -> list[Finding]:
+    budget = ctx.timeout * CHECK_TIMEOUT_FACTOR
     try:
-        async with asyncio.timeout(ctx.timeout * CHECK_TIMEOUT_FACTOR):
-            return await check(target, ctx)
+        async with asyncio.timeout(budget):
+            # A query still queued behind the in-flight limit one timeout before the end is not sent, and says
+            # so: the check reports "not sent", not a server's timeout; a try already on the wire may finish.
+            with run_deadline(budget - ctx.timeout):
+                return await check(target, ctx)
     except LookupFailed as error:
         return [_unknown(name, target, f"could not check: {error}", "lookup-failed", ctx)]
     except TimeoutError:
