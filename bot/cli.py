@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
 from checks import CheckError, Report, Status, Target, TargetError, parse_nameserver, parse_target
@@ -59,6 +62,7 @@ def _add_dns_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="DNS timeout (default 5)")
     parser.add_argument("-c", "--config", metavar="FILE", help="configuration file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--pretty", action="store_true", help="with --json: indent the JSON for reading")
 
 
 class _VersionAction(argparse.Action):
@@ -142,28 +146,91 @@ class _Progress:
             sys.stderr.write("\r\033[K")
 
 
+def _dumps(value: Any, pretty: bool) -> str:
+    """JSON text: compact by the C encoder, or indented (the pure-Python encoder, for people reading it)."""
+    if pretty:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class _JsonStream:
+    """`repbot check --json`: each target written once it and those before it are done, in the order given.
+
+    `{"targets":[...],"zones":{...}}`, one target a line (compact). A blocklist zone's delisting URL is written
+    once in `zones` (by the findings' subject) rather than in each of its thousands of `ok` findings; findings
+    that need action (not `ok`) keep theirs in `evidence.delist` too, beside their advice.
+    """
+
+    def __init__(self, targets: Sequence[Target], pretty: bool, out: TextIO) -> None:
+        self.order = {id(target): index for index, target in enumerate(targets)}
+        self.done: dict[int, Report] = {}
+        self.next = 0
+        self.pretty = pretty
+        self.out = out
+        self.zones: dict[str, dict[str, str]] = {}
+        out.write('{\n  "targets": [' if pretty else '{"targets":[')
+
+    def add(self, report: Report) -> None:
+        self.done[self.order[id(report.target)]] = report
+        while self.next in self.done:
+            self._write(self.done.pop(self.next))
+            self.next += 1
+
+    def _write(self, report: Report) -> None:
+        data = report.to_json()
+        for finding in data["findings"]:
+            delist = finding["evidence"].get("delist")
+            if delist is not None:
+                self.zones.setdefault(finding["subject"], {"delist": delist})
+                if finding["status"] == Status.OK.value:
+                    del finding["evidence"]["delist"]
+        text = self._nested(data, 2)
+        self.out.write(("\n" if self.next == 0 else ",\n") + ("    " if self.pretty else "") + text)
+
+    def _nested(self, value: Any, depth: int) -> str:
+        """`value` as JSON `depth` levels inside the document (its lines indented to match when pretty)."""
+        text = _dumps(value, self.pretty)
+        return text.replace("\n", "\n" + "  " * depth) if self.pretty else text
+
+    def close(self) -> None:
+        zones = self._nested(self.zones, 1)
+        self.out.write(f'\n  ],\n  "zones": {zones}\n}}\n' if self.pretty else f'\n],"zones":{zones}}}\n')
+        self.out.flush()
+
+
 async def _check(args: argparse.Namespace, config: Config) -> int:
     from bot.context import build_context
-    from bot.render import json_reports, text_report
     from checks.runner import check_targets
 
     targets = _targets(args.targets)
     selectors = {t.value: args.selector for t in targets if not t.is_ip and args.selector}
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout, extra_selectors=selectors)
     progress = _Progress(len(targets))
+    stream = _JsonStream(targets, args.pretty, sys.stdout) if args.json else None
+
+    def done(report: Report) -> None:
+        progress.step(report)
+        if stream is not None:
+            stream.add(report)
+
     try:
-        reports = await check_targets(targets, ctx, on_done=progress.step)
+        reports = await check_targets(targets, ctx, on_done=done)
     finally:
         progress.clear()
         await ctx.aclose()
-    print(json_reports(reports) if args.json else "\n\n".join(text_report(report) for report in reports))
+    if stream is not None:
+        stream.close()
+    else:
+        from bot.render import text_report
+
+        print("\n\n".join(text_report(report) for report in reports))
     worst = max((report.status for report in reports), key=lambda status: status.severity)
     return worst.exit_code
 
 
 async def _spf(args: argparse.Namespace, config: Config) -> int:
     from bot.context import build_context
-    from bot.render import json_value, spf_text
+    from bot.render import spf_text
     from checks.spf import evaluator as spf
 
     domain = parse_target(args.domain)
@@ -176,13 +243,13 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
         result = await spf.check_host(ip.value, domain.value, sender, resolver=ctx.resolver, helo=args.helo)
     finally:
         await ctx.aclose()
-    print(json_value(result.to_json()) if args.json else spf_text(domain.value, ip.value, result))
+    print(_dumps(result.to_json(), args.pretty) if args.json else spf_text(domain.value, ip.value, result))
     return SPF_EXIT_CODES.get(result.result, EXIT_UNKNOWN)
 
 
 async def _lists(args: argparse.Namespace, config: Config) -> int:
     from bot.context import build_context
-    from bot.render import json_value, lists_text
+    from bot.render import lists_text
     from checks.dnsbl import lookup as dnsbl
 
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
@@ -190,7 +257,7 @@ async def _lists(args: argparse.Namespace, config: Config) -> int:
         health = await dnsbl.zone_health(ctx)
     finally:
         await ctx.aclose()
-    print(json_value([zone.to_json() for zone in health]) if args.json else lists_text(health))
+    print(_dumps([zone.to_json() for zone in health], args.pretty) if args.json else lists_text(health))
     return Status.OK.exit_code
 
 
@@ -255,6 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error))
     except KeyboardInterrupt:
         return _fail("interrupted")
+    except BrokenPipeError:
+        # The reader went away (`repbot check ... --json | head`): not an error of ours, and no traceback.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_UNKNOWN
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""Reports into words: terminal text, Matrix HTML with a plain body, JSON. One place for marks and wording."""
+"""Reports into words: terminal text, Matrix HTML with a plain body. One place for marks and wording.
+
+JSON is written by bot/cli.py, which streams it target by target.
+"""
 
 from __future__ import annotations
 
 import html
-import json
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,7 +20,6 @@ __all__ = [
     "MARKS",
     "Rendered",
     "html_report",
-    "json_reports",
     "matrix_report",
     "status_word",
     "text_report",
@@ -70,10 +71,6 @@ def text_report(report: Report, width: int = 80) -> str:
     return "\n".join(lines)
 
 
-def json_reports(reports: Iterable[Report]) -> str:
-    return json.dumps({"targets": [report.to_json() for report in reports]}, indent=2, ensure_ascii=False)
-
-
 def _html_row(finding: Finding) -> str:
     colour = HTML_COLOURS[finding.status]
     advice = f"<br/><i>{html.escape(finding.advice)}</i>" if finding.advice and finding.status is not Status.OK else ""
@@ -114,10 +111,6 @@ def matrix_report(reports: Sequence[Report]) -> Rendered:
 def plain_and_html(text: str) -> Rendered:
     """A short message with no markup of its own, escaped for HTML."""
     return Rendered(plain=text, html=html.escape(text).replace("\n", "<br/>"))
-
-
-def json_value(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def spf_text(domain: str, ip: str, result: SpfResult) -> str:
