@@ -397,3 +397,32 @@ def test_resolution_deadline_stops_new_tries() -> None:
     plan.record(plan.first(), _got(Outcome.TIMEOUT, one), 1.0)
     assert plan.next(deadline_passed=True) is None
     assert plan.result().outcome == Outcome.TIMEOUT  # it was sent: a real timeout, with its trace
+
+
+def _in_fresh_python(code: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    return done.stdout.strip()
+
+
+def test_importing_the_resolver_loads_no_importlib_metadata() -> None:
+    # dnspython probes idna's version when dns.name is imported; through importlib.metadata that is ~35 ms.
+    code = (
+        "import sys, checks.dns.resolver, dns.name, dns._features as f\n"
+        "print('email.message' in sys.modules, 'zipfile' in sys.modules, f.have('idna'))"
+    )
+    assert _in_fresh_python(code) == "False False " + _in_fresh_python(
+        "import dns._features as f; print(f.have('idna'))"
+    )
+
+
+def test_importlib_metadata_still_works_after_the_resolver() -> None:
+    probe = (
+        "import dns._features as f\n"
+        "from importlib.metadata import version\n"
+        "import importlib.metadata as m\n"
+        "print(version('dnspython') == m.version('dnspython'), f.have('dnssec'), f.have('doh'), f.have('trio'))"
+    )
+    assert _in_fresh_python("import checks.dns.resolver\n" + probe) == _in_fresh_python(probe)
