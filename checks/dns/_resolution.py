@@ -26,12 +26,14 @@ class _Step:
     server: Nameserver
     tcp: bool
     wait: float
+    address: str  # str(server), made once: every answer names its server
 
 
 def _steps(servers: tuple[Nameserver, ...], timeout: float) -> tuple[tuple[_Step, ...], tuple[_Step, ...]]:
     """The UDP and the TCP step of each server, made once per resolver (a query only picks among them)."""
     wait = timeout / (ROUNDS * len(servers))
-    return tuple(_Step(s, False, wait) for s in servers), tuple(_Step(s, True, wait) for s in servers)
+    udp = tuple(_Step(server, False, wait, str(server)) for server in servers)
+    return udp, tuple(_Step(server, True, wait, str(server)) for server in servers)
 
 
 class _Resolution:
@@ -45,8 +47,9 @@ class _Resolution:
         self.udp, self.tcp = steps
         self.index = 0  # the server of the last step handed out
         self.round = 0
-        self.dropped: set[int] = set()
-        self.trace: list[Try] = []
+        # Made on the first recorded try: most queries end at their first answer without one.
+        self.dropped: set[int] | None = None
+        self.trace: list[Try] | None = None
         self.answer: DnsAnswer | None = None  # a usable answer: the query is done
         self.last: DnsAnswer | None = None  # the latest failed answer
         self.truncated = False
@@ -59,7 +62,9 @@ class _Resolution:
         outcome = "truncated" if answer is None else answer.outcome
         detail = "" if answer is None else answer.detail
         transport = "tcp" if step.tcp else "udp"
-        self.trace.append(Try(str(step.server), transport, outcome, round(elapsed, 4), detail))
+        if self.trace is None:
+            self.trace, self.dropped = [], set()
+        self.trace.append(Try(step.address, transport, outcome, round(elapsed, 4), detail))
         if answer is None:
             self.truncated = True
             return
@@ -68,7 +73,7 @@ class _Resolution:
             self.answer = answer
             return
         self.last = answer
-        if answer.outcome != Outcome.TIMEOUT:
+        if answer.outcome != Outcome.TIMEOUT and self.dropped is not None:
             self.dropped.add(self.index)  # `step` is always the one `next` handed out last
 
     def next(self, deadline_passed: bool = False) -> _Step | None:
@@ -78,19 +83,20 @@ class _Resolution:
         if self.truncated:
             return self.tcp[self.index]
         count = len(self.udp)
+        dropped = self.dropped or set()
         while True:
             self.index += 1
             if self.index == count:
                 self.index = 0
                 self.round += 1
-            if self.round == ROUNDS or len(self.dropped) == count:
+            if self.round == ROUNDS or len(dropped) == count:
                 return None
-            if self.index not in self.dropped:
+            if self.index not in dropped:
                 return self.udp[self.index]
 
     def result(self) -> DnsAnswer:
         """The query's answer with its trace: the usable answer, else the last failure, else `not sent`."""
-        trace = tuple(self.trace)
+        trace = tuple(self.trace or ())
         if self.answer is not None:
             # One try that answered needs no trace: `server` says who answered (as dnspython keeps one for errors).
             return replace(self.answer, trace=trace) if len(trace) > 1 else self.answer

@@ -24,14 +24,14 @@ _Done = Callable[[bytes | OSError], None]
 
 
 class _Exchange:
-    """One UDP query on the wire: the question its answer must repeat, who to tell, and its timer."""
+    """One UDP query on the wire: the question its answer must repeat, who to tell, and when it expires."""
 
-    __slots__ = ("done", "question", "timer")
+    __slots__ = ("deadline", "done", "question")
 
-    def __init__(self, question: bytes, done: _Done) -> None:
+    def __init__(self, question: bytes, done: _Done, deadline: float) -> None:
         self.question = question
         self.done = done
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = deadline
 
 
 class _UdpPort:
@@ -42,14 +42,15 @@ class _UdpPort:
     port per query (RFC 5452 §9.2). Answers are matched to queries by id and question. It reads with
     loop.add_reader and drains every waiting datagram per wake-up, and each query is a callback, not a future
     awaited by a task: an answer (or a TimeoutError, or the socket's OSError) goes straight to its sender.
+    One timer per port, for its earliest deadline, not one per query: asyncio's timer heap compares in Python.
     """
 
-    __slots__ = ("closed", "fd", "loop", "open", "pending", "retired", "sock", "uses")
+    __slots__ = ("closed", "fd", "loop", "open", "pending", "retired", "sock", "timer", "timer_at", "uses")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, server: Nameserver, open_ports: set[_UdpPort]) -> None:
         family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
+        # Non-blocking from its creation: one system call fewer per port than setblocking(False).
+        self.sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
         try:
             self.sock.connect((server.host, server.port))
         except OSError:
@@ -57,6 +58,8 @@ class _UdpPort:
             raise
         self.loop = loop
         self.pending: dict[int, _Exchange] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
         self.uses = 0
         self.retired = False
         self.closed = False
@@ -72,9 +75,10 @@ class _UdpPort:
         """
         query_id = self.new_id()
         self.sock.send(query_id.to_bytes(2, "big") + prepared.body)
-        entry = _Exchange(prepared.question, done)
-        entry.timer = self.loop.call_later(wait, self._expire, query_id, entry)
-        self.pending[query_id] = entry
+        deadline = self.loop.time() + wait
+        self.pending[query_id] = _Exchange(prepared.question, done, deadline)
+        if self.timer is None or deadline < self.timer_at:
+            self._set_timer(deadline)
         self.uses += 1
         if self.uses >= QUERIES_PER_PORT:
             self.retired = True
@@ -82,15 +86,26 @@ class _UdpPort:
 
     def forget(self, query_id: int) -> None:
         """Stop waiting for a query whose asker has gone (cancelled): its callback is never called."""
-        entry = self.pending.pop(query_id, None)
-        if entry is not None and entry.timer is not None:
-            entry.timer.cancel()
+        self.pending.pop(query_id, None)
         self._close_if_spent()
 
-    def _expire(self, query_id: int, entry: _Exchange) -> None:
-        if self.pending.get(query_id) is entry:
+    def _set_timer(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(when, self._expire)
+        self.timer_at = when
+
+    def _expire(self) -> None:
+        self.timer = None
+        # asyncio may run a timer up to its clock resolution early; a millisecond covers it.
+        now = self.loop.time() + 0.001
+        due = [(query_id, entry) for query_id, entry in self.pending.items() if entry.deadline <= now]
+        for query_id, _entry in due:
             del self.pending[query_id]
-            self._close_if_spent()
+        if self.pending:
+            self._set_timer(min(entry.deadline for entry in self.pending.values()))
+        self._close_if_spent()
+        for _query_id, entry in due:
             entry.done(TimeoutError())
 
     def _read_ready(self) -> None:
@@ -114,12 +129,13 @@ class _UdpPort:
             if entry is None or not _same_question(data, entry.question):
                 continue
             del pending[query_id]
-            if entry.timer is not None:
-                entry.timer.cancel()
             self._close_if_spent()
             entry.done(data)
 
     def _close_if_spent(self) -> None:
+        if not self.pending and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.retired and not self.pending:
             self.close()
 
@@ -129,8 +145,6 @@ class _UdpPort:
         self.retired = True
         self._close_if_spent()
         for entry in entries:
-            if entry.timer is not None:
-                entry.timer.cancel()
             entry.done(error)
 
     def close(self) -> None:

@@ -59,7 +59,7 @@ class _Query:
     never from the queueing. A run deadline (`run_deadline`) ends it as `not sent` if it is still queued then.
     """
 
-    __slots__ = ("deadline", "future", "key", "limiter", "loop", "port", "prepared", "resolution", "resolver",
+    __slots__ = ("clients", "deadline", "future", "key", "limiter", "loop", "prepared", "resolution", "resolver",
                  "sent_at", "step")  # fmt: skip
 
     def __init__(
@@ -75,6 +75,7 @@ class _Query:
         self.resolver = resolver
         self.loop = state.loop
         self.limiter = state.limiter
+        self.clients = state.clients
         self.key = key
         self.future = future
         self.prepared = prepared
@@ -100,7 +101,8 @@ class _Query:
             self._start_tcp(step)
             return True
         try:
-            resolver._udp(self.loop, step.server).start(self.prepared, step.wait, self.on_wire)
+            client = self.clients.get(step.server) or resolver._new_client(self.loop, step.server)
+            client.start(self.prepared, step.wait, self.on_wire)
         except OSError as error:
             self.resolution.record(step, self._failure(Outcome.ERROR, str(error)), 0.0)
             self.advance()
@@ -126,7 +128,7 @@ class _Query:
             answer = None
         else:
             try:
-                answer = _interpret(wire, key[0], self.resolution.rdtype, key[1], str(step.server), via_tcp=False)
+                answer = _interpret(wire, key[0], self.resolution.rdtype, key[1], step.address, via_tcp=False)
             except Exception as error:  # a bug, not a DNS outcome: the asker sees it, as `query` always did
                 self.resolver._fail(key, future, error)
                 return
@@ -148,7 +150,7 @@ class _Query:
 
     def _failure(self, outcome: str, detail: str = "") -> DnsAnswer:
         step = self.step
-        return DnsAnswer(self.key[0], self.resolution.rdtype, outcome, server=str(step.server), via_tcp=step.tcp,
+        return DnsAnswer(self.key[0], self.resolution.rdtype, outcome, server=step.address, via_tcp=step.tcp,
                          detail=detail)  # fmt: skip
 
     def _start_tcp(self, step: _Step) -> None:
@@ -173,7 +175,7 @@ class _Query:
             self.resolver._fail(self.key, self.future, error)
             return
         else:
-            key, server = self.key, str(self.step.server)
+            key, server = self.key, self.step.address
             answer = _interpret(task.result(), key[0], self.resolution.rdtype, key[1], server, via_tcp=True)
         self.resolution.record(self.step, answer, elapsed)
         self.advance()
@@ -235,6 +237,7 @@ class Resolver:
         self._cache: dict[tuple[str, int], tuple[float, DnsAnswer]] = {}
         self._inflight: dict[tuple[str, int], asyncio.Future[DnsAnswer]] = {}
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._last: _LoopState | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.sent = 0
         self.cache_hits = 0
@@ -349,16 +352,17 @@ class Resolver:
         self._cache.clear()
 
     def _state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
+        last = self._last
+        if last is not None and last.loop is loop:
+            return last  # the usual case, without the weak dictionary's lookup
         state = self._loops.get(loop)
         if state is None:
             state = self._loops[loop] = _LoopState(loop, _Limiter(loop, self.concurrency))
+        self._last = state
         return state
 
-    def _udp(self, loop: asyncio.AbstractEventLoop, server: Nameserver) -> _UdpClient:
-        clients = self._state(loop).clients
-        client = clients.get(server)
-        if client is None:
-            client = clients[server] = _UdpClient(loop, server)
+    def _new_client(self, loop: asyncio.AbstractEventLoop, server: Nameserver) -> _UdpClient:
+        client = self._state(loop).clients[server] = _UdpClient(loop, server)
         return client
 
     def in_flight(self) -> tuple[int, int]:
@@ -372,3 +376,4 @@ class Resolver:
             for client in state.clients.values():
                 client.close()
             state.clients.clear()
+        self._last = None
