@@ -426,3 +426,29 @@ def test_importlib_metadata_still_works_after_the_resolver() -> None:
         "print(version('dnspython') == m.version('dnspython'), f.have('dnssec'), f.have('doh'), f.have('trio'))"
     )
     assert _in_fresh_python("import checks.dns.resolver\n" + probe) == _in_fresh_python(probe)
+
+
+async def test_a_answers_read_off_the_wire_match_dnspython(dns_server: DnsServer) -> None:
+    dns_server.add("two.example.test", "A", "127.0.0.2", ttl=90)
+    dns_server.add("two.example.test", "A", "127.0.0.4", ttl=90)
+    dns_server.add("alias.example.test", "CNAME", "two.example.test.")
+    resolver = resolver_for(dns_server, cache=False)
+    plain = await resolver.query("two.example.test")
+    assert sorted(plain.records) == ["127.0.0.2", "127.0.0.4"] and plain.ttl == 90
+    assert sorted(rd.to_text() for rd in plain.rdata) == ["127.0.0.2", "127.0.0.4"]
+    aliased = await resolver.query("alias.example.test")  # a CNAME in the answer: dnspython parses it
+    assert sorted(aliased.records) == ["127.0.0.2", "127.0.0.4"] and aliased.cnames == ("two.example.test.",)
+
+
+def test_a_answer_reader_leaves_anything_unusual_to_dnspython() -> None:
+    from checks.dns._wire import _plain_a_answer
+
+    query = dns.message.make_query("x.example.test", "A")
+    response = dns.message.make_response(query)
+    response.answer.append(dns.rrset.from_text("x.example.test.", 30, "IN", "A", "127.0.0.2"))
+    wire = response.to_wire()
+    assert _plain_a_answer(wire, 1) == (("127.0.0.2",), 30)
+    assert _plain_a_answer(wire[:-2], 1) is None  # cut short
+    assert _plain_a_answer(wire, 2) is None  # claims a record that is not there
+    response.answer[0] = dns.rrset.from_text("x.example.test.", 30, "IN", "TXT", '"v"')
+    assert _plain_a_answer(response.to_wire(), 1) is None  # not an A record

@@ -176,7 +176,11 @@ class _Query:
             return
         else:
             key, server = self.key, self.step.address
-            answer = _interpret(task.result(), key[0], self.resolution.rdtype, key[1], server, via_tcp=True)
+            try:
+                answer = _interpret(task.result(), key[0], self.resolution.rdtype, key[1], server, via_tcp=True)
+            except Exception as bug:  # not a DNS outcome: the asker sees it, as on the UDP path
+                self.resolver._fail(key, self.future, bug)
+                return
         self.resolution.record(self.step, answer, elapsed)
         self.advance()
 
