@@ -25,6 +25,8 @@ CheckFn = Callable[[Target, CheckContext], Awaitable[list[Finding]]]
 
 # A whole check may chain several dependent look-ups, each up to ctx.timeout.
 CHECK_TIMEOUT_FACTOR = 6
+# An IP check asks ~19 questions at once: with a target under way per 2 query slots, ~10 queries wait per slot.
+TARGETS_PER_SLOT = 2
 
 
 def domain_checks() -> tuple[tuple[str, CheckFn], ...]:
@@ -67,10 +69,17 @@ async def check_target(target: Target, ctx: CheckContext) -> Report:
 async def check_targets(
     targets: Sequence[Target], ctx: CheckContext, on_done: Callable[[Report], None] | None = None
 ) -> list[Report]:
-    """Reports for several targets, checked concurrently, in the order given."""
+    """Reports for several targets, checked concurrently, in the order given.
+
+    At most `resolver.concurrency / TARGETS_PER_SLOT` targets are under way at once: enough to keep every
+    query slot busy, and each target's time limit then counts from its own start. Started all at once, a /20
+    (4,096 targets, 70,000 queries) gave the last targets' queries no chance to leave the queue in time.
+    """
+    under_way = asyncio.Semaphore(max(1, ctx.resolver.concurrency // TARGETS_PER_SLOT))
 
     async def one(target: Target) -> Report:
-        report = await check_target(target, ctx)
+        async with under_way:
+            report = await check_target(target, ctx)
         if on_done is not None:
             on_done(report)
         return report
