@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import socket
 from collections import deque
@@ -18,6 +19,7 @@ DEFAULT_CONCURRENCY = 200
 # 1 (a port per query, as dnspython) cost 135 µs of CPU per query in bench/dnsbl_sweep.py against 90 µs at 3
 # and 72 µs for one socket per server; 3 still gives 1,000 queries about 333 distinct ports.
 QUERIES_PER_PORT = 3
+SWEEPS_PER_SECOND = 4
 
 
 _Done = Callable[[bytes | OSError], None]
@@ -213,7 +215,7 @@ class _Limiter:
     with no future and no wake-up; at the limit it waits in the queue and is started, already holding the
     freed slot, when another query ends. Urgent waiters (zone health probes that many checks wait for, and
     retries of queries already under way) go to the front. Waiters with a run deadline are swept out of the
-    queue when it passes, one timer per distinct deadline, so a never-sent query ends on time as `not sent`.
+    queue when it passes, so a never-sent query ends on time as `not sent`.
     """
 
     __slots__ = ("active", "loop", "size", "timers", "waiting")
@@ -236,8 +238,12 @@ class _Limiter:
         else:
             self.waiting.append(waiter)
         deadline = waiter.deadline
-        if deadline is not None and deadline not in self.timers:
-            self.timers[deadline] = self.loop.call_at(deadline, self._sweep, deadline)
+        if deadline is not None:
+            # Every check has its own deadline; one sweep per quarter second serves them all, each a scan of
+            # the queue. A query is then ended up to 0.25 s after its deadline (never sent before it).
+            sweep_at = math.ceil(deadline * SWEEPS_PER_SECOND) / SWEEPS_PER_SECOND
+            if sweep_at not in self.timers:
+                self.timers[sweep_at] = self.loop.call_at(sweep_at, self._sweep, sweep_at)
 
     def release(self) -> None:
         waiting = self.waiting
