@@ -6,7 +6,7 @@ A query's wire form is prepared once and reused with only the id changed; negati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import dns.exception
 import dns.message
@@ -30,10 +30,14 @@ _NOERROR, _SERVFAIL, _NXDOMAIN, _REFUSED = (int(code) for code in (dns.rcode.NOE
 _LENGTH_BYTE = [bytes((size,)) for size in range(64)]
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    body: bytes  # the wire form after the 2-byte id
-    question: bytes  # lower-cased question section, to match answers
+class _Prepared(NamedTuple):
+    """A query's wire form after the 2-byte id, and its question section (name lower-cased) to match answers.
+
+    A NamedTuple, not a frozen dataclass: one is made per query, and a dataclass's frozen __init__ costs more.
+    """
+
+    body: bytes
+    question: bytes
 
 
 # Flags RD and AD (RFC 6840 §5.7: ask a validating resolver to report AD); one question, one additional (the OPT).

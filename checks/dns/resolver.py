@@ -59,8 +59,8 @@ class _Query:
     never from the queueing. A run deadline (`run_deadline`) ends it as `not sent` if it is still queued then.
     """
 
-    __slots__ = ("clients", "deadline", "future", "key", "limiter", "loop", "prepared", "resolution", "resolver",
-                 "sent_at", "step")  # fmt: skip
+    __slots__ = ("_resolution", "clients", "deadline", "future", "key", "limiter", "loop", "prepared", "rdtype",
+                 "resolver", "sent_at", "step")  # fmt: skip
 
     def __init__(
         self,
@@ -80,8 +80,9 @@ class _Query:
         self.future = future
         self.prepared = prepared
         self.deadline = deadline
-        self.resolution = _Resolution(key[0], rdtype, resolver._steps)
-        self.step = self.resolution.first()
+        self.rdtype = rdtype
+        self._resolution: _Resolution | None = None
+        self.step = resolver._steps[0][0]  # what `_Resolution.first()` says, without making one
         self.sent_at = 0.0
 
     def start(self) -> bool:
@@ -109,6 +110,13 @@ class _Query:
             return False
         return True
 
+    @property
+    def resolution(self) -> _Resolution:
+        """The query's decisions, made when a first try did not simply answer (most queries never need it)."""
+        if self._resolution is None:
+            self._resolution = _Resolution(self.key[0], self.rdtype, self.resolver._steps)
+        return self._resolution
+
     def expire(self) -> None:
         self.resolver._finish(self.key, self.future, self.resolution.result())
 
@@ -128,11 +136,11 @@ class _Query:
             answer = None
         else:
             try:
-                answer = _interpret(wire, key[0], self.resolution.rdtype, key[1], step.address, via_tcp=False)
+                answer = _interpret(wire, key[0], self.rdtype, key[1], step.address, via_tcp=False)
             except Exception as error:  # a bug, not a DNS outcome: the asker sees it, as `query` always did
                 self.resolver._fail(key, future, error)
                 return
-            if not answer.failed and self.resolution.last is None:
+            if not answer.failed and self._resolution is None:
                 self.resolver._finish(key, future, answer)  # the common case: one try, answered
                 return
         self.resolution.record(step, answer, elapsed)
@@ -150,7 +158,7 @@ class _Query:
 
     def _failure(self, outcome: str, detail: str = "") -> DnsAnswer:
         step = self.step
-        return DnsAnswer(self.key[0], self.resolution.rdtype, outcome, server=step.address, via_tcp=step.tcp,
+        return DnsAnswer(self.key[0], self.rdtype, outcome, server=step.address, via_tcp=step.tcp,
                          detail=detail)  # fmt: skip
 
     def _start_tcp(self, step: _Step) -> None:
@@ -177,7 +185,7 @@ class _Query:
         else:
             key, server = self.key, self.step.address
             try:
-                answer = _interpret(task.result(), key[0], self.resolution.rdtype, key[1], server, via_tcp=True)
+                answer = _interpret(task.result(), key[0], self.rdtype, key[1], server, via_tcp=True)
             except Exception as bug:  # not a DNS outcome: the asker sees it, as on the UDP path
                 self.resolver._fail(key, self.future, bug)
                 return
