@@ -25,7 +25,9 @@ CheckFn = Callable[[Target, CheckContext], Awaitable[list[Finding]]]
 
 # A whole check may chain several dependent look-ups, each up to ctx.timeout.
 CHECK_TIMEOUT_FACTOR = 6
-# An IP check asks ~19 questions at once: with a target under way per 2 query slots, ~10 queries wait per slot.
+# Targets under way per query slot. An IP check asks ~19 questions at once, then one or two that depend on the
+# answers (TXT reasons, the PTR's forward look-up): with 2 targets a slot the slots stay busy in that second
+# phase too, and the first phase's queue (~38 queries a slot) is still worked off in seconds.
 TARGETS_PER_SLOT = 2
 
 
@@ -71,11 +73,11 @@ async def check_targets(
 ) -> list[Report]:
     """Reports for several targets, checked concurrently, in the order given.
 
-    At most `resolver.concurrency / TARGETS_PER_SLOT` targets are under way at once: enough to keep every
+    At most `resolver.concurrency * TARGETS_PER_SLOT` targets are under way at once: enough to keep every
     query slot busy, and each target's time limit then counts from its own start. Started all at once, a /20
     (4,096 targets, 70,000 queries) gave the last targets' queries no chance to leave the queue in time.
     """
-    under_way = asyncio.Semaphore(max(1, ctx.resolver.concurrency // TARGETS_PER_SLOT))
+    under_way = asyncio.Semaphore(ctx.resolver.concurrency * TARGETS_PER_SLOT)
 
     async def one(target: Target) -> Report:
         async with under_way:
