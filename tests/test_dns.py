@@ -452,3 +452,13 @@ def test_a_answer_reader_leaves_anything_unusual_to_dnspython() -> None:
     assert _plain_a_answer(wire, 2) is None  # claims a record that is not there
     response.answer[0] = dns.rrset.from_text("x.example.test.", 30, "IN", "TXT", '"v"')
     assert _plain_a_answer(response.to_wire(), 1) is None  # not an A record
+
+
+@pytest.mark.parametrize("address", ["203.0.113.5", "2001:db8::1", "::ffff:127.0.0.1", "fe80::1:2"])
+def test_reverse_pointer_matches_dnspython(address: str) -> None:
+    import dns.reversename
+
+    from checks.dns.resolver import reverse_pointer
+
+    expected = dns.reversename.from_address(address).to_text(omit_final_dot=True)
+    assert reverse_pointer(address) == expected.removesuffix(".in-addr.arpa").removesuffix(".ip6.arpa")
