@@ -273,7 +273,7 @@ async def test_each_query_gets_a_fresh_source_port(dns_server: DnsServer) -> Non
     resolver = resolver_for(dns_server, cache=False)
     answers = await resolver.query_many(f"{i}.sweep.example.test" for i in range(1000))
     assert all(a.outcome == Outcome.NXDOMAIN for a in answers)
-    assert len(dns_server.udp_ports) == 1000
+    assert len(dns_server.udp_ports) >= 1000  # more if a loaded machine made some retry
     assert len(set(dns_server.udp_ports)) >= 256, "an off-path spoofer must guess the port as well as the id"
 
 
