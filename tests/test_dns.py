@@ -464,3 +464,14 @@ def test_reverse_pointer_matches_dnspython(address: str) -> None:
 
     expected = dns.reversename.from_address(address).to_text(omit_final_dot=True)
     assert reverse_pointer(address) == expected.removesuffix(".in-addr.arpa").removesuffix(".ip6.arpa")
+
+
+def test_the_cheap_negative_answer_is_the_same_value() -> None:
+    from dataclasses import fields
+
+    made = DnsAnswer("x.test.", "A", Outcome.NXDOMAIN, ttl=60, authenticated=True, server="s:53", via_tcp=False)
+    cheap = DnsAnswer._negative("x.test.", "A", Outcome.NXDOMAIN, 60, True, "s:53", False)
+    assert cheap == made and repr(cheap) == repr(made) and hash(cheap) == hash(made)
+    assert set(vars(cheap)) == {f.name for f in fields(DnsAnswer)}  # every field, none forgotten
+    with pytest.raises(AttributeError):
+        cheap.ttl = 0  # type: ignore[misc]  # still frozen

@@ -89,7 +89,7 @@ def _interpret(wire: bytes, name: str, rdtype: str, type_code: int, server: str,
     if rcode in (_NXDOMAIN, _NOERROR) and answer_count == 0:
         outcome = Outcome.NXDOMAIN if rcode == _NXDOMAIN else Outcome.NODATA
         ttl = _negative_ttl(wire)
-        return DnsAnswer(name, rdtype, outcome, ttl=ttl, authenticated=authenticated, server=server, via_tcp=via_tcp)
+        return DnsAnswer._negative(name, rdtype, outcome, ttl, authenticated, server, via_tcp)
     if rcode == _SERVFAIL:
         return DnsAnswer(name, rdtype, Outcome.SERVFAIL, server=server, via_tcp=via_tcp)
     if rcode == _REFUSED:
