@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
 from bot.secrets import mask
@@ -68,6 +69,7 @@ def _add_dns_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="DNS timeout (default 5)")
     parser.add_argument("-c", "--config", metavar="FILE", help="configuration file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--pretty", action="store_true", help="with --json: indent the JSON for reading")
 
 
 class _VersionAction(argparse.Action):
@@ -164,28 +166,94 @@ class _Progress:
             sys.stderr.write("\r\033[K")
 
 
+def _dumps(value: Any, pretty: bool) -> str:
+    """JSON text: compact by the C encoder, or indented (the pure-Python encoder, for people reading it)."""
+    if pretty:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class _JsonStream:
+    """`repbot check --json`: each target written once it and those before it are done, in the order given.
+
+    `{"targets":[...],"zones":{...}}`, one target a line (compact). A blocklist zone's delisting URL is written
+    once in `zones` (by the findings' subject) rather than in each of its thousands of `ok` findings; findings
+    that need action (not `ok`) keep theirs in `evidence.delist` too, beside their advice.
+    """
+
+    def __init__(self, targets: Sequence[Target], pretty: bool, out: TextIO) -> None:
+        self.order = {id(target): index for index, target in enumerate(targets)}
+        self.done: dict[int, Report] = {}
+        self.next = 0
+        self.pretty = pretty
+        self.out = out
+        self.zones: dict[str, dict[str, str]] = {}
+        out.write('{\n  "targets": [' if pretty else '{"targets":[')
+
+    def add(self, report: Report) -> None:
+        self.done[self.order[id(report.target)]] = report
+        while self.next in self.done:
+            self._write(self.done.pop(self.next))
+            self.next += 1
+
+    def _write(self, report: Report) -> None:
+        data = report.to_json()
+        for finding in data["findings"]:
+            delist = finding["evidence"].get("delist")
+            if delist is not None:
+                self.zones.setdefault(finding["subject"], {"delist": delist})
+                if finding["status"] == Status.OK.value:
+                    del finding["evidence"]["delist"]
+        text = mask(self._nested(data, 2))
+        self.out.write(("\n" if self.next == 0 else ",\n") + ("    " if self.pretty else "") + text)
+
+    def _nested(self, value: Any, depth: int) -> str:
+        """`value` as JSON `depth` levels inside the document (its lines indented to match when pretty)."""
+        text = _dumps(value, self.pretty)
+        return text.replace("\n", "\n" + "  " * depth) if self.pretty else text
+
+    def close(self) -> None:
+        zones = self._nested(self.zones, 1)
+        self.out.write(f'\n  ],\n  "zones": {zones}\n}}\n' if self.pretty else f'\n],"zones":{zones}}}\n')
+        self.out.flush()
+
+
 async def _check(args: argparse.Namespace, config: Config) -> int:
     from bot.context import build_context
-    from bot.render import json_reports, text_report
     from checks.runner import check_targets
 
     targets = _targets(args.targets)
+    if not all(target.is_ip for target in targets):
+        # The MTA-STS fetch needs httpx; imported on the loop, its ~0.2 s would hold back every other query.
+        import httpx  # noqa: F401
     selectors = {t.value: args.selector for t in targets if not t.is_ip and args.selector}
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout, extra_selectors=selectors)
     progress = _Progress(len(targets))
+    stream = _JsonStream(targets, args.pretty, sys.stdout) if args.json else None
+
+    def done(report: Report) -> None:
+        progress.step(report)
+        if stream is not None:
+            stream.add(report)
+
     try:
-        reports = await check_targets(targets, ctx, on_done=progress.step)
+        reports = await check_targets(targets, ctx, on_done=done)
     finally:
         progress.clear()
         await ctx.aclose()
-    print(mask(json_reports(reports) if args.json else "\n\n".join(text_report(report) for report in reports)))
+    if stream is not None:
+        stream.close()
+    else:
+        from bot.render import text_report
+
+        print(mask("\n\n".join(text_report(report) for report in reports)))
     worst = max((report.status for report in reports), key=lambda status: status.severity)
     return worst.exit_code
 
 
 async def _spf(args: argparse.Namespace, config: Config) -> int:
     from bot.context import build_context
-    from bot.render import json_value, spf_text
+    from bot.render import spf_text
     from checks.spf import evaluator as spf
 
     ip = parse_target(args.ip)
@@ -201,12 +269,16 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
         if not health.honest:
             # "none" from a resolver that lies would be a verdict resting on the lie.
             problem = f"cannot check: {health.problem()}"
-            print(json_value({"error": problem, "resolver": health.resolver}) if args.json else f"repbot: {problem}")
+            print(
+                _dumps({"error": problem, "resolver": health.resolver}, args.pretty)
+                if args.json
+                else f"repbot: {problem}"
+            )
             return EXIT_UNKNOWN
         result = await spf.check_host(ip.value, name, sender, resolver=ctx.resolver, helo=args.helo)
     finally:
         await ctx.aclose()
-    print(mask(json_value(result.to_json()) if args.json else spf_text(name, ip.value, result)))
+    print(mask(_dumps(result.to_json(), args.pretty) if args.json else spf_text(name, ip.value, result)))
     return SPF_EXIT_CODES.get(result.result, EXIT_UNKNOWN)
 
 
@@ -225,7 +297,7 @@ def _spf_domain(text: str) -> str:
 
 async def _lists(args: argparse.Namespace, config: Config) -> int:
     from bot.context import build_context
-    from bot.render import json_value, lists_text
+    from bot.render import lists_text
     from checks.dnsbl import lookup as dnsbl
 
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
@@ -233,7 +305,7 @@ async def _lists(args: argparse.Namespace, config: Config) -> int:
         health = await dnsbl.zone_health(ctx)
     finally:
         await ctx.aclose()
-    print(mask(json_value([zone.to_json() for zone in health]) if args.json else lists_text(health)))
+    print(mask(_dumps([zone.to_json() for zone in health], args.pretty) if args.json else lists_text(health)))
     return Status.OK.exit_code
 
 
@@ -301,10 +373,8 @@ async def _ticket(args: argparse.Namespace, config: Config) -> int:
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     if args.json:
-        from bot.render import json_value
-
         form, note = choose_form(facts.provider, facts.rejections)
-        print(json_value({"provider": provider, "ip": ip.value, "form": form.url, "note": note, "text": text}))
+        print(_dumps({"provider": provider, "ip": ip.value, "form": form.url, "note": note, "text": text}, pretty=True))
     else:
         print(text, end="")
     return Status.OK.exit_code

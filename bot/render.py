@@ -1,11 +1,14 @@
-"""Reports into words: terminal text, Matrix HTML with a plain body, JSON. One place for marks and wording."""
+"""Reports into words: terminal text, Matrix HTML with a plain body. One place for marks and wording.
+
+JSON is written by bot/cli.py, which streams it target by target.
+"""
 
 from __future__ import annotations
 
 import html
 import json
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,7 +30,6 @@ __all__ = [
     "complaints_text",
     "history_text",
     "html_report",
-    "json_reports",
     "matrix_report",
     "plain_and_html",
     "pre",
@@ -76,10 +78,6 @@ def text_report(report: Report, width: int = 80) -> str:
     return "\n".join(lines)
 
 
-def json_reports(reports: Iterable[Report]) -> str:
-    return json.dumps({"targets": [report.to_json() for report in reports]}, indent=2, ensure_ascii=False)
-
-
 def _html_row(finding: Finding) -> str:
     colour = HTML_COLOURS[finding.status]
     advice = f"<br/><i>{html.escape(finding.advice)}</i>" if finding.advice and finding.status is not Status.OK else ""
@@ -120,10 +118,6 @@ def matrix_report(reports: Sequence[Report]) -> Rendered:
 def pre(text: str) -> Rendered:
     """A preformatted block (tables, traces): the text as it is, in <pre> for Matrix."""
     return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
-
-
-def json_value(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def spf_text(domain: str, ip: str, result: SpfResult) -> str:

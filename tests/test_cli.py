@@ -165,3 +165,35 @@ def test_progress_shows_on_a_terminal_stderr_only(world: DnsServer) -> None:
     assert done.returncode == 2
     assert "checking… 0/1" in shown.decode() and "checking… 1/1" in shown.decode()
     assert "checking" not in done.stdout  # the table on stdout stays clean for pipes
+
+
+def test_check_json_streams_one_target_a_line_and_names_zone_urls_once(world: DnsServer) -> None:
+    ips = [LISTED_IP, "192.0.2.1", "192.0.2.2"]
+    done = repbot("check", *ips, "--nameserver", world.address, "--timeout", "1", "--json")
+    lines = done.stdout.splitlines()
+    assert lines[0] == '{"targets":[' and len(lines) == 1 + len(ips) + 1  # compact: one target a line
+    data = json.loads(done.stdout)
+    assert [t["target"] for t in data["targets"]] == ips  # the order given, whatever finished first
+    zen = data["zones"]["zen.spamhaus.org"]
+    assert zen["delist"].startswith("https://")
+    findings = [f for t in data["targets"] for f in t["findings"] if f["subject"] == "zen.spamhaus.org"]
+    listed, clean = findings[0], findings[1:]
+    assert listed["status"] == "fail" and listed["evidence"]["delist"] == zen["delist"]  # kept where it is needed
+    assert clean and all("delist" not in f["evidence"] for f in clean)  # not repeated per clean finding
+
+
+def test_check_json_pretty_is_the_same_document_indented(world: DnsServer) -> None:
+    args = ("check", LISTED_IP, "--nameserver", world.address, "--timeout", "1", "--json")
+    compact, pretty = repbot(*args), repbot(*args, "--pretty")
+    assert pretty.returncode == compact.returncode == 2
+    assert '\n          "check": "dnsbl",' in pretty.stdout
+
+    def stable(text: str) -> object:
+        data = json.loads(text)
+        for target in data["targets"]:
+            for finding in target["findings"]:
+                finding.pop("observed_at")
+                finding["evidence"].pop("trace", None)
+        return data
+
+    assert stable(pretty.stdout) == stable(compact.stdout)

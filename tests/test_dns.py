@@ -6,11 +6,14 @@ import asyncio
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.rrset
 import pytest
 
+from checks.dns._resolution import _Resolution as Resolution
+from checks.dns._resolution import _steps as steps
 from checks.dns._wire import _parse_query, _prepare
 from checks.dns.resolver import DnsAnswer, Nameserver, Outcome, Resolver, parse_nameserver
 from tests.fixtures.dnsserver import DnsServer
@@ -216,25 +219,19 @@ def test_system_nameservers_come_from_resolv_conf(tmp_path: Path) -> None:
 
 
 async def test_queries_beyond_the_limit_wait_for_a_slot(dns_server: DnsServer) -> None:
-    from checks.dns._transport import DEFAULT_CONCURRENCY, _Limits
-
     for i in range(12):
         dns_server.add(f"n{i}.limit.example.test", "A", f"192.0.2.{i + 1}")
     dns_server.delay = 0.02
-    try:
-        resolver = resolver_for(dns_server, cache=False, concurrency=3)
-        started = [resolver.submit(f"n{i}.limit.example.test") for i in range(12)]
-        limiter = _Limits.get(asyncio.get_running_loop())
-        assert limiter.active == 3 and len(limiter.waiting) == 9
-        abandoned = started[5]
-        assert isinstance(abandoned, asyncio.Future)
-        abandoned.cancel()  # cancelled while queued: it must never be sent, and must not keep a slot
-        answers = [await s if isinstance(s, asyncio.Future) else s for i, s in enumerate(started) if i != 5]
-    finally:
-        _Limits.size = DEFAULT_CONCURRENCY
+    resolver = resolver_for(dns_server, cache=False, concurrency=3)
+    started = [resolver.submit(f"n{i}.limit.example.test") for i in range(12)]
+    assert resolver.in_flight() == (3, 9)
+    abandoned = started[5]
+    assert isinstance(abandoned, asyncio.Future)
+    abandoned.cancel()  # cancelled while queued: it must never be sent, and must not keep a slot
+    answers = [await s if isinstance(s, asyncio.Future) else s for i, s in enumerate(started) if i != 5]
     assert [a.records for a in answers] == [(f"192.0.2.{i + 1}",) for i in range(12) if i != 5]
     assert dns_server.count("n5.limit.example.test") == 0
-    assert limiter.active == 0 and not limiter.waiting
+    assert resolver.in_flight() == (0, 0)
 
 
 async def test_timeout_then_retry_through_the_slow_path(dns_server: DnsServer) -> None:
@@ -244,3 +241,239 @@ async def test_timeout_then_retry_through_the_slow_path(dns_server: DnsServer) -
     answer = await resolver.query("late.example.test")
     assert answer.outcome == Outcome.TIMEOUT
     assert resolver.sent == 2  # the first try by callbacks, the second by the retry task
+
+
+@pytest.mark.parametrize(("rdtype", "value"), [("HTTPS", '1 . alpn="h2"'), ("TYPE90", r"\# 2 abcd")])
+async def test_types_above_64_match_their_answer(dns_server: DnsServer, rdtype: str, value: str) -> None:
+    # The question's type bytes must be compared as they are: lower-casing 65-90 turned them into 97-122.
+    dns_server.add("svc.example.test", rdtype, value)
+    dns_server.add("svc.example.test", "A", "192.0.2.10")
+    resolver = resolver_for(dns_server, timeout=1.0, cache=False)
+    answer = await resolver.query("svc.example.test", rdtype)
+    assert answer.outcome == Outcome.ANSWER and len(answer.records) == 1
+    nodata = await resolver.query("svc.example.test", "TYPE66")
+    assert nodata.outcome == Outcome.NODATA
+    assert resolver.sent == 2  # each answered at its first try, no retry
+
+
+async def test_concurrency_is_per_resolver(dns_server: DnsServer) -> None:
+    dns_server.add("c.example.test", "A", "192.0.2.11")
+    dns_server.delay = 0.05
+    narrow = resolver_for(dns_server, cache=False, concurrency=2)
+    wide = resolver_for(dns_server, cache=False, concurrency=5)
+    pending = [narrow.submit(f"n{i}.c.example.test") for i in range(8)]
+    pending += [wide.submit(f"w{i}.c.example.test") for i in range(8)]
+    assert narrow.in_flight() == (2, 6)
+    assert wide.in_flight() == (5, 3)  # the second Resolver's limit is its own, not the first one's
+    answers = [await p if isinstance(p, asyncio.Future) else p for p in pending]
+    assert all(a.outcome == Outcome.NXDOMAIN for a in answers)
+    with pytest.raises(ValueError):
+        Resolver(["127.0.0.1:53"], concurrency=0)
+
+
+async def test_each_query_gets_a_fresh_source_port(dns_server: DnsServer) -> None:
+    resolver = resolver_for(dns_server, cache=False)
+    answers = await resolver.query_many(f"{i}.sweep.example.test" for i in range(1000))
+    assert all(a.outcome == Outcome.NXDOMAIN for a in answers)
+    assert len(dns_server.udp_ports) >= 1000  # more if a loaded machine made some retry
+    assert len(set(dns_server.udp_ports)) >= 256, "an off-path spoofer must guess the port as well as the id"
+
+
+async def test_trace_keeps_every_try_with_its_server_and_outcome(dns_server: DnsServer) -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers: a timeout, not ICMP
+    silent.bind(("127.0.0.1", 0))
+    try:
+        dns_server.set_behaviour("t.example.test", "servfail")
+        silent_address = f"127.0.0.1:{silent.getsockname()[1]}"
+        resolver = Resolver([dns_server.address, silent_address], timeout=0.4, cache=False)
+        answer = await resolver.query("t.example.test")
+    finally:
+        silent.close()
+    tries = [(t.server, t.transport, t.outcome) for t in answer.trace]
+    assert tries == [
+        (dns_server.address, "udp", Outcome.SERVFAIL),  # SERVFAIL drops the server for this query
+        (silent_address, "udp", Outcome.TIMEOUT),
+        (silent_address, "udp", Outcome.TIMEOUT),  # a timeout keeps it for the second round
+    ]
+    assert answer.outcome == Outcome.TIMEOUT and answer.server == silent_address
+    assert all(t.elapsed >= 0.09 for t in answer.trace[1:])  # each try waited 0.4 / (2 x 2) s from its send
+    assert answer.to_json()["trace"][0] == {
+        "server": dns_server.address, "transport": "udp", "outcome": "servfail",
+        "elapsed": answer.trace[0].elapsed,
+    }  # fmt: skip
+
+
+async def test_truncation_is_in_the_trace(dns_server: DnsServer) -> None:
+    dns_server.add("big2.example.test", "TXT", "y" * 300)
+    dns_server.set_behaviour("big2.example.test", "truncate")
+    answer = await resolver_for(dns_server).query("big2.example.test", "TXT")
+    assert answer.ok and [(t.transport, t.outcome) for t in answer.trace] == [("udp", "truncated"), ("tcp", "answer")]
+
+
+async def test_a_queue_deeper_than_the_limit_is_answered_not_timed_out(dns_server: DnsServer) -> None:
+    # 40 queries, 4 in flight, 100 ms per answer: the last is sent after ~1 s, later than the 0.8 s timeout.
+    # Its timeout counts from its send, so it is answered; nothing that waited in the queue times out.
+    dns_server.delay = 0.1
+    resolver = resolver_for(dns_server, timeout=0.8, cache=False, concurrency=4)
+    started = asyncio.get_running_loop().time()
+    answers = await resolver.query_many(f"{i}.deep.example.test" for i in range(40))
+    assert asyncio.get_running_loop().time() - started > 0.8  # the queue outlasted the timeout
+    assert [a.outcome for a in answers] == [Outcome.NXDOMAIN] * 40
+    assert dns_server.count() >= 40
+
+
+async def test_queries_queued_past_the_run_deadline_are_not_sent_not_timeouts(dns_server: DnsServer) -> None:
+    from checks.dns.resolver import run_deadline
+
+    dns_server.delay = 0.1
+    resolver = resolver_for(dns_server, timeout=2.0, cache=False, concurrency=4)
+    with run_deadline(0.25):
+        started = [resolver.submit(f"{i}.late.example.test") for i in range(40)]
+    answers = [await s if isinstance(s, asyncio.Future) else s for s in started]
+    outcomes = [a.outcome for a in answers]
+    assert Outcome.TIMEOUT not in outcomes
+    answered = outcomes.count(Outcome.NXDOMAIN)
+    assert 4 <= answered < 40 and outcomes == [Outcome.NXDOMAIN] * answered + [Outcome.NOT_SENT] * (40 - answered)
+    assert dns_server.count() == answered  # the others really never left the queue
+    unsent = answers[-1]
+    assert unsent.failed and unsent.describe() == "not sent: the run's deadline passed"
+    assert resolver.in_flight() == (0, 0)
+
+
+# The decisions alone, without sockets: checks.dns._resolution.
+
+
+def _plan(servers: int = 2, timeout: float = 4.0) -> tuple[Resolution, list[Nameserver]]:
+    nameservers = [Nameserver(f"192.0.2.{i + 1}") for i in range(servers)]
+    return Resolution("q.test.", "A", steps(tuple(nameservers), timeout)), nameservers
+
+
+def _got(outcome: str, server: Nameserver) -> DnsAnswer:
+    return DnsAnswer("q.test.", "A", outcome, server=str(server))
+
+
+def test_resolution_timeouts_go_round_the_servers_twice() -> None:
+    plan, (one, two) = _plan()
+    step: Any = plan.first()
+    order = []
+    while step is not None:
+        order.append((step.server, step.tcp, step.wait))
+        plan.record(step, _got(Outcome.TIMEOUT, step.server), step.wait)
+        step = plan.next()
+    assert order == [(one, False, 1.0), (two, False, 1.0), (one, False, 1.0), (two, False, 1.0)]
+    result = plan.result()
+    assert result.outcome == Outcome.TIMEOUT and len(result.trace) == 4
+
+
+def test_resolution_servfail_and_refused_drop_a_server_for_the_query() -> None:
+    plan, (one, two) = _plan()
+    plan.record(plan.first(), _got(Outcome.SERVFAIL, one), 0.01)
+    step = plan.next()
+    assert step is not None and step.server == two
+    plan.record(step, _got(Outcome.TIMEOUT, two), 1.0)
+    step = plan.next()
+    assert step is not None and step.server == two  # round two skips the dropped server
+    plan.record(step, _got(Outcome.REFUSED, two), 0.01)
+    assert plan.next() is None
+    assert [t.outcome for t in plan.result().trace] == [Outcome.SERVFAIL, Outcome.TIMEOUT, Outcome.REFUSED]
+
+
+def test_resolution_truncated_goes_to_tcp_on_the_same_server() -> None:
+    plan, (one, _two) = _plan()
+    plan.record(plan.first(), None, 0.01)
+    step = plan.next()
+    assert step is not None and step.tcp and step.server == one
+    plan.record(step, _got(Outcome.ANSWER, one), 0.02)
+    assert plan.next() is None
+    assert [(t.transport, t.outcome) for t in plan.result().trace] == [("udp", "truncated"), ("tcp", "answer")]
+
+
+def test_resolution_first_answer_wins_and_needs_no_trace() -> None:
+    plan, (one, _two) = _plan()
+    plan.record(plan.first(), _got(Outcome.NXDOMAIN, one), 0.01)
+    assert plan.next() is None
+    assert plan.result().outcome == Outcome.NXDOMAIN and plan.result().trace == ()
+
+
+def test_resolution_deadline_stops_new_tries() -> None:
+    plan, (one, _two) = _plan()
+    assert plan.result().outcome == Outcome.NOT_SENT  # nothing sent yet
+    plan.record(plan.first(), _got(Outcome.TIMEOUT, one), 1.0)
+    assert plan.next(deadline_passed=True) is None
+    assert plan.result().outcome == Outcome.TIMEOUT  # it was sent: a real timeout, with its trace
+
+
+def _in_fresh_python(code: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    return done.stdout.strip()
+
+
+def test_importing_the_resolver_loads_no_importlib_metadata() -> None:
+    # dnspython probes idna's version when dns.name is imported; through importlib.metadata that is ~35 ms.
+    code = (
+        "import sys, checks.dns.resolver, dns.name, dns._features as f\n"
+        "print('email.message' in sys.modules, 'zipfile' in sys.modules, f.have('idna'))"
+    )
+    assert _in_fresh_python(code) == "False False " + _in_fresh_python(
+        "import dns._features as f; print(f.have('idna'))"
+    )
+
+
+def test_importlib_metadata_still_works_after_the_resolver() -> None:
+    probe = (
+        "import dns._features as f\n"
+        "from importlib.metadata import version\n"
+        "import importlib.metadata as m\n"
+        "print(version('dnspython') == m.version('dnspython'), f.have('dnssec'), f.have('doh'), f.have('trio'))"
+    )
+    assert _in_fresh_python("import checks.dns.resolver\n" + probe) == _in_fresh_python(probe)
+
+
+async def test_a_answers_read_off_the_wire_match_dnspython(dns_server: DnsServer) -> None:
+    dns_server.add("two.example.test", "A", "127.0.0.2", ttl=90)
+    dns_server.add("two.example.test", "A", "127.0.0.4", ttl=90)
+    dns_server.add("alias.example.test", "CNAME", "two.example.test.")
+    resolver = resolver_for(dns_server, cache=False)
+    plain = await resolver.query("two.example.test")
+    assert sorted(plain.records) == ["127.0.0.2", "127.0.0.4"] and plain.ttl == 90
+    assert sorted(rd.to_text() for rd in plain.rdata) == ["127.0.0.2", "127.0.0.4"]
+    aliased = await resolver.query("alias.example.test")  # a CNAME in the answer: dnspython parses it
+    assert sorted(aliased.records) == ["127.0.0.2", "127.0.0.4"] and aliased.cnames == ("two.example.test.",)
+
+
+def test_a_answer_reader_leaves_anything_unusual_to_dnspython() -> None:
+    from checks.dns._wire import _plain_a_answer
+
+    query = dns.message.make_query("x.example.test", "A")
+    response = dns.message.make_response(query)
+    response.answer.append(dns.rrset.from_text("x.example.test.", 30, "IN", "A", "127.0.0.2"))
+    wire = response.to_wire()
+    assert _plain_a_answer(wire, 1) == (("127.0.0.2",), 30)
+    assert _plain_a_answer(wire[:-2], 1) is None  # cut short
+    assert _plain_a_answer(wire, 2) is None  # claims a record that is not there
+    response.answer[0] = dns.rrset.from_text("x.example.test.", 30, "IN", "TXT", '"v"')
+    assert _plain_a_answer(response.to_wire(), 1) is None  # not an A record
+
+
+@pytest.mark.parametrize("address", ["203.0.113.5", "2001:db8::1", "::ffff:127.0.0.1", "fe80::1:2"])
+def test_reverse_pointer_matches_dnspython(address: str) -> None:
+    import dns.reversename
+
+    from checks.dns.resolver import reverse_pointer
+
+    expected = dns.reversename.from_address(address).to_text(omit_final_dot=True)
+    assert reverse_pointer(address) == expected.removesuffix(".in-addr.arpa").removesuffix(".ip6.arpa")
+
+
+def test_the_cheap_negative_answer_is_the_same_value() -> None:
+    from dataclasses import fields
+
+    made = DnsAnswer("x.test.", "A", Outcome.NXDOMAIN, ttl=60, authenticated=True, server="s:53", via_tcp=False)
+    cheap = DnsAnswer._negative("x.test.", "A", Outcome.NXDOMAIN, 60, True, "s:53", False)
+    assert cheap == made and repr(cheap) == repr(made) and hash(cheap) == hash(made)
+    assert set(vars(cheap)) == {f.name for f in fields(DnsAnswer)}  # every field, none forgotten
+    with pytest.raises(AttributeError):
+        cheap.ttl = 0  # type: ignore[misc]  # still frozen

@@ -6,7 +6,7 @@ A query's wire form is prepared once and reused with only the id changed; negati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import dns.exception
 import dns.message
@@ -15,18 +15,29 @@ import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.IN.A
 
 from checks.dns.types import DnsAnswer, Outcome
 
 EDNS_PAYLOAD = 1232
 _SOA = 6
+_A = 1
+_A_IN = b"\x00\x01\x00\x01"  # type A, class IN
 _HEADER = 12
+# The rcodes as plain ints: dns.rcode's are enum members, slower to look up and compare per answer.
+_NOERROR, _SERVFAIL, _NXDOMAIN, _REFUSED = (int(code) for code in (dns.rcode.NOERROR, dns.rcode.SERVFAIL,
+                                                                   dns.rcode.NXDOMAIN, dns.rcode.REFUSED))  # fmt: skip
+_LENGTH_BYTE = [bytes((size,)) for size in range(64)]
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    body: bytes  # the wire form after the 2-byte id
-    question: bytes  # lower-cased question section, to match answers
+class _Prepared(NamedTuple):
+    """A query's wire form after the 2-byte id, and its question section (name lower-cased) to match answers.
+
+    A NamedTuple, not a frozen dataclass: one is made per query, and a dataclass's frozen __init__ costs more.
+    """
+
+    body: bytes
+    question: bytes
 
 
 # Flags RD and AD (RFC 6840 §5.7: ask a validating resolver to report AD); one question, one additional (the OPT).
@@ -57,10 +68,12 @@ def _fast_wire_name(name: str) -> tuple[str, bytes] | None:
     if not name.isascii() or "\\" in name:
         return None
     text = name.lower() if name.endswith(".") else name.lower() + "."
-    labels = text.encode("ascii").split(b".")[:-1]
-    if not labels or not all(0 < len(label) < 64 for label in labels):
+    labels = text.encode("ascii").split(b".")
+    labels.pop()  # the empty label after the final dot
+    sizes = list(map(len, labels))
+    if not labels or min(sizes) == 0 or max(sizes) > 63:
         return None
-    wire = b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
+    wire = b"".join([_LENGTH_BYTE[size] + label for size, label in zip(sizes, labels, strict=True)]) + b"\x00"
     return (text, wire) if len(wire) <= 255 else None
 
 
@@ -73,17 +86,23 @@ def _interpret(wire: bytes, name: str, rdtype: str, type_code: int, server: str,
     rcode = wire[3] & 0x0F
     authenticated = bool(wire[3] & 0x20)
     answer_count = int.from_bytes(wire[6:8], "big")
-    if rcode in (dns.rcode.NXDOMAIN, dns.rcode.NOERROR) and answer_count == 0:
-        outcome = Outcome.NXDOMAIN if rcode == dns.rcode.NXDOMAIN else Outcome.NODATA
+    if rcode in (_NXDOMAIN, _NOERROR) and answer_count == 0:
+        outcome = Outcome.NXDOMAIN if rcode == _NXDOMAIN else Outcome.NODATA
         ttl = _negative_ttl(wire)
-        return DnsAnswer(name, rdtype, outcome, ttl=ttl, authenticated=authenticated, server=server, via_tcp=via_tcp)
-    if rcode == dns.rcode.SERVFAIL:
+        return DnsAnswer._negative(name, rdtype, outcome, ttl, authenticated, server, via_tcp)
+    if rcode == _SERVFAIL:
         return DnsAnswer(name, rdtype, Outcome.SERVFAIL, server=server, via_tcp=via_tcp)
-    if rcode == dns.rcode.REFUSED:
+    if rcode == _REFUSED:
         return DnsAnswer(name, rdtype, Outcome.REFUSED, server=server, via_tcp=via_tcp)
-    if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+    if rcode not in (_NOERROR, _NXDOMAIN):
         detail = f"rcode {dns.rcode.to_text(dns.rcode.Rcode.make(rcode))}"
         return DnsAnswer(name, rdtype, Outcome.ERROR, server=server, via_tcp=via_tcp, detail=detail)
+    fast = _plain_a_answer(wire, answer_count) if type_code == _A and rcode == _NOERROR else None
+    if fast is not None:
+        records, ttl = fast
+        rdata = tuple(dns.rdtypes.IN.A.A(dns.rdataclass.IN, dns.rdatatype.A, record) for record in records)  # type: ignore[no-untyped-call]
+        return DnsAnswer(name, rdtype, Outcome.ANSWER, records=records, ttl=ttl, authenticated=authenticated,
+                         server=server, via_tcp=via_tcp, rdata=rdata)  # fmt: skip
     try:
         message = dns.message.from_wire(wire, ignore_trailing=True)
     except dns.exception.DNSException as error:
@@ -128,6 +147,32 @@ def _from_message(
         cnames=tuple(cnames),
         rdata=tuple(rdatas),
     )
+
+
+def _plain_a_answer(wire: bytes, count: int) -> tuple[tuple[str, ...], int] | None:
+    """(addresses, TTL) of an answer section of IN A records only (a blocklist's listing), read off the wire.
+
+    Anything else (a CNAME, another type, a bad length, a short message) is None: dnspython parses it.
+    Addresses keep their order, without repeats, as dnspython's rrset does.
+    """
+    try:
+        offset = _skip_name(wire, _HEADER) + 4
+        addresses: dict[str, None] = {}
+        ttl: int | None = None
+        for _ in range(count):
+            offset = _skip_name(wire, offset)
+            if wire[offset : offset + 4] != _A_IN or wire[offset + 8 : offset + 10] != b"\x00\x04":
+                return None
+            record_ttl = int.from_bytes(wire[offset + 4 : offset + 8], "big")
+            ttl = record_ttl if ttl is None else min(ttl, record_ttl)
+            address = wire[offset + 10 : offset + 14]
+            if len(address) != 4:
+                return None
+            addresses["%d.%d.%d.%d" % tuple(address)] = None  # noqa: UP031  (the fastest way here)
+            offset += 14
+    except IndexError:
+        return None
+    return (tuple(addresses), ttl) if ttl is not None else None
 
 
 def _negative_ttl(wire: bytes, default: int = 0) -> int:

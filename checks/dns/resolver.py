@@ -11,25 +11,30 @@ TCP, and every way a query can end is a distinct `Outcome`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import ipaddress
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-import dns.reversename
-
+from checks.dns._resolution import _Resolution, _Step, _steps
 from checks.dns._transport import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
-from checks.dns._transport import _Limits, _tcp_exchange, _UdpClient
+from checks.dns._transport import _Limiter, _tcp_exchange, _UdpClient
 from checks.dns._wire import _interpret, _parse_query, _prepare, _Prepared
-from checks.dns.types import DnsAnswer, Nameserver, Outcome, _system_nameservers, parse_nameserver
+from checks.dns.types import DnsAnswer, Nameserver, Outcome, Try, _system_nameservers, parse_nameserver
 
 __all__ = [
     "DnsAnswer",
     "Nameserver",
     "Outcome",
     "Resolver",
+    "Try",
     "parse_nameserver",
     "reverse_pointer",
+    "run_deadline",
 ]
 
 DEFAULT_TIMEOUT = 5.0
@@ -38,113 +43,196 @@ MAX_CACHE_ENTRIES = 10_000
 
 
 def reverse_pointer(address: str) -> str:
-    """The reversed labels of an IP, without `in-addr.arpa`/`ip6.arpa` (IPv6 by nibble, RFC 5782)."""
-    name = dns.reversename.from_address(address).to_text(omit_final_dot=True)
-    for suffix in (".in-addr.arpa", ".ip6.arpa"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    """The reversed labels of an IP, without `in-addr.arpa`/`ip6.arpa` (IPv6 by nibble, RFC 5782); ValueError.
+
+    The standard library's, at a sixth of dns.reversename's cost: a sweep asks it twice per address.
+    """
+    parsed = ipaddress.ip_address(address)
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped  # as dns.reversename does: ::ffff:a.b.c.d is the IPv4 address
+    name = parsed.reverse_pointer
+    return name.removesuffix(".in-addr.arpa").removesuffix(".ip6.arpa")
 
 
 class _Query:
-    """The first UDP try of one query, run by callbacks (no task): most queries end here.
+    """One query on its way: it sends the tries its `_Resolution` decides, by callbacks (no task but for TCP).
 
-    Anything but a usable answer (a timeout, SERVFAIL, REFUSED, an error, TC) hands the query to
-    `Resolver._resolve`, a task, which retries, tries the other nameservers and asks over TCP exactly as before.
+    It waits in the resolver's `_Limiter` for a slot before each try; a try's wait counts from its own send,
+    never from the queueing. A run deadline (`run_deadline`) ends it as `not sent` if it is still queued then.
     """
 
-    __slots__ = ("deadline", "future", "key", "limiter", "loop", "prepared", "rdtype", "resolver", "wait")
+    __slots__ = ("_resolution", "clients", "deadline", "future", "key", "limiter", "loop", "prepared", "rdtype",
+                 "resolver", "sent_at", "step")  # fmt: skip
 
     def __init__(
         self,
         resolver: Resolver,
-        loop: asyncio.AbstractEventLoop,
+        state: _LoopState,
         key: tuple[str, int],
         future: asyncio.Future[DnsAnswer],
         prepared: _Prepared,
         rdtype: str,
-        deadline: float,
+        deadline: float | None,
     ) -> None:
         self.resolver = resolver
-        self.loop = loop
+        self.loop = state.loop
+        self.limiter = state.limiter
+        self.clients = state.clients
         self.key = key
         self.future = future
         self.prepared = prepared
-        self.rdtype = rdtype
         self.deadline = deadline
-        self.limiter = _Limits.get(loop)
-        self.wait = 0.0
+        self.rdtype = rdtype
+        self._resolution: _Resolution | None = None
+        self.step = resolver._steps[0][0]  # what `_Resolution.first()` says, without making one
+        self.sent_at = 0.0
 
     def start(self) -> bool:
-        """Send the query (the caller holds a slot for it); False when it did not go out."""
+        """Send the current step (the caller holds a slot for it); False when nothing went out."""
         resolver = self.resolver
         if self.future.done():  # cancelled while it waited for a slot
             resolver._forget(self.key, self.future)
             return False
-        server = resolver.nameservers[0]
-        remaining = self.deadline - self.loop.time()
-        if remaining <= 0:
-            resolver._finish(self.key, self.future, DnsAnswer(self.key[0], self.rdtype, Outcome.TIMEOUT,
-                                                              server=str(server)))  # fmt: skip
+        now = self.loop.time()
+        if self.deadline is not None and now >= self.deadline:
+            resolver._finish(self.key, self.future, self.resolution.result())
             return False
-        self.wait = min(resolver.timeout / (2 * len(resolver.nameservers)), remaining)
+        self.sent_at = now
         resolver.sent += 1
+        step = self.step
+        if step.tcp:
+            self._start_tcp(step)
+            return True
         try:
-            resolver._client(self.loop, server).start(self.prepared, self.wait, self.on_wire)
+            client = self.clients.get(step.server) or resolver._new_client(self.loop, step.server)
+            client.start(self.prepared, step.wait, self.on_wire)
         except OSError as error:
-            self.go_slow(DnsAnswer(self.key[0], self.rdtype, Outcome.ERROR, server=str(server), detail=str(error)))
+            self.resolution.record(step, self._failure(Outcome.ERROR, str(error)), 0.0)
+            self.advance()
             return False
         return True
 
+    @property
+    def resolution(self) -> _Resolution:
+        """The query's decisions, made when a first try did not simply answer (most queries never need it)."""
+        if self._resolution is None:
+            self._resolution = _Resolution(self.key[0], self.rdtype, self.resolver._steps)
+        return self._resolution
+
+    def expire(self) -> None:
+        self.resolver._finish(self.key, self.future, self.resolution.result())
+
     def on_wire(self, wire: bytes | OSError) -> None:
         self.limiter.release()
-        future, key, rdtype = self.future, self.key, self.rdtype
+        future, key = self.future, self.key
         if future.done():
             self.resolver._forget(key, future)
             return
-        server = self.resolver.nameservers[0]
+        step = self.step
+        elapsed = self.loop.time() - self.sent_at
         if isinstance(wire, TimeoutError):
-            self.go_slow(DnsAnswer(key[0], rdtype, Outcome.TIMEOUT, server=str(server)))
+            answer: DnsAnswer | None = self._failure(Outcome.TIMEOUT)
         elif isinstance(wire, OSError):
-            self.go_slow(DnsAnswer(key[0], rdtype, Outcome.ERROR, server=str(server), detail=str(wire)))
+            answer = self._failure(Outcome.ERROR, str(wire))
         elif wire[2] & 0x02:  # TC: the answer did not fit, ask again over TCP
-            self.go_slow(None)
+            answer = None
         else:
             try:
-                answer = _interpret(wire, key[0], rdtype, key[1], str(server), via_tcp=False)
+                answer = _interpret(wire, key[0], self.rdtype, key[1], step.address, via_tcp=False)
             except Exception as error:  # a bug, not a DNS outcome: the asker sees it, as `query` always did
                 self.resolver._fail(key, future, error)
                 return
-            if answer.failed:
-                self.go_slow(answer)
-            else:
-                self.resolver._finish(key, self.future, answer)
+            if not answer.failed and self._resolution is None:
+                self.resolver._finish(key, future, answer)  # the common case: one try, answered
+                return
+        self.resolution.record(step, answer, elapsed)
+        self.advance()
 
-    def go_slow(self, first: DnsAnswer | None) -> None:
-        """Continue in a task: `first` is the first try's failed answer, or None when it was truncated."""
-        resolver, future = self.resolver, self.future
-        coro = resolver._resolve(self.prepared, self.key, self.rdtype, self.deadline, first, self.wait)
-        task = self.loop.create_task(coro)
-        resolver._tasks.add(task)
+    def advance(self) -> None:
+        """Queue the next try (ahead of new queries: this one has waited already), or finish."""
+        deadline_passed = self.deadline is not None and self.loop.time() >= self.deadline
+        step = self.resolution.next(deadline_passed)
+        if step is None:
+            self.resolver._finish(self.key, self.future, self.resolution.result())
+            return
+        self.step = step
+        self.limiter.start(self, urgent=True)
 
-        def settle(done: asyncio.Task[DnsAnswer]) -> None:
-            resolver._tasks.discard(done)
-            if done.cancelled():
-                resolver._forget(self.key, future)
-                future.cancel()
-            elif (error := done.exception()) is not None:
-                resolver._fail(self.key, future, error)
-            else:
-                resolver._finish(self.key, future, done.result())
+    def _failure(self, outcome: str, detail: str = "") -> DnsAnswer:
+        step = self.step
+        return DnsAnswer(self.key[0], self.rdtype, outcome, server=step.address, via_tcp=step.tcp,
+                         detail=detail)  # fmt: skip
 
-        task.add_done_callback(settle)
-        future.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
+    def _start_tcp(self, step: _Step) -> None:
+        task = self.loop.create_task(asyncio.wait_for(_tcp_exchange(step.server, self.prepared), step.wait))
+        self.resolver._tasks.add(task)
+        task.add_done_callback(self._tcp_done)
+        self.future.add_done_callback(lambda f: task.cancel() if f.cancelled() else None)
+
+    def _tcp_done(self, task: asyncio.Task[bytes]) -> None:
+        self.resolver._tasks.discard(task)
+        self.limiter.release()
+        if self.future.done() or task.cancelled():
+            self.resolver._forget(self.key, self.future)
+            return
+        elapsed = self.loop.time() - self.sent_at
+        error = task.exception()
+        if isinstance(error, TimeoutError):
+            answer = self._failure(Outcome.TIMEOUT)
+        elif isinstance(error, (OSError, asyncio.IncompleteReadError, ValueError)):
+            answer = self._failure(Outcome.ERROR, f"TCP retry after truncation failed: {error or type(error).__name__}")
+        elif error is not None:
+            self.resolver._fail(self.key, self.future, error)
+            return
+        elif (wire := task.result())[2] & 0x02 and not int.from_bytes(wire[6:8], "big"):
+            # TC again over TCP, and nothing in it: read as NODATA it would say "no such record", a lie.
+            answer = self._failure(Outcome.ERROR, "truncated even over TCP, with no answer")
+        else:
+            key, server = self.key, self.step.address
+            try:
+                answer = _interpret(wire, key[0], self.rdtype, key[1], server, via_tcp=True)
+            except Exception as bug:  # not a DNS outcome: the asker sees it, as on the UDP path
+                self.resolver._fail(key, self.future, bug)
+                return
+        self.resolution.record(self.step, answer, elapsed)
+        self.advance()
+
+
+@dataclass(frozen=True)
+class _LoopState:
+    """What a resolver keeps per event loop (asyncio handles are loop-bound): its limit and UDP clients."""
+
+    loop: asyncio.AbstractEventLoop
+    limiter: _Limiter
+    clients: dict[Nameserver, _UdpClient] = field(default_factory=dict)
+
+
+_RUN_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("repbot_dns_run_deadline", default=None)
+
+
+@contextlib.contextmanager
+def run_deadline(seconds: float) -> Iterator[float]:
+    """Within this block (and tasks it starts), a query still queued `seconds` from now ends `not sent`.
+
+    A query whose try is on the wire then keeps its try's own wait, and starts no new one. Nested deadlines
+    keep the earlier. Yields the deadline (loop time). Needs a running event loop.
+    """
+    deadline = asyncio.get_running_loop().time() + seconds
+    outer = _RUN_DEADLINE.get()
+    if outer is not None:
+        deadline = min(deadline, outer)
+    token = _RUN_DEADLINE.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _RUN_DEADLINE.reset(token)
 
 
 class Resolver:
     """An async stub resolver: absolute names only, distinct outcomes, a small TTL cache.
 
-    Queries never raise for DNS outcomes; a failure is an answer whose `failed` is true.
+    Queries never raise for DNS outcomes; a failure is an answer whose `failed` is true. `concurrency` caps
+    this resolver's queries on the wire at once (per event loop).
     """
 
     def __init__(
@@ -158,14 +246,15 @@ class Resolver:
         servers = [parse_nameserver(ns) if isinstance(ns, str) else ns for ns in nameservers]
         self.nameservers: tuple[Nameserver, ...] = tuple(servers) or _system_nameservers()
         self.timeout = timeout
-        if concurrency is not None:
-            _Limits.size = concurrency
+        self.concurrency = DEFAULT_CONCURRENCY if concurrency is None else concurrency
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._steps = _steps(self.nameservers, timeout)
         self._cache_enabled = cache
         self._cache: dict[tuple[str, int], tuple[float, DnsAnswer]] = {}
         self._inflight: dict[tuple[str, int], asyncio.Future[DnsAnswer]] = {}
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Nameserver, _UdpClient]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._last: _LoopState | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.sent = 0
         self.cache_hits = 0
@@ -207,9 +296,9 @@ class Resolver:
         if not self.nameservers:
             self._finish(key, future, DnsAnswer(text_name, rdtype, Outcome.ERROR, detail="no nameserver configured"))
             return future
-        prepared = _prepare(wire_name, type_code)
-        query = _Query(self, loop, key, future, prepared, rdtype.upper(), loop.time() + self.timeout)
-        query.limiter.start(query.start, urgent)
+        state = self._state(loop)
+        query = _Query(self, state, key, future, _prepare(wire_name, type_code), rdtype.upper(), _RUN_DEADLINE.get())
+        state.limiter.start(query, urgent)
         return future
 
     def _join(
@@ -279,110 +368,29 @@ class Resolver:
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    async def _resolve(
-        self,
-        prepared: _Prepared,
-        key: tuple[str, int],
-        rdtype: str,
-        deadline: float,
-        first: DnsAnswer | None,
-        first_wait: float,
-    ) -> DnsAnswer:
-        """The rest of a query after its first UDP try: `first` failed, or (None) was truncated."""
-        loop = asyncio.get_running_loop()
-        text_name, type_code = key
-        servers = list(self.nameservers)
-        # Each server gets two chances against lost datagrams; SERVFAIL/REFUSED drop it for this query.
-        per_try = self.timeout / (2 * len(servers))
-        last: DnsAnswer | None = None
-        first_done = False  # the first try went to servers[0]; its answer is `first`, or TCP is next
-        for _round in range(2):
-            for server in list(servers):
-                if not first_done:
-                    first_done = True
-                    answer = first if first is not None else await self._tcp(server, prepared, key, rdtype, first_wait)
-                else:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    answer = await self._ask(server, prepared, text_name, type_code, rdtype, min(per_try, remaining))
-                if not answer.failed:
-                    return answer
-                last = answer
-                if answer.outcome != Outcome.TIMEOUT:
-                    servers.remove(server)
-            if not servers:
-                break
-        assert last is not None
-        return last
+    def _state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
+        last = self._last
+        if last is not None and last.loop is loop:
+            return last  # the usual case, without the weak dictionary's lookup
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _LoopState(loop, _Limiter(loop, self.concurrency))
+        self._last = state
+        return state
 
-    async def _ask(
-        self, server: Nameserver, prepared: _Prepared, text_name: str, type_code: int, rdtype: str, wait: float
-    ) -> DnsAnswer:
-        try:
-            wire = await self._udp_exchange(server, prepared, wait)
-        except TimeoutError:
-            return DnsAnswer(text_name, rdtype, Outcome.TIMEOUT, server=str(server))
-        except OSError as error:
-            return DnsAnswer(text_name, rdtype, Outcome.ERROR, server=str(server), detail=str(error))
-        if wire[2] & 0x02:  # TC: the answer did not fit, ask again over TCP
-            return await self._tcp(server, prepared, (text_name, type_code), rdtype, wait)
-        return _interpret(wire, text_name, rdtype, type_code, str(server), via_tcp=False)
-
-    async def _tcp(
-        self, server: Nameserver, prepared: _Prepared, key: tuple[str, int], rdtype: str, wait: float
-    ) -> DnsAnswer:
-        """The query again over TCP, after a truncated UDP answer."""
-        text_name, type_code = key
-        limiter = _Limits.get(asyncio.get_running_loop())
-        await limiter.acquire()
-        try:
-            wire = await asyncio.wait_for(_tcp_exchange(server, prepared), wait)
-        except TimeoutError:
-            return DnsAnswer(text_name, rdtype, Outcome.TIMEOUT, server=str(server), via_tcp=True)
-        except (OSError, asyncio.IncompleteReadError, ValueError) as error:
-            detail = f"TCP retry after truncation failed: {error or type(error).__name__}"
-            return DnsAnswer(text_name, rdtype, Outcome.ERROR, server=str(server), via_tcp=True, detail=detail)
-        finally:
-            limiter.release()
-        if wire[2] & 0x02 and not int.from_bytes(wire[6:8], "big"):
-            # TC again over TCP, and nothing in it: read as NODATA it would say "no such record", a lie.
-            detail = "truncated even over TCP, with no answer"
-            return DnsAnswer(text_name, rdtype, Outcome.ERROR, server=str(server), via_tcp=True, detail=detail)
-        return _interpret(wire, text_name, rdtype, type_code, str(server), via_tcp=True)
-
-    async def _udp_exchange(self, server: Nameserver, prepared: _Prepared, wait: float) -> bytes:
-        loop = asyncio.get_running_loop()
-        limiter = _Limits.get(loop)
-        await limiter.acquire()
-        try:
-            client = self._client(loop, server)
-            self.sent += 1
-            future: asyncio.Future[bytes | OSError] = loop.create_future()
-            query_id = client.start(prepared, wait, lambda wire: None if future.done() else future.set_result(wire))
-            try:
-                wire = await future
-            finally:
-                client.forget(query_id)
-        finally:
-            limiter.release()
-        if isinstance(wire, OSError):
-            raise wire
-        return wire
-
-    def _client(self, loop: asyncio.AbstractEventLoop, server: Nameserver) -> _UdpClient:
-        clients = self._clients.get(loop)
-        if clients is None:
-            clients = self._clients[loop] = {}
-        client = clients.get(server)
-        if client is None or client.closed:
-            client = _UdpClient(loop, server)
-            clients[server] = client
+    def _new_client(self, loop: asyncio.AbstractEventLoop, server: Nameserver) -> _UdpClient:
+        client = self._state(loop).clients[server] = _UdpClient(loop, server)
         return client
+
+    def in_flight(self) -> tuple[int, int]:
+        """(queries on the wire, queries waiting for a slot) in the running event loop."""
+        state = self._state(asyncio.get_running_loop())
+        return state.limiter.active, len(state.limiter.waiting)
 
     def close(self) -> None:
         """Close the sockets of every event loop."""
-        for clients in self._clients.values():
-            for client in clients.values():
+        for state in self._loops.values():
+            for client in state.clients.values():
                 client.close()
-        self._clients.clear()
+            state.clients.clear()
+        self._last = None

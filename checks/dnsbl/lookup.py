@@ -254,7 +254,8 @@ def _not_listed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Fin
 
 
 def _failed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Finding:
-    code = {Outcome.TIMEOUT: "timeout", Outcome.SERVFAIL: "servfail", Outcome.REFUSED: "dns-refused"}
+    code = {Outcome.TIMEOUT: "timeout", Outcome.SERVFAIL: "servfail", Outcome.REFUSED: "dns-refused",
+            Outcome.NOT_SENT: "not-sent"}  # fmt: skip
     summary = f"could not ask {zone.title}: {answer.describe()}"
     advice = "Unknown, not clean: the look-up will be tried again on the next run."
     return _finding(zone, Status.UNKNOWN, code.get(answer.outcome, "dns-error"), summary,
@@ -298,6 +299,8 @@ def _evidence(zone: Zone, shown: str, answer: DnsAnswer, **extra: Any) -> dict[s
         evidence["server"] = answer.server
     if answer.detail:
         evidence["detail"] = answer.detail
+    if answer.trace:
+        evidence["trace"] = [step.to_json() for step in answer.trace]
     if zone.delist != "none":
         evidence["delist"] = zone.delist
     evidence.update(extra)
