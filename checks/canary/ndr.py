@@ -49,7 +49,9 @@ _MARKERS: dict[str, re.Pattern[str]] = {
 _BASIC = re.compile(r"^\s*([245]\d\d)[\s-]")
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 _S_CODE = re.compile(r"\b(S\d{3,4})\b")
-_ENTRY_FIELDS = frozenset({"id", "provider", "kind", "match", "unique", "temporary", "meaning", "action", "contact"})
+_ENTRY_FIELDS = frozenset(
+    {"id", "provider", "kind", "match", "unique", "temporary", "meaning", "action", "contact", "block"}
+)
 _ID = re.compile(r"^[a-z0-9]+\.[a-z0-9-]+$")
 _CODE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
@@ -76,6 +78,7 @@ class Entry:
     meaning: str
     action: str
     contact: Contact
+    block: bool = False
 
     @property
     def family(self) -> str:
@@ -115,6 +118,7 @@ class Explanation:
     action: str
     contact_name: str
     contact_url: str
+    block: bool = False
 
     def line(self) -> str:
         """One human sentence: meaning, action, and where to go."""
@@ -190,6 +194,7 @@ def explain(reply: str, provider: str | None = None, table: Sequence[Entry] | No
         action=entry.action,
         contact_name=entry.contact.name,
         contact_url=entry.contact.url,
+        block=entry.block,
     )
 
 
@@ -249,8 +254,11 @@ def parse_entry(data: Mapping[str, Any], contacts: Mapping[str, Contact]) -> Ent
     unique = data.get("unique", kind != "enhanced")
     if not isinstance(unique, bool):
         raise CatalogError(where, "unique", "must be true or false")
+    block = data.get("block", False)
+    if not isinstance(block, bool):
+        raise CatalogError(where, "block", "must be true or false")
     meaning, action = _require_str(where, data, "meaning"), _require_str(where, data, "action")
-    return Entry(entry_id, provider, kind, match, unique, data["temporary"], meaning, action, contact)
+    return Entry(entry_id, provider, kind, match, unique, data["temporary"], meaning, action, contact, block)
 
 
 def parse_table(data: Mapping[str, Any]) -> tuple[Entry, ...]:
