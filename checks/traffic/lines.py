@@ -26,6 +26,7 @@ __all__ = [
     "Removed",
     "detect_format",
     "line_day",
+    "line_time",
     "parse_line",
     "redact",
 ]
@@ -227,23 +228,34 @@ def detect_format(lines: Iterable[str]) -> str | None:
     return None
 
 
-def line_day(stamp: str, today: date) -> date | None:
-    """The UTC day of a stamp; a year-less syslog stamp is taken in `today`'s year (or the year before)."""
+def line_time(stamp: str, now: datetime) -> datetime | None:
+    """The moment of a stamp, in UTC; a year-less syslog stamp is taken as UTC in `now`'s year (or the year before).
+
+    Syslog's traditional stamp carries neither year nor zone: logging in UTC (or as RFC 3339, rsyslog's
+    `RSYSLOG_FileFormat`, or `journalctl -o short-iso`) keeps days and windows exact.
+    """
     if stamp[:1].isdigit():
         try:
             moment = datetime.fromisoformat(stamp)
         except ValueError:
             return None
-        return moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     month = _MONTHS.get(stamp[:3])
-    day = stamp[4:6].strip()
-    if month is None or not day.isdigit():
+    day, clock = stamp[4:6].strip(), stamp[7:15]
+    if month is None or not day.isdigit() or len(clock) != 8:
         return None
-    year = today.year - 1 if (month, int(day)) > (today.month, today.day + 1) else today.year
+    year = now.year - 1 if (month, int(day)) > (now.month, now.day + 1) else now.year
     try:
-        return date(year, month, int(day))
+        hour, minute, second = (int(part) for part in clock.split(":"))
+        return datetime(year, month, int(day), hour, minute, second, tzinfo=UTC)
     except ValueError:
         return None
+
+
+def line_day(stamp: str, today: date) -> date | None:
+    """The UTC day of a stamp (see `line_time`)."""
+    moment = line_time(stamp, datetime(today.year, today.month, today.day, 23, 59, tzinfo=UTC))
+    return moment.date() if moment is not None else None
 
 
 def redact(text: str) -> str:
