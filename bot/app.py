@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "bot.commands.providers",
     "bot.commands.canary",
     "bot.commands.timeline",
+    "bot.commands.traffic",
     "bot.metrics",
 )
 WORKING = "👀"

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from bot import __version__
 from bot.commands.core import REGISTRY, Services
 
-__all__ = ["SNDS_COLOURS", "STATUS_VALUES", "MetricsServer", "StoreCollector", "metrics_lifespan"]
+__all__ = ["METRIC_SOURCES", "SNDS_COLOURS", "STATUS_VALUES", "MetricsServer", "StoreCollector", "metrics_lifespan"]
 
 log = logging.getLogger("repbot.metrics")
 
@@ -35,6 +35,8 @@ CANARY_KINDS = (
     "inbox", "junk", "bounced", "deferred", "not-sent", "pending", "missing-accepted", "missing-unknown", "unreadable",
 )  # fmt: skip
 MAX_REQUEST = 8192
+# Modules that add their own metrics (traffic: repbot_traffic_*), built at scrape time from the services.
+METRIC_SOURCES: list[Callable[[Services], Iterable[Metric]]] = []
 
 
 def _timestamp(text: Any) -> float | None:
@@ -80,6 +82,8 @@ class StoreCollector(Collector):
             if stamp is not None:
                 runs.add_metric([name], stamp)
         yield runs
+        for source in METRIC_SOURCES:
+            yield from source(self.services)
 
     def _health(self) -> Iterator[Metric]:
         last_sync = getattr(self.services.transport, "last_sync", None)

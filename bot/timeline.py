@@ -48,7 +48,13 @@ INK = (30, 30, 30)
 MUTED_INK = (95, 95, 105)
 BACKGROUND = (255, 255, 255)
 # Groups, in the order they are drawn: check id -> heading. Other checks go under "DNS and TLS".
-GROUPS = {"dnsbl": "Blocklists", "snds": "Microsoft SNDS", "complaints": "Complaints", "canary": "Canaries"}
+GROUPS = {
+    "dnsbl": "Blocklists",
+    "snds": "Microsoft SNDS",
+    "complaints": "Complaints",
+    "canary": "Canaries",
+    "traffic": "Outbound mail",
+}
 OTHER_GROUP = "DNS and TLS"
 REPUTATION_CHECKS = frozenset(GROUPS)
 

@@ -27,7 +27,7 @@ from checks import Finding, Report, Status, parse_target
 from checks.canary.probe import Canary, poll, send
 from checks.canary.verdict import CanaryVerdict, classify, provider_finding, settle
 
-__all__ = ["CanaryConfig", "CanaryRunner", "canary_lifespan", "canary_settings", "read_canary"]
+__all__ = ["CanaryConfig", "CanaryRunner", "canary_lifespan", "canary_settings", "read_canary", "stored_verdicts"]
 
 log = logging.getLogger("repbot.canary")
 
@@ -157,9 +157,21 @@ class CanaryRunner:
     def _provider_report(self, name: str, entries: Sequence[Mapping[str, Any]]) -> Report:
         verdicts = [_verdict_from_json(entry) for entry in entries[-5:]]
         snds = self._snds_findings()
-        finding = provider_finding(name, verdicts, snds)
+        finding = provider_finding(name, verdicts, snds, self._join(verdicts[-1], entries))
         domain = verdicts[-1].canary.seed.rpartition("@")[2]
         return Report(parse_target(domain), (finding,))
+
+    def _join(self, latest: CanaryVerdict, entries: Sequence[Mapping[str, Any]]) -> Any:
+        """Today's silent-drop join for this seed's provider, when the MTA log is followed ([traffic])."""
+        from bot.commands.traffic import provider_join, seed_provider
+
+        follower = self.services.extra.get("traffic")
+        if follower is None:
+            return None
+        key = seed_provider(follower.families, latest.canary.seed)
+        day = latest.canary.sent_at.date()
+        verdicts = [_verdict_from_json(entry) for entry in entries]
+        return provider_join(self.services, key, follower.families.name(key), day, verdicts)
 
     def _snds_findings(self) -> list[Finding]:
         """The latest SNDS findings in the monitor's state, as Findings (empty without SNDS)."""
@@ -205,6 +217,17 @@ async def canary_lifespan(services: Services) -> AsyncIterator[None]:
         await runner.stop()
         if own is not None:
             own.close()
+
+
+def stored_verdicts(services: Services) -> list[CanaryVerdict]:
+    """Every stored canary verdict (oldest first per seed), from the monitor's store; empty without one."""
+    monitor = services.extra.get("monitor")
+    runner = services.extra.get("canary")
+    store = monitor.store if monitor is not None else (runner.store if isinstance(runner, CanaryRunner) else None)
+    if store is None:
+        return []
+    history = store.get_meta(HISTORY, {}) or {}
+    return [_verdict_from_json(entry) for entries in history.values() for entry in entries]
 
 
 def _runner(call: Call) -> CanaryRunner | None:

@@ -259,6 +259,7 @@ SECTION_MODULES = {
     "feedback": "bot.config.providers",
     "postmaster": "bot.config.providers",
     "canary": "bot.config.canary",
+    "traffic": "bot.config.traffic",
 }
 
 

@@ -40,8 +40,9 @@ SIGNIFICANT_KEYS = (
     "newest",  # complaints: the newest recorded complaint of a domain; it changes when a new one arrives
     "reputation",  # postmaster: HIGH -> MEDIUM is a drop worth saying, though both are ok
 )
-# Records, not probes: SNDS and Postmaster publish a day's data, complaints come from the durable journal.
-ON_SIGHT = frozenset({"snds", "postmaster", "complaints"})
+# Records, not probes: SNDS and Postmaster publish a day's data, complaints come from the durable journal,
+# traffic reads the MTA's own log (a block reply in it is as sure the first time as the second).
+ON_SIGHT = frozenset({"snds", "postmaster", "complaints", "traffic"})
 _PROBLEM = (Status.WARN.value, Status.FAIL.value)
 
 
@@ -294,15 +295,19 @@ def is_muted(event: Event, mutes: Iterable[str]) -> bool:
 
 
 def digest_message(
-    states: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]], now: datetime
+    states: Sequence[Mapping[str, Any]],
+    changes: Sequence[Mapping[str, Any]],
+    now: datetime,
+    extra: Sequence[str] = (),
 ) -> Rendered:
-    """The daily digest: what is still wrong and what changed in 24 h, or one line when all is clear."""
+    """The daily digest: what is still wrong and what changed in 24 h (or one all-clear line), then `extra`."""
     wrong = [s for s in states if s.get("status") in _PROBLEM]
     blind = [s for s in states if s.get("unknown_alerted")]
     if not wrong and not blind and not changes:
         targets = len({s["target"] for s in states})
         text = f"{MARKS[Status.OK]} repbot daily digest: all clear ({len(states)} checks on {targets} targets)."
-        return Rendered(text, html.escape(text))
+        lines = [text, *extra]
+        return Rendered("\n".join(lines), "<br/>".join(html.escape(line) for line in lines))
     lines = [f"repbot daily digest: {len(wrong)} problem(s), {len(changes)} change(s) in 24 h"]
     for state in sorted(wrong, key=lambda s: (s["target"], s["check"], s["subject"])):
         since = now - datetime.fromisoformat(state["since"]) if state.get("since") else None
@@ -318,5 +323,6 @@ def digest_message(
         for change in changes[-20:]:
             muted = " (muted)" if change.get("muted") else ""
             lines.append(f"  {change['at'][:16]} {change['kind']} {change['target']} {change['subject']}{muted}")
+    lines.extend(extra)
     body = "\n".join(lines)
     return Rendered(body, "<br/>".join(html.escape(line) for line in lines))

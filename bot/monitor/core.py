@@ -28,7 +28,7 @@ from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming, Transport
 from checks import CheckContext, Report, parse_target
 
-__all__ = ["FAMILY_BUILDERS", "Family", "FamilyRun", "Monitor", "alert_rules", "default_families"]
+__all__ = ["DIGEST_LINES", "FAMILY_BUILDERS", "Family", "FamilyRun", "Monitor", "alert_rules", "default_families"]
 
 log = logging.getLogger("repbot.monitor")
 
@@ -50,6 +50,9 @@ class Family:
 def _family_of(check: str) -> str:
     return next((family for family, names in FAMILY_CHECKS.items() if check in names), "domains")
 
+
+# Modules that add lines to the daily digest (traffic: yesterday's outbound mail per provider).
+DIGEST_LINES: list[Callable[[Config, datetime], Sequence[str]]] = []
 
 # Families whose runs are not the IP/domain checks (snds, complaints): their module registers a builder
 # that returns the run for this config, or None when the config does not enable it.
@@ -326,7 +329,8 @@ class Monitor:
         if self.store.get_meta("digest_day") == day:
             return None
         since = (now - timedelta(days=1)).isoformat()
-        message = digest_message(self.store.states(), self.store.history(since=since), now)
+        extra = [line for source in DIGEST_LINES for line in source(self.config, now)]
+        message = digest_message(self.store.states(), self.store.history(since=since), now, extra)
         weekly = self.config.digest.timeline_weekday
         with self.store.batch():
             self.store.set_meta("digest_day", day)

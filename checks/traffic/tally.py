@@ -146,6 +146,7 @@ class Tally:
         self.domains: dict[str, Counter[str]] = {}
         self.days: dict[tuple[str, str], Counter[str]] = {}
         self.replies: dict[tuple[str, str], _ReplyStat] = {}
+        self.reply_days: Counter[tuple[str, str, str]] = Counter()  # (day, provider, code) -> count
         # qid -> {domain|provider|route: recipients still deferred}; what a qmgr expiry counts.
         self.pending: dict[str, Counter[str]] = {}
         self._deferred: dict[str, dict[str, str]] = {}  # qid -> recipient -> key, in this process only, never stored
@@ -301,6 +302,8 @@ class Tally:
                 block = explanation is not None and explanation.block
                 stat = self.replies[(provider, code)] = _ReplyStat(meaning, redact(raw), block)
             stat.count += 1
+            if day:
+                self.reply_days[(day, provider, code)] += 1
         return Outcome(provider, route.kind, status, stamp, code, explanation, raw)
 
     def _day(self, stamp: str) -> str:
@@ -325,24 +328,46 @@ class Tally:
 
     # -- results ---------------------------------------------------------------------------------------------
 
-    def summaries(self, include_local: bool = False) -> list[ProviderSummary]:
-        """Per provider (local and smarthost only when asked), the busiest first."""
+    def summaries(
+        self, include_local: bool = False, since: str | None = None, until: str | None = None
+    ) -> list[ProviderSummary]:
+        """Per provider (local only when asked), the busiest first; `since`/`until`: ISO days, both included."""
+        totals, replies = self._counts(since, until)
         found = []
-        for provider, counts in self.providers.items():
+        for provider, counts in totals.items():
             if provider == "local" and not include_local:
                 continue
-            replies = sorted(
-                (Reply(code, stat.count, stat.explanation, stat.line, stat.block)
-                 for (owner, code), stat in self.replies.items() if owner == provider),
+            mine = sorted(
+                (self._reply(owner, code, count) for (owner, code), count in replies.items() if owner == provider),
                 key=lambda reply: (-reply.count, reply.code),
-            )  # fmt: skip
+            )
             found.append(
                 ProviderSummary(
                     provider, self.families.name(provider), counts["sent"], counts["deferred"], counts["bounced"],
-                    counts["expired"], counts["accepted"], tuple(replies),
+                    counts["expired"], counts["accepted"], tuple(mine),
                 )
             )  # fmt: skip
         return sorted(found, key=lambda summary: (-summary.attempts, summary.provider))
+
+    def _reply(self, provider: str, code: str, count: int) -> Reply:
+        stat = self.replies.get((provider, code))
+        if stat is None:
+            return Reply(code, count, "", "")
+        return Reply(code, count, stat.explanation, stat.line, stat.block)
+
+    def _counts(self, since: str | None, until: str | None) -> tuple[dict[str, Counter[str]], Counter[tuple[str, str]]]:
+        if since is None and until is None:
+            return self.providers, Counter({key: stat.count for key, stat in self.replies.items()})
+        totals: dict[str, Counter[str]] = {}
+        first, last = since or "", until or "9999"
+        for (day, provider), counts in self.days.items():
+            if first <= day <= last:
+                totals.setdefault(provider, Counter()).update(counts)
+        per_code: Counter[tuple[str, str]] = Counter()
+        for (day, provider, code), count in self.reply_days.items():
+            if first <= day <= last:
+                per_code[(provider, code)] += count
+        return totals, per_code
 
     def to_json(self) -> dict[str, Any]:
         """Counts only (domains, provider keys, codes, redacted lines): what a restart needs to go on."""
@@ -356,6 +381,7 @@ class Tally:
                 f"{provider}|{code}": {"count": s.count, "explanation": s.explanation, "line": s.line, "block": s.block}
                 for (provider, code), s in self.replies.items()
             },
+            "reply_days": {"|".join(key): count for key, count in self.reply_days.items()},
             "pending": {qid: dict(counts) for qid, counts in self.pending.items()},
         }
 
@@ -375,9 +401,15 @@ class Tally:
             stat = _ReplyStat(str(value.get("explanation", "")), str(value.get("line", "")), bool(value.get("block")))
             stat.count = int(value.get("count", 0))
             self.replies[(provider, code)] = stat
+        self.reply_days = Counter()
+        for key, count in dict(data.get("reply_days", {})).items():
+            parts = str(key).split("|", 2)
+            if len(parts) == 3:
+                self.reply_days[(parts[0], parts[1], parts[2])] = int(count)
         self.pending = {str(qid): Counter(counts) for qid, counts in dict(data.get("pending", {})).items()}
 
     def prune_days(self, keep_since: date) -> None:
         """Forget per-day counts older than `keep_since` (the live state keeps a few weeks)."""
         cutoff = keep_since.isoformat()
         self.days = {key: counts for key, counts in self.days.items() if key[0] >= cutoff}
+        self.reply_days = Counter({key: n for key, n in self.reply_days.items() if key[0] >= cutoff})
