@@ -15,6 +15,7 @@ SMOKES = [
     ["bench/domain_check.py", "--smoke", "--delay", "0.05"],
     ["bench/monitor.py", "--smoke"],
     ["bench/matrix_bot.py", "--minutes", "0.05", "--pings", "3"],
+    ["bench/traffic.py", "--smoke"],
 ]
 
 

@@ -54,7 +54,7 @@ def test_matching_counts_and_delivered_canaries_are_no_drop() -> None:
     reports = ReportCounts({("google", DAY, IP): 39, ("google", DAY, "2001:db8::25"): 1})
     join = drop_join("google", "Gmail", DAY, 40, reports, [IP, "2001:db8::25"], [_verdict("inbox", "b1")])
     assert not join.suspected and join.confidence == "none" and join.dmarc == 40
-    assert join.summary.endswith("no sign of a silent drop.")
+    assert join.summary.endswith("No sign of a silent drop.")
 
 
 def test_a_report_shortfall_alone_is_a_suspicion_without_canaries() -> None:

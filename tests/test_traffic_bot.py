@@ -284,3 +284,44 @@ def test_repbot_traffic_offline_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "Google (Gmail and Workspace):" in capsys.readouterr().out
     assert main(["traffic", "--log", str(tmp_path / "missing.log")]) == 3
     assert "cannot read" in capsys.readouterr().err
+
+
+FAKE_JOURNALCTL = """#!/usr/bin/env python3
+# Stands in for journalctl: prints the entries of a file after --after-cursor, then '-- cursor: N'.
+import sys
+entries = open(sys.argv[1], encoding="utf-8").read().splitlines()
+after = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--after-cursor=")), None)
+start = len(entries) if after is None and "-n" in sys.argv else (after + 1 if after is not None else 0)
+for line in entries[start:]:
+    print(line)
+if "--show-cursor" in sys.argv:
+    print(f"-- cursor: {len(entries) - 1 if entries else 0}")
+"""
+
+
+async def test_the_journal_through_a_command_resumes_at_its_cursor(tmp_path: Path) -> None:
+    entries = tmp_path / "journal.txt"
+    script = tmp_path / "journalctl"
+    script.write_text(FAKE_JOURNALCTL, encoding="utf-8")
+    script.chmod(0o755)
+    now = datetime.now(UTC)
+    append(entries, smtp(now, "J0", "old@gmail.com", GMAIL, "sent", "250 2.0.0 OK - gsmtp"))
+    text = (
+        f'[state]\ndir = "{tmp_path / "state"}"\n[traffic]\ncommand = ["{script}", "{entries}"]\npoll_interval = "1s"\n'
+    )
+    config = parse_config(__import__("tomllib").loads(text))
+    room = Room()
+    async with running_bot(config, room) as services:
+        follower = services.extra["traffic"]
+        await follower.poll()  # start = "end": only the cursor
+        append(entries, smtp(now, "J1", "a@gmail.com", GMAIL, "sent", "250 2.0.0 OK - gsmtp"),
+               smtp(now, "J2", "b@gmail.com", GMAIL, "sent", "250 2.0.0 OK - gsmtp"))  # fmt: skip
+        await follower.poll()
+        await follower.poll()
+        assert follower.tally.providers["google"]["sent"] == 2
+    append(entries, smtp(now, "J3", "c@gmail.com", GMAIL, "sent", "250 2.0.0 OK - gsmtp"))
+    async with running_bot(config, room) as services:
+        follower = services.extra["traffic"]
+        await follower.poll()
+        assert follower.tally.providers["google"]["sent"] == 3
+        assert follower.position is not None and follower.position.cursor == "3"

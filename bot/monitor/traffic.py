@@ -309,7 +309,9 @@ class TrafficFollower:
         counts = self.tally.days.get((day.isoformat(), provider))
         if counts is not None:
             return int(counts["accepted"])
-        followed = any(key[0] == day.isoformat() for key in self.tally.days)
+        # A day between the first one counted and today was followed: no line for this provider is 0, not unknown.
+        first = min((key[0] for key in self.tally.days), default=None)
+        followed = first is not None and first <= day.isoformat() <= self.clock().date().isoformat()
         return 0 if followed else None
 
     async def run(self) -> None:

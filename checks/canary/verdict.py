@@ -346,7 +346,7 @@ def drop_join(
     possible = int(accepted is not None and reported is not None) + int(bool(done))
     confidence = CONFIDENCE[max(1, 3 - len(missing) - (possible - signals))] if suspected else "none"
     facts = _join_sentences(name, day, ips, accepted, reported, len(done), dropped)
-    verdict = f"suspected silent drop, {confidence} confidence" if suspected else "no sign of a silent drop"
+    verdict = f"suspected silent drop, {confidence} confidence" if suspected else "No sign of a silent drop"
     if not facts:
         verdict = f"nothing to join for {name} on {day.isoformat()}"
     summary = (". ".join(facts) + (": " if suspected else ". ") if facts else "") + verdict + "."
@@ -364,7 +364,7 @@ def _join_sentences(
     source = f" from {', '.join(ips)}" if ips else ""
     parts = []
     if accepted is not None:
-        parts.append(f"{name} accepted {accepted} messages{source} on {day.isoformat()}")
+        parts.append(f"{name} accepted {accepted} message{'' if accepted == 1 else 's'}{source} on {day.isoformat()}")
     if reported is not None:
         parts.append(f"Its DMARC report counts {reported}")
     if done:
