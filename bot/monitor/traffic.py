@@ -145,7 +145,7 @@ class TrafficFollower:
         self.monitor = monitor
         self.clock = clock or (lambda: datetime.now(UTC))
         self.lock = asyncio.Lock()
-        self.tally = Tally(families, self.clock().date())
+        self.tally = Tally(families, self.clock().date(), keep_domains=False)
         self.position: Position | None = None
         self.window: dict[str, list[list[int]]] = {}  # provider -> [[minute, sent, deferred, bounced, expired]]
         self.blocks: dict[str, dict[str, Any]] = {}

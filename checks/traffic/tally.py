@@ -12,15 +12,14 @@ once per recipient still deferred, apart from bounces.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any
 
 from checks.canary.ndr import Explanation, explain
 from checks.traffic.lines import GARBAGE, OTHER_DAEMON, Delivery, Expiry, Removed, line_day, parse_line, redact
+from checks.traffic.model import Outcome, ProviderSummary, Reply, reply_code
 from checks.traffic.providers import Families, Route
 
 __all__ = ["OUTCOMES", "Outcome", "ProviderSummary", "Reply", "Tally"]
@@ -29,99 +28,6 @@ OUTCOMES = ("sent", "deferred", "bounced", "expired")
 SKIP_REASONS = ("garbage", "other-daemon", "partial", "non-utf8")
 MAX_PENDING = 50_000
 MAX_LINE = 4096
-_CODE_PARTS = re.compile(r"\((S\d{3,4})\)|\[([A-Z]{2,3}\d\d)\]")
-_ENHANCED = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
-
-
-class Outcome(NamedTuple):
-    """One counted attempt, for the live window: provider key, outcome, the line's stamp and its reply."""
-
-    provider: str
-    route: str  # provider | local | smarthost
-    status: str
-    stamp: str
-    code: str
-    explanation: Explanation | None
-    raw_line: str = ""  # as logged, addresses and all: never let it leave the process
-
-    @property
-    def block(self) -> bool:
-        return self.explanation is not None and self.explanation.block
-
-    @property
-    def line(self) -> str:
-        """The log line with every address's local part removed: what may be quoted in the room."""
-        return redact(self.raw_line)
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One kind of reply from one provider: its code, how often, what it means, one redacted line."""
-
-    code: str
-    count: int
-    explanation: str
-    line: str
-    block: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "count": self.count, "explanation": self.explanation}
-
-
-@dataclass(frozen=True)
-class ProviderSummary:
-    """One provider's counts and its replies, most frequent first."""
-
-    provider: str
-    name: str
-    sent: int
-    deferred: int
-    bounced: int
-    expired: int
-    accepted: int
-    replies: tuple[Reply, ...]
-
-    @property
-    def attempts(self) -> int:
-        return self.sent + self.deferred + self.bounced + self.expired
-
-    def to_json(self) -> dict[str, Any]:
-        counts = {"sent": self.sent, "deferred": self.deferred, "bounced": self.bounced, "expired": self.expired}
-        return {"provider": self.provider, "name": self.name, **counts, "accepted": self.accepted,
-                "replies": [reply.to_json() for reply in self.replies]}  # fmt: skip
-
-
-def reply_code(delivery: Delivery) -> str:
-    """A stable code for a reply: '550 5.7.1 S3150', '421 4.7.0 TSS04', 'connect timeout', ..."""
-    reply = delivery.reply
-    if reply is None:
-        detail = delivery.detail.lower()
-        for marker, code in _LOCAL_REASONS:
-            if marker in detail:
-                return code
-        return delivery.dsn or delivery.status
-    parts = [reply[:3]]
-    enhanced = _ENHANCED.search(reply[3:40])
-    if enhanced is not None:
-        parts.append(enhanced.group(1))
-    elif delivery.dsn:
-        parts.append(delivery.dsn)
-    found = _CODE_PARTS.search(reply)
-    if found is not None:
-        parts.append(found.group(1) or found.group(2))
-    return " ".join(parts)
-
-
-_LOCAL_REASONS = (
-    ("timed out", "connect timeout"),
-    ("connection refused", "connection refused"),
-    ("network is unreachable", "network unreachable"),
-    ("host not found", "host not found"),
-    ("name service error", "dns error"),
-    ("no route to host", "no route"),
-    ("lost connection", "lost connection"),
-    ("tls", "tls failure"),
-)
 
 
 class _ReplyStat:
@@ -137,9 +43,12 @@ class _ReplyStat:
 class Tally:
     """Counts of one or many log files (or a live follow), fed line by line in order."""
 
-    def __init__(self, families: Families, today: date) -> None:
+    def __init__(self, families: Families, today: date, *, keep_domains: bool = True) -> None:
         self.families = families
         self.today = today
+        # Per recipient domain (pflogsumm's table): the offline summary wants it; a live follower, whose state is
+        # written every poll, need not keep every domain it ever saw.
+        self.keep_domains = keep_domains
         self.lines = 0
         self.skipped: Counter[str] = Counter()
         self.providers: dict[str, Counter[str]] = {}
@@ -264,6 +173,8 @@ class Tally:
         return found
 
     def _count_domain(self, domain: str, status: str) -> None:
+        if not self.keep_domains:
+            return
         counts = self.domains.get(domain)
         if counts is None:
             counts = self.domains[domain] = Counter()
