@@ -75,6 +75,28 @@ def test_postfix_fields_ipv6_relay_orig_to_and_conn_use() -> None:
     assert load_families().route(parsed).provider == "comcast"
 
 
+def test_banner_refusals_instances_and_transport_names() -> None:
+    refused = (
+        "Jul 16 14:21:05 desktop postfix/smtp[8810]: 7233: to=<j@verizon.net>,"
+        " relay=relay.verizon.net[206.46.232.11]:25,"
+        " delay=0.1, delays=0.01/0/0.09/0, dsn=4.0.0, status=deferred (host relay.verizon.net[206.46.232.11] refused"
+        " to talk to me: 571 Email from 192.0.2.25 is currently blocked by Verizon Online's anti-spam system.)"
+    )
+    parsed = parse_line(refused)
+    assert isinstance(parsed, Delivery) and parsed.reply is not None and parsed.reply.startswith("571 Email from")
+    for prog in ("postfix-192.0.2.50/smtp", "postfix/polite/smtp", "postfix-out/relay/smtp"):
+        line = (
+            f"2026-06-14T18:08:39.620674-03:00 mx3 {prog}[107825]: 4gdgQw15: to=<a@gmail.com>,"
+            " relay=alt1.gmail-smtp-in.l.google.com[142.250.1.27]:25, delay=12736, delays=802/11925/7/1.7,"
+            " dsn=4.7.23, status=deferred (host alt1.gmail-smtp-in.l.google.com[142.250.1.27] said: 421 4.7.23 later)"
+        )
+        found = parse_line(line)
+        assert isinstance(found, Delivery) and found.status == "deferred", prog
+    tally = _tally()
+    tally.feed(line)
+    assert tally.days[("2026-06-14", "google")]["deferred"] == 1  # 18:08 at -03:00 is 21:08 UTC, the same day
+
+
 def test_microsoft_consumer_and_365_are_different_families() -> None:
     families = load_families()
     assert families.provider_of("outlook-com.olc.protection.outlook.com", "outlook.com").provider == (

@@ -55,7 +55,7 @@ _POSTFIX_DELIVERY = re.compile(
 _POSTFIX_ID = re.compile(r"^(?P<qid>[0-9A-Za-z]+): message-id=<?(?P<mid>[^>\s]*)>?")
 _POSTFIX_EXPIRED = re.compile(r"^(?P<qid>[0-9A-Za-z]+): from=<[^>]*>, status=expired")
 _POSTFIX_REMOVED = re.compile(r"^(?P<qid>[0-9A-Za-z]+): removed$")
-_SAID = re.compile(r"^host \S+ said: (?P<reply>.*?)(?: \(in reply to [^)]*\))?$")
+_SAID = re.compile(r"^host \S+ (?:said|refused to talk to me): (?P<reply>.*?)(?: \(in reply to [^)]*\))?$")
 _REPLY = re.compile(r"^[245]\d\d[ -]")
 _SMTPD_DELIVERY = re.compile(r"^[0-9a-f]+ (?P<agent>mta|mda|lka) delivery evpid=(?P<evpid>[0-9a-f]{16}) (?P<rest>.*)$")
 _SMTPD_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
