@@ -325,3 +325,32 @@ async def test_the_journal_through_a_command_resumes_at_its_cursor(tmp_path: Pat
         await follower.poll()
         assert follower.tally.providers["google"]["sent"] == 3
         assert follower.position is not None and follower.position.cursor == "3"
+
+
+async def test_the_join_reads_stored_canaries_and_feeds_the_canary_provider_verdict(tmp_path: Path) -> None:
+    from bot.commands.canary import CanaryRunner
+    from checks.canary.probe import Canary
+
+    config = make_config(tmp_path)
+    log = tmp_path / "mail.log"
+    now = datetime.now(UTC).replace(microsecond=0)
+    ok = "250 2.6.0 <x@example.org> [InternalId=1, Hostname=AM9.eurprd.prod.outlook.com] Queued mail for delivery"
+    append(log, *(smtp(now, f"H{i}", f"u{i}@outlook.com", OUTLOOK, "sent", ok) for i in range(4)))
+    seed, deadline = "seed@outlook.com", now + timedelta(minutes=30)
+    canary = Canary("outlook", "tok1", "<tok1@example.org>", seed, "me@example.org", now, deadline, submitted=True,
+                    reply="250 2.0.0 Ok: queued as 4F1A")  # fmt: skip
+    entry = {"canary": canary.to_json(), "kind": "missing-accepted", "summary": "accepted with 250 and missing",
+             "lines": [], "advice": "", "latency": None, "at": now.isoformat()}  # fmt: skip
+    room = Room()
+    async with running_bot(config, room) as services:
+        await services.extra["traffic"].poll()
+        monitor = services.extra["monitor"]
+        with monitor.store.batch():
+            monitor.store.set_meta("canary_history", {"outlook": [entry]})
+        text = await run_command(services, "!traffic outlook")
+        report = CanaryRunner(services, monitor.store)._provider_report("outlook", [entry])
+    assert f"accepted 4 messages from 192.0.2.25 on {now.date().isoformat()}" in text
+    assert "1 of 1 canaries missing after acceptance: suspected silent drop, medium confidence" in text
+    finding = report.findings[0]
+    assert finding.evidence["join"]["accepted"] == 4 and finding.evidence["join"]["canaries_dropped"] == 1
+    assert "Missing: the DMARC aggregate report (confidence lowered)." in finding.summary
