@@ -246,16 +246,19 @@ def traffic_metrics(services: Services) -> Iterator[Any]:
     attempts = CounterMetricFamily(
         "repbot_traffic_deliveries", "outbound delivery attempts in the MTA log", labels=["provider", "outcome"]
     )
-    for key, counts in sorted(follower.tally.providers.items()):
+    # A poll may be counting in its thread: copy (C-level, under the GIL) before iterating.
+    providers = {key: dict(counts) for key, counts in list(follower.tally.providers.items())}
+    for key, counts in sorted(providers.items()):
         for outcome in ("sent", "deferred", "bounced", "expired"):
-            attempts.add_metric([key, outcome], counts[outcome])
+            attempts.add_metric([key, outcome], counts.get(outcome, 0))
     yield attempts
     lines = CounterMetricFamily("repbot_traffic_lines", "MTA log lines read")
     lines.add_metric([], follower.tally.lines)
     yield lines
     skipped = CounterMetricFamily("repbot_traffic_skipped_lines", "log lines skipped, by reason", labels=["reason"])
+    reasons = dict(follower.tally.skipped)
     for reason in ("garbage", "other-daemon", "partial", "non-utf8"):
-        skipped.add_metric([reason], follower.tally.skipped[reason])
+        skipped.add_metric([reason], reasons.get(reason, 0))
     yield skipped
 
 

@@ -229,17 +229,18 @@ def detect_format(lines: Iterable[str]) -> str | None:
 
 
 def line_time(stamp: str, now: datetime) -> datetime | None:
-    """The moment of a stamp, in UTC; a year-less syslog stamp is taken as UTC in `now`'s year (or the year before).
+    """The moment of a stamp, in UTC. A stamp without a zone is this machine's local time, as syslog writes it;
+    a year-less one is in `now`'s year (or the year before, for December's lines read in January).
 
-    Syslog's traditional stamp carries neither year nor zone: logging in UTC (or as RFC 3339, rsyslog's
-    `RSYSLOG_FileFormat`, or `journalctl -o short-iso`) keeps days and windows exact.
+    RFC 3339 stamps (rsyslog's `RSYSLOG_FileFormat`, `journalctl -o short-iso`) carry their offset and need no
+    guessing; a log written on another machine in another zone needs them.
     """
     if stamp[:1].isdigit():
         try:
             moment = datetime.fromisoformat(stamp)
         except ValueError:
             return None
-        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)  # a naive moment is local time
     month = _MONTHS.get(stamp[:3])
     day, clock = stamp[4:6].strip(), stamp[7:15]
     if month is None or not day.isdigit() or len(clock) != 8:
@@ -247,7 +248,7 @@ def line_time(stamp: str, now: datetime) -> datetime | None:
     year = now.year - 1 if (month, int(day)) > (now.month, now.day + 1) else now.year
     try:
         hour, minute, second = (int(part) for part in clock.split(":"))
-        return datetime(year, month, int(day), hour, minute, second, tzinfo=UTC)
+        return datetime(year, month, int(day), hour, minute, second).astimezone(UTC)
     except ValueError:
         return None
 

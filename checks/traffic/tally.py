@@ -218,8 +218,9 @@ class Tally:
         return Outcome(provider, route.kind, status, stamp, code, explanation, raw)
 
     def _day(self, stamp: str) -> str:
-        """The stamp's day as ISO text ('' when unreadable); cached by the syslog date, or by the whole ISO stamp."""
-        key = stamp if stamp[:1].isdigit() else stamp[:6]
+        """The stamp's UTC day as ISO text ('' when unreadable); cached per minute of a syslog stamp (local time: the
+        UTC day changes at a local hour and minute), or per whole ISO stamp."""
+        key = stamp if stamp[:1].isdigit() else stamp[:12]
         cached = self._days.get(key)
         if cached is None:
             if len(self._days) > 4096:
