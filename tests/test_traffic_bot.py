@@ -287,15 +287,17 @@ def test_repbot_traffic_offline_json(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 FAKE_JOURNALCTL = """#!/usr/bin/env python3
-# Stands in for journalctl: prints the entries of a file after --after-cursor, then '-- cursor: N'.
+# Stands in for journalctl: prints the entries of a file after --after-cursor (or the last -n), then, as
+# journalctl does, '-- cursor: N' only when it printed an entry.
 import sys
 entries = open(sys.argv[1], encoding="utf-8").read().splitlines()
 after = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--after-cursor=")), None)
-start = len(entries) if after is None and "-n" in sys.argv else (after + 1 if after is not None else 0)
+last = int(sys.argv[sys.argv.index("-n") + 1]) if "-n" in sys.argv else None
+start = after + 1 if after is not None else (len(entries) - last if last is not None else 0)
 for line in entries[start:]:
     print(line)
-if "--show-cursor" in sys.argv:
-    print(f"-- cursor: {len(entries) - 1 if entries else 0}")
+if "--show-cursor" in sys.argv and entries[start:]:
+    print(f"-- cursor: {len(entries) - 1}")
 """
 
 

@@ -195,10 +195,12 @@ class TrafficFollower:
         if self.config.command:
             cursor = self.position.cursor if self.position else ""
             command = list(self.config.command)
+            skip_first = not cursor and self.config.start == "end"
             if not cursor:
-                command += ["-n", "0"] if self.config.start == "end" else ["--since", "today"]
+                # The newest entry only to learn its cursor (journalctl prints a cursor only after an entry).
+                command += ["-n", "1"] if skip_first else ["--since", "today"]
             lines, cursor = await read_journal(command, cursor)
-            return Chunk(lines, Position(cursor=cursor))
+            return Chunk([] if skip_first else lines, Position(cursor=cursor))
         assert self.config.path is not None
         path, from_end = Path(self.config.path), self.config.start == "end"
         return await asyncio.to_thread(read_new, path, self.position, from_end=from_end)
