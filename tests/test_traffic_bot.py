@@ -356,3 +356,22 @@ async def test_the_join_reads_stored_canaries_and_feeds_the_canary_provider_verd
     finding = report.findings[0]
     assert finding.evidence["join"]["accepted"] == 4 and finding.evidence["join"]["canaries_dropped"] == 1
     assert "Missing: the DMARC aggregate report (confidence lowered)." in finding.summary
+
+
+def test_rates_need_min_attempts_keep_hysteresis_and_skip_other(tmp_path: Path) -> None:
+    from bot.config.traffic import traffic_families
+    from bot.monitor.traffic import WindowCounts, provider_findings
+
+    traffic = make_config(tmp_path, min_attempts=10, deferral_rate=0.3).extra["traffic"]
+    families = traffic_families(traffic)
+
+    def status(window: dict[str, WindowCounts], alerting: dict[str, str]) -> dict[str, str]:
+        findings, _ = provider_findings(traffic, families, window, {}, alerting, "1 h")
+        return {f.subject: f.status.value for f in findings}
+
+    assert status({"google": WindowCounts(sent=2, deferred=3)}, {}) == {"google": "ok"}  # 5 < min_attempts
+    assert status({"google": WindowCounts(sent=7, deferred=3)}, {}) == {"google": "warn"}  # 30 %
+    assert status({"google": WindowCounts(sent=75, deferred=25)}, {"google": "deferrals"}) == {"google": "warn"}
+    assert status({"google": WindowCounts(sent=77, deferred=23)}, {}) == {"google": "ok"}
+    assert status({"google": WindowCounts(sent=77, deferred=23)}, {"google": "deferrals"}) == {"google": "ok"}
+    assert status({"other": WindowCounts(sent=1, deferred=50)}, {}) == {"other": "ok"}

@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bot.config.traffic import TrafficConfig
 from bot.transports.session import write_private
@@ -31,7 +31,7 @@ from checks import Finding, Report, Status
 from checks.model import Target, TargetKind
 from checks.traffic.follow import Chunk, LogGone, Position, read_journal, read_new
 from checks.traffic.lines import line_time
-from checks.traffic.providers import LOCAL, Families
+from checks.traffic.providers import LOCAL, OTHER, Families
 from checks.traffic.tally import Outcome, Tally
 
 __all__ = ["STATE_FILE", "TrafficFollower", "WindowCounts", "provider_findings"]
@@ -111,7 +111,11 @@ def provider_findings(
             findings.append(_block_finding(key, name, blocks[key]))
             now_alerting[key] = "block"
             continue
-        kind = next((k for k, limit in thresholds.items() if _over(counts, k, limit, alerting.get(key), config)), None)
+        # "other" mixes every small domain (greylisting and all): its rates say nothing about one provider.
+        rated = key != OTHER
+        kind = next(
+            (k for k, limit in thresholds.items() if rated and _over(counts, k, limit, alerting.get(key), config)), None
+        )
         if kind is not None:
             findings.append(_rate_finding(key, name, kind, counts, window_text, thresholds[kind]))
             now_alerting[key] = kind
@@ -133,11 +137,22 @@ def _over(counts: WindowCounts, kind: str, limit: float, was: str | None, config
     return counts.rate(kind) >= (limit * RESOLVE_SHARE if was == kind else limit)
 
 
+class ReportSink(Protocol):
+    """Where findings go: the monitor (its `process` stores state and queues alerts)."""
+
+    def process(self, reports: Sequence[Report]) -> Any: ...
+
+
 class TrafficFollower:
     """Follows the configured log, keeps the tally, the window and the block episodes, persisted together."""
 
     def __init__(
-        self, config: TrafficConfig, families: Families, state_dir: str, monitor: Any = None, clock: Any = None
+        self,
+        config: TrafficConfig,
+        families: Families,
+        state_dir: str,
+        monitor: ReportSink | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
         self.families = families
