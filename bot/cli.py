@@ -219,7 +219,7 @@ def _traffic(args: argparse.Namespace) -> int:
     tally = Tally(traffic_families(TrafficConfig(smarthosts=smarthosts, families=section.families)),
                   datetime.now(UTC).date())  # fmt: skip
     for name in args.log:
-        tally.feed_all(iter_lines(Path(name)))
+        tally.feed_all(iter_lines(Path(name)), collect=False)
     if args.json:
         print(summary_json(tally))
     else:

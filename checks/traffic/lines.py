@@ -9,6 +9,7 @@ postscreen...) or why it is skipped (`OTHER_DAEMON`, `GARBAGE`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -154,18 +155,24 @@ def _postfix_delivery(match: re.Match[str], daemon: str, stamp: str, line: str) 
     rest = match["rest"]
     opened = rest.find("(")
     detail = rest[opened + 1 : rest.rfind(")")] if opened >= 0 else rest.lstrip(", ")
-    said = _SAID.match(detail)
-    reply = said["reply"] if said else (detail if _REPLY.match(detail) else None)
+    if detail.startswith("host "):
+        said = _SAID.match(detail)
+        reply = said["reply"] if said else None
+    else:
+        reply = detail if _REPLY.match(detail) else None
     relay = match["relay"]
-    host, ip = "", ""
-    if relay != "none":
-        where = _RELAY_HOST.match(relay)
-        if where is not None:
-            host, ip = where["host"].lower(), where["ip"] or ""
+    host, ip = _relay_parts(relay)
     return Delivery(
         "postfix", daemon, match["qid"], match["to"], relay, host, ip, match["status"], match["dsn"] or "",
         reply, detail, stamp, line,
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _relay_parts(relay: str) -> tuple[str, str]:
+    """('mx.example.net', '192.0.2.25') from 'mx.example.net[192.0.2.25]:25'; relays repeat, so cached."""
+    where = _RELAY_HOST.match(relay) if relay != "none" else None
+    return (where["host"].lower(), where["ip"] or "") if where is not None else ("", "")
 
 
 def _unquote(value: str) -> str:

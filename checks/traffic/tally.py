@@ -90,10 +90,14 @@ class Tally:
         self.lines += 1
         return self._feed(line)
 
-    def feed_all(self, lines: Iterable[bytes]) -> list[Outcome]:
+    def feed_all(self, lines: Iterable[bytes], *, collect: bool = True) -> list[Outcome]:
+        """Count every line; the outcomes counted (none kept with `collect=False`: the offline summary)."""
         found: list[Outcome] = []
+        feed = self.feed_bytes
         for raw in lines:
-            found.extend(self.feed_bytes(raw))
+            outcomes = feed(raw)
+            if outcomes and collect:
+                found.extend(outcomes)
         return found
 
     def skip_partial(self, count: int = 1) -> None:
