@@ -130,6 +130,9 @@ def test_config_section_and_its_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as both:
         make_config(tmp_path, command=["journalctl", "-f"])
     assert "traffic.path" in str(both.value)
+    with pytest.raises(ConfigError) as follow:
+        make_config(tmp_path, path="", command=["journalctl", "-f", "-u", "postfix@-"])
+    assert "traffic.command" in str(follow.value) and "--follow" in str(follow.value)
     with pytest.raises(ConfigError) as rate:
         make_config(tmp_path, bounce_rate=5)
     assert "traffic.bounce_rate" in str(rate.value)

@@ -72,6 +72,8 @@ def read_traffic(section: Section) -> TrafficConfig:
     command = section.strings("command")
     if (path is None) == (not command):
         section.problem("path", "give exactly one of path (the MTA's log file) or command (a journalctl command)")
+    if any(word in ("-f", "--follow") for word in command):
+        section.problem("command", "drop -f/--follow: repbot runs the command each poll, after the stored cursor")
     config = TrafficConfig(
         path=path,
         command=command,
