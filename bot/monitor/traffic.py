@@ -41,6 +41,7 @@ log = logging.getLogger("repbot.traffic")
 STATE_FILE = "traffic.json"
 RESOLVE_SHARE = 0.8
 MAX_CODES = 5
+QUOTE_LIMIT = 400
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class WindowCounts:
     def rate(self, kind: str) -> float:
         failed = self.deferred if kind == "deferrals" else self.bounced + self.expired
         return failed / self.attempts if self.attempts else 0.0
+
+
+def _quote(line: str, limit: int = QUOTE_LIMIT) -> str:
+    """A log line short enough for an alert (the reply's start, where the codes are, is kept)."""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _minute(moment: datetime) -> int:
@@ -287,7 +293,7 @@ class TrafficFollower:
         block = self.blocks.get(outcome.provider)
         if block is None:
             block = self.blocks[outcome.provider] = {
-                "first": moment.isoformat(), "count": 0, "codes": [], "line": outcome.line,
+                "first": moment.isoformat(), "count": 0, "codes": [], "line": _quote(outcome.line),
                 "explanation": outcome.explanation.line(),
             }  # fmt: skip
         block["count"] += 1
