@@ -378,3 +378,16 @@ def test_rates_need_min_attempts_keep_hysteresis_and_skip_other(tmp_path: Path) 
     assert status({"google": WindowCounts(sent=77, deferred=23)}, {}) == {"google": "ok"}
     assert status({"google": WindowCounts(sent=77, deferred=23)}, {"google": "deferrals"}) == {"google": "ok"}
     assert status({"other": WindowCounts(sent=1, deferred=50)}, {}) == {"other": "ok"}
+
+
+@pytest.mark.parametrize("damage", ["{not json", '{"source": "SRC", "tally": {"lines": "many"}}', "[1, 2]"])
+async def test_a_damaged_state_is_set_aside_and_the_bot_starts(tmp_path: Path, damage: str) -> None:
+    config = make_config(tmp_path)
+    append(tmp_path / "mail.log", smtp(datetime.now(UTC), "K1", "a@gmail.com", GMAIL, "sent", "250 2.0.0 OK - gsmtp"))
+    state = tmp_path / "state" / STATE_FILE
+    state.parent.mkdir(parents=True)
+    state.write_text(damage.replace("SRC", str(tmp_path / "mail.log")), encoding="utf-8")
+    async with running_bot(config, Room()) as services:
+        await services.extra["traffic"].poll()
+        assert services.extra["traffic"].tally.providers["google"]["sent"] == 1
+    assert (tmp_path / "state" / (STATE_FILE + ".unreadable")).exists()

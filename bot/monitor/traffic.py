@@ -182,16 +182,21 @@ class TrafficFollower:
     def _load(self) -> None:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("source") != self.config.source:
+                log.warning("the traffic log changed to %s: following it from the start position", self.config.source)
+                return
+            self._restore(data)
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            # A damaged state must not keep the bot from starting: set it aside and count afresh.
             moved = self.path.with_name(self.path.name + ".unreadable")
             log.error("the traffic state %s is unreadable (%s); moved to %s, counting afresh", self.path, error, moved)
             self.path.replace(moved)
-            return
-        if data.get("source") != self.config.source:
-            log.warning("the traffic log changed to %s: following it from the start position", self.config.source)
-            return
+            self.tally = Tally(self.families, self.clock().date(), keep_domains=False)
+            self.position, self.window, self.blocks, self.alerting = None, {}, {}, {}
+
+    def _restore(self, data: Mapping[str, Any]) -> None:
         self.position = Position.from_json(data.get("position"))
         self.tally.load_json(data.get("tally", {}))
         self.window = {str(k): [list(map(int, row)) for row in v] for k, v in dict(data.get("window", {})).items()}
