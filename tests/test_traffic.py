@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from checks.errors import CatalogError
-from checks.traffic.follow import Position, iter_lines, read_new
+from checks.traffic.follow import LogGone, Position, iter_lines, read_new
 from checks.traffic.lines import Delivery, Expiry, parse_line, redact
 from checks.traffic.providers import load_families
 from checks.traffic.tally import Tally
@@ -293,6 +293,11 @@ def test_follow_copytruncate(tmp_path: Path) -> None:
     _write(log, "delta")
     lines, _, rotation, _ = _follow(log, position)
     assert (lines, rotation) == (["gamma", "delta"], "truncated")
+
+
+def test_a_missing_log_is_log_gone(tmp_path: Path) -> None:
+    with pytest.raises(LogGone, match="no MTA log at"):
+        read_new(tmp_path / "nowhere.log", None)
 
 
 def test_follow_a_replaced_file_without_its_copy_is_lost_not_double_read(tmp_path: Path) -> None:

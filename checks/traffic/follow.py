@@ -17,7 +17,7 @@ import gzip
 import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -66,7 +66,6 @@ class Chunk:
     partial: int = 0  # a line cut off at a rotation, never completed
     rotation: str = ""  # "", "renamed", "truncated", "lost" (the rotated file was not found)
     more: bool = False  # READ_LIMIT stopped the read: call again
-    notes: tuple[str, ...] = field(default=())
 
 
 def _fingerprint(first: bytes) -> str:
@@ -141,8 +140,9 @@ def read_new(path: Path, position: Position | None, *, from_end: bool = False, l
     try:
         handle = open(path, "rb")  # noqa: SIM115
     except FileNotFoundError:
-        # Between logrotate's rename and the MTA's reopen the file may be missing: nothing new yet.
-        return Chunk([], position or Position(), notes=(f"{path} is missing",))
+        # Between logrotate's rename and the MTA's reopen the file may be missing for a moment: the caller's
+        # `unknown` is tolerated for that long; a wrong path stays unknown and is reported.
+        raise LogGone(f"no MTA log at {path}") from None
     except OSError as error:
         raise LogGone(f"cannot read {path}: {error.strerror or error}") from None
     with handle:
