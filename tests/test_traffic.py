@@ -49,6 +49,15 @@ def test_real_postfix_excerpt_counts_its_deliveries_and_skips_nothing() -> None:
     assert tally.lines == 53
 
 
+def test_real_inbound_noise_counts_nothing_and_skips_the_comments() -> None:
+    tally = _tally()
+    tally.feed_all(iter_lines(DATA / "fail2ban_postfix.log"))
+    assert tally.providers == {} and tally.domains == {}
+    # fail2ban's 13 comment lines and 7 blank lines are garbage; the 11 smtpd lines are MTA noise.
+    assert dict(tally.skipped) == {"garbage": 20}
+    assert tally.lines == 31
+
+
 def test_real_opensmtpd_excerpt_tells_the_filter_hop_from_the_remote() -> None:
     tally = _tally()
     tally.feed_all(iter_lines(DATA / "opensmtpd_poolp.log"))
