@@ -29,6 +29,7 @@ __all__ = ["digest_lines", "provider_join", "summary_json", "summary_text", "tra
 
 MAX_DAYS = 35
 TOP_REPLIES = 3
+SINCE_START = " since the log was first followed"
 SMARTHOST_NOTE = "went through your smarthost: the providers' own answers are not in this log"
 
 
@@ -49,7 +50,12 @@ def _provider_lines(summary: ProviderSummary, replies: int) -> list[str]:
 
 
 def summary_text(
-    summaries: Sequence[ProviderSummary], lines: int, skipped: dict[str, int], title: str, replies: int = TOP_REPLIES
+    summaries: Sequence[ProviderSummary],
+    lines: int,
+    skipped: dict[str, int],
+    title: str,
+    replies: int = TOP_REPLIES,
+    lines_note: str = "",
 ) -> str:
     """The per-provider table: counts, the top replies explained, and what was skipped."""
     out = [title]
@@ -62,7 +68,7 @@ def summary_text(
     if local is not None:
         out.append(f"local deliveries (mailboxes, filters): {local.sent} sent, {local.deferred} deferred")
     why = ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items()) if count)
-    out.append(f"{lines} lines read, {sum(skipped.values())} skipped" + (f" ({why})" if why else ""))
+    out.append(f"{lines} lines read{lines_note}, {sum(skipped.values())} skipped" + (f" ({why})" if why else ""))
     return "\n".join(out)
 
 
@@ -178,11 +184,12 @@ async def traffic_command(call: Call) -> Rendered:
         key = _match(follower.families, wanted, [s.provider for s in summaries])
         if key is None:
             known = ", ".join(s.provider for s in summaries if s.provider != LOCAL) or "none yet"
-            return plain_and_html(f"no mail to a provider named {wanted[:40]!r} in {span}; seen: {known}")
+            when = span if days == 1 else f"in {span}"
+            return plain_and_html(f"no mail to a provider named {wanted[:40]!r} {when}; seen: {known}")
         summaries = [s for s in summaries if s.provider == key]
-        text = summary_text(summaries, lines, skipped, title, replies=10)
+        text = summary_text(summaries, lines, skipped, title, replies=10, lines_note=SINCE_START)
         return _pre(text + _join_text(call.services, follower, key, now))
-    return _pre(summary_text(summaries, lines, skipped, title))
+    return _pre(summary_text(summaries, lines, skipped, title, lines_note=SINCE_START))
 
 
 def _join_text(services: Services, follower: TrafficFollower, key: str, now: datetime) -> str:
