@@ -125,6 +125,16 @@ def test_microsoft_consumer_and_365_are_different_families() -> None:
     assert families.provider_of("mail.example.net", "example.net").provider == "other"
 
 
+def test_dmarc_reporters_name_the_family() -> None:
+    families = load_families()
+    assert families.reporter("Outlook.com") == "microsoft-consumer"
+    assert families.reporter("Enterprise Outlook", "microsoft.com") == "microsoft365"
+    assert families.reporter("google.com") == "google"
+    assert families.reporter("Yahoo", "yahooinc.com") == "yahoo"
+    assert families.reporter("WEB.DE", "web.de") == "gmx"  # no reporters entry: its domain decides
+    assert families.reporter("Mail.Example", "example.net") is None
+
+
 def test_config_families_extend_and_replace() -> None:
     extra = [{"key": "posteo", "name": "Posteo", "relays": ["*.posteo.de"], "domains": ["posteo.de"]}]
     families = load_families(extra)

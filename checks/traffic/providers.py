@@ -24,7 +24,7 @@ OTHER = "other"
 LOCAL = "local"
 SMARTHOST = "smarthost"
 NDR_FAMILIES = frozenset({"microsoft", "google", "yahoo", "gmx"})
-_FIELDS = frozenset({"key", "name", "ndr", "relays", "domains", "fallback"})
+_FIELDS = frozenset({"key", "name", "ndr", "relays", "domains", "fallback", "reporters"})
 _KEY = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _PATTERN = re.compile(r"^(?:\*\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*(?:\.\*)?$")
 _LOCAL_DAEMONS = frozenset({"local", "virtual", "pipe", "discard", "error", "lmtp", "mda", "lka", "retry"})
@@ -41,6 +41,7 @@ class Family:
     relays: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()
     fallback: tuple[str, ...] = ()
+    reporters: tuple[str, ...] = ()  # DMARC report org_name or sender domain, lower case
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,18 @@ class Families:
             return _LOCAL_ROUTE
         return self._route(delivery.relay_host, delivery.domain if domain is None else domain)
 
+    def reporter(self, org_name: str, sender_domain: str = "") -> str | None:
+        """The family key of a DMARC aggregate report's reporter (its org_name, or the domain it came from)."""
+        names = {org_name.strip().lower(), sender_domain.strip().lower()} - {""}
+        for family in self.families:
+            if names & set(family.reporters):
+                return family.key
+        for name in names:
+            route = self._route("", name)
+            if route.provider != OTHER:
+                return route.provider
+        return None
+
     def provider_of(self, host: str, domain: str) -> Route:
         """The route for a relay host (may be empty) and a recipient domain."""
         return self._route(host.lower(), domain.lower())
@@ -141,7 +154,12 @@ def parse_family(data: Mapping[str, Any]) -> Family:
     if ndr is not None and ndr not in NDR_FAMILIES:
         raise CatalogError(where, "ndr", f"must be one of {sorted(NDR_FAMILIES)}")
     relays, domains = _strings(where, data, "relays"), _strings(where, data, "domains")
-    family = Family(key, name, ndr, relays, domains, _strings(where, data, "fallback"))
+    reporters = data.get("reporters", [])
+    if not isinstance(reporters, list) or not all(isinstance(item, str) and item.strip() for item in reporters):
+        raise CatalogError(where, "reporters", "must be a list of names")
+    family = Family(
+        key, name, ndr, relays, domains, _strings(where, data, "fallback"), tuple(r.lower() for r in reporters)
+    )
     if not (family.relays or family.domains or family.fallback):
         raise CatalogError(where, "relays", "give relays, domains or fallback")
     return family
