@@ -20,6 +20,12 @@ is_installed() {
     dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed
 }
 
+# pflogsumm: tests/test_traffic.py and bench/traffic.py compare repbot's counts with it.
+if ! is_installed pflogsumm; then
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" apt-get install -y --no-install-recommends pflogsumm
+fi
+
 if is_installed dovecot-imapd; then
     echo "dovecot-imapd already installed: $(dpkg-query -W -f='${Version}' dovecot-imapd)"
 else
@@ -41,3 +47,4 @@ if command -v ss >/dev/null && ss -Hltn 'sport = :143 or sport = :993' | grep -q
     echo "warning: something still listens on port 143/993 (the tests do not need those ports)" >&2
 fi
 echo "dovecot: $(dovecot --version)"
+echo "pflogsumm: $(pflogsumm --version)"

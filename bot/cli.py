@@ -86,7 +86,12 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="repbot", description="Watch a mail server's reputation and say when mail stops arriving.")
+    # No abbreviations: `repbot traffic --log` must not be taken for the global --log-level.
+    parser = _Parser(
+        prog="repbot",
+        description="Watch a mail server's reputation and say when mail stops arriving.",
+        allow_abbrev=False,
+    )
     parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
@@ -108,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dns_options(ticket)
     lists = commands.add_parser("lists", help="every blocklist zone with its live health")
     _add_dns_options(lists)
+    traffic = commands.add_parser("traffic", help="summarise MTA log files: outbound mail per provider, explained")
+    traffic.add_argument("--log", action="append", required=True, metavar="FILE", help="a Postfix or OpenSMTPD "
+                         "log (repeatable, in order; .gz is read too)")  # fmt: skip
+    traffic.add_argument("--smarthost", action="append", default=[], metavar="HOST", help="your relay host")
+    traffic.add_argument("-c", "--config", metavar="FILE", help="configuration file ([traffic] families)")
+    traffic.add_argument("--json", action="store_true", help="print JSON instead of a table")
     run = commands.add_parser("run", help="run the bot")
     run.add_argument("-c", "--config", required=True, metavar="FILE")
     run.add_argument("--console", action="store_true", help="use this terminal as the room (no homeserver)")
@@ -316,6 +327,29 @@ def example_config() -> str:
     return resources.files("bot").joinpath("config.example.toml").read_text(encoding="utf-8")
 
 
+def _traffic(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from bot.commands.traffic import summary_json, summary_text
+    from bot.config.traffic import TrafficConfig, traffic_config, traffic_families
+    from checks.traffic.follow import iter_lines
+    from checks.traffic.tally import Tally
+
+    section = traffic_config(_load(args.config)) or TrafficConfig()
+    smarthosts = (*section.smarthosts, *(host.lower() for host in args.smarthost))
+    tally = Tally(traffic_families(TrafficConfig(smarthosts=smarthosts, families=section.families)),
+                  datetime.now(UTC).date())  # fmt: skip
+    for name in args.log:
+        tally.feed_all(iter_lines(Path(name)), collect=False)
+    if args.json:
+        print(summary_json(tally))
+    else:
+        title = f"outbound mail in {', '.join(args.log)}:"
+        print(summary_text(tally.summaries(include_local=True), tally.lines, dict(tally.skipped), title))
+    return 0
+
+
 def _config_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     problem = insecure_secrets_problem(config)
@@ -440,6 +474,8 @@ def _main(argv: Sequence[str] | None) -> int:
             from bot.commands.reports import reports_cli
 
             return reports_cli(args, _load(args.config))
+        if args.command == "traffic":
+            return _traffic(args)
         if args.command == "init":
             from bot.init import run_init
 

@@ -26,6 +26,7 @@ from bot import __version__
 from bot.config.loader import Config
 from bot.config.sections import MetricsConfig
 from bot.monitor.core import Monitor
+from bot.monitor.traffic import TrafficFollower
 from bot.transports.base import Transport
 from checks.model import Status
 
@@ -59,9 +60,10 @@ def _status_value(state: Mapping[str, Any]) -> int:
 class StoreCollector(Collector):
     """Builds every repbot_* metric at scrape time from the monitor's store and the transport."""
 
-    def __init__(self, monitor: Monitor | None, transport: Transport) -> None:
+    def __init__(self, monitor: Monitor | None, transport: Transport, traffic: TrafficFollower | None = None) -> None:
         self.monitor = monitor
         self.transport = transport
+        self.traffic = traffic
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("repbot_info", "repbot's version", labels=["version"])
@@ -87,6 +89,10 @@ class StoreCollector(Collector):
             if stamp is not None:
                 runs.add_metric([name], stamp)
         yield runs
+        if self.traffic is not None:
+            from bot.monitor.traffic import traffic_metrics
+
+            yield from traffic_metrics(self.traffic)
 
     def _health(self) -> Iterator[Metric]:
         last_sync = getattr(self.transport, "last_sync", None)
@@ -223,14 +229,14 @@ class MetricsStartError(Exception):
 
 @contextlib.asynccontextmanager
 async def serve_metrics(
-    config: MetricsConfig, monitor: Monitor | None, transport: Transport
+    config: MetricsConfig, monitor: Monitor | None, transport: Transport, traffic: TrafficFollower | None = None
 ) -> AsyncIterator[int | None]:
     """Serve /metrics while inside, when [metrics] listen is set; the port it listens on, or None."""
     if not config.listen:
         yield None
         return
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(monitor, transport))
+    registry.register(StoreCollector(monitor, transport, traffic))
     server = MetricsServer(registry)
     try:
         port = await server.start(config.host, config.port)

@@ -13,7 +13,7 @@ import logging
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.app import Bot, Permissions, RateLimiter
 from bot.commands.catalog import REGISTRY
@@ -28,6 +28,10 @@ from bot.monitor.store import Store
 from bot.transports.base import Transport
 from bot.transports.console import CONSOLE_USER, ConsoleTransport
 from checks import CheckContext
+
+if TYPE_CHECKING:
+    from bot.monitor.traffic import TrafficFollower
+    from checks.canary.verdict import DmarcCounts
 
 __all__ = ["EXIT_FATAL", "EXIT_OK", "build_services", "console_transport", "run_bot", "start_line", "start_services"]
 
@@ -82,20 +86,52 @@ def _transport(config: Config, console: bool) -> tuple[Transport, Permissions, R
 
 
 def build_services(config: Config, ctx: CheckContext, transport: Transport, store: Store) -> Services:
-    """Everything a handler may use, built in plain order: the monitor on the store, the canaries on the monitor."""
+    """Everything a handler may use, built in plain order: the monitor on the store, then what feeds it."""
     monitor = Monitor(config, store, transport, ctx)
-    canaries = CanaryRunner(config, ctx, monitor) if config.canary is not None else None
-    return Services(config, ctx, transport, REGISTRY, datetime.now(UTC), monitor=monitor, canaries=canaries)
+    dmarc = _dmarc_counts(config)
+    traffic = _traffic_follower(config, ctx, monitor)
+    canaries = CanaryRunner(config, ctx, monitor, traffic, dmarc) if config.canary is not None else None
+    return Services(
+        config, ctx, transport, REGISTRY, datetime.now(UTC),
+        monitor=monitor, canaries=canaries, traffic=traffic, dmarc_counts=dmarc,
+    )  # fmt: skip
+
+
+def _dmarc_counts(config: Config) -> DmarcCounts | None:
+    if config.reports is None:
+        return None
+    from bot.monitor.reports import StoredDmarcCounts
+
+    return StoredDmarcCounts(config)
+
+
+def _traffic_follower(config: Config, ctx: CheckContext, monitor: Monitor) -> TrafficFollower | None:
+    if config.traffic is None:
+        return None
+    from bot.config.traffic import traffic_families
+    from bot.monitor.traffic import TrafficFollower
+
+    return TrafficFollower(config.traffic, traffic_families(config.traffic), config.state_dir, monitor, ctx.clock)
 
 
 async def start_services(stack: contextlib.AsyncExitStack, services: Services) -> None:
-    """Start the monitor, then the canaries (their job goes on its scheduler); `stack` stops them in reverse."""
+    """Start the monitor, then the canaries (their job goes on its scheduler) and the MTA log follower;
+    `stack` stops them in reverse."""
     if services.monitor is not None:
         await services.monitor.start()
         stack.push_async_callback(services.monitor.stop)
     if services.canaries is not None:
         await services.canaries.start()
         stack.push_async_callback(services.canaries.stop)
+    if services.traffic is not None:
+        following = asyncio.create_task(services.traffic.run(), name="repbot-traffic")
+        stack.push_async_callback(_cancelled, following)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _serve(config: Config, console: bool) -> int:
@@ -110,7 +146,9 @@ async def _serve(config: Config, console: bool) -> int:
             stack.push_async_callback(ctx.aclose)
             store = stack.enter_context(contextlib.closing(Store(Path(config.state_dir) / STATE_FILE)))
             services = build_services(config, ctx, transport, store)
-            await stack.enter_async_context(serve_metrics(config.metrics, services.monitor, transport))
+            await stack.enter_async_context(
+                serve_metrics(config.metrics, services.monitor, transport, services.traffic)
+            )
             bot = Bot(services, permissions, limiter)
             stack.push_async_callback(transport.stop)
             await transport.start(bot.handle)

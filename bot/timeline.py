@@ -58,6 +58,7 @@ GROUPS = {
     "complaints": "Complaints",
     "canary": "Canaries",
     "dmarc-reports": "DMARC reports",  # a row per reporter: your own mail's alignment there
+    "traffic": "Outbound mail",
 }
 OTHER_GROUP = "DNS and TLS"
 REPUTATION_CHECKS = frozenset(GROUPS)

@@ -16,6 +16,7 @@ SMOKES = [
     ["bench/monitor.py", "--smoke"],
     ["bench/matrix_bot.py", "--minutes", "0.05", "--pings", "3"],
     ["bench/reports.py", "--smoke"],
+    ["bench/traffic.py", "--smoke"],
 ]
 
 

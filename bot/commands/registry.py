@@ -25,7 +25,9 @@ from checks import parse_domain, parse_target
 if TYPE_CHECKING:
     from bot.monitor.canary import CanaryRunner
     from bot.monitor.core import Monitor
+    from bot.monitor.traffic import TrafficFollower
     from checks import CheckContext
+    from checks.canary.verdict import DmarcCounts
 
 __all__ = [
     "REGISTRY",
@@ -84,6 +86,8 @@ class Services:
     started_at: datetime
     monitor: Monitor | None = None
     canaries: CanaryRunner | None = None
+    traffic: TrafficFollower | None = None  # the MTA log follower, with [traffic]
+    dmarc_counts: DmarcCounts | None = None  # the providers' DMARC counts, with [reports]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from bot.config.canary import CanaryConfig
     from bot.config.providers import FeedbackConfig, PostmasterConfig, SndsConfig
     from bot.config.reports import ReportsConfig
+    from bot.config.traffic import TrafficConfig
 
 __all__ = [
     "AlertsConfig",
@@ -111,6 +112,7 @@ class Config:
     postmaster: PostmasterConfig | None = None
     canary: CanaryConfig | None = None
     reports: ReportsConfig | None = None
+    traffic: TrafficConfig | None = None
     source: str = ""
 
     def dkim_selectors(self) -> dict[str, tuple[str, ...]]:
@@ -240,6 +242,12 @@ def _read_reports(section: Section) -> ReportsConfig:
     return read_reports(section)
 
 
+def _read_traffic(section: Section) -> TrafficConfig:
+    from bot.config.traffic import read_traffic
+
+    return read_traffic(section)
+
+
 def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
     """A Config from parsed TOML; raises ConfigError listing every problem."""
     problems: list[str] = []
@@ -265,6 +273,7 @@ def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
         postmaster=_optional(root, "postmaster", _read_postmaster),
         canary=_optional(root, "canary", _read_canary),
         reports=_optional(root, "reports", _read_reports),
+        traffic=_optional(root, "traffic", _read_traffic),
         source=source,
     )
     root.finish()

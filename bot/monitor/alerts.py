@@ -40,8 +40,9 @@ SIGNIFICANT_KEYS = (
     "newest",  # complaints: the newest recorded complaint of a domain; it changes when a new one arrives
     "reputation",  # postmaster: HIGH -> MEDIUM is a drop worth saying, though both are ok
 )
-# Records, not probes: SNDS and Postmaster publish a day's data, complaints come from the durable journal.
-ON_SIGHT = frozenset({"snds", "postmaster", "complaints"})
+# Records, not probes: SNDS and Postmaster publish a day's data, complaints come from the durable journal,
+# traffic reads the MTA's own log (a block reply in it is as sure the first time as the second).
+ON_SIGHT = frozenset({"snds", "postmaster", "complaints", "traffic"})
 _PROBLEM = (Status.WARN.value, Status.FAIL.value)
 
 
@@ -300,8 +301,7 @@ def digest_message(
     now: datetime,
     extra: Sequence[str] = (),
 ) -> Rendered:
-    """The daily digest: what is still wrong and what changed in 24 h, or one line when all is clear;
-    `extra` lines (a day's DMARC report totals) follow either."""
+    """The daily digest: what is still wrong and what changed in 24 h (or one all-clear line), then `extra`."""
     wrong = [s for s in states if s.get("status") in _PROBLEM]
     blind = [s for s in states if s.get("unknown_alerted")]
     if not wrong and not blind and not changes:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config.canary import canary_settings
 from bot.config.loader import Config
@@ -22,10 +22,13 @@ from bot.secrets import mask_value
 from bot.transports.base import Incoming
 from checks import CheckContext, Finding, Report, Status, parse_target
 from checks.canary.probe import Canary, poll, send
-from checks.canary.verdict import CanaryVerdict, classify, provider_finding, settle
+from checks.canary.verdict import CanaryVerdict, DmarcCounts, DropJoin, classify, provider_finding, settle
 from checks.runner import attempt
 
-__all__ = ["HISTORY", "PENDING", "CanaryRunner"]
+if TYPE_CHECKING:
+    from bot.monitor.traffic import TrafficFollower
+
+__all__ = ["HISTORY", "PENDING", "CanaryRunner", "stored_verdicts"]
 
 log = logging.getLogger("repbot.canary")
 
@@ -58,10 +61,20 @@ def _verdict_from_json(data: Mapping[str, Any]) -> CanaryVerdict:
 class CanaryRunner:
     """Sends canaries, follows each one to its verdict, resumes stored ones, and runs the canary job."""
 
-    def __init__(self, config: Config, ctx: CheckContext, monitor: Monitor) -> None:
+    def __init__(
+        self,
+        config: Config,
+        ctx: CheckContext,
+        monitor: Monitor,
+        traffic: TrafficFollower | None = None,
+        dmarc: DmarcCounts | None = None,
+    ) -> None:
         self.config = config
         self.ctx = ctx
         self.monitor = monitor
+        # With [traffic] (and [reports]), a provider verdict carries the silent-drop join of that day.
+        self.traffic = traffic
+        self.dmarc = dmarc
         self.store = monitor.store
         self.settings = canary_settings(config, ctx)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -151,9 +164,20 @@ class CanaryRunner:
     def _provider_report(self, name: str, entries: Sequence[Mapping[str, Any]]) -> Report:
         verdicts = [_verdict_from_json(entry) for entry in entries[-5:]]
         snds = self._snds_findings()
-        finding = provider_finding(name, verdicts, snds)
+        finding = provider_finding(name, verdicts, snds, self._join(verdicts[-1], entries))
         domain = verdicts[-1].canary.seed.rpartition("@")[2]
         return Report(parse_target(domain), (finding,))
+
+    def _join(self, latest: CanaryVerdict, entries: Sequence[Mapping[str, Any]]) -> DropJoin | None:
+        """The day's silent-drop join for this seed's provider, when the MTA log is followed ([traffic])."""
+        if self.traffic is None:
+            return None
+        from bot.monitor.traffic import provider_join, seed_provider
+
+        key = seed_provider(self.traffic.families, latest.canary.seed)
+        verdicts = [_verdict_from_json(entry) for entry in entries]
+        day = latest.canary.sent_at.date()
+        return provider_join(self.traffic, self.dmarc, self.config.monitor.ips, key, day, verdicts)
 
     def _snds_findings(self) -> list[Finding]:
         """The latest SNDS findings in the monitor's state, as Findings (empty without SNDS)."""
@@ -174,3 +198,8 @@ class CanaryRunner:
                 await self.launch(name)
             except Exception:  # a bug in one seed's launch must not keep the others from theirs
                 log.exception("the canary to %s could not be launched", name)
+
+
+def stored_verdicts(history: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[CanaryVerdict]:
+    """Every verdict of a stored canary history (oldest first per seed)."""
+    return [_verdict_from_json(entry) for entries in history.values() for entry in entries]

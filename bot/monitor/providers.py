@@ -124,10 +124,15 @@ def _bound(config: Config, reports: Callable[[Config, CheckContext], Awaitable[l
 
 
 def digest_lines(config: Config, now: datetime) -> list[str]:
-    """What the optional sections add to the daily digest: yesterday's DMARC and TLS report totals."""
+    """What the optional sections add to the daily digest: yesterday's DMARC and TLS report totals, and
+    yesterday's outbound mail per provider."""
     lines: list[str | None] = []
     if config.reports is not None:
         from bot.monitor.reports import digest_line
 
         lines.append(digest_line(config, now))
+    if config.traffic is not None:
+        from bot.monitor.traffic import digest_lines as traffic_lines
+
+        lines.extend(traffic_lines(config, now))
     return [line for line in lines if line]

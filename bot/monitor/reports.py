@@ -7,7 +7,8 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -22,7 +23,15 @@ from checks.reports.sources import SourceVerdict, classify_sources
 from checks.reports.store import DmarcRow, ReportStore
 from checks.runner import attempt
 
-__all__ = ["analyse", "classify_rows", "digest_line", "report_metrics", "reports_reports", "window_thresholds"]
+__all__ = [
+    "StoredDmarcCounts",
+    "analyse",
+    "classify_rows",
+    "digest_line",
+    "report_metrics",
+    "reports_reports",
+    "window_thresholds",
+]
 
 log = logging.getLogger("repbot.reports")
 KNOWN_FOR_DAYS = 60  # a reporter keeps its alignment row this long after its last report
@@ -163,3 +172,33 @@ def _dmarc_counts(totals: Sequence[tuple[str, str, bool, int]]) -> dict[tuple[st
     for provider, ip, passed, count in totals:
         counts[(provider, ip if ip in top[provider] else "other", "pass" if passed else "fail")] += count
     return counts
+
+
+@dataclass(frozen=True)
+class StoredDmarcCounts:
+    """The report store as the silent-drop join reads it (checks.canary.verdict.DmarcCounts): the messages a
+    traffic provider family's own DMARC report counted from one source IP on one day."""
+
+    config: Config
+
+    def dmarc_count(self, provider: str, day: date, source_ip: str) -> int | None:
+        """None when no report of that provider covers the day; a report without a row for the IP is 0."""
+        path = store_path(self.config)
+        if not path.exists():
+            return None
+        names = self._reporters(provider)
+        store = ReportStore(path)
+        try:
+            if not any(store.counts(name, day).reports for name in names):
+                return None
+            return sum(store.counts(name, day, source_ip).messages for name in names)
+        finally:
+            store.close()
+
+    def _reporters(self, provider: str) -> tuple[str, ...]:
+        """The names a family's reports are stored under: its reporters' org names, else its key."""
+        from bot.config.traffic import traffic_families
+
+        families = traffic_families(self.config.traffic)
+        found = next((family.reporters for family in families.families if family.key == provider), ())
+        return tuple(name.lower() for name in found) or (provider,)

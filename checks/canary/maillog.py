@@ -12,11 +12,13 @@ import asyncio
 import gzip
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 from checks.errors import LookupFailed
+from checks.traffic.lines import Delivery, MessageId, detect_format, parse_line
 
 __all__ = [
     "Attempt",
@@ -34,18 +36,8 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("postfix", "opensmtpd")
 MAX_LOG_BYTES = 64 * 1024 * 1024
-_POSTFIX_ID = re.compile(r"postfix(?:/[\w.-]+)*/cleanup\[\d+\]: (?P<qid>[0-9A-Za-z]+): message-id=<?(?P<mid>[^>\s]*)>?")
-_POSTFIX_STATUS = re.compile(
-    r"postfix(?:/[\w.-]+)*/(?:smtp|lmtp|local|virtual|pipe|error|discard)\[\d+\]: (?P<qid>[0-9A-Za-z]+): "
-    r"(?P<fields>to=<[^>]*>.*?), status=(?P<status>sent|deferred|bounced|expired)[^(]*\((?P<detail>.*)\)\s*$"
-)
-_POSTFIX_FIELD = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
-_POSTFIX_SAID = re.compile(r"^host \S+ said: (?P<reply>.*?)(?: \(in reply to [^)]*\))?$")
-_SMTPD_DELIVERY = re.compile(r"\bmta delivery evpid=(?P<evpid>[0-9a-f]{16}) (?P<rest>.*)$")
-_SMTPD_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 _QUEUED = re.compile(r"(?:queued as|Message accepted for delivery:?|\bid=)\s*([0-9A-Fa-f]{8,16}|[0-9A-Z]{6,})", re.I)
 _SMTPD_QUEUED = re.compile(r"^2\d\d[ -]2\.0\.0 (?P<msgid>[0-9a-f]{8}) Message accepted")
-_STATUS = {"Ok": "sent", "TempFail": "deferred", "PermFail": "bounced", "Loop": "bounced"}
 
 
 class LogUnavailable(LookupFailed):
@@ -107,16 +99,6 @@ class Trace:
         return final.status if final else "unseen"
 
 
-def detect_format(lines: Iterable[str]) -> str | None:
-    """'postfix' or 'opensmtpd' from the first lines that show one of them, or None."""
-    for line in lines:
-        if "postfix/" in line:
-            return "postfix"
-        if " smtpd[" in line or "mta delivery evpid=" in line or "smtp message msgid=" in line:
-            return "opensmtpd"
-    return None
-
-
 def queue_id_from_reply(reply: str) -> str | None:
     """Our MTA's queue id from its submission reply ('250 2.0.0 Ok: queued as 4F1AB2' or OpenSMTPD's msgid)."""
     match = _SMTPD_QUEUED.match(reply)
@@ -126,37 +108,34 @@ def queue_id_from_reply(reply: str) -> str | None:
     return found.group(1) if found else None
 
 
+def _attempt(delivery: Delivery) -> Attempt:
+    # An expiry is final for the canary as a bounce is: the sender gets a non-delivery report.
+    status = "bounced" if delivery.status == "expired" else delivery.status
+    return Attempt(status, delivery.recipient, delivery.relay, delivery.reply, delivery.detail, delivery.line)
+
+
+def _is_attempt(item: object, mta: str, qids: set[str], recipient: str) -> TypeGuard[Delivery]:
+    return (
+        isinstance(item, Delivery)
+        and item.mta == mta
+        and item.queue_id in qids
+        and item.recipient.lower() == recipient.lower()
+    )
+
+
 def _postfix(lines: Sequence[str], message_id: str, recipient: str, queue_id: str | None) -> Trace:
     bare = message_id.strip("<>")
+    parsed = [parse_line(line) for line in lines]
     qids = {queue_id} if queue_id else set()
-    for line in lines:
-        match = _POSTFIX_ID.search(line)
-        if match and match["mid"] == bare:
-            qids.add(match["qid"])
+    qids.update(p.queue_id for p in parsed if isinstance(p, MessageId) and p.message_id == bare)
     attempts, evidence = [], []
-    for line in lines:
-        match = _POSTFIX_STATUS.search(line)
-        if match is None or match["qid"] not in qids:
-            if any(f" {qid}: " in line for qid in qids) and "message-id=" in line:
-                evidence.append(line)
-            continue
-        fields = dict(_POSTFIX_FIELD.findall(match["fields"]))
-        rcpt = fields.get("to", "").strip("<>")
-        if rcpt.lower() != recipient.lower():
-            continue
-        detail = match["detail"]
-        said = _POSTFIX_SAID.match(detail)
-        reply = said["reply"] if said else (detail if re.match(r"^[245]\d\d[ -]", detail) else None)
-        status = "bounced" if match["status"] == "expired" else match["status"]
-        attempts.append(Attempt(status, rcpt, fields.get("relay", ""), reply, detail, line))
-        evidence.append(line)
+    for item in parsed:
+        if isinstance(item, MessageId) and item.queue_id in qids:
+            evidence.append(item.line)
+        elif _is_attempt(item, "postfix", qids, recipient):
+            attempts.append(_attempt(item))
+            evidence.append(item.line)
     return Trace("postfix", tuple(sorted(qids)), tuple(attempts), tuple(evidence))
-
-
-def _unquote(value: str) -> str:
-    if value.startswith('"') and value.endswith('"'):
-        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    return value
 
 
 def _opensmtpd(lines: Sequence[str], message_id: str, recipient: str, queue_id: str | None) -> Trace:
@@ -164,19 +143,15 @@ def _opensmtpd(lines: Sequence[str], message_id: str, recipient: str, queue_id: 
     msgids = {queue_id[:8].lower()} if queue_id else set()
     attempts, evidence = [], []
     for line in lines:
-        match = _SMTPD_DELIVERY.search(line)
-        if match is None:
+        item = parse_line(line)
+        if not isinstance(item, Delivery) or item.mta != "opensmtpd" or item.daemon != "mta":
             continue
-        fields = {key: _unquote(value) for key, value in _SMTPD_FIELD.findall(match["rest"])}
-        stat = fields.get("stat", "")
-        mine = match["evpid"][:8] in msgids or (bare and bare in stat)
-        if not mine or fields.get("to", "").strip("<>").lower() != recipient.lower():
+        mine = item.queue_id[:8] in msgids or (bare and bare in item.detail)
+        if not mine or item.recipient.lower() != recipient.lower():
             continue
-        msgids.add(match["evpid"][:8])
-        status = _STATUS.get(fields.get("result", ""), "deferred")
-        reply = stat if re.match(r"^[245]\d\d[ -]", stat) else None
-        attempts.append(Attempt(status, fields["to"].strip("<>"), fields.get("relay", ""), reply, stat, line))
-        evidence.append(line)
+        msgids.add(item.queue_id[:8])
+        attempts.append(_attempt(item))
+        evidence.append(item.line)
     return Trace("opensmtpd", tuple(sorted(msgids)), tuple(attempts), tuple(evidence))
 
 

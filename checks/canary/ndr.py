@@ -55,7 +55,7 @@ _BASIC = re.compile(r"(?:^|(?<=[\s:(\[<\"'=#]))([245]\d\d)(?=[\s,-]|:\s|$)")
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 _S_CODE = re.compile(r"\b(S\d{3,4})\b")
 _ENTRY_FIELDS = frozenset(
-    {"id", "provider", "kind", "match", "text", "unique", "temporary", "meaning", "action", "contact"}
+    {"id", "provider", "kind", "match", "text", "unique", "temporary", "meaning", "action", "contact", "block"}
 )
 _ID = re.compile(r"^[a-z0-9]+\.[a-z0-9-]+$")
 _CODE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
@@ -84,6 +84,7 @@ class Entry:
     action: str
     contact: Contact
     text: tuple[str, ...] = ()  # enhanced only: the reply must also contain one of these (case-insensitive)
+    block: bool = False
 
     @property
     def family(self) -> str:
@@ -127,6 +128,7 @@ class Explanation:
     action: str
     contact_name: str
     contact_url: str
+    block: bool = False
 
     def line(self) -> str:
         """One human sentence: meaning, action, and where to go."""
@@ -209,6 +211,7 @@ def explain(reply: str, provider: str | None = None, table: Sequence[Entry] | No
         action=entry.action,
         contact_name=entry.contact.name,
         contact_url=entry.contact.url,
+        block=entry.block,
     )
 
 
@@ -268,13 +271,18 @@ def parse_entry(data: Mapping[str, Any], contacts: Mapping[str, Contact]) -> Ent
     unique = data.get("unique", kind != "enhanced")
     if not isinstance(unique, bool):
         raise CatalogError(where, "unique", "must be true or false")
+    block = data.get("block", False)
+    if not isinstance(block, bool):
+        raise CatalogError(where, "block", "must be true or false")
     meaning, action = _require_str(where, data, "meaning"), _require_str(where, data, "action")
     text = data.get("text", [])
     if kind != "enhanced" and text:
         raise CatalogError(where, "text", "only enhanced rows read the text; a marker row is text already")
     if not isinstance(text, list) or not all(isinstance(t, str) and t.strip() for t in text):
         raise CatalogError(where, "text", "must be a list of non-empty strings")
-    return Entry(entry_id, provider, kind, match, unique, data["temporary"], meaning, action, contact, tuple(text))
+    return Entry(
+        entry_id, provider, kind, match, unique, data["temporary"], meaning, action, contact, tuple(text), block
+    )
 
 
 def parse_table(data: Mapping[str, Any]) -> tuple[Entry, ...]:

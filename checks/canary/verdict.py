@@ -3,15 +3,19 @@
 `classify` is pure: a sent `Canary`, where it was found (`Placement`), what the MTA log says (`Trace`, or the
 `LogUnavailable` saying why nothing is known) and the time give a `CanaryVerdict` with its quoted evidence.
 `settle` and `run_canary` do the I/O around it. `provider_finding` combines recent verdicts with SNDS findings.
+
+`drop_join` is the silent-drop join: per provider and day, the messages the MTA log says the provider accepted
+with 250, the messages the provider's own DMARC aggregate report counts from our IPs (any `DmarcCounts`), and
+the canary verdicts, side by side, with a confidence that drops, naming the missing source, when one is absent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from statistics import median
-from typing import Any
+from typing import Any, Protocol
 
 from checks.canary.maillog import LogUnavailable, Trace, follow
 from checks.canary.ndr import Explanation, explain, load_contacts, provider_family
@@ -19,7 +23,17 @@ from checks.canary.probe import Canary, CanarySettings, Placement, poll, send
 from checks.context import CheckContext
 from checks.model import Finding, Status
 
-__all__ = ["KINDS", "CanaryVerdict", "classify", "provider_finding", "run_canary", "settle"]
+__all__ = [
+    "KINDS",
+    "CanaryVerdict",
+    "DmarcCounts",
+    "DropJoin",
+    "classify",
+    "drop_join",
+    "provider_finding",
+    "run_canary",
+    "settle",
+]
 
 KINDS = (
     "inbox", "junk", "bounced", "deferred", "not-sent", "pending", "missing-accepted", "missing-unknown", "unreadable",
@@ -219,8 +233,22 @@ async def run_canary(
     return await settle(settings, canary, placement, now())
 
 
-def provider_finding(name: str, verdicts: Sequence[CanaryVerdict], snds: Sequence[Finding] = ()) -> Finding:
-    """One provider's diagnosis from its recent verdicts (oldest first) and, for Microsoft, SNDS findings."""
+def provider_finding(
+    name: str, verdicts: Sequence[CanaryVerdict], snds: Sequence[Finding] = (), join: DropJoin | None = None
+) -> Finding:
+    """One provider's diagnosis from its recent verdicts (oldest first), SNDS findings and the silent-drop join."""
+    finding = _provider_finding(name, verdicts, snds)
+    if join is None:
+        return finding
+    evidence = {**finding.evidence, "join": join.to_json()}
+    summary = f"{finding.summary}. {join.summary}"
+    status = finding.status
+    if join.suspected and join.confidence in ("high", "medium") and status.severity < Status.FAIL.severity:
+        status = Status.FAIL if join.confidence == "high" else Status.WARN
+    return Finding(finding.check, finding.subject, status, summary, evidence, finding.advice, finding.code)
+
+
+def _provider_finding(name: str, verdicts: Sequence[CanaryVerdict], snds: Sequence[Finding]) -> Finding:
     done = [v for v in verdicts if v.final]
     family = provider_family(name)
     snds_bad = [f for f in snds if f.check == "snds" and f.status in (Status.WARN, Status.FAIL)]
@@ -249,6 +277,104 @@ def provider_finding(name: str, verdicts: Sequence[CanaryVerdict], snds: Sequenc
     summary = f"last canary to {name}: {latest.summary} ({counts['inbox']} of the last {n} in the Inbox){snds_text}"
     status = latest.status if latest.status is not Status.OK else Status.WARN
     return Finding("canary", name, status, summary, evidence, latest.advice, f"provider-{latest.kind}")
+
+
+class DmarcCounts(Protocol):
+    """What the DMARC aggregate reports say: messages a provider counted from one source IP on one day.
+
+    None means no report from that provider covers that day (a report that counts 0 is 0).
+    """
+
+    def dmarc_count(self, provider: str, day: date, source_ip: str) -> int | None: ...
+
+
+CONFIDENCE = ("none", "low", "medium", "high")
+# A provider's report may lag or round; fewer than this share of the accepted messages is a shortfall.
+SHORTFALL = 0.8
+
+
+@dataclass(frozen=True)
+class DropJoin:
+    """The three counts for one provider and day, and what they suggest."""
+
+    provider: str
+    day: date
+    ips: tuple[str, ...]
+    accepted: int | None  # 250s in the MTA log; None: no log followed
+    dmarc: int | None  # the provider's DMARC report, summed over our IPs; None: no report
+    canaries: int  # finished canaries to this provider that day
+    canaries_dropped: int  # of those, accepted with 250 and found in neither Inbox nor Junk
+    suspected: bool
+    confidence: str  # none | low | medium | high
+    missing: tuple[str, ...]
+    summary: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider, "day": self.day.isoformat(), "ips": list(self.ips), "accepted": self.accepted,
+            "dmarc": self.dmarc, "canaries": self.canaries, "canaries_dropped": self.canaries_dropped,
+            "suspected": self.suspected, "confidence": self.confidence, "missing": list(self.missing),
+        }  # fmt: skip
+
+
+def _dmarc_total(source: DmarcCounts | None, provider: str, day: date, ips: Sequence[str]) -> int | None:
+    if source is None or not ips:
+        return None
+    counts = [source.dmarc_count(provider, day, ip) for ip in ips]
+    known = [count for count in counts if count is not None]
+    return sum(known) if known else None
+
+
+def drop_join(
+    provider: str,
+    name: str,
+    day: date,
+    accepted: int | None,
+    dmarc: DmarcCounts | None,
+    ips: Sequence[str],
+    verdicts: Sequence[CanaryVerdict],
+) -> DropJoin:
+    """Join the MTA's acceptances, the provider's DMARC count and the canaries for one provider and day; pure."""
+    reported = _dmarc_total(dmarc, provider, day, ips)
+    done = [v for v in verdicts if v.final and v.canary.sent_at.astimezone(UTC).date() == day]
+    dropped = sum(1 for v in done if v.kind == "missing-accepted")
+    missing = tuple(
+        what for what, absent in (
+            ("the MTA log", accepted is None), ("the DMARC aggregate report", reported is None), ("canaries", not done)
+        ) if absent
+    )  # fmt: skip
+    shortfall = accepted is not None and reported is not None and accepted > 0 and reported < accepted * SHORTFALL
+    signals = int(shortfall) + int(dropped > 0)
+    suspected = signals > 0
+    # Every signal the present sources can give, from all three sources, is high; each missing source lowers it
+    # one step, and so does each present source that contradicts (a full DMARC count, canaries that arrived).
+    possible = int(accepted is not None and reported is not None) + int(bool(done))
+    confidence = CONFIDENCE[max(1, 3 - len(missing) - (possible - signals))] if suspected else "none"
+    facts = _join_sentences(name, day, ips, accepted, reported, len(done), dropped)
+    verdict = f"suspected silent drop, {confidence} confidence" if suspected else "No sign of a silent drop"
+    if not facts:
+        verdict = f"nothing to join for {name} on {day.isoformat()}"
+    summary = (". ".join(facts) + (": " if suspected else ". ") if facts else "") + verdict + "."
+    if missing:
+        lowered = " (confidence lowered)" if suspected else ""
+        summary += f" Missing: {', '.join(missing)}{lowered}."
+    return DropJoin(
+        provider, day, tuple(ips), accepted, reported, len(done), dropped, suspected, confidence, missing, summary
+    )
+
+
+def _join_sentences(
+    name: str, day: date, ips: Sequence[str], accepted: int | None, reported: int | None, done: int, dropped: int
+) -> list[str]:
+    source = f" from {', '.join(ips)}" if ips else ""
+    parts = []
+    if accepted is not None:
+        parts.append(f"{name} accepted {accepted} message{'' if accepted == 1 else 's'}{source} on {day.isoformat()}")
+    if reported is not None:
+        parts.append(f"Its DMARC report counts {reported}")
+    if done:
+        parts.append(f"{dropped} of {done} canaries missing after acceptance")
+    return parts
 
 
 def _short(text: str, limit: int = 160) -> str:
