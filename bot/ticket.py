@@ -23,7 +23,7 @@ from checks import CheckContext, Finding, Status, parse_target
 from checks.canary.ndr import provider_family
 from checks.providers import feedback
 from checks.runner import domain_checks, ip_checks, run_checks
-from checks.ticket import FAMILY, Fact, Missing, TicketFacts
+from checks.ticket import FAMILY, AuthPassRates, DailyVolume, Fact, Missing, TicketFacts
 
 __all__ = ["AUTH_CHECKS", "gather"]
 
@@ -171,6 +171,8 @@ async def gather(config: Config, ctx: CheckContext, provider: str, ip: str, stor
         silent_drops=dropped,
         snds=snds,
         complaints=_complaint_facts(config, ip, family, now),
+        auth_rates=await asyncio.to_thread(_auth_rates, config, ip, family, now),
+        volume=await asyncio.to_thread(_volume, config, family, now),
         blocklists=lists,
         auth_setup=auth,
     )
@@ -178,3 +180,62 @@ async def gather(config: Config, ctx: CheckContext, provider: str, ip: str, stor
 
 async def _no_snds() -> tuple[Missing, None]:
     return Missing("SNDS is Microsoft's"), None
+
+
+REPORT_DAYS = 14  # how far back the pass rates and the daily volume go
+# The traffic families that make up each ticket family (Microsoft's consumer and 365 mail are one provider here).
+TRAFFIC_FAMILIES = {"microsoft": ("microsoft-consumer", "microsoft365"), "google": ("google",), "yahoo": ("yahoo",)}
+
+
+def _auth_rates(config: Config, ip: str, family: str, now: datetime) -> tuple[AuthPassRates, ...] | Missing:
+    """The provider's own count of `ip`'s mail and how it authenticated, per reporter, from the report store."""
+    if config.reports is None:
+        return Missing("no [reports] mailbox is configured (see docs/reports.md)")
+    from bot.config.reports import store_path
+    from checks.reports.store import ReportStore
+
+    path = store_path(config)
+    if not path.exists():
+        return Missing("no DMARC aggregate report has been read yet")
+    store = ReportStore(path)
+    try:
+        rows = [r for r in store.dmarc_rows(now.date() - timedelta(days=REPORT_DAYS)) if r.source_ip == ip]
+    finally:
+        store.close()
+    by_reporter: dict[str, list[Any]] = {}
+    for row in rows:
+        if row.provider == family:
+            by_reporter.setdefault(row.reporter_key, []).append(row)
+    rates = []
+    for reporter, mine in sorted(by_reporter.items()):
+        total = sum(r.count for r in mine)
+        if total:
+            rates.append(AuthPassRates(
+                reporter, min(r.day for r in mine), max(r.day for r in mine), total,
+                dmarc=sum(r.count for r in mine if r.passed) / total,
+                spf=sum(r.count for r in mine if r.spf == "pass") / total,
+                dkim=sum(r.count for r in mine if r.dkim == "pass") / total,
+            ))  # fmt: skip
+    return tuple(rates)
+
+
+def _volume(config: Config, family: str, now: datetime) -> tuple[DailyVolume, ...] | Missing:
+    """Each day's delivery attempts to the provider, from the MTA log the bot follows."""
+    if config.traffic is None:
+        return Missing("the MTA log is not followed: add a [traffic] section (see docs/traffic.md)")
+    from bot.monitor.traffic import stored_tally
+
+    tally = stored_tally(config)
+    if tally is None:
+        return Missing("the MTA log has not been read yet")
+    keys = TRAFFIC_FAMILIES.get(family, (family,))
+    days = []
+    for offset in range(REPORT_DAYS, -1, -1):
+        day = (now.date() - timedelta(days=offset)).isoformat()
+        rows = [s for s in tally.summaries(since=day, until=day) if s.provider in keys]
+        if any(s.attempts for s in rows):
+            days.append(DailyVolume(
+                date.fromisoformat(day), family, sum(s.sent for s in rows), sum(s.deferred for s in rows),
+                sum(s.bounced + s.expired for s in rows),
+            ))  # fmt: skip
+    return tuple(days)

@@ -139,8 +139,8 @@ class TicketFacts:
     silent_drops: Section = Missing("no test message recorded")
     snds: Section = Missing("not configured")
     complaints: Section = Missing("no feedback loop configured")
-    auth_rates: tuple[AuthPassRates, ...] | Missing = Missing("repbot does not read the providers' DMARC reports yet")
-    volume: tuple[DailyVolume, ...] | Missing = Missing("repbot does not read per-provider volume from the MTA log yet")
+    auth_rates: tuple[AuthPassRates, ...] | Missing = Missing("not gathered")
+    volume: tuple[DailyVolume, ...] | Missing = Missing("not gathered")
     blocklists: Section = Missing("not checked")
     auth_setup: Section = Missing("not checked")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -30,7 +31,7 @@ from checks.canary.probe import Canary
 from checks.canary.verdict import CanaryVerdict
 from checks.providers import feedback
 from checks.providers._feedback_parse import Complaint
-from checks.ticket import AuthPassRates, DailyVolume, Fact, TicketFacts, choose_form, ticket_text
+from checks.ticket import AuthPassRates, DailyVolume, Fact, Missing, TicketFacts, choose_form, ticket_text
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.http_providers import ProviderServer
 from tests.helpers import Clock, RecordingTransport
@@ -88,8 +89,8 @@ def test_every_fact_is_dated_and_missing_ones_are_marked() -> None:
     assert "SNDS: not available (not configured)" in text
     assert "HELO name: not available" in text and text.rstrip().endswith("----- end -----")
     bare = ticket_text(TicketFacts("google", IP, (), NOW))
-    assert "DMARC aggregate reports: not available (repbot does not read the providers' DMARC reports yet)" in bare
-    assert "not available (repbot does not read per-provider volume from the MTA log yet)" in bare
+    assert "DMARC aggregate reports: not available (not gathered)" in bare
+    assert "(our MTA log): not available (not gathered)" in bare
     assert "SNDS" not in bare  # Microsoft's alone
 
 
@@ -190,7 +191,7 @@ async def test_ticket_pack_from_a_world(providers: ProviderServer, ctx: CheckCon
     assert "example.org spf: SPF record: v=spf1 ip4:192.0.2.11 -all" in text
     assert "example.org dkim:" in text and "2048" in text and "s1" in text
     assert "example.org dmarc: DMARC policy reject" in text and "example.org mta-sts:" in text
-    assert "not available (repbot does not read the providers' DMARC reports yet)" in text
+    assert "not available (no [reports] mailbox is configured (see docs/reports.md))" in text
     assert "x" not in [line for line in text.splitlines() if "password" in line]  # no secret anywhere
     assert "good" not in text
 
@@ -219,3 +220,68 @@ def test_cli_ticket(
     assert main([*argv[:-2], "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert (answer["form"], answer["text"]) == ("https://support.google.com/mail/contact/msgdelivery", printed)
+
+
+_AGGREGATE = f"""<?xml version="1.0"?>
+<feedback>
+  <report_metadata><org_name>Outlook.com</org_name><email>dmarcreport@microsoft.com</email>
+    <report_id>r-2026-07-03</report_id>
+    <date_range><begin>1783036800</begin><end>1783123199</end></date_range></report_metadata>
+  <policy_published><domain>{DOMAIN}</domain><adkim>r</adkim><aspf>r</aspf><p>reject</p></policy_published>
+  <record><row><source_ip>{IP}</source_ip><count>30</count>
+      <policy_evaluated><disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row>
+    <identifiers><header_from>{DOMAIN}</header_from></identifiers>
+    <auth_results><dkim><domain>{DOMAIN}</domain><result>pass</result></dkim>
+      <spf><domain>{DOMAIN}</domain><result>pass</result></spf></auth_results></record>
+  <record><row><source_ip>{IP}</source_ip><count>10</count>
+      <policy_evaluated><disposition>none</disposition><dkim>fail</dkim><spf>pass</spf></policy_evaluated></row>
+    <identifiers><header_from>{DOMAIN}</header_from></identifiers>
+    <auth_results><dkim><domain>{DOMAIN}</domain><result>fail</result></dkim>
+      <spf><domain>{DOMAIN}</domain><result>pass</result></spf></auth_results></record>
+</feedback>
+"""
+
+
+async def test_the_pack_states_the_providers_own_counts_and_the_daily_volume(tmp_path: Path) -> None:
+    from bot.config.reports import store_path
+    from bot.config.traffic import traffic_families
+    from bot.monitor.traffic import TrafficFollower
+    from bot.ticket import _auth_rates, _volume
+    from checks.reports.aggregate import parse_aggregate
+    from checks.reports.store import ReportStore
+
+    log = tmp_path / "mail.log"
+    sent = "250 2.6.0 <x@example.org> [InternalId=1, Hostname=AM9.eurprd.prod.outlook.com] Queued mail for delivery"
+    relay = "outlook-com.olc.protection.outlook.com[52.101.68.2]:25"
+    log.write_text(
+        "".join(
+            f"2026-07-03T10:00:0{n}.000000+00:00 mail postfix/smtp[813]: Q{n}: to=<u{n}@outlook.com>, relay={relay},"
+            f" delay=1, delays=0.1/0/0.5/0.4, dsn=2.6.0, status=sent ({sent})\n"
+            for n in range(3)
+        ),
+        encoding="utf-8",
+    )
+    config = parse_config(
+        {
+            "monitor": {"ips": [IP], "domains": [DOMAIN]},
+            "reports": {"host": "imap.example.org", "user": "dmarc", "password": "secret-pw"},
+            "traffic": {"path": str(log), "start": "beginning"},
+            "state": {"dir": str(tmp_path)},
+        }
+    )
+    assert config.traffic is not None
+    report, _ = parse_aggregate(_AGGREGATE.encode(), "outlook.xml")
+    store = ReportStore(store_path(config))
+    store.add_many([report])
+    store.close()
+    follower = TrafficFollower(config.traffic, traffic_families(config.traffic), config.state_dir, None, lambda: NOW)
+    await follower.poll()
+    [rates] = _auth_rates(config, IP, "microsoft", NOW)  # type: ignore[misc]
+    assert (rates.reporter, rates.messages, rates.dmarc, rates.spf, rates.dkim) == ("outlook.com", 40, 1.0, 1.0, 0.75)
+    [day] = _volume(config, "microsoft", NOW)  # type: ignore[misc]
+    assert (day.day.isoformat(), day.delivered, day.deferred, day.bounced) == ("2026-07-03", 3, 0, 0)
+    text = ticket_text(replace(TicketFacts("microsoft", IP, (DOMAIN,), NOW), auth_rates=(rates,), volume=(day,)))
+    assert "[2026-07-03 to 2026-07-03, outlook.com] 40 messages: DMARC 100.0%, SPF 100.0%, DKIM 75.0%" in text
+    assert _auth_rates(replace(config, reports=None), IP, "microsoft", NOW) == Missing(
+        "no [reports] mailbox is configured (see docs/reports.md)"
+    )

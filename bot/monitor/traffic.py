@@ -384,7 +384,8 @@ def seed_provider(families: Families, seed_address: str) -> str:
     return families.provider_of("", seed_address.rpartition("@")[2]).provider
 
 
-def _state_tally(config: Config) -> Tally | None:
+def stored_tally(config: Config) -> Tally | None:
+    """The follower's persisted tally, read from the state directory (None without [traffic] or a state)."""
     if config.traffic is None:
         return None
     path = Path(config.state_dir) / STATE_FILE
@@ -399,7 +400,7 @@ def _state_tally(config: Config) -> Tally | None:
 
 def digest_lines(config: Config, now: datetime) -> list[str]:
     """The digest's lines: yesterday's outbound mail per provider (empty without [traffic] or without mail)."""
-    tally = _state_tally(config)
+    tally = stored_tally(config)
     if tally is None:
         return []
     day = (now.date() - timedelta(days=1)).isoformat()
