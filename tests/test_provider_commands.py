@@ -318,8 +318,8 @@ async def test_complaints_command_counts_per_day_and_domain(
     ]
     assert "Yahoo CFL: abuse complaint on 2026-07-03 about “Your weekly news, [redacted]”" in week
     assert today.splitlines()[:2] == ["2 complaints in the last 2 days", "  2026-07-03: 2"]
-    assert bad == "days: 'lots' is not a number of days — usage: !complaints [days]"
-    assert zero == "days: give 1 to 90 days — usage: !complaints [days]"
+    assert bad == "days: 'lots': give a number of days, 1 to 90 — usage: !complaints [days]"
+    assert zero == "days: '0': give a number of days, 1 to 90 — usage: !complaints [days]"
     assert_no_complainant(week, today, *world.transport.texts())
     for name in COMPLAINANTS:
         assert name not in (tmp_path / "state" / "complaints.jsonl").read_text().lower()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from bot.commands.registry import Argument, Call, command, ip_arg
+from bot.commands.registry import Argument, Call, command, days_arg, ip_arg
 from bot.config.providers import feedback_settings
 from bot.monitor.providers import JOURNAL_FILE, collect_complaints, snds_reports
 from bot.render import Rendered, complaints_text, matrix_report, plain_and_html, pre
@@ -16,15 +16,6 @@ from checks.runner import attempt
 __all__ = ["complaints_command", "snds_command"]
 
 MAX_DAYS = 90
-
-
-def _days(text: str) -> int:
-    if not text.isdecimal():
-        raise ValueError(f"{text[:20]!r} is not a number of days")
-    value = int(text)
-    if not 1 <= value <= MAX_DAYS:
-        raise ValueError(f"give 1 to {MAX_DAYS} days")
-    return value
 
 
 @command(
@@ -43,7 +34,7 @@ async def snds_command(call: Call) -> Rendered:
 @command(
     "complaints",
     help="complaints from the feedback loops, per day and per domain",
-    args=[Argument("days", _days, required=False)],
+    args=[Argument("days", days_arg(MAX_DAYS), required=False)],
 )
 async def complaints_command(call: Call) -> Rendered:
     config, ctx = call.services.config, call.services.ctx

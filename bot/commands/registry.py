@@ -40,6 +40,7 @@ __all__ = [
     "Registry",
     "Services",
     "command",
+    "days_arg",
     "domain_arg",
     "ip_arg",
     "target_arg",
@@ -273,3 +274,14 @@ def ip_arg(text: str) -> str:
     if not target.is_ip:
         raise ValueError(f"{_echo(text)!r} is not an IP address")
     return target.value
+
+
+def days_arg(maximum: int) -> Callable[[str], int]:
+    """An argument parser for a number of days, 1 to `maximum` (a huge number is a usage error, not a crash)."""
+
+    def parse(text: str) -> int:
+        if not text.isdecimal() or len(text) > 6 or not 1 <= int(text) <= maximum:
+            raise ValueError(f"{_echo(text)[:20]!r}: give a number of days, 1 to {maximum}")
+        return int(text)
+
+    return parse

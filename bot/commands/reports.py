@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from typing import TypeVar
 
-from bot.commands.registry import Argument, Call, command
+from bot.commands.registry import Argument, Call, command, days_arg
 from bot.config.loader import Config
 from bot.config.reports import store_path
 from bot.monitor.reports import classify_rows
@@ -34,12 +34,6 @@ T = TypeVar("T")
 MAX_DAYS = 90
 DEFAULT_DAYS = 7
 KNOWN_FOR_DAYS = 60  # a reporter keeps its alignment row this long after its last report
-
-
-def _days(text: str) -> int:
-    if not text.isdecimal() or not 1 <= int(text) <= MAX_DAYS:
-        raise ValueError(f"give a number of days, 1 to {MAX_DAYS}")
-    return int(text)
 
 
 # -- the chat commands ------------------------------------------------------------------------------------
@@ -94,7 +88,7 @@ def _dmarc_table(rows: Sequence[DmarcRow], verdicts: dict[str, SourceVerdict], d
 @command(
     "dmarc",
     help="what the DMARC reports counted, per reporter and source IP, unknown sources first (default 7 days)",
-    args=[Argument("days", _days, required=False)],
+    args=[Argument("days", days_arg(MAX_DAYS), required=False)],
     costly=True,
 )
 async def dmarc_command(call: Call) -> Rendered:
@@ -123,7 +117,7 @@ def _tls_lines(rows: Sequence[TlsRow], days: int) -> list[str]:
 @command(
     "tlsrpt",
     help="what the SMTP TLS reports counted: sessions per domain, failures by MX and type, with the fix",
-    args=[Argument("days", _days, required=False)],
+    args=[Argument("days", days_arg(MAX_DAYS), required=False)],
 )
 async def tlsrpt_command(call: Call) -> Rendered:
     config = call.services.config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.commands.registry import Argument, Call, command, target_arg
+from bot.commands.registry import Argument, Call, command, days_arg, target_arg
 from bot.render import Rendered, plain_and_html
 from bot.timeline import timeline_png
 from bot.transports.base import DeliveryError
@@ -15,22 +15,15 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 365
 
 
-def _days(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= MAX_DAYS:
-        raise ValueError(f"give 1 to {MAX_DAYS} days")
-    return value
-
-
 def _target_or_days(text: str) -> str | int:
     """`!timeline 14` means 14 days of everything; anything else must be a target."""
-    return _days(text) if text.isdigit() else target_arg(text)
+    return days_arg(MAX_DAYS)(text) if text.isdigit() else target_arg(text)
 
 
 @command(
     "timeline",
     help="a picture of the last days (default 30): a row per blocklist, SNDS, complaints and canary",
-    args=[Argument("target", _target_or_days, required=False), Argument("days", _days, required=False)],
+    args=[Argument("target", _target_or_days, required=False), Argument("days", days_arg(MAX_DAYS), required=False)],
 )
 async def timeline(call: Call) -> Rendered | None:
     monitor = call.services.monitor
