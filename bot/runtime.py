@@ -1,7 +1,8 @@
 """`repbot run`: the check context, a transport (Matrix or the console), the Bot, and the exit code.
 
 Exit codes: 0 after a clean stop (end of input, SIGTERM, SIGINT), 1 when the bot cannot run
-(no [matrix] section, a secret that cannot be read, a login the homeserver refuses).
+(no [matrix] section, a secret that cannot be read, a login the homeserver refuses, a state directory that
+another instance holds or that cannot be read or written).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bot.app import Bot, Permissions, RateLimiter, load_command_modules
 from bot.commands.core import REGISTRY, Services
 from bot.config.loader import Config, SecretError
 from bot.context import build_context
+from bot.monitor.store import StoreError
 from bot.transports.base import Transport
 from bot.transports.console import CONSOLE_USER, ConsoleTransport
 
@@ -69,6 +71,7 @@ def _transport(config: Config, console: bool) -> tuple[Transport, Permissions, R
 async def _serve(config: Config, console: bool) -> int:
     load_command_modules()
     transport, permissions, limiter, fatal = _transport(config, console)
+    fatal = (*fatal, StoreError)  # the state directory is another instance's, or cannot be read or written
     ctx = build_context(config)
     services = Services(config, ctx, transport, REGISTRY, datetime.now(UTC))
     bot = Bot(services, permissions, limiter)

@@ -331,7 +331,7 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
             await asyncio.sleep(0.05)
         await second.stop()
         # The verdict waits in the persisted outbox, written with the end of the canary, until delivered.
-        assert [item["id"] for item in store.pending()] == [f"canary-{token}"]
+        assert [item.id for item in store.pending()] == [f"canary-{token}"]
         assert await monitor.deliver()
         assert await monitor.deliver()  # delivered once: the outbox is empty now
         assert len(transport.posted) == 1
@@ -339,7 +339,7 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
         assert (room, thread) == ("!room:localhost", "$command")
         assert token in text and "suspected silent drop" in text and "Queued mail for delivery" in text
         assert [e["kind"] for e in store.get_meta(HISTORY)["outlook"]] == ["missing-accepted"]
-        assert any(s["check"] == "canary" and s["subject"] == "outlook" for s in store.states())
+        assert any(s.check == "canary" and s.subject == "outlook" for s in store.states())
 
         third = CanaryRunner(services, store, None)  # a later start finds nothing pending: no second reply
         await third.start()

@@ -7,11 +7,11 @@ import html
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from bot.commands.core import REGISTRY, Argument, Call, Services, command, target_arg
 from bot.durations import format_duration, parse_duration
 from bot.monitor.core import Monitor
+from bot.monitor.state import AlertState, DeadLetter, HistoryEntry
 from bot.monitor.store import Store
 from bot.render import MARKS, Rendered, plain_and_html
 from checks import Status
@@ -20,6 +20,8 @@ __all__ = ["STATE_FILE", "history_text", "monitor_lifespan", "status_text"]
 
 STATE_FILE = "monitor.json"
 HISTORY_LINES = 25
+DEAD_LINES = 5
+NO_RESULTS = "no results yet: the first scheduled run has not finished (try !run)"
 _PROBLEMS = (Status.WARN.value, Status.FAIL.value)
 
 
@@ -49,44 +51,54 @@ def _pre(text: str) -> Rendered:
     return Rendered(plain=text, html=f"<pre>{html.escape(text)}</pre>")
 
 
-def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], now: datetime) -> str:
+def status_text(
+    states: Sequence[AlertState], mutes: Mapping[str, str], now: datetime, dead: Sequence[DeadLetter] = ()
+) -> str:
     """The stored state: a line per target with its worst status, a line per problem or blind check."""
-    if not states:
-        return "no results yet: the first scheduled run has not finished (try !run)"
-    by_target: dict[str, list[Mapping[str, Any]]] = {}
-    for state in states:
-        by_target.setdefault(state["target"], []).append(state)
-    lines: list[str] = []
-    for target, group in sorted(by_target.items()):
-        known = [Status(s["status"]) for s in group if s.get("status")]
-        blind = [s for s in group if s.get("last_status") == Status.UNKNOWN.value]
-        worst = max(known, key=lambda status: status.severity, default=Status.UNKNOWN)
-        seen = max(str(s.get("last_seen", "")) for s in group)
-        ago = format_duration(now - datetime.fromisoformat(seen)) if seen else "?"
-        lines.append(f"{MARKS[worst]} {target}: {worst.value}, {len(group)} checks, last run {ago} ago")
-        for state in sorted(group, key=lambda s: (s["check"], s["subject"])):
-            if state.get("status") in _PROBLEMS:
-                since = format_duration(now - datetime.fromisoformat(state["since"])) if state.get("since") else "?"
-                mark = MARKS[Status(state["status"])]
-                lines.append(f"    {mark} {state['check']} {state['subject']} for {since}: {state.get('summary', '')}")
-        for state in blind:
-            lines.append(f"    ? {state['check']} {state['subject']}: {state.get('unknown_summary', 'unknown')}")
+    lines = _target_lines(states, now) if states else [NO_RESULTS]
     for what, until in sorted(mutes.items()):
         lines.append(f"muted: {what} until {until[:16].replace('T', ' ')} UTC")
+    if dead:
+        lines.append(f"undelivered: {len(dead)} message(s) refused by their room (newest last):")
+        for letter in dead[-DEAD_LINES:]:
+            first = letter.item.plain.split("\n", 1)[0][:60] or letter.item.kind
+            lines.append(f"    {letter.at[:16].replace('T', ' ')} {letter.room}: {letter.short_reason} — {first}")
     return "\n".join(lines)
 
 
-def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str | None) -> str:
+def _target_lines(states: Sequence[AlertState], now: datetime) -> list[str]:
+    by_target: dict[str, list[AlertState]] = {}
+    for state in states:
+        by_target.setdefault(state.target, []).append(state)
+    lines: list[str] = []
+    for target, group in sorted(by_target.items()):
+        known = [Status(s.status) for s in group if s.status]
+        blind = [s for s in group if s.last_status == Status.UNKNOWN.value]
+        worst = max(known, key=lambda status: status.severity, default=Status.UNKNOWN)
+        seen = max(s.last_seen for s in group)
+        ago = format_duration(now - datetime.fromisoformat(seen)) if seen else "?"
+        lines.append(f"{MARKS[worst]} {target}: {worst.value}, {len(group)} checks, last run {ago} ago")
+        for state in sorted(group, key=lambda s: (s.check, s.subject)):
+            if state.status in _PROBLEMS:
+                since = format_duration(now - datetime.fromisoformat(state.since)) if state.since else "?"
+                mark = MARKS[Status(state.status)]
+                lines.append(f"    {mark} {state.check} {state.subject} for {since}: {state.summary}")
+        for state in blind:
+            lines.append(f"    ? {state.check} {state.subject}: {state.unknown_summary or 'unknown'}")
+    return lines
+
+
+def history_text(entries: Sequence[HistoryEntry], target: str, check: str | None) -> str:
     """The changes of one target (and check), newest last, at most HISTORY_LINES."""
     what = f"{target} {check}" if check else target
     if not entries:
         return f"no changes recorded for {what}"
     lines = [f"changes for {what} ({len(entries)}):"]
     for entry in entries[-HISTORY_LINES:]:
-        lasted = f" after {format_duration(entry['lasted'])}" if entry.get("lasted") else ""
-        muted = " (muted)" if entry.get("muted") else ""
-        stamp = str(entry["at"])[:16].replace("T", " ")
-        line = f"{stamp} {entry['kind']}{lasted} {entry['check']} {entry['subject']}: {entry['summary']}{muted}"
+        lasted = f" after {format_duration(entry.lasted)}" if entry.lasted else ""
+        muted = " (muted)" if entry.muted else ""
+        stamp = entry.at[:16].replace("T", " ")
+        line = f"{stamp} {entry.kind}{lasted} {entry.check} {entry.subject}: {entry.summary}{muted}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -95,7 +107,8 @@ def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str |
 async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()
-    return _pre(status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now))
+    store = monitor.store
+    return _pre(status_text(store.states(), store.mutes(now.isoformat()), now, store.dead_letters()))
 
 
 @command(

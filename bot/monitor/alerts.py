@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.durations import format_duration
+from bot.monitor.state import AlertState, HistoryEntry
 from bot.render import MARKS, Rendered
 from checks import Finding, Status
 
@@ -74,11 +75,13 @@ class Event:
     at: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in ("kind", "target", "check", "subject", "status", "summary")}
-        data.update(old_status=self.old_status, since=self.since, detail=self.detail, at=self.at)
-        data["lasted"] = self.lasted.total_seconds() if self.lasted is not None else None
-        return data
+    def history_entry(self, *, muted: bool) -> HistoryEntry:
+        """What the history keeps of this event."""
+        lasted = self.lasted.total_seconds() if self.lasted is not None else None
+        return HistoryEntry(
+            self.at, self.kind, self.target, self.check, self.subject, self.status, self.summary,
+            self.old_status, self.since, self.detail, lasted, muted,
+        )  # fmt: skip
 
 
 def state_key(target: str, finding: Finding) -> str:
@@ -103,33 +106,26 @@ def _signature(status: str, code: str, evidence: Mapping[str, Any]) -> str:
 
 
 def _new_state(key: str, target: str, finding: Finding) -> dict[str, Any]:
-    return {
-        "key": key,
-        "target": target,
-        "check": finding.check,
-        "subject": finding.subject,
-        "status": None,
-        "signature": None,
-        "since": None,
-        "candidate": None,
-        "candidate_count": 0,
-        "candidate_since": None,
-        "unknown_since": None,
-        "unknown_alerted": False,
-    }
+    return AlertState(key, target, finding.check, finding.subject).to_json()
 
 
 def observe(
-    state: dict[str, Any] | None, target: str, finding: Finding, now: datetime, rules: AlertRules
-) -> tuple[dict[str, Any], list[Event]]:
+    state: AlertState | None, target: str, finding: Finding, now: datetime, rules: AlertRules
+) -> tuple[AlertState, list[Event]]:
     """The updated state for one finding, and the events it confirms (usually none)."""
     key = state_key(target, finding)
-    state = dict(state) if state is not None else _new_state(key, target, finding)
+    # One working copy per finding; the stored AlertState is never changed in place.
+    work = state.to_json() if state is not None else _new_state(key, target, finding)
+    events = _observe(work, finding, now, rules)
+    return AlertState(**work), events
+
+
+def _observe(state: dict[str, Any], finding: Finding, now: datetime, rules: AlertRules) -> list[Event]:
     stamp = now.isoformat()
     state["last_seen"] = stamp
     state["last_status"] = finding.status.value
     if finding.status is Status.UNKNOWN:
-        return state, _observe_unknown(state, finding, now, rules)
+        return _observe_unknown(state, finding, now, rules)
     events: list[Event] = []
     if state["unknown_alerted"]:
         lasted = now - datetime.fromisoformat(state["unknown_since"])
@@ -140,20 +136,20 @@ def observe(
     if signature == state["signature"]:
         state.update(candidate=None, candidate_count=0, candidate_since=None, summary=finding.summary)
         state.update(advice=finding.advice, evidence=_jsonable(finding.evidence))
-        return state, events
+        return events
     if state["candidate"] == signature:
         state["candidate_count"] += 1
     else:
         state.update(candidate=signature, candidate_count=1, candidate_since=stamp)
     if state["candidate_count"] < _needed(state, finding, rules):
-        return state, events
+        return events
     event = _confirmed(state, finding, significant, stamp)
     state.update(status=finding.status.value, signature=signature, since=state["candidate_since"])
     state.update(candidate=None, candidate_count=0, candidate_since=None, summary=finding.summary)
     state.update(advice=finding.advice, evidence=_jsonable(finding.evidence), significant=significant)
     if event is not None:
         events.append(event)
-    return state, events
+    return events
 
 
 def _observe_unknown(state: dict[str, Any], finding: Finding, now: datetime, rules: AlertRules) -> list[Event]:
@@ -293,30 +289,26 @@ def is_muted(event: Event, mutes: Iterable[str]) -> bool:
     return any(what in names for what in mutes)
 
 
-def digest_message(
-    states: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]], now: datetime
-) -> Rendered:
+def digest_message(states: Sequence[AlertState], changes: Sequence[HistoryEntry], now: datetime) -> Rendered:
     """The daily digest: what is still wrong and what changed in 24 h, or one line when all is clear."""
-    wrong = [s for s in states if s.get("status") in _PROBLEM]
-    blind = [s for s in states if s.get("unknown_alerted")]
+    wrong = [s for s in states if s.status in _PROBLEM]
+    blind = [s for s in states if s.unknown_alerted]
     if not wrong and not blind and not changes:
-        targets = len({s["target"] for s in states})
+        targets = len({s.target for s in states})
         text = f"{MARKS[Status.OK]} repbot daily digest: all clear ({len(states)} checks on {targets} targets)."
         return Rendered(text, html.escape(text))
     lines = [f"repbot daily digest: {len(wrong)} problem(s), {len(changes)} change(s) in 24 h"]
-    for state in sorted(wrong, key=lambda s: (s["target"], s["check"], s["subject"])):
-        since = now - datetime.fromisoformat(state["since"]) if state.get("since") else None
+    for state in sorted(wrong, key=lambda s: (s.target, s.check, s.subject)):
+        since = now - datetime.fromisoformat(state.since) if state.since else None
         lasting = f" for {format_duration(since)}" if since is not None else ""
-        mark = MARKS[Status(state["status"])]
-        lines.append(
-            f"{mark} {state['target']} {state['check']} {state['subject']}{lasting}: {state.get('summary', '')}"
-        )
+        mark = MARKS[Status(state.status)]
+        lines.append(f"{mark} {state.target} {state.check} {state.subject}{lasting}: {state.summary}")
     for state in blind:
-        lines.append(f"{MARKS[Status.UNKNOWN]} cannot check {state['target']} {state['check']} {state['subject']}")
+        lines.append(f"{MARKS[Status.UNKNOWN]} cannot check {state.target} {state.check} {state.subject}")
     if changes:
         lines.append("changes:")
         for change in changes[-20:]:
-            muted = " (muted)" if change.get("muted") else ""
-            lines.append(f"  {change['at'][:16]} {change['kind']} {change['target']} {change['subject']}{muted}")
+            muted = " (muted)" if change.muted else ""
+            lines.append(f"  {change.at[:16]} {change.kind} {change.target} {change.subject}{muted}")
     body = "\n".join(lines)
     return Rendered(body, "<br/>".join(html.escape(line) for line in lines))

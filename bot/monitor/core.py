@@ -23,6 +23,7 @@ from typing import Any
 
 from bot.config.loader import Config
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
+from bot.monitor.state import OutboxItem
 from bot.monitor.store import Store
 from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming, Transport
@@ -36,6 +37,9 @@ FamilyRun = Callable[[CheckContext], Awaitable[Sequence[Report]]]
 # Which checks belong to which family; a check not named here runs with "domains".
 FAMILY_CHECKS = {"blocklists": frozenset({"dnsbl"}), "tls": frozenset({"mx-tls", "smtp", "tls", "dane"})}
 RETRY_FIRST = 2.0
+# A room that refuses an item this many times in a row (M_FORBIDDEN, M_TOO_LARGE, another 4xx) never takes it.
+MAX_REFUSALS = 3
+UNDELIVERED = "⚠ repbot: an alert could not be delivered to this room ({reason}); see !status and the log."
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,7 @@ class Monitor:
                 self._enqueue(plain_and_html(text), alert_id=f"recovered-{moved.name}")
         with self.store.batch():
             self.store.prune_history((self.clock() - self.config.alerts.retention).isoformat())
+        self.store.start_writer()
         self._deliverer = asyncio.create_task(self._deliver_forever(), name="repbot-outbox")
         if schedule:
             self._scheduler = self._build_scheduler()
@@ -150,6 +155,7 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._deliverer
             self._deliverer = None
+        await self.store.flush()
 
     # -- runs ----------------------------------------------------------------------------------------------
 
@@ -159,8 +165,8 @@ class Monitor:
         async with self._locks[name]:
             started = time.monotonic()
             reports = await family.run(self.ctx)
-            events = self.process(reports)
-            with self.store.batch():
+            with self.store.batch():  # the run's one write
+                events = self.process(reports)
                 self.store.set_meta(f"last_run:{name}", self.clock().isoformat())
         took, findings = round(time.monotonic() - started, 3), sum(len(r.findings) for r in reports)
         extra = {"job": name, "duration": took, "findings": findings, "changes": len(events)}
@@ -187,7 +193,7 @@ class Monitor:
         mutes = self.store.mutes(now.isoformat())
         loud = [event for event in events if not is_muted(event, mutes)]
         for event in events:
-            self.store.add_history({**event.to_json(), "muted": event not in loud})
+            self.store.add_history(event.history_entry(muted=event not in loud))
         if loud:
             self._enqueue(render_events(loud))
         for event in events:
@@ -201,10 +207,9 @@ class Monitor:
         if not rooms:
             log.warning("no alert rooms configured; alert %s is only in the history", alert_id)
             return alert_id
-        item = {"id": alert_id, "created": self.clock().isoformat(), "rooms": rooms, "attempts": 0, "next_try": 0.0}
-        if reply_to is not None:
-            item["reply"] = dataclasses.asdict(reply_to) | {"body": ""}
-        self.store.enqueue({**item, "plain": message.plain, "html": message.html})
+        reply = dataclasses.replace(reply_to, body="") if reply_to is not None else None
+        created = self.clock().isoformat()
+        self.store.enqueue(OutboxItem(alert_id, created, tuple(rooms), message.plain, message.html, reply=reply))
         self._wake.set()
         return alert_id
 
@@ -220,35 +225,71 @@ class Monitor:
             return await self._deliver_due()
 
     async def _deliver_due(self) -> bool:
+        # An alert is sent only once the write that made it is on disk: a crash can then never re-detect
+        # (and post again) a change whose alert was already out.
+        await self.store.flush()
         for item in self.store.pending():
-            if item["next_try"] > time.time():
+            if item.next_try > time.time():
+                if item.refusals:
+                    continue  # a refused item never holds back the ones behind it
                 return False
-            message = Rendered(item["plain"], item["html"])
-            reply_to = Incoming(**item["reply"]) if item.get("reply") else None
-            for room in item["rooms"]:
+            message = Rendered(item.plain, item.html)
+            for room in item.rooms:
                 try:
-                    await self._send_item(item, room, message, reply_to)
+                    await self._send_item(item, room, message, item.reply)
                 except DeliveryError as error:
-                    attempts = item["attempts"] + 1
-                    delay = min(self.retry_max, RETRY_FIRST * 2 ** min(attempts - 1, 16))
-                    delay *= random.uniform(0.8, 1.0)
-                    log.warning("alert %s not delivered to %s (%s); retry in %.0f s", item["id"], room, error, delay)
-                    with self.store.batch():
-                        self.store.retry_later(item["id"], attempts, time.time() + delay)
+                    if error.permanent:
+                        self._refused(item, room, error)
+                        break
+                    self._retry(item, room, error)
                     return False
                 with self.store.batch():
-                    self.store.delivered(item["id"], room)
+                    self.store.delivered(item.id, room)
         return True
 
-    async def _send_item(self, item: dict[str, Any], room: str, message: Rendered, reply_to: Incoming | None) -> None:
-        txn_id = _txn_id(item["id"], room)
-        if item.get("kind") != "timeline":
+    def _retry(self, item: OutboxItem, room: str, error: DeliveryError) -> None:
+        attempts = item.attempts + 1
+        delay = min(self.retry_max, RETRY_FIRST * 2 ** min(attempts - 1, 16)) * random.uniform(0.8, 1.0)
+        log.warning("alert %s not delivered to %s (%s); retry in %.0f s", item.id, room, error, delay)
+        with self.store.batch():
+            self.store.retry_later(item.id, attempts, time.time() + delay, error=str(error)[:300])
+
+    def _refused(self, item: OutboxItem, room: str, error: DeliveryError) -> None:
+        """A room refused the item for good: after MAX_REFUSALS it becomes a dead letter and a short note goes."""
+        if item.refusals + 1 < MAX_REFUSALS:
+            delay = min(self.retry_max, RETRY_FIRST * 2**item.refusals)
+            log.warning(
+                "alert %s refused by %s (%s); %d more tries", item.id, room, error, MAX_REFUSALS - item.refusals - 1
+            )
+            with self.store.batch():
+                self.store.retry_later(
+                    item.id, item.attempts + 1, time.time() + delay, error=str(error)[:300], refused=True
+                )
+            return
+        reason = str(error)[:300]
+        log.error(
+            "alert %s was refused %d times by %s and is given up (dead letter): %s", item.id, MAX_REFUSALS, room, reason
+        )
+        with self.store.batch():
+            letter = self.store.dead_letter(item.id, room, reason)
+            if letter is not None and not item.id.startswith("undelivered-"):  # a refused note gets no note
+                note = plain_and_html(UNDELIVERED.format(reason=letter.short_reason))
+                self._enqueue_note(note, room, f"undelivered-{item.id}-{_txn_id(item.id, room)[-10:]}")
+
+    def _enqueue_note(self, message: Rendered, room: str, alert_id: str) -> None:
+        created = self.clock().isoformat()
+        self.store.enqueue(OutboxItem(alert_id, created, (room,), message.plain, message.html))
+        self._wake.set()
+
+    async def _send_item(self, item: OutboxItem, room: str, message: Rendered, reply_to: Incoming | None) -> None:
+        txn_id = _txn_id(item.id, room)
+        if item.kind != "timeline":
             await self.transport.send(room, message, txn_id=txn_id, reply_to=reply_to)
             return
         # The picture is drawn when it is sent, from the store, so the outbox holds no image bytes.
         from bot.timeline import timeline_png
 
-        days = int(item["days"])
+        days = item.days
         now = self.clock()
         history = self.store.history(since=(now - timedelta(days=days + 1)).isoformat())
         png = timeline_png(history, self.store.states(), now=now, days=days)
@@ -258,7 +299,7 @@ class Monitor:
     def next_retry(self) -> float | None:
         """Seconds until the first outbox item may be tried again, or None when the outbox is empty."""
         pending = self.store.pending()
-        return max(0.0, pending[0]["next_try"] - time.time()) if pending else None
+        return max(0.0, min(item.next_try for item in pending) - time.time()) if pending else None
 
     async def _deliver_forever(self) -> None:
         while True:
@@ -337,8 +378,7 @@ class Monitor:
         return alert_id
 
     def _enqueue_timeline(self, alert_id: str, days: int) -> None:
-        rooms = list(self.transport.alert_rooms)
+        rooms = tuple(self.transport.alert_rooms)
         if rooms:
-            item = {"id": alert_id, "created": self.clock().isoformat(), "rooms": rooms, "attempts": 0}
-            self.store.enqueue({**item, "next_try": 0.0, "kind": "timeline", "days": days, "plain": "", "html": ""})
+            self.store.enqueue(OutboxItem(alert_id, self.clock().isoformat(), rooms, kind="timeline", days=days))
             self._wake.set()
