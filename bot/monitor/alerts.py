@@ -40,6 +40,7 @@ SIGNIFICANT_KEYS = (
     "days_left",
     "newest",  # complaints: the newest recorded complaint of a domain; it changes when a new one arrives
     "reputation",  # postmaster: HIGH -> MEDIUM is a drop worth saying, though both are ok
+    "failing",  # spf: the sending IPs that do not pass; another IP failing is news inside the same fail
 )
 # Records, not probes: SNDS and Postmaster publish a day's data, complaints come from the durable journal.
 ON_SIGHT = frozenset({"snds", "postmaster", "complaints"})
@@ -204,7 +205,7 @@ def _evidence_detail(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         parts.append("more complaints")
     if "reputation" in new and old.get("reputation") != new["reputation"]:
         parts.append(f"reputation was {old.get('reputation') or '?'}, now {new['reputation']}")
-    for name in ("answers", "reason", "codes", "return_codes", "txt", "fingerprint"):
+    for name in ("answers", "reason", "codes", "return_codes", "txt", "fingerprint", "failing"):
         if name in new and old.get(name) != new[name]:
             parts.append(f"{name.replace('_', ' ')} was {_short(old.get(name))}, now {_short(new[name])}")
     return "; ".join(parts)
