@@ -8,6 +8,7 @@ python bench/monitor.py --no-synapse   # the store only
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -17,43 +18,45 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.monitor.state import AlertState, HistoryEntry, OutboxItem
 from bot.monitor.store import Store
 
 
 def bench_store(entries: int, directory: Path) -> None:
     """One atomic write per history entry (as one change per run would do), timed at a few sizes."""
     store = Store(directory / "store.json")
-    for number in range(50):  # a typical state table: 50 findings
-        store.put_state({"key": f"192.0.2.1|dnsbl|zone{number}", "status": "ok", "summary": "not listed " * 4})
+    with store.batch():
+        for number in range(50):  # a typical state table: 50 findings
+            key = f"192.0.2.1|dnsbl|zone{number}"
+            store.put_state(AlertState(key, "192.0.2.1", "dnsbl", f"zone{number}", "ok", summary="not listed " * 4))
     marks = sorted({1_000, 5_000, entries} & set(range(1, entries + 1)))
     samples: list[float] = []
-    print(f"store: {entries} history entries, one atomic write (temp, fsync, rename, fsync dir) each")
-    print(f"{'entries':>8} {'write ms (median of last 100)':>30} {'run batch ms':>13} {'file KiB':>9}")
+    print(f"store: {entries} history entries, one commit (an appended, fsynced history line) each")
+    print(f"{'entries':>8} {'write ms (median of last 100)':>30} {'run batch ms':>13} {'files KiB':>9}")
     for number in range(1, entries + 1):
         started = time.perf_counter()
         with store.batch():
             store.add_history(
-                {
-                    "at": datetime.now(UTC).isoformat(),
-                    "target": "192.0.2.1",
-                    "check": "dnsbl",
-                    "subject": f"zone{number % 50}",
-                    "kind": "problem" if number % 2 else "resolved",
-                    "status": "fail",
-                    "summary": "listed in Spamhaus ZEN: 127.0.0.2 SBL: Spamhaus Block List (https://check...)",
-                    "lasted": 3600.0,
-                    "muted": False,
-                }
+                HistoryEntry(
+                    at=datetime.now(UTC).isoformat(),
+                    kind="problem" if number % 2 else "resolved",
+                    target="192.0.2.1",
+                    check="dnsbl",
+                    subject=f"zone{number % 50}",
+                    status="fail",
+                    summary="listed in Spamhaus ZEN: 127.0.0.2 SBL: Spamhaus Block List (https://check...)",
+                    lasted=3600.0,
+                )
             )
         samples.append(time.perf_counter() - started)
         if number in marks:
             started = time.perf_counter()
             with store.batch():  # what one scheduled run writes: every state, one change, one outbox item
                 for state in store.states():
-                    store.put_state({**state, "last_seen": datetime.now(UTC).isoformat()})
-                store.enqueue({"id": f"x{number}", "created": "now", "rooms": ["!r"], "attempts": 0, "next_try": 0.0})
+                    store.put_state(dataclasses.replace(state, last_seen=datetime.now(UTC).isoformat()))
+                store.enqueue(OutboxItem(f"x{number}", "now", ("!r",)))
             run_ms = (time.perf_counter() - started) * 1000
-            size = (directory / "store.json").stat().st_size / 1024
+            size = sum(path.stat().st_size for path in directory.glob("store.*")) / 1024
             median = statistics.median(samples[-100:]) * 1000
             print(f"{number:>8} {median:>30.2f} {run_ms:>13.2f} {size:>9.0f}")
     store.close()

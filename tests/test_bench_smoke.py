@@ -14,6 +14,7 @@ SMOKES = [
     ["bench/dnsbl_sweep.py", "--smoke"],
     ["bench/domain_check.py", "--smoke", "--delay", "0.05"],
     ["bench/monitor.py", "--smoke"],
+    ["bench/store.py", "--smoke"],
     ["bench/matrix_bot.py", "--minutes", "0.05", "--pings", "3"],
 ]
 

@@ -11,6 +11,7 @@ probe the network: a reading is as sure the first time as the second, so it is c
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -92,6 +93,8 @@ def state_key(target: str, finding: Finding) -> str:
 def significant_evidence(evidence: Mapping[str, Any], rules: AlertRules) -> dict[str, Any]:
     """The part of the evidence whose change inside the same status is news."""
     kept: dict[str, Any] = {}
+    if not evidence:
+        return kept
     for name in SIGNIFICANT_KEYS:
         if name not in evidence:
             continue
@@ -103,7 +106,20 @@ def significant_evidence(evidence: Mapping[str, Any], rules: AlertRules) -> dict
 
 
 def _signature(status: str, code: str, evidence: Mapping[str, Any]) -> str:
+    if not evidence:
+        return _plain_signature(status, code)  # most findings: the same few strings, run after run
     return json.dumps([status, code, evidence], sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_signature(status: str, code: str) -> str:
+    return json.dumps([status, code, {}], sort_keys=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _stamp(now: datetime) -> str:
+    """now.isoformat(), once per run rather than once per finding."""
+    return now.isoformat()
 
 
 def _new_state(key: str, target: str, finding: Finding) -> dict[str, Any]:
@@ -114,6 +130,8 @@ def observe(
     state: AlertState | None, target: str, finding: Finding, now: datetime, rules: AlertRules
 ) -> tuple[AlertState, list[Event]]:
     """The updated state for one finding, and the events it confirms (usually none)."""
+    if state is not None and _unchanged(state, finding, rules):
+        return state.seen_again(_stamp(now), finding.status.value), []
     key = state_key(target, finding)
     # One working copy per finding; the stored AlertState is never changed in place.
     work = state.to_json() if state is not None else _new_state(key, target, finding)
@@ -121,8 +139,21 @@ def observe(
     return AlertState(**work), events
 
 
+def _unchanged(state: AlertState, finding: Finding, rules: AlertRules) -> bool:
+    """The same confirmed finding as last time, word for word: only last_seen moves (most findings, most runs)."""
+    if finding.status is Status.UNKNOWN or state.unknown_since is not None or state.candidate is not None:
+        return False
+    significant = significant_evidence(finding.evidence, rules)
+    return (
+        state.signature == _signature(finding.status.value, finding.code, significant)
+        and state.summary == finding.summary
+        and state.advice == finding.advice
+        and ((not finding.evidence and not state.evidence) or state.evidence == _jsonable(finding.evidence))
+    )
+
+
 def _observe(state: dict[str, Any], finding: Finding, now: datetime, rules: AlertRules) -> list[Event]:
-    stamp = now.isoformat()
+    stamp = _stamp(now)
     state["last_seen"] = stamp
     state["last_status"] = finding.status.value
     if finding.status is Status.UNKNOWN:
@@ -231,6 +262,8 @@ def _event(kind: str, state: dict[str, Any], finding: Finding, stamp: str, **fie
 
 
 def _jsonable(evidence: Mapping[str, Any]) -> dict[str, Any]:
+    if not evidence:
+        return {}
     loaded: dict[str, Any] = json.loads(json.dumps(dict(evidence), default=str))
     return loaded
 

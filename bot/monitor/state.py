@@ -8,6 +8,7 @@ value of the wrong type raises ValueError, so the store can drop that one record
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 from bot.transports.base import Incoming
 
-__all__ = ["AlertState", "DeadLetter", "HistoryEntry", "OutboxItem", "short_reason"]
+__all__ = ["STATE_FIELDS", "AlertState", "DeadLetter", "HistoryEntry", "OutboxItem", "short_reason"]
 
 
 def short_reason(reason: str) -> str:
@@ -83,6 +84,16 @@ class AlertState:
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _STATE_FIELDS}
 
+    def to_row(self) -> tuple[Any, ...]:
+        """The values in STATE_FIELDS order: how the state file keeps 73k states without repeating 19 names."""
+        return _state_row(self)
+
+    def seen_again(self, stamp: str, status: str) -> AlertState:
+        """This state, seen once more with nothing else changed: the common case, built without a dict."""
+        row = list(_state_row(self))
+        row[_LAST_SEEN], row[_LAST_STATUS] = stamp, status
+        return AlertState(*row)
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AlertState:
         key = _required(data, "key")
@@ -111,6 +122,9 @@ class AlertState:
 
 
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(AlertState))
+STATE_FIELDS = _STATE_FIELDS
+_state_row = operator.attrgetter(*_STATE_FIELDS)
+_LAST_SEEN, _LAST_STATUS = _STATE_FIELDS.index("last_seen"), _STATE_FIELDS.index("last_status")
 
 
 @dataclass(frozen=True, slots=True)

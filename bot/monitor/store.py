@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.monitor.state import AlertState, DeadLetter, HistoryEntry, OutboxItem
+from bot.monitor.state import STATE_FIELDS, AlertState, DeadLetter, HistoryEntry, OutboxItem
 
 __all__ = ["SCHEMA", "Store", "StoreError"]
 
@@ -135,7 +135,8 @@ class _Files:
             states, mutes, meta = commit.main
             doc = {"schema": SCHEMA, "seq": commit.seq, "mutes": mutes}
             doc["meta"] = {name: json.loads(value) for name, value in meta.items()}
-            doc["state"] = {key: state.to_json() for key, state in states.items()}
+            doc["fields"] = list(STATE_FIELDS)
+            doc["state"] = [state.to_row() for state in states.values()]
             _replace_atomically(self.main, _dumps(doc))
         self.writes += 1
 
@@ -367,7 +368,9 @@ class Store:
             self.files.write(_Commit(self._seq, [], tuple(self._history), self._outbox_snapshot(), None))
 
     def _load_main(self, main: Mapping[str, Any]) -> None:
-        for doc in dict(main.get("state") or {}).values():
+        fields = list(main.get("fields") or STATE_FIELDS)
+        for row in list(main.get("state") or ()):
+            doc = dict(zip(fields, row, strict=False)) if isinstance(row, list) else row
             if (state := _parsed(AlertState.from_json, doc, "state", self.path)) is not None:
                 self._states[state.key] = state
         self._mutes = {str(what): str(until) for what, until in dict(main.get("mutes") or {}).items()}
