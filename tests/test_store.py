@@ -410,3 +410,15 @@ def test_a_queue_item_without_created_is_kept_and_a_broken_one_dropped(tmp_path:
     assert [(item.id, item.created) for item in store.pending()] == [("no-date", FIXED.isoformat())]
     assert [state.key for state in store.states()] == ["a|dnsbl|zen"]
     store.close()
+
+
+def test_a_state_row_of_the_wrong_shape_is_dropped_and_the_others_load(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    store = Store(path)
+    store.put_state(_state("kept", "ok"))
+    store.close()
+    doc = json.loads(path.read_bytes())
+    good = doc["state"][0]
+    doc["state"] += [[*good[:4], 7, *good[5:]], good[:3], "not a row"]  # status 7, a short row, a string
+    path.write_text(json.dumps(doc))
+    assert [state.key for state in Store(path).states()] == ["kept"]

@@ -24,7 +24,7 @@ from typing import Any
 from bot.config.loader import Config
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
 from bot.monitor.state import OutboxItem
-from bot.monitor.store import Store
+from bot.monitor.store import Store, StoreError
 from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming, Transport
 from checks import CheckContext, Finding, Report, parse_target
@@ -156,7 +156,10 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._deliverer
             self._deliverer = None
-        await self.store.flush()
+        try:
+            await self.store.flush()
+        except StoreError as error:  # the writer logged it; what stays unwritten is the last run, seen again
+            log.error("the last changes were not written at stop: %s", error)
 
     # -- runs ----------------------------------------------------------------------------------------------
 

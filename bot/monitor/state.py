@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,13 @@ class AlertState:
         return AlertState(*row)
 
     @classmethod
+    def from_row(cls, row: Sequence[Any]) -> AlertState:
+        """A row in STATE_FIELDS order, as the state file keeps it; each value's type is checked."""
+        if len(row) == len(_STATE_FIELDS) and all(map(isinstance, row, _ROW_TYPES)) and row[0]:
+            return cls(*row)
+        return cls.from_json(dict(zip(_STATE_FIELDS, row, strict=False)))
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AlertState:
         key = _required(data, "key")
         target, check, subject = ([*key.split("|", 2), "", ""])[:3]
@@ -125,6 +132,10 @@ _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(AlertState))
 STATE_FIELDS = _STATE_FIELDS
 _state_row = operator.attrgetter(*_STATE_FIELDS)
 _LAST_SEEN, _LAST_STATUS = _STATE_FIELDS.index("last_seen"), _STATE_FIELDS.index("last_status")
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str, "str | None": (str, type(None)), "int": int, "bool": bool, "Mapping[str, Any]": dict
+}  # fmt: skip
+_ROW_TYPES = tuple(_TYPES[str(f.type)] for f in dataclasses.fields(AlertState))
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,10 +150,10 @@ class _Files:
             raise StoreError(f"cannot write the history file {self.history}: {_why(error)}") from error
 
 
-def _parsed(parse: Callable[[Any], T], doc: Any, what: str, path: Path) -> T | None:
+def _parsed(parse: Callable[[Any], T], doc: Any, what: str, path: Path, *, table: bool = True) -> T | None:
     """One record read; one that cannot be read is dropped with a log line, and the rest stays."""
     try:
-        if not isinstance(doc, Mapping):
+        if table and not isinstance(doc, Mapping):
             raise ValueError("not a table")
         return parse(doc)
     except (TypeError, ValueError, AttributeError) as error:
@@ -370,8 +370,12 @@ class Store:
     def _load_main(self, main: Mapping[str, Any]) -> None:
         fields = list(main.get("fields") or STATE_FIELDS)
         for row in list(main.get("state") or ()):
-            doc = dict(zip(fields, row, strict=False)) if isinstance(row, list) else row
-            if (state := _parsed(AlertState.from_json, doc, "state", self.path)) is not None:
+            if isinstance(row, list) and fields == list(STATE_FIELDS):
+                state = _parsed(AlertState.from_row, row, "state", self.path, table=False)
+            else:
+                doc = dict(zip(fields, row, strict=False)) if isinstance(row, list) else row
+                state = _parsed(AlertState.from_json, doc, "state", self.path)
+            if state is not None:
                 self._states[state.key] = state
         self._mutes = {str(what): str(until) for what, until in dict(main.get("mutes") or {}).items()}
         self._meta = {str(name): json.dumps(value) for name, value in dict(main.get("meta") or {}).items()}
