@@ -170,9 +170,15 @@ async def soak(minutes: float, ips_count: int, domains_count: int, interval: str
     domains = [f"d{n}.soak.test" for n in range(domains_count)]
     soak_zone(directory / "zone.json", ips, domains)
     with dns_server_process(directory / "zone.json", 0.02) as (host, port):
+        # Each domain is sent by two of the IPs ([domains.X] sending_ips), as a hosting operator would set it:
+        # without it, each domain's SPF verdict evaluates every monitored IP (200 x 4,096 evaluations a run).
+        sending = {
+            domain: {"sending_ips": [ips[n % len(ips)], ips[(n + 1) % len(ips)]]} for n, domain in enumerate(domains)
+        }
         config = parse_config({
             "dns": {"nameservers": [f"{host}:{port}"]},
             "monitor": {"ips": ips, "domains": domains},
+            "domains": sending,
             "schedule": {"blocklists": interval, "domains": interval, "tls": interval, "first_run": "1s"},
             "digest": {"enabled": False},
             "state": {"dir": str(directory / "state")},
@@ -185,7 +191,7 @@ async def soak(minutes: float, ips_count: int, domains_count: int, interval: str
         monitor = Monitor(config, store, room, ctx)  # type: ignore[arg-type]
         services.extra["monitor"] = monitor
         bot = Bot(services, Permissions(admins=("@op:soak",)), RateLimiter(None))
-        runs: list[tuple[str, float, float]] = []  # (family, run s, save-step loop s)
+        runs: list[tuple[str, float, float, int]] = []  # (family, run s, comparison s, changes)
         writes: list[float] = []
         original_write = store.files.write
 
@@ -210,7 +216,7 @@ async def soak(minutes: float, ips_count: int, domains_count: int, interval: str
         async def timed_run(name: str) -> Any:
             started = time.perf_counter()
             events = await original_run(name)
-            runs.append((name, time.perf_counter() - started, saves[-1] if saves else 0.0))
+            runs.append((name, time.perf_counter() - started, saves[-1] if saves else 0.0, len(events)))
             return events
 
         monitor.run_family = timed_run  # type: ignore[method-assign]
@@ -255,8 +261,8 @@ async def soak(minutes: float, ips_count: int, domains_count: int, interval: str
         await ctx.aclose()
     size = (directory / "state" / "monitor.json").stat().st_size / 2**20
     print(f"soak: {ips_count} IPs, {domains_count} domains, every {interval}, {minutes:g} min, DNS 20 ms per answer")
-    for name, took, save in runs:
-        print(f"  run {name:<10} {took:7.2f} s (save step on the loop {save:.3f} s)")
+    for name, took, save, changes in runs:
+        print(f"  run {name:<10} {took:7.2f} s, {changes:5d} changes (comparison, in 20 ms turns: {save:.3f} s)")
     print(f"  event-loop lag: max {max(lags) * 1000:.0f} ms, p99 {sorted(lags)[int(len(lags) * 0.99)] * 1000:.0f} ms")
     answered = [p for p in pings if p != float("inf")]
     print(f"  !ping: {len(pings)} sent, {len(answered)} answered within 2 s, max {max(answered) * 1000:.0f} ms")
