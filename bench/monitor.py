@@ -3,57 +3,67 @@
 python bench/monitor.py                # latency (5 changes) + store (10,000 history entries)
 python bench/monitor.py --smoke        # 2 changes, 500 entries
 python bench/monitor.py --no-synapse   # the store only
+python bench/monitor.py --soak 15      # the soak: 4,096 IPs and 200 domains every 2 min, commands arriving
+python bench/monitor.py --soak 0.5 --soak-ips 64 --soak-domains 4 --soak-interval 10s   # its smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import json
+import logging
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.monitor.state import AlertState, HistoryEntry, OutboxItem
 from bot.monitor.store import Store
 
 
 def bench_store(entries: int, directory: Path) -> None:
     """One atomic write per history entry (as one change per run would do), timed at a few sizes."""
     store = Store(directory / "store.json")
-    for number in range(50):  # a typical state table: 50 findings
-        store.put_state({"key": f"192.0.2.1|dnsbl|zone{number}", "status": "ok", "summary": "not listed " * 4})
+    with store.batch():
+        for number in range(50):  # a typical state table: 50 findings
+            key = f"192.0.2.1|dnsbl|zone{number}"
+            store.put_state(AlertState(key, "192.0.2.1", "dnsbl", f"zone{number}", "ok", summary="not listed " * 4))
     marks = sorted({1_000, 5_000, entries} & set(range(1, entries + 1)))
     samples: list[float] = []
-    print(f"store: {entries} history entries, one atomic write (temp, fsync, rename, fsync dir) each")
-    print(f"{'entries':>8} {'write ms (median of last 100)':>30} {'run batch ms':>13} {'file KiB':>9}")
+    print(f"store: {entries} history entries, one commit (an appended, fsynced history line) each")
+    print(f"{'entries':>8} {'write ms (median of last 100)':>30} {'run batch ms':>13} {'files KiB':>9}")
     for number in range(1, entries + 1):
         started = time.perf_counter()
         with store.batch():
             store.add_history(
-                {
-                    "at": datetime.now(UTC).isoformat(),
-                    "target": "192.0.2.1",
-                    "check": "dnsbl",
-                    "subject": f"zone{number % 50}",
-                    "kind": "problem" if number % 2 else "resolved",
-                    "status": "fail",
-                    "summary": "listed in Spamhaus ZEN: 127.0.0.2 SBL: Spamhaus Block List (https://check...)",
-                    "lasted": 3600.0,
-                    "muted": False,
-                }
+                HistoryEntry(
+                    at=datetime.now(UTC).isoformat(),
+                    kind="problem" if number % 2 else "resolved",
+                    target="192.0.2.1",
+                    check="dnsbl",
+                    subject=f"zone{number % 50}",
+                    status="fail",
+                    summary="listed in Spamhaus ZEN: 127.0.0.2 SBL: Spamhaus Block List (https://check...)",
+                    lasted=3600.0,
+                )
             )
         samples.append(time.perf_counter() - started)
         if number in marks:
             started = time.perf_counter()
             with store.batch():  # what one scheduled run writes: every state, one change, one outbox item
                 for state in store.states():
-                    store.put_state({**state, "last_seen": datetime.now(UTC).isoformat()})
-                store.enqueue({"id": f"x{number}", "created": "now", "rooms": ["!r"], "attempts": 0, "next_try": 0.0})
+                    store.put_state(dataclasses.replace(state, last_seen=datetime.now(UTC).isoformat()))
+                store.enqueue(OutboxItem(f"x{number}", "now", ("!r",)))
             run_ms = (time.perf_counter() - started) * 1000
-            size = (directory / "store.json").stat().st_size / 1024
+            size = sum(path.stat().st_size for path in directory.glob("store.*")) / 1024
             median = statistics.median(samples[-100:]) * 1000
             print(f"{number:>8} {median:>30.2f} {run_ms:>13.2f} {size:>9.0f}")
     store.close()
@@ -97,14 +107,190 @@ def bench_latency(changes: int, directory: Path) -> None:
     )
 
 
+class Room:
+    """The bot's room in the soak: replies are timed by the command that asked for them."""
+
+    alert_rooms: Sequence[str] = ("!soak",)
+
+    def __init__(self) -> None:
+        self.replies: dict[str, float] = {}
+        self.alerts = 0
+
+    async def send(self, room: str, message: Any, *, txn_id: str | None = None, reply_to: Any = None) -> str:
+        if reply_to is not None:
+            self.replies[reply_to.event_id] = time.perf_counter()
+        else:
+            self.alerts += 1
+        return "$x"
+
+    async def send_image(self, room: str, png: bytes, **kwargs: Any) -> str:
+        return "$x"
+
+    async def react(self, incoming: Any, key: str) -> None:
+        return None
+
+    async def typing(self, room: str, on: bool) -> None:
+        return None
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def soak_zone(path: Path, ips: Sequence[str], domains: Sequence[str]) -> None:
+    """Healthy blocklists (their test points listed, the IPs not), and each domain with SPF, DMARC and an MX."""
+    from checks.dnsbl.catalog import load_catalog
+
+    records: list[list[object]] = []
+    for zone in load_catalog().zones:
+        records.append([f"2.0.0.127.{zone.name}", "A", "127.0.0.2"])
+    network = ips[0].rsplit(".", 2)[0]
+    for domain in domains:
+        records.append([domain, "TXT", f"v=spf1 ip4:{network}.0.0/20 -all"])
+        records.append([f"_dmarc.{domain}", "TXT", "v=DMARC1; p=reject; rua=mailto:dmarc@" + domain])
+        records.append([domain, "MX", f"10 mx.{domain}."])
+        records.append([f"mx.{domain}", "A", "127.0.0.1"])
+    path.write_text(json.dumps({"records": records}), encoding="utf-8")
+
+
+async def soak(minutes: float, ips_count: int, domains_count: int, interval: str, directory: Path) -> None:
+    """The bot's monitor and command handling in one process, against a DNS server in its own process."""
+    from bench.dnsbl_sweep import DnsServerProcess
+    from bot.app import Bot, Permissions, RateLimiter
+    from bot.commands.catalog import REGISTRY
+    from bot.commands.registry import Services
+    from bot.config.loader import parse_config
+    from bot.context import build_context
+    from bot.monitor.core import Monitor
+    from bot.transports.base import Incoming
+
+    ips = [f"10.20.{n // 256}.{n % 256}" for n in range(ips_count)]
+    domains = [f"d{n}.soak.test" for n in range(domains_count)]
+    soak_zone(directory / "zone.json", ips, domains)
+    server = DnsServerProcess(directory / "zone.json", 0.02)
+    try:
+        # Each domain is sent by two of the IPs ([domains.X] sending_ips), as a hosting operator would set it:
+        # without it, each domain's SPF verdict evaluates every monitored IP (200 x 4,096 evaluations a run).
+        sending = {
+            domain: {"sending_ips": [ips[n % len(ips)], ips[(n + 1) % len(ips)]]} for n, domain in enumerate(domains)
+        }
+        config = parse_config({
+            "dns": {"nameservers": [server.address]},
+            "monitor": {"ips": ips, "domains": domains},
+            "domains": sending,
+            "schedule": {"blocklists": interval, "domains": interval, "tls": interval, "first_run": "1s"},
+            "digest": {"enabled": False},
+            "state": {"dir": str(directory / "state")},
+        })  # fmt: skip
+        room = Room()
+        ctx = build_context(config)
+        store = Store(directory / "state" / "monitor.json")
+        monitor = Monitor(config, store, room, ctx)  # type: ignore[arg-type]
+        services = Services(config, ctx, room, REGISTRY, datetime.now(UTC), monitor=monitor)  # type: ignore[arg-type]
+        bot = Bot(services, Permissions(admins=("@op:soak",)), RateLimiter(None))
+        runs: list[tuple[str, float, float, int]] = []  # (family, run s, comparison s, changes)
+        writes: list[float] = []
+        original_write = store.files.write
+
+        def timed_write(commit: Any) -> None:
+            started = time.perf_counter()
+            original_write(commit)
+            writes.append(time.perf_counter() - started)
+
+        store.files.write = timed_write  # type: ignore[method-assign]
+        original_process = monitor.process_run
+        saves: list[float] = []
+
+        async def timed_process(reports: Any) -> Any:
+            started = time.perf_counter()
+            events = await original_process(reports)
+            saves.append(time.perf_counter() - started)
+            return events
+
+        monitor.process_run = timed_process  # type: ignore[method-assign]
+        original_run = monitor.run_family
+
+        async def timed_run(name: str) -> Any:
+            started = time.perf_counter()
+            events = await original_run(name)
+            runs.append((name, time.perf_counter() - started, saves[-1] if saves else 0.0, len(events)))
+            return events
+
+        monitor.run_family = timed_run  # type: ignore[method-assign]
+        lags: list[float] = []
+        pings: list[float] = []
+        rss: list[tuple[float, float]] = []
+        stop = asyncio.Event()
+
+        async def probe() -> None:
+            while not stop.is_set():
+                before = time.perf_counter()
+                await asyncio.sleep(0.02)
+                lags.append(time.perf_counter() - before - 0.02)
+
+        async def commands() -> None:
+            number = 0
+            while not stop.is_set():
+                number += 1
+                line = "!status" if number % 10 == 0 else "!ping"
+                incoming = Incoming("!soak", "@op:soak", line, f"$cmd{number}")
+                sent = time.perf_counter()
+                task = asyncio.create_task(bot.handle(incoming))
+                await asyncio.sleep(2.0)
+                if line == "!ping":
+                    answered = room.replies.get(incoming.event_id)
+                    pings.append((answered - sent) if answered is not None else float("inf"))
+                await task if task.done() else asyncio.sleep(0)
+
+        async def memory() -> None:
+            begun = time.perf_counter()
+            while not stop.is_set():
+                rss.append((time.perf_counter() - begun, _rss_mib()))
+                await asyncio.sleep(10)
+
+        await monitor.start()
+        tasks = [asyncio.create_task(job()) for job in (probe, commands, memory)]
+        await asyncio.sleep(minutes * 60)
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await monitor.stop()
+        store.close()
+        await ctx.aclose()
+    finally:
+        server.close()
+    size = (directory / "state" / "monitor.json").stat().st_size / 2**20
+    print(f"soak: {ips_count} IPs, {domains_count} domains, every {interval}, {minutes:g} min, DNS 20 ms per answer")
+    for name, took, save, changes in runs:
+        print(f"  run {name:<10} {took:7.2f} s, {changes:5d} changes (comparison, in 20 ms turns: {save:.3f} s)")
+    print(f"  event-loop lag: max {max(lags) * 1000:.0f} ms, p99 {sorted(lags)[int(len(lags) * 0.99)] * 1000:.0f} ms")
+    answered = [p for p in pings if p != float("inf")]
+    print(f"  !ping: {len(pings)} sent, {len(answered)} answered within 2 s, max {max(answered) * 1000:.0f} ms")
+    after_first = [value for at, value in rss if runs and at > runs[0][1] + 5] or [value for _, value in rss]
+    peak = max(value for _, value in rss)
+    print(f"  RSS: after the first run {after_first[0]:.0f} MiB, at the end {rss[-1][1]:.0f} MiB, max {peak:.0f} MiB")
+    median = statistics.median(writes)
+    print(f"  state file {size:.1f} MiB; writes: {len(writes)}, max {max(writes):.2f} s, median {median:.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="small sizes, for CI")
     parser.add_argument("--no-synapse", action="store_true", help="skip the latency figure")
     parser.add_argument("--entries", type=int, default=10_000)
+    parser.add_argument("--soak", type=float, metavar="MINUTES", help="run the soak (4,096 IPs, 200 domains) instead")
+    parser.add_argument("--soak-ips", type=int, default=4_096)
+    parser.add_argument("--soak-domains", type=int, default=200)
+    parser.add_argument("--soak-interval", default="2m")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
+        if args.soak is not None:
+            logging.getLogger("repbot").setLevel(logging.ERROR)
+            asyncio.run(soak(args.soak, args.soak_ips, args.soak_domains, args.soak_interval, directory))
+            return
         if not args.no_synapse:
             bench_latency(2 if args.smoke else 5, directory)
         bench_store(500 if args.smoke else args.entries, directory)

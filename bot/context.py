@@ -34,6 +34,7 @@ def build_context(
         resolver=resolver,
         timeout=resolver.timeout,
         sending_ips=config.monitor.ips,
+        domain_sending_ips=config.domain_sending_ips(),
         helo_names=config.monitor.helo_names,
         dkim_selectors=selectors,
         dnsbl=dnsbl,

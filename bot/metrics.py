@@ -26,6 +26,7 @@ from bot import __version__
 from bot.config.loader import Config
 from bot.config.sections import MetricsConfig
 from bot.monitor.core import Monitor
+from bot.monitor.state import AlertState
 from bot.monitor.traffic import TrafficFollower
 from bot.transports.base import Transport
 from checks.model import Status
@@ -50,11 +51,11 @@ def _timestamp(text: Any) -> float | None:
         return None
 
 
-def _status_value(state: Mapping[str, Any]) -> int:
+def _status_value(state: AlertState) -> int:
     """The confirmed status; 3 while a check has been blind long enough to be reported, or never confirmed."""
-    if state.get("unknown_alerted") or not state.get("status"):
-        return Status.UNKNOWN.exit_code
-    return STATUS_VALUES.get(str(state["status"]), Status.UNKNOWN.exit_code)
+    if state.unknown_alerted or not state.status:
+        return STATUS_VALUES["unknown"]
+    return STATUS_VALUES.get(state.status, STATUS_VALUES["unknown"])
 
 
 class StoreCollector(Collector):
@@ -118,38 +119,38 @@ def _report_metrics(config: Config, now: datetime) -> Iterator[Metric]:
     yield from report_metrics(config, now)
 
 
-def _check_metrics(states: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+def _check_metrics(states: Sequence[AlertState]) -> Iterator[Metric]:
     labels = ["target", "check", "subject"]
     status = GaugeMetricFamily(
         "repbot_check_status", "confirmed state of a check: ok=0, warn=1, fail=2, unknown=3", labels=labels
     )
     seen = GaugeMetricFamily("repbot_check_last_run_timestamp_seconds", "when the check last ran", labels=labels)
     for state in states:
-        if state.get("check") == "complaints" and str(state.get("subject", "")).startswith("complaint "):
+        if state.check == "complaints" and state.subject.startswith("complaint "):
             continue  # one state per complaint report: repbot_complaints counts them
-        key = [str(state.get("target", "")), str(state.get("check", "")), str(state.get("subject", ""))]
+        key = [state.target, state.check, state.subject]
         status.add_metric(key, _status_value(state))
-        stamp = _timestamp(state.get("last_seen"))
+        stamp = _timestamp(state.last_seen)
         if stamp is not None:
             seen.add_metric(key, stamp)
     yield status
     yield seen
 
 
-def _provider_metrics(states: Sequence[Mapping[str, Any]]) -> Iterator[Metric]:
+def _provider_metrics(states: Sequence[AlertState]) -> Iterator[Metric]:
     colour = GaugeMetricFamily("repbot_snds_colour", "Microsoft SNDS colour: green=0, yellow=1, red=2", labels=["ip"])
     traps = GaugeMetricFamily("repbot_snds_trap_hits", "SNDS spam-trap hits on the latest day", labels=["ip"])
     complaints = GaugeMetricFamily(
         "repbot_complaints", "feedback-loop complaints in the window", labels=["domain", "days"]
     )
     for state in states:
-        evidence = state.get("evidence") or {}
-        if state.get("check") == "snds" and evidence.get("colour") in SNDS_COLOURS:
-            colour.add_metric([str(evidence.get("ip", state["subject"]))], SNDS_COLOURS[evidence["colour"]])
+        evidence = state.evidence
+        if state.check == "snds" and evidence.get("colour") in SNDS_COLOURS:
+            colour.add_metric([str(evidence.get("ip", state.subject))], SNDS_COLOURS[evidence["colour"]])
             if isinstance(evidence.get("trap_hits"), int):
-                traps.add_metric([str(evidence.get("ip", state["subject"]))], evidence["trap_hits"])
-        if state.get("check") == "complaints" and isinstance(evidence.get("count"), int):
-            complaints.add_metric([str(state["subject"]), str(evidence.get("days", ""))], evidence["count"])
+                traps.add_metric([str(evidence.get("ip", state.subject))], evidence["trap_hits"])
+        if state.check == "complaints" and isinstance(evidence.get("count"), int):
+            complaints.add_metric([state.subject, str(evidence.get("days", ""))], evidence["count"])
     yield colour
     yield traps
     yield complaints

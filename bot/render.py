@@ -17,6 +17,7 @@ from bot.transports.base import Rendered, plain_and_html
 from checks import Finding, Report, Status
 
 if TYPE_CHECKING:
+    from bot.monitor.state import AlertState, DeadLetter, HistoryEntry
     from checks.canary.probe import Canary
     from checks.canary.verdict import CanaryVerdict
     from checks.providers.feedback import Complaint
@@ -179,41 +180,52 @@ def canary_history_text(history: Mapping[str, Sequence[Mapping[str, Any]]], name
 # -- the monitor's state and history ----------------------------------------------------------
 
 HISTORY_LINES = 25
+DEAD_LINES = 5  # dead letters !status shows; the log has every one
+NO_RESULTS = "no results yet: the first scheduled run has not finished (try !run)"
 _PROBLEMS = (Status.WARN.value, Status.FAIL.value)
 
 
-def _pending(state: Mapping[str, Any], confirm: int) -> tuple[Status, str] | None:
+def _pending(state: AlertState, confirm: int) -> tuple[Status, str] | None:
     """A status seen but not yet confirmed, and 'pending confirmation (1 of 2 runs)'; None when nothing waits."""
-    candidate = state.get("candidate")
-    if not candidate:
+    if not state.candidate:
         return None
-    status = Status(json.loads(candidate)[0])
-    if state.get("status") == status.value:
+    status = Status(json.loads(state.candidate)[0])
+    if state.status == status.value:
         return None
-    return status, f"pending confirmation ({state.get('candidate_count', 1)} of {confirm} runs)"
+    return status, f"pending confirmation ({state.candidate_count or 1} of {confirm} runs)"
 
 
-def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], now: datetime, confirm: int = 2) -> str:
-    """The stored state: a line per target with its worst status, a line per problem, pending or blind check."""
-    if not states:
-        return "no results yet: the first scheduled run has not finished (try !run)"
-    by_target: dict[str, list[Mapping[str, Any]]] = {}
+def status_text(
+    states: Sequence[AlertState],
+    mutes: Mapping[str, str],
+    now: datetime,
+    confirm: int = 2,
+    dead: Sequence[DeadLetter] = (),
+) -> str:
+    """The stored state: a line per target with its worst status, a line per problem, pending or blind check;
+    the mutes; the messages a room refused for good."""
+    by_target: dict[str, list[AlertState]] = {}
     for state in states:
-        by_target.setdefault(state["target"], []).append(state)
-    lines: list[str] = []
+        by_target.setdefault(state.target, []).append(state)
+    lines: list[str] = [] if states else [NO_RESULTS]
     for target, group in sorted(by_target.items()):
         lines.extend(_target_status_lines(target, group, now, confirm))
     for what, until in sorted(mutes.items()):
         lines.append(f"muted: {what} until {until[:16].replace('T', ' ')} UTC")
+    if dead:
+        lines.append(f"undelivered: {len(dead)} message(s) refused by their room (newest last):")
+        for letter in dead[-DEAD_LINES:]:
+            first = letter.item.plain.split("\n", 1)[0][:60] or letter.item.kind
+            lines.append(f"    {letter.at[:16].replace('T', ' ')} {letter.room}: {letter.short_reason} — {first}")
     return "\n".join(lines)
 
 
-def _target_status_lines(target: str, group: Sequence[Mapping[str, Any]], now: datetime, confirm: int) -> list[str]:
-    known = [Status(s["status"]) for s in group if s.get("status")]
-    blind = [s for s in group if s.get("last_status") == Status.UNKNOWN.value]
-    pending = {s["key"]: found for s in group if (found := _pending(s, confirm)) is not None}
+def _target_status_lines(target: str, group: Sequence[AlertState], now: datetime, confirm: int) -> list[str]:
+    known = [Status(s.status) for s in group if s.status]
+    blind = [s for s in group if s.last_status == Status.UNKNOWN.value]
+    pending = {s.key: found for s in group if (found := _pending(s, confirm)) is not None}
     worst = max(known, key=lambda status: status.severity, default=Status.UNKNOWN)
-    seen = max(str(s.get("last_seen", "")) for s in group)
+    seen = max(s.last_seen for s in group)
     ago = format_duration(now - datetime.fromisoformat(seen)) if seen else "?"
     said = worst.value
     if not known and pending:
@@ -221,33 +233,33 @@ def _target_status_lines(target: str, group: Sequence[Mapping[str, Any]], now: d
         worst = max((status for status, _ in pending.values()), key=lambda status: status.severity)
         said = f"{worst.value}, {min(words for _, words in pending.values())}"
     lines = [f"{MARKS[worst]} {target}: {said}, {len(group)} checks, last run {ago} ago"]
-    for state in sorted(group, key=lambda s: (s["check"], s["subject"])):
-        if state.get("status") in _PROBLEMS:
-            since = format_duration(now - datetime.fromisoformat(state["since"])) if state.get("since") else "?"
-            mark = MARKS[Status(state["status"])]
-            lines.append(f"    {mark} {state['check']} {state['subject']} for {since}: {state.get('summary', '')}")
-        waiting = pending.get(state["key"])
+    for state in sorted(group, key=lambda s: (s.check, s.subject)):
+        if state.status in _PROBLEMS:
+            since = format_duration(now - datetime.fromisoformat(state.since)) if state.since else "?"
+            lines.append(
+                f"    {MARKS[Status(state.status)]} {state.check} {state.subject} for {since}: {state.summary}"
+            )
+        waiting = pending.get(state.key)
         if waiting is not None:
             status, words = waiting
-            summary = state.get("candidate_summary", "")
-            lines.append(f"    {MARKS[status]} {state['check']} {state['subject']}: {status.value}, {words}: {summary}")
+            summary = state.candidate_summary
+            lines.append(f"    {MARKS[status]} {state.check} {state.subject}: {status.value}, {words}: {summary}")
     for state in blind:
-        lines.append(f"    ? {state['check']} {state['subject']}: {state.get('unknown_summary', 'unknown')}")
+        lines.append(f"    ? {state.check} {state.subject}: {state.unknown_summary or 'unknown'}")
     return lines
 
 
-def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str | None) -> str:
+def history_text(entries: Sequence[HistoryEntry], target: str, check: str | None) -> str:
     """The changes of one target (and check), newest last, at most HISTORY_LINES."""
     what = f"{target} {check}" if check else target
     if not entries:
         return f"no changes recorded for {what}"
     lines = [f"changes for {what} ({len(entries)}):"]
     for entry in entries[-HISTORY_LINES:]:
-        lasted = f" after {format_duration(entry['lasted'])}" if entry.get("lasted") else ""
-        muted = " (muted)" if entry.get("muted") else ""
-        stamp = str(entry["at"])[:16].replace("T", " ")
-        line = f"{stamp} {entry['kind']}{lasted} {entry['check']} {entry['subject']}: {entry['summary']}{muted}"
-        lines.append(line)
+        lasted = f" after {format_duration(entry.lasted)}" if entry.lasted else ""
+        muted = " (muted)" if entry.muted else ""
+        stamp = entry.at[:16].replace("T", " ")
+        lines.append(f"{stamp} {entry.kind}{lasted} {entry.check} {entry.subject}: {entry.summary}{muted}")
     return "\n".join(lines)
 
 

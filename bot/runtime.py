@@ -2,7 +2,7 @@
 
 Exit codes: 0 after a clean stop (end of input, SIGTERM, SIGINT, also during the start-up login), 1 when
 the bot cannot run (no [matrix] section, a secret that cannot be read, a login the homeserver refuses, a
-port in use).
+port in use, a state directory that another instance holds or that cannot be read or written).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bot.logs import announce
 from bot.metrics import MetricsStartError, serve_metrics
 from bot.monitor.canary import CanaryRunner
 from bot.monitor.core import STATE_FILE, Monitor
-from bot.monitor.store import Store
+from bot.monitor.store import Store, StoreError
 from bot.transports.base import Transport
 from bot.transports.console import CONSOLE_USER, ConsoleTransport
 from checks import CheckContext
@@ -136,7 +136,8 @@ async def _cancelled(task: asyncio.Task[None]) -> None:
 
 async def _serve(config: Config, console: bool) -> int:
     transport, permissions, limiter, fatal = _transport(config, console)
-    fatal = (*fatal, MetricsStartError)
+    fatal = (*fatal, MetricsStartError, StoreError)  # StoreError: the state directory is another instance's,
+    # or cannot be read or written
     # Signals stop the bot from the first moment: a SIGTERM during the start-up login backoff is a
     # clean stop (exit 0), and the transport's stop still closes what its start had opened.
     signalled = _stop_on_signals()

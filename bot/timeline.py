@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import io
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from bot.monitor.state import AlertState, HistoryEntry
 from checks.model import Status
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -93,26 +94,26 @@ def _when(text: Any) -> datetime | None:
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
-def _segments(entries: Sequence[Mapping[str, Any]], state: Mapping[str, Any] | None) -> list[tuple[datetime, str]]:
+def _segments(entries: Sequence[HistoryEntry], state: AlertState | None) -> list[tuple[datetime, str]]:
     """(start, status) pieces of one row's life, oldest first; each lasts until the next one starts."""
     pieces: list[tuple[datetime, str]] = []
     for index, entry in enumerate(entries):
-        at = _when(entry.get("at"))
+        at = _when(entry.at)
         if at is None:
             continue
-        kind = entry.get("kind")
-        started = _when(entry.get("since")) if kind in ("cannot-check", "problem", "changed") else None
+        kind = entry.kind
+        started = _when(entry.since) if kind in ("cannot-check", "problem", "changed") else None
         start: datetime = min(started, at) if started is not None else at
-        if index == 0 and entry.get("old_status"):
-            pieces.append((datetime.min.replace(tzinfo=UTC), str(entry["old_status"])))
-        pieces.append((start, str(entry.get("status") or Status.UNKNOWN.value)))
+        if index == 0 and entry.old_status:
+            pieces.append((datetime.min.replace(tzinfo=UTC), entry.old_status))
+        pieces.append((start, entry.status or Status.UNKNOWN.value))
     if not pieces and state is not None:
-        if state.get("status"):
-            begun = _when(state.get("since")) or _when(state.get("last_seen"))
+        if state.status:
+            begun = _when(state.since) or _when(state.last_seen)
             if begun is not None:
-                pieces.append((begun, str(state["status"])))
-        elif state.get("unknown_since"):
-            blind = _when(state["unknown_since"])
+                pieces.append((begun, state.status))
+        elif state.unknown_since:
+            blind = _when(state.unknown_since)
             if blind is not None:
                 pieces.append((blind, Status.UNKNOWN.value))
     pieces.sort(key=lambda piece: piece[0])
@@ -146,8 +147,8 @@ def _group(target: str, check: str, several_targets: bool) -> str:
 
 
 def timeline_rows(
-    history: Iterable[Mapping[str, Any]],
-    states: Iterable[Mapping[str, Any]],
+    history: Iterable[HistoryEntry],
+    states: Iterable[AlertState],
     *,
     now: datetime,
     days: int = 30,
@@ -159,20 +160,20 @@ def timeline_rows(
     With `fold_clean`, the blocklist zones that were ok (or unchecked) every day share one row.
     """
     first_day = now.astimezone(UTC).date() - timedelta(days=days - 1)
-    by_key: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
-    current: dict[tuple[str, str, str], Mapping[str, Any]] = {}
-    for entry in sorted(history, key=lambda item: str(item.get("at", ""))):
-        by_key.setdefault((str(entry["target"]), str(entry["check"]), str(entry["subject"])), []).append(entry)
+    by_key: dict[tuple[str, str, str], list[HistoryEntry]] = {}
+    current: dict[tuple[str, str, str], AlertState] = {}
+    for entry in sorted(history, key=lambda item: item.at):
+        by_key.setdefault((entry.target, entry.check, entry.subject), []).append(entry)
     for state in states:
-        current[(str(state["target"]), str(state["check"]), str(state["subject"]))] = state
+        current[(state.target, state.check, state.subject)] = state
     keys = [k for k in {*by_key, *current} if _wanted(k, target)]
     several = len({k[0] for k in keys if k[1] == "dnsbl"}) > 1
     rows: list[tuple[tuple[int, str, str, str], Row]] = []
     for key in keys:
         found = current.get(key)
-        end = min(now, _when(found.get("last_seen")) or now) if found is not None else now
+        end = min(now, _when(found.last_seen) or now) if found is not None else now
         pieces = _segments(by_key.get(key, []), found)
-        changes = {(_when(e["at"]) or now).date() for e in by_key.get(key, []) if e.get("at")}
+        changes = {(_when(e.at) or now).date() for e in by_key.get(key, []) if e.at}
         marked = frozenset(i for i in range(days) if first_day + timedelta(days=i) in changes)
         group = _group(key[0], key[1], several)
         row = Row(group, _label(*key), _day_states(pieces, end, first_day, days), marked, key[1])
@@ -315,8 +316,8 @@ def _legend(draw: ImageDraw.ImageDraw, geometry: Layout, font: Font) -> None:
 
 
 def timeline_png(
-    history: Iterable[Mapping[str, Any]],
-    states: Iterable[Mapping[str, Any]],
+    history: Iterable[HistoryEntry],
+    states: Iterable[AlertState],
     *,
     now: datetime,
     days: int = 30,

@@ -92,6 +92,8 @@ class CheckContext:
     timeout: float = 5.0
     clock: Callable[[], datetime] = _utcnow
     sending_ips: tuple[str, ...] = ()
+    # Per domain, the IPs that send its mail (for its SPF verdict); a domain not named here uses sending_ips.
+    domain_sending_ips: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     helo_names: tuple[str, ...] = ()
     dkim_selectors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     dnsbl: DnsblSettings = field(default_factory=DnsblSettings)
@@ -106,6 +108,10 @@ class CheckContext:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    def sending_ips_for(self, domain: str) -> tuple[str, ...]:
+        """The IPs whose SPF verdict matters for `domain`: its configured ones, else every sending IP."""
+        return self.domain_sending_ips.get(domain, self.sending_ips)
 
     def tls_context(self) -> ssl.SSLContext:
         """The TLS context for outgoing connections: the configured one (tests) or the system's trust store."""

@@ -14,6 +14,8 @@ SMOKES = [
     ["bench/dnsbl_sweep.py", "--smoke"],
     ["bench/domain_check.py", "--smoke", "--delay", "0.05"],
     ["bench/monitor.py", "--smoke"],
+    ["bench/store.py", "--smoke"],
+    ["bench/monitor.py", "--soak", "0.2", "--soak-ips", "32", "--soak-domains", "2", "--soak-interval", "5s"],
     ["bench/matrix_bot.py", "--minutes", "0.05", "--pings", "3"],
     ["bench/reports.py", "--smoke"],
     ["bench/traffic.py", "--smoke"],

@@ -314,7 +314,7 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
             await asyncio.sleep(0.05)
         await second.stop()
         # The verdict waits in the persisted outbox, written with the end of the canary, until delivered.
-        assert [item["id"] for item in store.pending()] == [f"canary-{token}"]
+        assert [item.id for item in store.pending()] == [f"canary-{token}"]
         assert await monitor.deliver()
         assert await monitor.deliver()  # delivered once: the outbox is empty now
         assert len(transport.posted) == 1
@@ -323,7 +323,7 @@ async def test_bot_resumes_a_pending_canary_after_a_crash_and_replies_once(mta_l
         assert (room, reply_to.thread_root if reply_to else None) == ("!room:localhost", "$command")
         assert token in text and "suspected silent drop" in text and "Queued mail for delivery" in text
         assert [e["kind"] for e in store.get_meta(HISTORY)["outlook"]] == ["missing-accepted"]
-        assert any(s["check"] == "canary" and s["subject"] == "outlook" for s in store.states())
+        assert any(s.check == "canary" and s.subject == "outlook" for s in store.states())
 
         third = CanaryRunner(config, ctx, monitor)  # a later start finds nothing pending: no second reply
         await third.start()
@@ -382,8 +382,8 @@ async def test_a_canary_step_that_cannot_run_is_an_unknown_finding_with_its_code
                 break
             await asyncio.sleep(0.05)
         state = store.get_state(key)
-        assert state is not None and state["last_status"] == "unknown", state
-        assert "canary.seed[0].imap.password_file" in state["unknown_summary"]
+        assert state is not None and state.last_status == "unknown", state
+        assert "canary.seed[0].imap.password_file" in state.unknown_summary
         assert sent.token in store.get_meta(PENDING)  # looked for again after the next start
     finally:
         await runner.stop()
@@ -416,7 +416,7 @@ async def test_a_canary_that_cannot_be_sent_says_why_in_the_reply(mta_lab: MtaLa
         assert answer is not None and answer.plain.startswith("outlook: not sent: could not check:")
         assert "canary.submission.password_file" in answer.plain
         state = store.get_state("drop.test|canary|outlook")
-        assert state is not None and state["last_status"] == "unknown"
+        assert state is not None and state.last_status == "unknown"
         assert not store.get_meta(PENDING)
     finally:
         await runner.stop()

@@ -120,3 +120,11 @@ def test_the_example_config_is_valid_with_every_commented_key_uncommented() -> N
     assert config.matrix is not None and config.matrix.admins
     assert config.metrics.listen == "127.0.0.1:9464"
     assert config.schedule.intervals["postmaster"].total_seconds() == 12 * 3600
+
+
+def test_a_domains_sending_ips_are_read_and_checked() -> None:
+    config = parse_config({"monitor": {"ips": ["192.0.2.1", "192.0.2.2"]},
+                           "domains": {"example.org": {"sending_ips": ["192.0.2.2"]}, "example.net": {}}})  # fmt: skip
+    assert config.domain_sending_ips() == {"example.org": ("192.0.2.2",)}
+    with pytest.raises(ConfigError, match="sending_ips"):
+        parse_config({"domains": {"example.org": {"sending_ips": ["not-an-ip"]}}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bot.transports.console import ConsoleTransport
@@ -22,13 +23,13 @@ def run_console(config: Path, lines: list[str], timeout: float = 60.0) -> subpro
     )
 
 
-def write_config(tmp_path: Path, dns: DnsServer) -> Path:
+def write_config(tmp_path: Path, dns: DnsServer, timeout: float = 1.0) -> Path:
     config = tmp_path / "repbot.toml"
     config.write_text(
         f"""
 [dns]
 nameservers = ["{dns.address}"]
-timeout = 1.0
+timeout = {timeout}
 
 [monitor]
 ips = ["192.0.2.1"]
@@ -56,8 +57,22 @@ def test_console_answers_each_line_and_exits_at_eof(tmp_path: Path, dns_server: 
     assert "192.0.2.1 (ip): ✗ fail" in out
     assert "zen.spamhaus.org" in out
     assert "target: 'bad..example' has an empty label" in out
-    assert out.rstrip().endswith("unknown command !nope: try !help")
+    assert "unknown command !nope: try !help" in out
     assert "Traceback" not in done.stderr
+
+
+def test_a_ping_is_answered_while_a_slow_check_typed_before_it_works(tmp_path: Path) -> None:
+    # Every answer of this server takes 1.5 s, so the check takes at least that; the ping needs no DNS.
+    with DnsServer(delay=1.5) as slow:
+        slow.add("2.0.0.127.zen.spamhaus.org", "A", "127.0.0.2")
+        started = time.monotonic()
+        done = run_console(write_config(tmp_path, slow, timeout=5.0), ["!check 192.0.2.1", "!ping", "!ping"])
+        took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["pong", "pong"], done.stdout
+    assert any(line.startswith("192.0.2.1 (ip):") for line in lines[2:]), done.stdout
+    assert took >= 1.5  # the check did wait for the slow server; the pings did not wait for it
 
 
 def test_console_needs_no_matrix_section_and_empty_input_is_fine(tmp_path: Path, dns_server: DnsServer) -> None:

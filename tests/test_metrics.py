@@ -15,6 +15,7 @@ from bot.config.loader import MetricsConfig, parse_config
 from bot.context import build_context
 from bot.metrics import serve_metrics
 from bot.monitor.core import Monitor
+from bot.monitor.state import AlertState, OutboxItem
 from bot.monitor.store import Store
 from bot.transports.console import ConsoleTransport
 
@@ -48,14 +49,13 @@ def _store(path: Path) -> Store:
         for target, check, subject, status, evidence in rows:
             key = f"{target}|{check}|{subject}"
             doc = {"key": key, "target": target, "check": check, "subject": subject, "status": status}
-            store.put_state({**doc, "last_seen": seen, "evidence": evidence})
+            store.put_state(AlertState.from_json({**doc, "last_seen": seen, "evidence": evidence}))
         doc = {"key": "example.org|spf|example.org", "target": "example.org", "check": "spf", "subject": "example.org"}
-        store.put_state({**doc, "status": "ok", "unknown_alerted": True, "last_seen": seen})
+        store.put_state(AlertState.from_json({**doc, "status": "ok", "unknown_alerted": True, "last_seen": seen}))
         verdicts = [{"kind": "inbox", "latency": 42.5, "at": (NOW - timedelta(hours=7)).isoformat()},
                     {"kind": "junk", "latency": 61.0, "at": NOW.isoformat()}]  # fmt: skip
         store.set_meta("canary_history", {"outlook": verdicts})
-        store.enqueue({"id": "a1", "created": seen, "rooms": ["!r"], "attempts": 0, "next_try": 0.0,
-                       "plain": "x", "html": "x"})  # fmt: skip
+        store.enqueue(OutboxItem("a1", seen, ("!r",), "x", "x"))
     return store
 
 

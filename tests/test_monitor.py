@@ -50,6 +50,8 @@ class Scenario:
         self.monitor = self.new_monitor()
 
     def new_monitor(self) -> Monitor:
+        if hasattr(self, "monitor"):
+            self.monitor.store.close()  # a restart: the old process let go of the state directory's lock
         families = {"blocklists": default_families(self.config)["blocklists"]}
         store = Store(self.path, clock=self.clock)
         return Monitor(self.config, store, self.transport, self.ctx, families, clock=self.clock)
@@ -178,7 +180,7 @@ async def test_a_muted_alert_is_recorded_but_not_posted(world: Scenario) -> None
     await world.run(1)
     assert world.transport.texts() == []
     history = world.monitor.store.history(target=IP)
-    assert [(entry["kind"], entry["muted"]) for entry in history] == [("problem", True)]
+    assert [(entry.kind, entry.muted) for entry in history] == [("problem", True)]
     world.clean()
     await world.run(4)  # the mute has expired by now: the delisting is posted
     assert len(world.transport.texts()) == 1 and "delisted" in world.transport.texts()[0]
@@ -191,10 +193,10 @@ async def test_the_outbox_retries_across_an_outage_and_a_restart(world: Scenario
     await world.run(1)
     assert world.transport.posted == []
     pending = world.monitor.store.pending()
-    assert len(pending) == 1 and pending[0]["attempts"] == 1
+    assert len(pending) == 1 and pending[0].attempts == 1
     world.monitor.store.close()
     world.monitor = world.new_monitor()  # a restart: the alert is still there
-    world.monitor.store.retry_later(pending[0]["id"], 1, 0.0)
+    world.monitor.store.retry_later(pending[0].id, 1, 0.0)
     world.monitor.retry_max = 0.05
     await world.monitor.start(schedule=False)
     try:
@@ -216,7 +218,7 @@ async def test_a_crash_after_sending_does_not_post_twice(world: Scenario) -> Non
     # The homeserver took it, then the process died before the outbox was updated.
     from bot.monitor.core import _txn_id
 
-    await world.transport.send(ROOM, Rendered(item["plain"], item["html"]), txn_id=_txn_id(item["id"], ROOM))
+    await world.transport.send(ROOM, Rendered(item.plain, item.html), txn_id=_txn_id(item.id, ROOM))
     world.monitor = world.new_monitor()
     await world.monitor.deliver()
     assert len(world.transport.posted) == 1

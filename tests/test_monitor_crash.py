@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.monitor.state import HistoryEntry
 from bot.monitor.store import Store
 from checks.dnsbl.catalog import load_catalog
 from tests.fixtures.dnsserver import DnsServer
@@ -161,16 +162,16 @@ admins = ["{self.operator_id}"]
             if event.get("sender") == self.bot_id and event.get("type") == "m.room.message"
         ]
 
-    def recorded(self) -> tuple[list[dict[str, Any]], int]:
+    def recorded(self) -> tuple[list[HistoryEntry], int]:
         """The history entries and the outbox length, from a state file that must always load."""
-        store = Store(self.state)
+        store = Store(self.state, read_only=True)  # the bot may be running and holds the lock
         try:
             assert store.recovered_from is None, f"the state file was torn: {store.recovered_from}"
             return store.history(), len(store.pending())
         finally:
             store.close()
 
-    def settle(self, timeout: float = 60.0) -> tuple[list[dict[str, Any]], list[str]]:
+    def settle(self, timeout: float = 60.0) -> tuple[list[HistoryEntry], list[str]]:
         """Wait until the outbox is empty and the room has as many alerts as the history has changes."""
         deadline = time.monotonic() + timeout
         while True:
@@ -190,13 +191,13 @@ def harness(tmp_path: Path, synapse: SynapseServer, dns_server: DnsServer) -> It
         made.stop()
 
 
-def _assert_exactly_once(history: list[dict[str, Any]], room: list[str]) -> None:
+def _assert_exactly_once(history: list[HistoryEntry], room: list[str]) -> None:
     assert history, "no change was ever seen"
     assert len(room) == len(history), f"{len(history)} changes but {len(room)} messages:\n" + "\n".join(room)
     listings = [text for text in room if "delisted" not in text]  # each listing has its own numbered reason
     assert len(listings) == len(set(listings)), "an alert was posted twice"
     kinds = ["problem" if "new listing" in text else "resolved" if "delisted" in text else "evidence" for text in room]
-    assert kinds == [entry["kind"] for entry in history], "the room's order differs from the history"
+    assert kinds == [entry.kind for entry in history], "the room's order differs from the history"
 
 
 def test_kill_9_during_changes_loses_and_doubles_no_alert(harness: Harness, dns_server: DnsServer) -> None:

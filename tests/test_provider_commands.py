@@ -289,7 +289,7 @@ async def test_a_new_complaint_alerts_once(
     assert await world.run() == [] and await world.run() == []
     assert_no_complainant(*world.transport.texts())
     states = world.monitor.store.states()
-    assert sorted(s["subject"] for s in states) == ["example.net", "example.org"]  # a state per domain, not per report
+    assert sorted(s.subject for s in states) == ["example.net", "example.org"]  # a state per domain, not per report
     clock.now += timedelta(days=8)
     resolved = await world.run()
     assert len(resolved) == 1 and "ok again" in resolved[0]
@@ -352,9 +352,9 @@ async def test_an_unreadable_mailbox_is_unknown_and_the_journal_still_counts(
         "complaints"
     ]
     assert await world.run() == []  # unknown for now; the count stays
-    states = {s["subject"]: s for s in world.monitor.store.states()}
-    assert states["feedback mailbox"]["last_status"] == "unknown"
-    assert states["example.org"]["status"] == "warn"
+    states = {s.subject: s for s in world.monitor.store.states()}
+    assert states["feedback mailbox"].last_status == "unknown"
+    assert states["example.org"].status == "warn"
 
 
 # -- postmaster -----------------------------------------------------------------------------------------

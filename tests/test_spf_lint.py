@@ -57,7 +57,8 @@ async def test_good_record_is_ok_and_sending_ip_passes(server: DnsServer, resolv
     assert {f.status for f in findings} == {Status.OK}
     codes = by_code(findings)
     assert codes["lookups"].evidence["lookups"] == 1
-    assert [f.code for f in findings].count("sending-ip-pass") == 2
+    [passing] = [f for f in findings if f.code == "sending-ip-pass"]  # one finding for both IPs
+    assert passing.summary == f"all 2 sending IPs pass SPF for {DOMAIN}" and passing.subject == "sending IPs"
     tree = codes["record"].evidence["tree"]
     assert tree["children"][0]["domain"] == "_spf.example.net"
     assert "include:_spf.example.net" in codes["record"].evidence["tree_text"]
@@ -69,6 +70,35 @@ async def test_sending_ip_not_authorized_gets_the_record_to_publish(server: DnsS
     assert finding.status is Status.FAIL
     assert finding.evidence["result"] == "softfail"
     assert "v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.7 ~all" in finding.advice
+
+
+async def test_many_sending_ips_give_one_finding_per_domain_naming_the_failing_ones(
+    server: DnsServer, resolver: Resolver
+) -> None:
+    # 256 monitored IPs (a /24) of which the record authorises the first 200: one finding, not 256.
+    txt(server, DOMAIN, "v=spf1 ip4:192.0.2.0/25 ip4:192.0.2.128/26 ip4:192.0.2.192/29 -all")
+    ips = [f"192.0.2.{host}" for host in range(256)]
+    findings = await lint(resolver, *ips)
+    [sending] = [f for f in findings if f.check == "spf" and f.subject == "sending IPs"]
+    assert len(findings) == len({(f.check, f.subject, f.code) for f in findings})
+    assert sending.status is Status.FAIL and sending.code == "sending-ip-not-authorized"
+    failing = [f"192.0.2.{host}" for host in range(200, 256)]
+    assert sending.evidence["failing"] == failing and sending.evidence["ips"] == 256
+    assert sending.summary.startswith(f"56 of 256 sending IPs do not pass SPF for {DOMAIN} (fail): 192.0.2.200, ")
+    assert sending.summary.endswith("192.0.2.209 and 46 more")
+    assert sending.advice.startswith("Add ip4:192.0.2.200 ip4:192.0.2.201 ")
+
+
+async def test_a_domains_own_sending_ips_are_the_ones_checked(server: DnsServer, resolver: Resolver) -> None:
+    txt(server, DOMAIN, "v=spf1 ip4:192.0.2.1 -all")
+    ctx = CheckContext(
+        resolver,
+        timeout=0.5,
+        sending_ips=("192.0.2.1", "198.51.100.9"),  # the second sends for another domain only
+        domain_sending_ips={DOMAIN: ("192.0.2.1",)},
+    )
+    [sending] = [f for f in await check(parse_target(DOMAIN), ctx) if f.subject == "sending IPs"]
+    assert sending.status is Status.OK and sending.summary == f"192.0.2.1 passes SPF for {DOMAIN} (ip4:192.0.2.1)"
 
 
 async def test_multiple_records(server: DnsServer, resolver: Resolver) -> None:

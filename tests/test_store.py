@@ -4,56 +4,69 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from bot.monitor.state import AlertState, HistoryEntry, OutboxItem
 from bot.monitor.store import Store, StoreError
 
 FIXED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
+def _state(key: str, status: str) -> AlertState:
+    return AlertState(key, "a", "dnsbl", "zen", status=status)
+
+
 def test_values_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     store = Store(path)
-    store.put_state({"key": "a|dnsbl|zen", "status": "ok"})
-    store.put_state({"key": "a|dnsbl|zen", "status": "fail"})
-    store.add_history({"at": "2024-01-01T00:00:00", "target": "a", "check": "dnsbl", "kind": "problem"})
+    store.put_state(_state("a|dnsbl|zen", "ok"))
+    store.put_state(_state("a|dnsbl|zen", "fail"))
+    store.add_history(HistoryEntry("2024-01-01T00:00:00", "problem", "a", "dnsbl", "zen"))
     store.set_meta("digest_day", "2024-01-01")
     store.close()
     again = Store(path)
-    assert again.get_state("a|dnsbl|zen") == {"key": "a|dnsbl|zen", "status": "fail"}
+    assert again.get_state("a|dnsbl|zen") == _state("a|dnsbl|zen", "fail")
     assert len(again.states()) == 1
-    assert [entry["kind"] for entry in again.history(target="a")] == ["problem"]
+    assert [entry.kind for entry in again.history(target="a")] == ["problem"]
     assert again.get_meta("digest_day") == "2024-01-01"
     assert again.recovered_from is None
 
 
 def test_a_batch_is_one_write(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.json")
-    before = store.storage.writes
+    before = store.writes
     with store.batch():
         for number in range(50):
-            store.put_state({"key": f"k{number}", "status": "ok"})
-        store.enqueue({"id": "x", "created": "2024", "rooms": ["!r"], "attempts": 0, "next_try": 0.0})
-    assert store.storage.writes == before + 1
+            store.put_state(_state(f"k{number}", "ok"))
+        store.enqueue(OutboxItem("x", "2024", ("!r",)))
+    assert store.writes == before + 1
+    store.close()
     assert len(Store(tmp_path / "state.json").states()) == 50
 
 
 def test_an_exception_inside_a_batch_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     store = Store(path)
-    store.put_state({"key": "kept", "status": "ok"})
+    store.put_state(_state("kept", "ok"))
     with pytest.raises(RuntimeError), store.batch():
-        store.put_state({"key": "half", "status": "fail"})
+        store.put_state(_state("half", "fail"))
+        store.put_state(_state("kept", "fail"))
+        store.enqueue(OutboxItem("x", "2024", ("!r",)))
+        store.set_meta("digest_day", "today")
         raise RuntimeError("boom")
-    assert [doc["key"] for doc in store.states()] == ["kept"]
-    assert [doc["key"] for doc in Store(path).states()] == ["kept"]
+    assert store.states() == [_state("kept", "ok")] and store.pending() == [] and store.get_meta("digest_day") is None
+    store.close()
+    assert [state.key for state in Store(path).states()] == ["kept"]
 
 
 def test_a_crash_between_temp_file_and_rename_keeps_the_old_file(
@@ -61,7 +74,7 @@ def test_a_crash_between_temp_file_and_rename_keeps_the_old_file(
 ) -> None:
     path = tmp_path / "state.json"
     store = Store(path)
-    store.put_state({"key": "old", "status": "ok"})
+    store.put_state(_state("old", "ok"))
     original = path.read_bytes()
 
     def crash(*args: object) -> None:
@@ -69,29 +82,32 @@ def test_a_crash_between_temp_file_and_rename_keeps_the_old_file(
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(StoreError, match=r"state\.json"):
-        store.put_state({"key": "new", "status": "fail"})
+        store.put_state(_state("new", "fail"))
     monkeypatch.undo()
+    store.close()
     assert path.read_bytes() == original
     # A temp file a killed process left behind is removed and ignored at the next start.
     (tmp_path / ".state.json.999.tmp").write_text('{"torn": ')
     reopened = Store(path)
-    assert [doc["key"] for doc in reopened.states()] == ["old"]
+    assert [state.key for state in reopened.states()] == ["old"]
     assert not list(tmp_path.glob("*.tmp"))
 
 
 WRITER = """
 import sys
+from bot.monitor.state import AlertState, HistoryEntry
 from bot.monitor.store import Store
 store = Store(sys.argv[1])
-n = (store.get_state("counter") or {"n": 0})["n"]
+found = store.get_state("counter")
+n = found.candidate_count if found is not None else 0
 
 
 def write() -> None:
     global n
     n += 1
     with store.batch():
-        store.put_state({"key": "counter", "n": n})
-        store.add_history({"at": str(n).zfill(9), "target": "t", "check": "c", "pad": "x" * 500})
+        store.put_state(AlertState("counter", "t", "c", "s", candidate_count=n, summary="x" * 500))
+        store.add_history(HistoryEntry(str(n).zfill(9), "problem", "t", "c", "s", summary="x" * 500))
 
 
 write()  # the file exists before the test may kill us: a kill can then only land mid-write or between writes
@@ -118,7 +134,8 @@ def test_kill_9_mid_write_never_leaves_a_torn_file(tmp_path: Path) -> None:
         store = Store(path)
         assert store.recovered_from is None
         counter = store.get_state("counter")
-        assert counter is not None and counter["n"] == len(store.history())
+        assert counter is not None and counter.candidate_count == len(store.history())
+        assert [int(entry.at) for entry in store.history()] == list(range(1, len(store.history()) + 1))
         assert len(store.history()) >= last
         last = len(store.history())
         store.close()
@@ -134,16 +151,19 @@ def test_a_corrupt_file_is_set_aside_and_the_store_starts_fresh(tmp_path: Path, 
     assert store.recovered_from == tmp_path / "state.json.corrupt-20240501T120000Z"
     assert store.recovered_from.read_bytes() == content
     assert store.states() == []
-    store.put_state({"key": "fresh", "status": "ok"})
+    store.put_state(_state("fresh", "ok"))
+    store.close()
     again = Store(path, clock=lambda: FIXED)  # no second move: the fresh file is fine
     assert again.recovered_from is None
-    assert [doc["key"] for doc in again.states()] == ["fresh"]
+    assert [state.key for state in again.states()] == ["fresh"]
 
 
 def test_a_second_corrupt_file_in_the_same_second_gets_its_own_name(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_bytes(b"{")
-    first = Store(path, clock=lambda: FIXED).recovered_from
+    store = Store(path, clock=lambda: FIXED)
+    first = store.recovered_from
+    store.close()
     path.write_bytes(b"{")
     second = Store(path, clock=lambda: FIXED).recovered_from
     assert first is not None and second is not None and first != second and second.exists()
@@ -151,11 +171,11 @@ def test_a_second_corrupt_file_in_the_same_second_gets_its_own_name(tmp_path: Pa
 
 def test_outbox_leaves_only_when_every_room_has_the_alert(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.json")
-    store.enqueue({"id": "b", "created": "2024-01-02", "rooms": ["!one", "!two"], "attempts": 0, "next_try": 0.0})
-    store.enqueue({"id": "a", "created": "2024-01-01", "rooms": ["!one"], "attempts": 0, "next_try": 0.0})
-    assert [item["id"] for item in store.pending()] == ["a", "b"]
+    store.enqueue(OutboxItem("b", "2024-01-02", ("!one", "!two")))
+    store.enqueue(OutboxItem("a", "2024-01-01", ("!one",)))
+    assert [item.id for item in store.pending()] == ["a", "b"]
     store.delivered("b", "!one")
-    assert store.pending()[1]["rooms"] == ["!two"]
+    assert store.pending()[1].rooms == ("!two",)
     store.delivered("b", "!two")
     store.delivered("a", "!one")
     assert store.pending() == []
@@ -168,6 +188,237 @@ def test_mutes_expire_and_history_is_pruned(tmp_path: Path) -> None:
     assert store.mutes("2024-01-03T00:00:00+00:00") == {"dkim": "2024-01-05T00:00:00+00:00"}
     assert store.unmute("dkim") and not store.unmute("dkim")
     for day in range(1, 6):
-        store.add_history({"at": f"2024-01-0{day}T00:00:00+00:00", "target": "t", "check": "c"})
+        store.add_history(HistoryEntry(f"2024-01-0{day}T00:00:00+00:00", "problem", "t", "c", "s"))
     assert store.prune_history("2024-01-03T00:00:00+00:00") == 2
-    assert [entry["at"][:10] for entry in store.history()] == ["2024-01-03", "2024-01-04", "2024-01-05"]
+    assert [entry.at[:10] for entry in store.history()] == ["2024-01-03", "2024-01-04", "2024-01-05"]
+    store.close()
+    assert [entry.at[:10] for entry in Store(tmp_path / "state.json").history()] == [
+        "2024-01-03",
+        "2024-01-04",
+        "2024-01-05",
+    ]
+
+
+# -- schema 1 (the TinyDB document of earlier versions) migrates on load ---------------------------------------
+
+OLD = Path(__file__).parent / "data" / "store" / "monitor-v1.json"
+
+
+def test_a_schema_1_file_migrates_on_load_and_keeps_a_copy(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    path.write_bytes(OLD.read_bytes())
+    store = Store(path, clock=lambda: FIXED)
+    assert store.recovered_from is None
+    listed = store.get_state("192.0.2.25|dnsbl|zen.spamhaus.org")
+    assert listed is not None and listed.status == "fail" and listed.significant == {"answers": ["127.0.0.2"]}
+    assert {state.key for state in store.states()} == {
+        "192.0.2.25|dnsbl|zen.spamhaus.org",
+        "192.0.2.25|dnsbl|bl.spamcop.net",
+        "example.org|spf|example.org",
+    }
+    [entry] = store.history(target="192.0.2.25")
+    assert (entry.kind, entry.subject, entry.muted) == ("problem", "zen.spamhaus.org", False)
+    items = {item.id: item for item in store.pending()}
+    assert items["repbot-0123456789abcdef"].attempts == 2 and "new listing" in items["repbot-0123456789abcdef"].plain
+    reply = items["canary-tok1"].reply
+    assert reply is not None and (reply.room, reply.event_id) == ("!ops:example.org", "$ev1")
+    assert (items["digest-timeline-2026-11-01"].kind, items["digest-timeline-2026-11-01"].days) == ("timeline", 7)
+    assert store.mutes("2026-11-02T00:00:00+00:00") == {"bl.spamcop.net": "2036-10-29T12:00:00+00:00"}
+    assert store.get_meta("canary_pending") == {"tok2": {"canary": {"name": "outlook"}, "reply": None}}
+    store.close()
+    assert (tmp_path / "monitor.json.schema1").read_bytes() == OLD.read_bytes()
+    assert json.loads(path.read_bytes())["schema"] == 2
+    again = Store(path)  # the migrated files load as they are
+    assert len(again.states()) == 3 and len(again.history()) == 1 and len(again.pending()) == 3
+    again.close()
+
+
+# -- the commit order: a write the process did not finish leaves no half of a run --------------------------
+
+
+def test_history_and_outbox_of_an_unfinished_commit_are_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    store = Store(path)
+    with store.batch():
+        store.put_state(_state("k", "ok"))
+        store.add_history(HistoryEntry("2024-01-01", "problem", "a", "dnsbl", "zen"))
+    store.close()
+    committed = path.read_bytes()
+    store = Store(path)
+    with store.batch():  # this run's state write "never happened": the old state file is put back below
+        store.put_state(_state("k", "fail"))
+        store.add_history(HistoryEntry("2024-01-02", "resolved", "a", "dnsbl", "zen"))
+        store.enqueue(OutboxItem("alert-of-the-lost-run", "2024-01-02", ("!r",)))
+    store.enqueue(OutboxItem("a-notice", "2024-01-02", ("!r",)))  # on its own: needs no state write
+    store.close()
+    path.write_bytes(committed)
+    with (tmp_path / "monitor.history.jsonl").open("ab") as handle:
+        handle.write(b'{"seq": 99, "at": "torn')  # and a torn last line
+    store = Store(path)
+    assert store.get_state("k") == _state("k", "ok")
+    assert [entry.kind for entry in store.history()] == ["problem"]
+    assert [item.id for item in store.pending()] == ["a-notice"]
+    store.put_state(_state("k", "warn"))  # later commits never revive what was dropped
+    store.close()
+    store = Store(path)
+    assert [entry.kind for entry in store.history()] == ["problem"] and len(store.pending()) == 1
+    store.close()
+
+
+async def test_the_writer_thread_merges_commits_and_flush_waits_for_them(tmp_path: Path) -> None:
+    store = Store(tmp_path / "monitor.json")
+    store.start_writer()
+    for number in range(200):
+        store.put_state(_state(f"k{number}", "ok"))
+    await store.flush()
+    assert store.writes <= 200
+    store.close()
+    again = Store(tmp_path / "monitor.json")
+    assert len(again.states()) == 200
+    again.close()
+
+
+# -- one instance per state directory, and the state-file gaps of issue 13 ---------------------------------
+
+CONSOLE_CONFIG = """
+[monitor]
+ips = ["192.0.2.1"]
+[schedule]
+first_run = "1h"
+[digest]
+enabled = false
+[state]
+dir = "{dir}"
+"""
+
+
+def _console(config: Path, **kwargs: object) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "bot.cli", "run", "--console", "-c", str(config)]
+    root = Path(__file__).parent.parent
+    return subprocess.Popen(command, cwd=root, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+def test_a_second_instance_on_the_same_state_dir_refuses_to_start(tmp_path: Path) -> None:
+    config = tmp_path / "repbot.toml"
+    config.write_text(CONSOLE_CONFIG.format(dir=tmp_path / "state"), encoding="utf-8")
+    first = _console(config, stdin=subprocess.PIPE)
+    try:
+        lock = tmp_path / "state" / "monitor.json.lock"
+        deadline = time.monotonic() + 30
+        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = _console(config, stdin=subprocess.DEVNULL)
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 1
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and f"another repbot (pid {first.pid}) is using the state directory" in lines[0], err
+        assert "Traceback" not in err and out == ""
+    finally:
+        assert first.stdin is not None
+        first.stdin.close()
+        first.wait(30)
+    assert first.returncode == 0
+    assert _console(config, stdin=subprocess.DEVNULL).wait(60) == 0  # the lock went with the first process
+
+
+def _as_nobody(path: Path) -> str:
+    """Open the store in a forked child that dropped root (tests run as root); the child's StoreError text."""
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.close(reader)
+        message = "opened"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            Store(path).close()
+        except StoreError as error:
+            message = f"StoreError: {error}"
+        except BaseException as error:  # anything else is the bug this test looks for
+            message = f"{type(error).__name__}: {error}"
+        os.write(writer, message.encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        text = pipe.read().decode()
+    os.waitpid(child, 0)
+    return text
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A directory that uid nobody can reach (pytest's tmp_path is under root's 0700 directory)."""
+    directory = Path(tempfile.mkdtemp(prefix="repbot-store-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_a_read_only_state_dir_is_refused_in_one_line(reachable: Path) -> None:
+    (reachable / "state").mkdir(mode=0o755)  # root's: nobody can read it, not write it
+    message = _as_nobody(reachable / "state" / "monitor.json")
+    assert message.startswith("StoreError: cannot write in the state directory") and "Permission denied" in message
+
+
+def test_a_state_file_of_mode_000_is_refused_in_one_line(reachable: Path) -> None:
+    directory = reachable / "state"
+    directory.mkdir()
+    directory.chmod(0o777)
+    (directory / "monitor.json").write_text('{"schema": 2, "seq": 1, "state": {}}')
+    (directory / "monitor.json").chmod(0o000)
+    message = _as_nobody(directory / "monitor.json")
+    assert message == f"StoreError: cannot read the state file {directory / 'monitor.json'}: Permission denied"
+
+
+def test_a_state_dir_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreError, match=r"^cannot create the state directory .*file/state: Not a directory$"):
+        Store(tmp_path / "file" / "state" / "monitor.json")
+
+
+@pytest.mark.parametrize("make", ["directory", "deep"])
+def test_a_directory_or_deeply_nested_json_is_set_aside(tmp_path: Path, make: str) -> None:
+    path = tmp_path / "monitor.json"
+    if make == "directory":
+        path.mkdir()
+        (path / "inside").write_text("x")
+    else:
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    store = Store(path, clock=lambda: FIXED)
+    assert store.recovered_from == tmp_path / "monitor.json.corrupt-20240501T120000Z"
+    assert store.states() == []
+    store.put_state(_state("fresh", "ok"))
+    store.close()
+    assert [state.key for state in Store(path).states()] == ["fresh"]
+
+
+def test_a_queue_item_without_created_is_kept_and_a_broken_one_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    old = {
+        "outbox": {
+            "1": {"id": "no-date", "rooms": ["!r"], "attempts": 0, "next_try": 0.0, "plain": "p", "html": "h"},
+            "2": {"id": "no-rooms", "created": "2024-01-01"},
+            "3": ["not", "a", "table"],
+        },
+        "state": {"1": {"status": "ok"}, "2": {"key": "a|dnsbl|zen", "status": "ok"}},
+    }
+    path.write_text(json.dumps(old))
+    store = Store(path, clock=lambda: FIXED)
+    assert [(item.id, item.created) for item in store.pending()] == [("no-date", FIXED.isoformat())]
+    assert [state.key for state in store.states()] == ["a|dnsbl|zen"]
+    store.close()
+
+
+def test_a_state_row_of_the_wrong_shape_is_dropped_and_the_others_load(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    store = Store(path)
+    store.put_state(_state("kept", "ok"))
+    store.close()
+    doc = json.loads(path.read_bytes())
+    good = doc["state"][0]
+    doc["state"] += [[*good[:4], 7, *good[5:]], good[:3], "not a row"]  # status 7, a short row, a string
+    path.write_text(json.dumps(doc))
+    assert [state.key for state in Store(path).states()] == ["kept"]

@@ -6,7 +6,6 @@ import asyncio
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
@@ -15,6 +14,7 @@ from bot.commands.registry import REGISTRY, Services
 from bot.config.loader import Config
 from bot.context import build_context
 from bot.monitor.core import Monitor
+from bot.monitor.state import AlertState, HistoryEntry
 from bot.monitor.store import Store
 from bot.runtime import console_transport
 from bot.timeline import COLOURS, MARK, NO_DATA, WIDTH, layout, timeline_png, timeline_rows
@@ -29,21 +29,23 @@ def at(days_ago: int, hour: int = 10) -> str:
     return (NOW - timedelta(days=days_ago)).replace(hour=hour).isoformat()
 
 
-def change(kind: str, check: str, subject: str, status: str, days_ago: int, old: str | None = None) -> dict[str, Any]:
-    return {"kind": kind, "target": IP, "check": check, "subject": subject, "status": status,
-            "old_status": old, "at": at(days_ago), "since": at(days_ago)}  # fmt: skip
+def change(
+    kind: str, check: str, subject: str, status: str, days_ago: int, old: str | None = None, since: int | None = None
+) -> HistoryEntry:
+    return HistoryEntry(at(days_ago), kind, IP, check, subject, status, old_status=old,
+                        since=at(days_ago if since is None else since))  # fmt: skip
 
 
-def state(check: str, subject: str, status: str | None, since: int, seen: int = 0, target: str = IP) -> dict[str, Any]:
-    return {"key": f"{target}|{check}|{subject}", "target": target, "check": check, "subject": subject,
-            "status": status, "since": at(since), "last_seen": at(seen)}  # fmt: skip
+def state(check: str, subject: str, status: str | None, since: int, seen: int = 0, target: str = IP) -> AlertState:
+    return AlertState(f"{target}|{check}|{subject}", target, check, subject, status=status, since=at(since),
+                      last_seen=at(seen))  # fmt: skip
 
 
 HISTORY = [
     change("problem", "dnsbl", "zen.spamhaus.org", "fail", 20, old="ok"),
     change("resolved", "dnsbl", "zen.spamhaus.org", "ok", 15, old="fail"),
     change("changed", "snds", IP, "warn", 10, old="ok"),
-    {**change("cannot-check", "dnsbl", "b.barracudacentral.org", "unknown", 5), "since": at(6)},
+    change("cannot-check", "dnsbl", "b.barracudacentral.org", "unknown", 5, since=6),
     change("checking-again", "dnsbl", "b.barracudacentral.org", "ok", 3),
 ]
 STATES = [
@@ -122,10 +124,11 @@ def test_timeline_in_the_console_writes_the_png_under_the_state_dir(tmp_path: Pa
     out = io.StringIO()
     transport = console_transport(config, stdin=io.StringIO(""), stdout=out)
     store = Store(tmp_path / "state" / "monitor.json", clock=lambda: NOW)
-    for entry in HISTORY:
-        store.add_history(entry)
-    for item in STATES:
-        store.put_state(item)
+    with store.batch():
+        for entry in HISTORY:
+            store.add_history(entry)
+        for item in STATES:
+            store.put_state(item)
     ctx = build_context(config)
     monitor = Monitor(config, store, transport, ctx, families={}, clock=lambda: NOW)
     services = Services(config, ctx, transport, REGISTRY, NOW, monitor=monitor)

@@ -15,6 +15,7 @@ import pytest
 from nio.crypto.attachments import decrypt_attachment
 from PIL import Image
 
+from bot.monitor.state import AlertState, HistoryEntry
 from bot.monitor.store import Store
 from bot.timeline import COLOURS, WIDTH
 from tests.fixtures.dnsserver import DnsServer
@@ -30,12 +31,11 @@ def _seed(path: Path) -> None:
     store = Store(path)
     with store.batch():
         for zone, status in (("zen.spamhaus.org", "fail"), ("bl.spamcop.net", "ok"), ("psbl.surriel.com", "ok")):
-            store.put_state({"key": f"{IP}|dnsbl|{zone}", "target": IP, "check": "dnsbl", "subject": zone,
-                             "status": status, "since": (now - timedelta(days=14)).isoformat(),
-                             "last_seen": now.isoformat()})  # fmt: skip
-        store.add_history({"kind": "problem", "target": IP, "check": "dnsbl", "subject": "zen.spamhaus.org",
-                           "status": "fail", "old_status": "ok", "at": (now - timedelta(days=3)).isoformat(),
-                           "summary": "listed"})  # fmt: skip
+            since = (now - timedelta(days=14)).isoformat()
+            key = f"{IP}|dnsbl|{zone}"
+            store.put_state(AlertState(key, IP, "dnsbl", zone, status=status, since=since, last_seen=now.isoformat()))
+        store.add_history(HistoryEntry((now - timedelta(days=3)).isoformat(), "problem", IP, "dnsbl",
+                                       "zen.spamhaus.org", "fail", "listed", old_status="ok"))  # fmt: skip
     store.close()
 
 

@@ -32,7 +32,7 @@ def mutable_names(monitor: Monitor) -> set[str]:
     names |= {name for name, _ in (*domain_checks(), *ip_checks())}
     names |= {zone.name for zone in load_catalog(monitor.ctx.dnsbl).zones}
     for state in monitor.store.states():
-        names.update(str(state.get(key, "")) for key in ("target", "check", "subject"))
+        names.update((state.target, state.check, state.subject))
     return {name.lower() for name in names if name}
 
 
@@ -40,7 +40,8 @@ def mutable_names(monitor: Monitor) -> set[str]:
 async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()
-    text = status_text(monitor.store.states(), monitor.store.mutes(now.isoformat()), now, monitor.rules.confirm)
+    store = monitor.store
+    text = status_text(store.states(), store.mutes(now.isoformat()), now, monitor.rules.confirm, store.dead_letters())
     identity = identity_line(call.services.transport)
     return pre(f"{text}\n{identity}" if identity else text)
 

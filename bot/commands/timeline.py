@@ -34,7 +34,7 @@ async def timeline(call: Call) -> Rendered | None:
     days = call.args.get("days") or (first if isinstance(first, int) else DEFAULT_DAYS)
     now = monitor.clock()
     since = (now - timedelta(days=days + 1)).isoformat()
-    history = [e for e in monitor.store.history(since=since) if target is None or e.get("target") == target]
+    history = [e for e in monitor.store.history(since=since) if target is None or e.target == target]
     png = timeline_png(history, monitor.store.states(), now=now, days=days, target=target)
     if png is None:
         what = target or "any target"

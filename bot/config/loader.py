@@ -85,6 +85,8 @@ class DnsConfig:
 @dataclass(frozen=True)
 class DomainSettings:
     dkim_selectors: tuple[str, ...] = ()
+    # The IPs that send this domain's mail, for its SPF verdict; None: every monitored IP.
+    sending_ips: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,10 @@ class Config:
 
     def dkim_selectors(self) -> dict[str, tuple[str, ...]]:
         return {name: settings.dkim_selectors for name, settings in self.domains.items()}
+
+    def domain_sending_ips(self) -> dict[str, tuple[str, ...]]:
+        """The domains whose sending IPs are configured: domain -> IPs (the rest use every monitored IP)."""
+        return {name: s.sending_ips for name, s in self.domains.items() if s.sending_ips is not None}
 
     def secrets(self) -> list[Secret]:
         """Every secret the configuration holds, for the file-permission check."""
@@ -195,7 +201,8 @@ def _read_domains(root: Section) -> dict[str, DomainSettings]:
         except TargetError as error:
             section.problem(name, str(error))
             continue
-        domains[domain] = DomainSettings(dkim_selectors=sub.strings("dkim_selectors"))
+        sending = sub.strings("sending_ips", _ip) if "sending_ips" in sub.data else None
+        domains[domain] = DomainSettings(dkim_selectors=sub.strings("dkim_selectors"), sending_ips=sending)
         sub.finish()
     return domains
 

@@ -11,6 +11,7 @@ probe the network: a reading is as sure the first time as the second, so it is c
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.durations import format_duration
+from bot.monitor.state import AlertState, HistoryEntry
 from bot.render import MARKS, Rendered
 from checks import Finding, Status
 
@@ -39,6 +41,7 @@ SIGNIFICANT_KEYS = (
     "days_left",
     "newest",  # complaints: the newest recorded complaint of a domain; it changes when a new one arrives
     "reputation",  # postmaster: HIGH -> MEDIUM is a drop worth saying, though both are ok
+    "failing",  # spf: the sending IPs that do not pass; another IP failing is news inside the same fail
 )
 # Records, not probes: SNDS and Postmaster publish a day's data, complaints come from the durable journal,
 # traffic reads the MTA's own log (a block reply in it is as sure the first time as the second).
@@ -75,11 +78,13 @@ class Event:
     at: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in ("kind", "target", "check", "subject", "status", "summary")}
-        data.update(old_status=self.old_status, since=self.since, detail=self.detail, at=self.at)
-        data["lasted"] = self.lasted.total_seconds() if self.lasted is not None else None
-        return data
+    def history_entry(self, *, muted: bool) -> HistoryEntry:
+        """What the history keeps of this event."""
+        lasted = self.lasted.total_seconds() if self.lasted is not None else None
+        return HistoryEntry(
+            self.at, self.kind, self.target, self.check, self.subject, self.status, self.summary,
+            self.old_status, self.since, self.detail, lasted, muted,
+        )  # fmt: skip
 
 
 def state_key(target: str, finding: Finding) -> str:
@@ -89,6 +94,8 @@ def state_key(target: str, finding: Finding) -> str:
 def significant_evidence(evidence: Mapping[str, Any], rules: AlertRules) -> dict[str, Any]:
     """The part of the evidence whose change inside the same status is news."""
     kept: dict[str, Any] = {}
+    if not evidence:
+        return kept
     for name in SIGNIFICANT_KEYS:
         if name not in evidence:
             continue
@@ -100,37 +107,58 @@ def significant_evidence(evidence: Mapping[str, Any], rules: AlertRules) -> dict
 
 
 def _signature(status: str, code: str, evidence: Mapping[str, Any]) -> str:
+    if not evidence:
+        return _plain_signature(status, code)  # most findings: the same few strings, run after run
     return json.dumps([status, code, evidence], sort_keys=True, default=str)
 
 
+@functools.lru_cache(maxsize=256)
+def _plain_signature(status: str, code: str) -> str:
+    return json.dumps([status, code, {}], sort_keys=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _stamp(now: datetime) -> str:
+    """now.isoformat(), once per run rather than once per finding."""
+    return now.isoformat()
+
+
 def _new_state(key: str, target: str, finding: Finding) -> dict[str, Any]:
-    return {
-        "key": key,
-        "target": target,
-        "check": finding.check,
-        "subject": finding.subject,
-        "status": None,
-        "signature": None,
-        "since": None,
-        "candidate": None,
-        "candidate_count": 0,
-        "candidate_since": None,
-        "unknown_since": None,
-        "unknown_alerted": False,
-    }
+    return AlertState(key, target, finding.check, finding.subject).to_json()
 
 
 def observe(
-    state: dict[str, Any] | None, target: str, finding: Finding, now: datetime, rules: AlertRules
-) -> tuple[dict[str, Any], list[Event]]:
+    state: AlertState | None, target: str, finding: Finding, now: datetime, rules: AlertRules
+) -> tuple[AlertState, list[Event]]:
     """The updated state for one finding, and the events it confirms (usually none)."""
+    if state is not None and _unchanged(state, finding, rules):
+        return state.seen_again(_stamp(now), finding.status.value), []
     key = state_key(target, finding)
-    state = dict(state) if state is not None else _new_state(key, target, finding)
-    stamp = now.isoformat()
+    # One working copy per finding; the stored AlertState is never changed in place.
+    work = state.to_json() if state is not None else _new_state(key, target, finding)
+    events = _observe(work, finding, now, rules)
+    return AlertState(**work), events
+
+
+def _unchanged(state: AlertState, finding: Finding, rules: AlertRules) -> bool:
+    """The same confirmed finding as last time, word for word: only last_seen moves (most findings, most runs)."""
+    if finding.status is Status.UNKNOWN or state.unknown_since is not None or state.candidate is not None:
+        return False
+    significant = significant_evidence(finding.evidence, rules)
+    return (
+        state.signature == _signature(finding.status.value, finding.code, significant)
+        and state.summary == finding.summary
+        and state.advice == finding.advice
+        and ((not finding.evidence and not state.evidence) or state.evidence == _jsonable(finding.evidence))
+    )
+
+
+def _observe(state: dict[str, Any], finding: Finding, now: datetime, rules: AlertRules) -> list[Event]:
+    stamp = _stamp(now)
     state["last_seen"] = stamp
     state["last_status"] = finding.status.value
     if finding.status is Status.UNKNOWN:
-        return state, _observe_unknown(state, finding, now, rules)
+        return _observe_unknown(state, finding, now, rules)
     events: list[Event] = []
     if state["unknown_alerted"]:
         lasted = now - datetime.fromisoformat(state["unknown_since"])
@@ -141,21 +169,21 @@ def observe(
     if signature == state["signature"]:
         state.update(candidate=None, candidate_count=0, candidate_since=None, summary=finding.summary)
         state.update(advice=finding.advice, evidence=_jsonable(finding.evidence))
-        return state, events
+        return events
     if state["candidate"] == signature:
         state["candidate_count"] += 1
     else:
         state.update(candidate=signature, candidate_count=1, candidate_since=stamp)
     state["candidate_summary"] = finding.summary  # !status shows what waits for confirmation
     if state["candidate_count"] < _needed(state, finding, rules):
-        return state, events
+        return events
     event = _confirmed(state, finding, significant, stamp)
     state.update(status=finding.status.value, signature=signature, since=state["candidate_since"])
     state.update(candidate=None, candidate_count=0, candidate_since=None, summary=finding.summary)
     state.update(advice=finding.advice, evidence=_jsonable(finding.evidence), significant=significant)
     if event is not None:
         events.append(event)
-    return state, events
+    return events
 
 
 def _observe_unknown(state: dict[str, Any], finding: Finding, now: datetime, rules: AlertRules) -> list[Event]:
@@ -210,7 +238,7 @@ def _evidence_detail(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         parts.append("more complaints")
     if "reputation" in new and old.get("reputation") != new["reputation"]:
         parts.append(f"reputation was {old.get('reputation') or '?'}, now {new['reputation']}")
-    for name in ("answers", "reason", "codes", "return_codes", "txt", "fingerprint"):
+    for name in ("answers", "reason", "codes", "return_codes", "txt", "fingerprint", "failing"):
         if name in new and old.get(name) != new[name]:
             parts.append(f"{name.replace('_', ' ')} was {_short(old.get(name))}, now {_short(new[name])}")
     return "; ".join(parts)
@@ -236,6 +264,8 @@ def _event(kind: str, state: dict[str, Any], finding: Finding, stamp: str, **fie
 
 
 def _jsonable(evidence: Mapping[str, Any]) -> dict[str, Any]:
+    if not evidence:
+        return {}
     loaded: dict[str, Any] = json.loads(json.dumps(dict(evidence), default=str))
     return loaded
 
@@ -296,34 +326,29 @@ def is_muted(event: Event, mutes: Iterable[str]) -> bool:
 
 
 def digest_message(
-    states: Sequence[Mapping[str, Any]],
-    changes: Sequence[Mapping[str, Any]],
-    now: datetime,
-    extra: Sequence[str] = (),
+    states: Sequence[AlertState], changes: Sequence[HistoryEntry], now: datetime, extra: Sequence[str] = ()
 ) -> Rendered:
     """The daily digest: what is still wrong and what changed in 24 h (or one all-clear line), then `extra`."""
-    wrong = [s for s in states if s.get("status") in _PROBLEM]
-    blind = [s for s in states if s.get("unknown_alerted")]
+    wrong = [s for s in states if s.status in _PROBLEM]
+    blind = [s for s in states if s.unknown_alerted]
     if not wrong and not blind and not changes:
-        targets = len({s["target"] for s in states})
+        targets = len({s.target for s in states})
         text = f"{MARKS[Status.OK]} repbot daily digest: all clear ({len(states)} checks on {targets} targets)."
         lines = [text, *extra]
         return Rendered("\n".join(lines), "<br/>".join(html.escape(line) for line in lines))
     lines = [f"repbot daily digest: {len(wrong)} problem(s), {len(changes)} change(s) in 24 h"]
-    for state in sorted(wrong, key=lambda s: (s["target"], s["check"], s["subject"])):
-        since = now - datetime.fromisoformat(state["since"]) if state.get("since") else None
+    for state in sorted(wrong, key=lambda s: (s.target, s.check, s.subject)):
+        since = now - datetime.fromisoformat(state.since) if state.since else None
         lasting = f" for {format_duration(since)}" if since is not None else ""
-        mark = MARKS[Status(state["status"])]
-        lines.append(
-            f"{mark} {state['target']} {state['check']} {state['subject']}{lasting}: {state.get('summary', '')}"
-        )
+        mark = MARKS[Status(state.status)]
+        lines.append(f"{mark} {state.target} {state.check} {state.subject}{lasting}: {state.summary}")
     for state in blind:
-        lines.append(f"{MARKS[Status.UNKNOWN]} cannot check {state['target']} {state['check']} {state['subject']}")
+        lines.append(f"{MARKS[Status.UNKNOWN]} cannot check {state.target} {state.check} {state.subject}")
     if changes:
         lines.append("changes:")
         for change in changes[-20:]:
-            muted = " (muted)" if change.get("muted") else ""
-            lines.append(f"  {change['at'][:16]} {change['kind']} {change['target']} {change['subject']}{muted}")
+            muted = " (muted)" if change.muted else ""
+            lines.append(f"  {change.at[:16]} {change.kind} {change.target} {change.subject}{muted}")
     lines.extend(extra)
     body = "\n".join(lines)
     return Rendered(body, "<br/>".join(html.escape(line) for line in lines))

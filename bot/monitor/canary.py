@@ -183,9 +183,8 @@ class CanaryRunner:
         """The latest SNDS findings in the monitor's state, as Findings (empty without SNDS)."""
         found = []
         for state in self.store.states():
-            if state.get("check") == "snds" and state.get("status") in (Status.WARN.value, Status.FAIL.value):
-                status = Status(state["status"])
-                found.append(Finding("snds", state["subject"], status, str(state.get("summary", ""))))
+            if state.check == "snds" and state.status in (Status.WARN.value, Status.FAIL.value):
+                found.append(Finding("snds", state.subject, Status(state.status), state.summary))
         return found
 
     async def launch_due(self) -> None:

@@ -1,37 +1,60 @@
-"""The monitor's memory in one TinyDB file: current state, history of changes, the outbox, mutes.
+"""The monitor's memory: current state in memory, written once per change set, history and outbox apart.
 
-Every write is atomic: the whole document goes to a temporary file in the same directory, is fsynced,
-renamed over the old file, and the directory is fsynced. A crash leaves the old file or the new one,
-never a torn one. Several changes that belong together (a run's new state, its history and its alert)
-are written once, inside `Store.batch()`, so a crash cannot keep the state and lose the alert.
+Three files beside each other (for `monitor.json`):
 
-A state file that cannot be read at start is moved aside with a timestamp and the store starts empty;
-`Store.recovered_from` names the moved file so the bot can say so in the room.
+- `monitor.json`: schema, write number (`seq`), the state of every (target, check, subject), mutes, meta;
+- `monitor.outbox.json`: the messages not yet accepted by every room, and the dead letters;
+- `monitor.history.jsonl`: one changed state per line, appended; a year of it never makes a state write slower.
+
+Reads are from memory (a dict per table), so a run costs what it changes, not what the file holds. Changes that
+belong together (a run's state, its history and its alert) are one `batch()`: one commit, whose files are written
+in the order history, outbox, state. The state file's `seq` is the commit point: at load, history lines and
+outbox items of a later commit than the state file's are dropped (that run had not finished its write, and it
+will see the same change again). Each file is replaced atomically (temporary file, fsync, rename, fsync of the
+directory), so kill -9 leaves each file old or new, never torn; a torn last history line is cut off.
+
+With `start_writer()` (the bot), commits are serialised and written by one thread: the event loop only takes a
+shallow copy. Commits that pile up while a write is under way are merged, so a burst is one write.
+`await flush()` returns once everything committed so far is on disk (the outbox waits for it before it sends).
+
+Schema 1 (one TinyDB document with tables state, history, outbox, mutes, meta) is migrated on load; the old
+file is kept as `monitor.json.schema1`. A state file that cannot be parsed is moved aside with a timestamp
+and the store starts empty; `Store.recovered_from` names the moved file. A lock file (`monitor.json.lock`,
+flock) keeps a second process off the same files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
+import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from tinydb import Query, TinyDB
-from tinydb.storages import Storage
+from bot.monitor.state import STATE_FIELDS, AlertState, DeadLetter, HistoryEntry, OutboxItem
 
-__all__ = ["AtomicJSONStorage", "Store", "StoreError"]
+__all__ = ["SCHEMA", "Store", "StoreError"]
 
 log = logging.getLogger(__name__)
 
-Doc = dict[str, Any]
+SCHEMA = 2
+KEEP_DEAD = 50  # dead letters kept for !status; the log has every one
 
 
 class StoreError(Exception):
-    """Raised when the state file cannot be written (disk full, no permission); the message names the path."""
+    """The state files cannot be used (no permission, disk full, another instance): one line naming the path."""
+
+
+Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -45,202 +68,629 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class AtomicJSONStorage(Storage):
-    """A TinyDB Storage that keeps the document in memory and replaces the file atomically on each write.
+def _why(error: OSError) -> str:
+    return error.strerror or type(error).__name__
 
-    Inside `hold()`, writes only change the memory copy; the file is written once when the outermost hold ends.
-    """
 
-    def __init__(self, path: str, clock: Any = None) -> None:
-        self.path = Path(path)
-        self.recovered_from: Path | None = None
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._data: Doc | None = None
-        self._holds = 0
-        self._dirty = False
-        self.writes = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._data = self._load()
-
-    def _load(self) -> Doc | None:
-        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)  # a write the last process did not finish: the old file stands
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict) or not all(isinstance(table, dict) for table in data.values()):
-                raise ValueError("the top level is not a table of tables")
-        except ValueError as error:
-            self.recovered_from = self._move_aside()
-            log.error(
-                "state file %s is corrupt (%s); moved to %s, starting fresh", self.path, error, self.recovered_from
-            )
-            return None
-        return data
-
-    def _move_aside(self) -> Path:
-        stamp = self._clock().strftime("%Y%m%dT%H%M%SZ")
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        counter = 1
-        while target.exists():
-            counter += 1
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{counter}")
-        os.replace(self.path, target)
-        _fsync_dir(self.path.parent)
-        return target
-
-    def read(self) -> Doc | None:
-        return self._data
-
-    def write(self, data: Doc) -> None:
-        self._data = data
-        if self._holds:
-            self._dirty = True
-        else:
-            self._flush()
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Write the file once at the end of the block, not at every change inside it."""
-        self._holds += 1
-        try:
-            yield
-        except BaseException:
-            self._holds -= 1
-            if not self._holds and self._dirty:
-                # The memory copy may hold half a change: go back to what the file says.
-                self._dirty = False
-                self._data = self._load()
-            raise
-        self._holds -= 1
-        if not self._holds and self._dirty:
-            self._flush()
-
-    def _flush(self) -> None:
-        self._dirty = False
-        payload = json.dumps(self._data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except OSError as error:
+def _replace_atomically(path: Path, payload: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
-            raise StoreError(f"cannot write the state file {self.path}: {error.strerror}") from error
-        _fsync_dir(self.path.parent)
+        raise StoreError(f"cannot write the state file {path}: {_why(error)}") from error
+    _fsync_dir(path.parent)
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass
+class _Commit:
+    """What one or more commits still have to write; None: that file did not change."""
+
+    seq: int
+    history_append: list[tuple[int, HistoryEntry]]
+    history_rewrite: tuple[tuple[int, HistoryEntry], ...] | None = None
+    outbox: tuple[tuple[OutboxItem, ...], tuple[DeadLetter, ...]] | None = None
+    main: tuple[dict[str, AlertState], dict[str, str], dict[str, str]] | None = None
+
+    def merge(self, later: _Commit) -> _Commit:
+        rewrite = later.history_rewrite if later.history_rewrite is not None else self.history_rewrite
+        append = later.history_append
+        if later.history_rewrite is None:
+            append = [*self.history_append, *later.history_append]
+        outbox = later.outbox if later.outbox is not None else self.outbox
+        main = later.main if later.main is not None else self.main
+        return _Commit(later.seq, append, rewrite, outbox, main)
+
+
+class _Files:
+    """The three files of one store and how each is written; used by the caller's thread or the writer."""
+
+    def __init__(self, path: Path) -> None:
+        self.main = path
+        self.outbox = path.with_name(f"{path.stem}.outbox.json")
+        self.history = path.with_name(f"{path.stem}.history.jsonl")
+        self.writes = 0
+
+    def write(self, commit: _Commit) -> None:
+        if commit.history_rewrite is not None:
+            lines = b"".join(_history_line(seq, entry) for seq, entry in commit.history_rewrite)
+            _replace_atomically(self.history, lines + b"".join(_history_line(s, e) for s, e in commit.history_append))
+        elif commit.history_append:
+            self._append_history(commit.history_append)
+        if commit.outbox is not None:
+            items, dead = commit.outbox
+            doc = {"schema": SCHEMA, "seq": commit.seq, "items": [item.to_json() for item in items]}
+            doc["dead"] = [letter.to_json() for letter in dead]
+            _replace_atomically(self.outbox, _dumps(doc))
+        if commit.main is not None:
+            states, mutes, meta = commit.main
+            doc = {"schema": SCHEMA, "seq": commit.seq, "mutes": mutes}
+            doc["meta"] = {name: json.loads(value) for name, value in meta.items()}
+            doc["fields"] = list(STATE_FIELDS)
+            doc["state"] = [state.to_row() for state in states.values()]
+            _replace_atomically(self.main, _dumps(doc))
         self.writes += 1
 
+    def _append_history(self, entries: Iterable[tuple[int, HistoryEntry]]) -> None:
+        try:
+            with open(self.history, "ab") as handle:
+                handle.write(b"".join(_history_line(seq, entry) for seq, entry in entries))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise StoreError(f"cannot write the history file {self.history}: {_why(error)}") from error
+
+
+def _parsed(parse: Callable[[Any], T], doc: Any, what: str, path: Path, *, table: bool = True) -> T | None:
+    """One record read; one that cannot be read is dropped with a log line, and the rest stays."""
+    try:
+        if table and not isinstance(doc, Mapping):
+            raise ValueError("not a table")
+        return parse(doc)
+    except (TypeError, ValueError, AttributeError) as error:
+        log.error("dropped a %s of %s that cannot be read (%s): %.200r", what, path, error, doc)
+        return None
+
+
+def _history_line(seq: int, entry: HistoryEntry) -> bytes:
+    return _dumps({"seq": seq, **entry.to_json()}) + b"\n"
+
+
+class _Writer:
+    """One thread that writes merged commits in order; the event loop hands them over and goes on."""
+
+    def __init__(self, files: _Files, written: int) -> None:
+        self.files = files
+        self.pending: _Commit | None = None
+        self.written = written  # the last commit on disk: those before the writer started were written directly
+        self.error: StoreError | None = None
+        self._condition = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="repbot-store-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, commit: _Commit) -> None:
+        with self._condition:
+            self.pending = commit if self.pending is None else self.pending.merge(commit)
+            self._condition.notify_all()
+
+    def wait(self, seq: int, timeout: float | None = None) -> None:
+        """Block until `seq` is on disk; StoreError when the last write failed."""
+        with self._condition:
+            while self.written < seq and self.error is None:
+                if not self._condition.wait(timeout):
+                    return
+            if self.written < seq and self.error is not None:
+                raise self.error
+
     def close(self) -> None:
-        if self._dirty:
-            self._flush()
+        with self._condition:
+            self._closing = True
+            self._condition.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while self.pending is None and not self._closing:
+                    self._condition.wait()
+                commit, self.pending = self.pending, None
+                if commit is None:
+                    return
+            try:
+                self.files.write(commit)
+            except StoreError as error:
+                log.error("%s; the change stays in memory and is written with the next one", error)
+                with self._condition:
+                    # Keep it, in front of whatever came in meanwhile, for the next commit to carry.
+                    self.pending = commit if self.pending is None else commit.merge(self.pending)
+                    self.error = error
+                    self._condition.notify_all()
+                    if self._closing:
+                        return
+                    self._condition.wait()  # until a new commit (or close) arrives
+                continue
+            with self._condition:
+                self.written = max(self.written, commit.seq)
+                self.error = None
+                self._condition.notify_all()
 
 
 class Store:
-    """Typed access to the tables: `state`, `history`, `outbox`, `mutes`, `meta`."""
+    """State, history, outbox, dead letters, mutes and meta values, each a table in memory."""
 
-    def __init__(self, path: str | os.PathLike[str], clock: Any = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], clock: Clock | None = None, *, read_only: bool = False) -> None:
+        """`read_only`: look at the files another process owns (no lock, nothing written or moved)."""
         self.path = Path(path)
-        self.db = TinyDB(str(self.path), storage=AtomicJSONStorage, clock=clock)
-        storage = self.db.storage
-        assert isinstance(storage, AtomicJSONStorage)
-        self.storage = storage
-        self.state = self.db.table("state", cache_size=0)
-        self.history_table = self.db.table("history", cache_size=0)
-        self.outbox = self.db.table("outbox", cache_size=0)
-        self.mutes_table = self.db.table("mutes", cache_size=0)
-        self.meta = self.db.table("meta", cache_size=0)
+        self.read_only = read_only
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.files = _Files(self.path)
+        self.recovered_from: Path | None = None
+        self._states: dict[str, AlertState] = {}
+        self._history: list[tuple[int, HistoryEntry]] = []
+        self._outbox: dict[str, OutboxItem] = {}
+        self._dead: list[DeadLetter] = []
+        self._mutes: dict[str, str] = {}
+        self._meta: dict[str, str] = {}  # JSON text: what get_meta hands out is a copy nobody else holds
+        self._seq = 0
+        self._holds = 0
+        self._undo: list[Callable[[], None]] = []
+        self._dirty_main = self._dirty_outbox = self._rewrite_history = False
+        self._new_history: list[HistoryEntry] = []
+        self._new_items: set[str] = set()
+        self._writer: _Writer | None = None
+        self._lock_fd = -1 if read_only else self._lock()
+        try:
+            self._load()
+        except BaseException:
+            self._unlock()
+            raise
 
     def __repr__(self) -> str:
         return f"<Store {self.path}>"
 
     @property
-    def recovered_from(self) -> Path | None:
-        """Where a corrupt state file found at start was moved, or None."""
-        return self.storage.recovered_from
+    def writes(self) -> int:
+        """How many commits reached the disk (merged ones count once)."""
+        return self.files.writes
+
+    # -- opening -----------------------------------------------------------------------------------------
+
+    def _lock(self) -> int:
+        directory = self.path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the state directory {directory}: {_why(error)}") from error
+        lock = self.path.with_name(f"{self.path.name}.lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise StoreError(f"cannot write in the state directory {directory}: {_why(error)}") from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise StoreError(
+                    f"another repbot (pid {holder}) is using the state directory {directory}; "
+                    "stop it, or give this one its own [state] dir"
+                ) from None
+            raise StoreError(f"cannot lock {lock}: {_why(error)}") from error
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = -1
+
+    def _read(self, path: Path) -> Any:
+        """The parsed JSON of a file, None when it is missing; a corrupt one is moved aside."""
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            return self._set_aside(path, "it is a directory")
+        except OSError as error:
+            raise StoreError(f"cannot read the state file {path}: {_why(error)}") from error
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("the top level is not a table")
+        except RecursionError:
+            return self._set_aside(path, "nested too deep")
+        except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            return self._set_aside(path, str(error)[:200])
+        return data
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        if self.read_only:
+            log.error("state file %s is unreadable (%s)", path, why)
+            self.recovered_from = self.recovered_from or path
+            return None
+        stamp = self._clock().strftime("%Y%m%dT%H%M%SZ")
+        target = path.with_name(f"{path.name}.corrupt-{stamp}")
+        counter = 1
+        while target.exists():
+            counter += 1
+            target = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
+        try:
+            os.replace(path, target)
+        except OSError as error:
+            reason = f"the state file {path} is unreadable ({why}) and cannot be moved aside: {_why(error)}"
+            raise StoreError(reason) from None
+        _fsync_dir(path.parent)
+        log.error("state file %s is unreadable (%s); moved to %s, starting fresh", path, why, target)
+        if self.recovered_from is None:
+            self.recovered_from = target
+        return None
+
+    def _load(self) -> None:
+        for leftover in () if self.read_only else self.path.parent.glob(f".{self.path.stem}.*.tmp"):
+            leftover.unlink(missing_ok=True)  # a write the last process did not finish: the old file stands
+        main = self._read(self.files.main)
+        if main is not None and "schema" not in main:
+            self._migrate(main)
+            return
+        if main is not None and main.get("schema") != SCHEMA:
+            raise StoreError(
+                f"the state file {self.path} has schema {main.get('schema')!r}; this repbot reads {SCHEMA}"
+            )
+        try:
+            main = main or {}
+            committed = int(main.get("seq", 0))
+            self._load_main(main)
+            outbox = self._read(self.files.outbox) or {}
+            self._load_outbox(outbox, committed)
+            cut = self._load_history(committed)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise StoreError(f"the state file {self.path} has a bad shape: {error}") from None
+        self._seq = max(committed, int(outbox.get("seq", 0)), cut)
+        if self.read_only:
+            return
+        if cut > committed or len(self._outbox) < len(outbox.get("items", ())):
+            # Leftovers of a commit whose state write never happened: remove them from the files now, so a
+            # later commit with the same number cannot make them count.
+            self._seq += 1
+            self.files.write(_Commit(self._seq, [], tuple(self._history), self._outbox_snapshot(), None))
+
+    def _load_main(self, main: Mapping[str, Any]) -> None:
+        fields = list(main.get("fields") or STATE_FIELDS)
+        for row in list(main.get("state") or ()):
+            if isinstance(row, list) and fields == list(STATE_FIELDS):
+                state = _parsed(AlertState.from_row, row, "state", self.path, table=False)
+            else:
+                doc = dict(zip(fields, row, strict=False)) if isinstance(row, list) else row
+                state = _parsed(AlertState.from_json, doc, "state", self.path)
+            if state is not None:
+                self._states[state.key] = state
+        self._mutes = {str(what): str(until) for what, until in dict(main.get("mutes") or {}).items()}
+        self._meta = {str(name): json.dumps(value) for name, value in dict(main.get("meta") or {}).items()}
+
+    def _load_outbox(self, outbox: Mapping[str, Any], committed: int) -> None:
+        self._add_items(list(outbox.get("items") or ()), committed, self.clock_text())
+        for doc in list(outbox.get("dead") or ()):
+            if (letter := _parsed(DeadLetter.from_json, doc, "dead letter", self.path)) is not None:
+                self._dead.append(letter)
+
+    def clock_text(self) -> str:
+        return self._clock().isoformat()
+
+    def _add_items(self, docs: Iterable[Any], committed: int, now: str) -> None:
+        """Outbox items of committed writes; one without `created` is dated now, so it is still sent."""
+        for doc in docs:
+            item = _parsed(lambda data: OutboxItem.from_json(data, created=now), doc, "outbox item", self.path)
+            if item is not None and item.needs <= committed:
+                self._outbox[item.id] = item
+
+    def _load_history(self, committed: int) -> int:
+        """Read the history up to the committed write; the highest write number seen (for the next one)."""
+        try:
+            raw = self.files.history.read_bytes()
+        except FileNotFoundError:
+            return 0
+        except OSError as error:
+            raise StoreError(f"cannot read the history file {self.files.history}: {_why(error)}") from error
+        highest, start = 0, 0
+        while start < len(raw):
+            end = raw.find(b"\n", start)
+            if end < 0:
+                highest = max(highest, committed + 1)  # a torn last line: rewritten below
+                break
+            try:
+                doc = json.loads(raw[start:end])
+                seq = int(doc.pop("seq", 0))
+                entry = HistoryEntry.from_json(doc)
+            except (ValueError, TypeError, AttributeError, RecursionError) as error:
+                log.error("dropped a history line of %s that cannot be read (%s)", self.files.history, error)
+                highest = max(highest, committed + 1)
+                start = end + 1
+                continue
+            highest = max(highest, seq)
+            if seq <= committed:
+                self._history.append((seq, entry))
+            start = end + 1
+        return highest
+
+    def _migrate(self, old: Mapping[str, Any]) -> None:
+        """Schema 1, a TinyDB document (table -> {doc id -> doc}), into today's three files; the old one is kept."""
+        backup = self.path.with_name(f"{self.path.name}.schema1")
+        tables = {name: table for name, table in old.items() if isinstance(table, dict)}
+        if len(tables) != len(old):
+            self._set_aside(self.files.main, "the top level is not a table of tables")
+            return
+        try:
+            for doc in tables.get("state", {}).values():
+                if (state := _parsed(AlertState.from_json, doc, "state", self.path)) is not None:
+                    self._states[state.key] = state
+            for doc in tables.get("history", {}).values():
+                if (entry := _parsed(HistoryEntry.from_json, doc, "history entry", self.path)) is not None:
+                    self._history.append((0, entry))
+            self._history.sort(key=lambda pair: pair[1].at)
+            self._add_items(tables.get("outbox", {}).values(), 0, self.clock_text())
+            for doc in tables.get("mutes", {}).values():
+                if isinstance(doc, dict) and isinstance(doc.get("what"), str) and isinstance(doc.get("until"), str):
+                    self._mutes[doc["what"]] = doc["until"]
+            for doc in tables.get("meta", {}).values():
+                if isinstance(doc, dict) and isinstance(doc.get("name"), str):
+                    self._meta[doc["name"]] = json.dumps(doc.get("value"))
+        except (TypeError, ValueError, AttributeError) as error:
+            raise StoreError(f"the state file {self.path} (schema 1) has a bad shape: {error}") from None
+        self._seq = 1
+        if self.read_only:
+            return
+        _replace_atomically(backup, self.files.main.read_bytes())
+        snapshot = (dict(self._states), dict(self._mutes), dict(self._meta))
+        self.files.write(_Commit(1, [], tuple(self._history), self._outbox_snapshot(), snapshot))
+        log.info("state file %s moved from schema 1 to %d; the old file is %s", self.path, SCHEMA, backup)
+
+    # -- commits -------------------------------------------------------------------------------------------
+
+    def start_writer(self) -> None:
+        """From now on, commits are written by a thread; the caller only hands them over."""
+        if self._writer is None:
+            self._writer = _Writer(self.files, self._seq)
+
+    async def flush(self) -> None:
+        """Wait (off the event loop) until every commit so far is on disk; StoreError when the last write failed."""
+        import asyncio
+
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.wait, self._seq)
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
-        """A block whose changes reach the file together, in one atomic write."""
-        return self.storage.hold()
+        """A block whose changes are committed together (one write); an exception inside undoes them."""
+        return self._hold()
+
+    @contextlib.contextmanager
+    def _hold(self) -> Iterator[None]:
+        self._holds += 1
+        try:
+            yield
+        except BaseException:
+            self._holds -= 1
+            if not self._holds:
+                self._rollback()
+            raise
+        self._holds -= 1
+        if not self._holds:
+            self._commit()
+
+    def _change(self, undo: Callable[[], None], *, main: bool = False, outbox: bool = False) -> None:
+        self._undo.append(undo)
+        self._dirty_main |= main
+        self._dirty_outbox |= outbox
+        if not self._holds:
+            self._commit()
+
+    def _rollback(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._clear_pending()
+
+    def _clear_pending(self) -> None:
+        self._undo.clear()
+        self._new_history.clear()
+        self._new_items.clear()
+        self._dirty_main = self._dirty_outbox = self._rewrite_history = False
+
+    def _commit(self) -> None:
+        if not (self._dirty_main or self._dirty_outbox or self._new_history or self._rewrite_history):
+            self._clear_pending()
+            return
+        self._seq += 1
+        seq = self._seq
+        main = self._dirty_main or bool(self._new_history)
+        if main:
+            # These items count only once this commit's state file is written (see the module's docstring).
+            for alert_id in self._new_items:
+                if alert_id in self._outbox:
+                    self._outbox[alert_id] = dataclasses.replace(self._outbox[alert_id], needs=seq)
+        appended = [(seq, entry) for entry in self._new_history]
+        self._history.extend(appended)
+        commit = _Commit(
+            seq,
+            [] if self._rewrite_history else appended,
+            tuple(self._history) if self._rewrite_history else None,
+            self._outbox_snapshot() if self._dirty_outbox else None,
+            (dict(self._states), dict(self._mutes), dict(self._meta)) if main else None,
+        )
+        self._clear_pending()
+        if self.read_only:
+            raise StoreError(f"the state file {self.path} was opened read-only")
+        if self._writer is not None:
+            self._writer.submit(commit)
+        else:
+            self.files.write(commit)
+
+    def _outbox_snapshot(self) -> tuple[tuple[OutboxItem, ...], tuple[DeadLetter, ...]]:
+        return tuple(self._outbox.values()), tuple(self._dead)
 
     def close(self) -> None:
-        self.db.close()
+        """Write what is committed, stop the writer, release the lock."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        finally:
+            self._unlock()
 
-    # -- state: one document per (target, check, subject) --------------------------------------------
+    # -- state: one AlertState per (target, check, subject) ------------------------------------------------
 
-    def get_state(self, key: str) -> Doc | None:
-        found = self.state.get(Query().key == key)
-        return dict(found) if found is not None else None
+    def get_state(self, key: str) -> AlertState | None:
+        return self._states.get(key)
 
-    def put_state(self, doc: Doc) -> None:
-        self.state.upsert(doc, Query().key == doc["key"])
+    def put_state(self, state: AlertState) -> None:
+        old = self._states.get(state.key)
+        self._states[state.key] = state
+        self._change(lambda: self._restore(self._states, state.key, old), main=True)
 
-    def states(self) -> list[Doc]:
-        return [dict(doc) for doc in self.state.all()]
+    def states(self) -> list[AlertState]:
+        return list(self._states.values())
+
+    @staticmethod
+    def _restore(table: dict[str, Any], key: str, old: Any) -> None:
+        if old is None:
+            table.pop(key, None)
+        else:
+            table[key] = old
 
     # -- history: changes only -------------------------------------------------------------------------
 
-    def add_history(self, entry: Doc) -> None:
-        self.history_table.insert(entry)
+    def add_history(self, entry: HistoryEntry) -> None:
+        self._new_history.append(entry)
+        self._change(lambda: None)
 
-    def history(self, target: str | None = None, check: str | None = None, since: str | None = None) -> list[Doc]:
+    def history(
+        self, target: str | None = None, check: str | None = None, since: str | None = None
+    ) -> list[HistoryEntry]:
         """History entries, oldest first, for a target and/or check, from an ISO time on."""
-
-        def wanted(doc: Doc) -> bool:
-            return (
-                (target is None or doc.get("target") == target)
-                and (check is None or doc.get("check") == check)
-                and (since is None or str(doc.get("at", "")) >= since)
-            )
-
-        return sorted((dict(doc) for doc in self.history_table.all() if wanted(doc)), key=lambda doc: doc["at"])
+        found = [
+            entry
+            for _, entry in self._history
+            if (target is None or entry.target == target)
+            and (check is None or entry.check == check)
+            and (since is None or entry.at >= since)
+        ]
+        found.extend(
+            e
+            for e in self._new_history
+            if (target is None or e.target == target)
+            and (check is None or e.check == check)
+            and (since is None or e.at >= since)
+        )
+        return sorted(found, key=lambda entry: entry.at)
 
     def prune_history(self, before: str) -> int:
         """Remove entries older than the ISO time `before`; how many went."""
-        return len(self.history_table.remove(Query().at < before))
+        kept = [pair for pair in self._history if pair[1].at >= before]
+        removed = len(self._history) - len(kept)
+        if removed:
+            old = self._history
+            self._history = kept
 
-    # -- outbox: alerts not yet accepted by every room ----------------------------------------------------
+            def undo() -> None:
+                self._history = old
 
-    def enqueue(self, item: Doc) -> None:
-        self.outbox.insert(item)
+            self._rewrite_history = True
+            self._change(undo)
+        return removed
 
-    def pending(self) -> list[Doc]:
-        return sorted((dict(doc) for doc in self.outbox.all()), key=lambda doc: (doc["created"], doc["id"]))
+    # -- outbox: messages not yet accepted by every room --------------------------------------------------
+
+    def enqueue(self, item: OutboxItem) -> None:
+        old = self._outbox.get(item.id)
+        self._outbox[item.id] = item
+        self._new_items.add(item.id)
+        self._change(lambda: self._restore(self._outbox, item.id, old), outbox=True)
+
+    def pending(self) -> list[OutboxItem]:
+        return sorted(self._outbox.values(), key=lambda item: (item.created, item.id))
+
+    def get_item(self, alert_id: str) -> OutboxItem | None:
+        return self._outbox.get(alert_id)
+
+    def _update_item(self, alert_id: str, new: OutboxItem | None) -> None:
+        old = self._outbox.get(alert_id)
+        if old is None:
+            return
+        if new is None:
+            del self._outbox[alert_id]
+        else:
+            self._outbox[alert_id] = new
+        self._change(lambda: self._restore(self._outbox, alert_id, old), outbox=True)
 
     def delivered(self, alert_id: str, room: str) -> None:
         """Record that `room` accepted the alert; the alert leaves the outbox once every room has."""
-        item = self.outbox.get(Query().id == alert_id)
-        if item is None:
-            return
-        rooms = [name for name in item["rooms"] if name != room]
-        if rooms:
-            self.outbox.update({"rooms": rooms}, Query().id == alert_id)
-        else:
-            self.outbox.remove(Query().id == alert_id)
+        item = self._outbox.get(alert_id)
+        if item is not None:
+            rooms = tuple(name for name in item.rooms if name != room)
+            self._update_item(alert_id, dataclasses.replace(item, rooms=rooms, refusals=0) if rooms else None)
 
-    def retry_later(self, alert_id: str, attempts: int, next_try: float) -> None:
-        self.outbox.update({"attempts": attempts, "next_try": next_try}, Query().id == alert_id)
+    def retry_later(
+        self, alert_id: str, attempts: int, next_try: float, *, error: str = "", refused: bool = False
+    ) -> None:
+        item = self._outbox.get(alert_id)
+        if item is not None:
+            refusals = item.refusals + 1 if refused else 0
+            new = dataclasses.replace(item, attempts=attempts, next_try=next_try, refusals=refusals, last_error=error)
+            self._update_item(alert_id, new)
+
+    def dead_letter(self, alert_id: str, room: str, reason: str) -> DeadLetter | None:
+        """Give up on the item in this room: it leaves the outbox (for that room) and joins the dead letters."""
+        item = self._outbox.get(alert_id)
+        if item is None:
+            return None
+        letter = DeadLetter(item, room, reason, self._clock().isoformat())
+        old_dead = list(self._dead)
+
+        def undo() -> None:
+            self._dead = old_dead
+
+        with self.batch():
+            self._dead = [*self._dead, letter][-KEEP_DEAD:]
+            self._change(undo, outbox=True)
+            self.delivered(alert_id, room)
+        return letter
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return list(self._dead)
 
     # -- mutes and small values ---------------------------------------------------------------------------
 
     def mute(self, what: str, until: str) -> None:
-        self.mutes_table.upsert({"what": what, "until": until}, Query().what == what)
+        old = self._mutes.get(what)
+        self._mutes[what] = until
+        self._change(lambda: self._restore(self._mutes, what, old), main=True)
 
     def unmute(self, what: str) -> bool:
-        return bool(self.mutes_table.remove(Query().what == what))
+        old = self._mutes.pop(what, None)
+        if old is not None:
+            self._change(lambda: self._restore(self._mutes, what, old), main=True)
+        return old is not None
 
     def mutes(self, now: str) -> dict[str, str]:
-        """Active mutes: what -> until (ISO); expired ones are dropped."""
-        self.mutes_table.remove(Query().until <= now)
-        return {doc["what"]: doc["until"] for doc in self.mutes_table.all()}
+        """Active mutes: what -> until (ISO); expired ones are left out (and dropped at the next write)."""
+        return {what: until for what, until in self._mutes.items() if until > now}
 
     def get_meta(self, name: str, default: Any = None) -> Any:
-        found = self.meta.get(Query().name == name)
-        return found["value"] if found is not None else default
+        found = self._meta.get(name)
+        return json.loads(found) if found is not None else default
 
     def set_meta(self, name: str, value: Any) -> None:
-        self.meta.upsert({"name": name, "value": value}, Query().name == name)
+        old = self._meta.get(name)
+        self._meta[name] = json.dumps(value)
+        self._change(lambda: self._restore(self._meta, name, old), main=True)

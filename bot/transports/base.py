@@ -38,7 +38,15 @@ class Incoming:
 
 
 class DeliveryError(Exception):
-    """Raised when the room did not accept a message (homeserver down, rate limited, not joined)."""
+    """Raised when the room did not accept a message (homeserver down, rate limited, not joined).
+
+    `permanent`: the room refused this message itself (M_FORBIDDEN, M_TOO_LARGE, another 4xx but 429), so
+    sending it again unchanged will fail again; a transient failure (network, 5xx, 429) is worth retrying.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 IncomingHandler = Callable[[Incoming], Awaitable[None]]

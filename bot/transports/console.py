@@ -1,12 +1,15 @@
 """The terminal as the bot's room: command lines from stdin, replies and alerts on stdout as plain text.
 
-Lines are answered one after another, in the order typed. At the end of the input the transport waits
-for the reply in progress and `run()` returns 0.
+Each line is a command of its own, run in its own task as soon as it is read, as the Matrix transport does:
+`!ping` is answered while a slow `!check` typed before it is still working. A command's own replies come in
+its order; replies of different commands come as each is ready. At the end of the input the transport waits
+for every command still running, and `run()` returns 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sys
 import tempfile
@@ -19,6 +22,8 @@ from bot.secrets import mask
 from bot.transports.base import Incoming, IncomingHandler, Rendered
 
 __all__ = ["CONSOLE_ROOM", "CONSOLE_USER", "ConsoleTransport"]
+
+log = logging.getLogger("repbot.console")
 
 CONSOLE_ROOM = "console"
 CONSOLE_USER = "@operator:console"
@@ -38,6 +43,7 @@ class ConsoleTransport:
         self._on_command: IncomingHandler | None = None
         self._sent: dict[str, str] = {}
         self._count = 0
+        self._running: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return "<ConsoleTransport>"
@@ -46,20 +52,41 @@ class ConsoleTransport:
         self._on_command = on_command
 
     async def run(self) -> int:
-        """Answer each line until the end of the input; 0."""
+        """Start a task for each line until the end of the input, then wait for them; 0."""
         assert self._on_command is not None, "start() first"
         lines = self._lines_in_background()
         number = 0
-        while True:
-            line, problem = await lines.get()
-            if not line:
-                return 0
-            number += 1
-            if problem:
-                self.stdout.write(f"line {number} ignored: {problem}\n")
-                self.stdout.flush()
-            elif line.strip():
-                await self._on_command(Incoming(CONSOLE_ROOM, CONSOLE_USER, line.rstrip("\n"), f"line-{number}"))
+        try:
+            while True:
+                line, problem = await lines.get()
+                if not line:
+                    break
+                number += 1
+                if problem:
+                    self.stdout.write(f"line {number} ignored: {problem}\n")
+                    self.stdout.flush()
+                elif line.strip():
+                    self._spawn(Incoming(CONSOLE_ROOM, CONSOLE_USER, line.rstrip("\n"), f"line-{number}"))
+            while self._running:
+                await asyncio.wait(set(self._running))
+        finally:
+            for task in self._running:
+                task.cancel()
+        return 0
+
+    def _spawn(self, incoming: Incoming) -> None:
+        task = asyncio.create_task(self._answer(incoming), name=f"repbot-{incoming.event_id}")
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+
+    async def _answer(self, incoming: Incoming) -> None:
+        assert self._on_command is not None
+        await self._on_command(incoming)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a command failed", exc_info=task.exception())
 
     def _lines_in_background(self) -> asyncio.Queue[tuple[str, str]]:
         """Lines from a daemon thread: a blocked read must never keep a stopped bot (SIGTERM) from exiting."""

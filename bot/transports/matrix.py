@@ -444,7 +444,7 @@ class MatrixTransport:
         content["m.mentions"] = {}
         response = await self._room_send(room, "m.room.message", content, txn_id)
         if not isinstance(response, RoomSendResponse):
-            raise DeliveryError(f"{room} did not accept the {what}: {response}")
+            raise DeliveryError(f"{room} did not accept the {what}: {response}", permanent=_refused(response))
         if txn_id is not None:
             self._sent[txn_id] = response.event_id
             while len(self._sent) > REMEMBERED_TXNS:
@@ -484,6 +484,15 @@ def _notice(message: Rendered) -> dict[str, Any]:
         "format": "org.matrix.custom.html",
         "formatted_body": mask(message.html),
     }
+
+
+def _refused(response: object) -> bool:
+    """True when the homeserver refused the event itself (a 4xx other than 429), not when it was unreachable."""
+    transport = getattr(response, "transport_response", None)
+    status = getattr(transport, "status", None)
+    if isinstance(status, int):
+        return 400 <= status < 500 and status != 429
+    return getattr(response, "status_code", None) in ("M_FORBIDDEN", "M_TOO_LARGE", "M_NOT_FOUND", "M_BAD_JSON")
 
 
 def _relation(reply_to: Incoming) -> dict[str, Any]:

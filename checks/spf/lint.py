@@ -31,6 +31,8 @@ from checks.spf.parser import (
 __all__ = ["CHECK_ID", "SpfNode", "build_tree", "check", "render_tree"]
 
 CHECK_ID = "spf"
+# The subject of the one finding about the domain's sending IPs (one per domain, not one per IP).
+SENDING_SUBJECT = "sending IPs"
 WARN_LOOKUPS = 8
 MAX_NODES = 64
 MAX_DEPTH = 12
@@ -206,9 +208,10 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
     if target.is_ip:
         return []
     domain = target.value
+    ips = ctx.sending_ips_for(domain)
     async with asyncio.TaskGroup() as group:
         walking = group.create_task(build_tree(domain, ctx.resolver))
-        checking = [group.create_task(_check_ip(ip, domain, ctx)) for ip in ctx.sending_ips]
+        checking = [group.create_task(_check_ip(ip, domain, ctx)) for ip in ips]
     tree, results = walking.result(), [task.result() for task in checking]
     evidence = {"tree": tree.to_json(), "tree_text": render_tree(tree)}
     findings = _root_findings(tree, ctx, evidence)
@@ -216,7 +219,8 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
         findings += _tree_findings(tree, ctx)
     if tree.status == "ok":
         findings += _limit_findings(tree, ctx, evidence)
-    findings += [_ip_finding(ip, result, tree, ctx) for ip, result in zip(ctx.sending_ips, results, strict=True)]
+    if ips:
+        findings.append(_sending_finding(list(zip(ips, results, strict=True)), tree, ctx))
     return findings
 
 
@@ -236,9 +240,9 @@ def _finding(
     return Finding(CHECK_ID, subject, status, summary, evidence, advice, code, ctx.clock())
 
 
-def _starter_record(ctx: CheckContext) -> str:
+def _starter_record(ctx: CheckContext, domain: str) -> str:
     terms = ["v=spf1", "mx"]
-    for ip in ctx.sending_ips:
+    for ip in ctx.sending_ips_for(domain):
         try:
             terms.append(f"ip{ipaddress.ip_address(ip).version}:{ip}")
         except ValueError:
@@ -249,9 +253,8 @@ def _starter_record(ctx: CheckContext) -> str:
 def _root_findings(tree: SpfNode, ctx: CheckContext, evidence: dict[str, Any]) -> list[Finding]:
     domain = tree.domain
     if tree.status == "none":
-        advice = (
-            f'Publish one TXT record at {domain}: "{_starter_record(ctx)}" (list every server that sends its mail).'
-        )
+        starter = _starter_record(ctx, domain)
+        advice = f'Publish one TXT record at {domain}: "{starter}" (list every server that sends its mail).'
         return [_finding(ctx, domain, Status.FAIL, "missing", f"{domain} publishes no SPF record", advice)]
     if tree.status == "dns-failed":
         return [_finding(ctx, domain, Status.UNKNOWN, "dns-failed", f"could not fetch the SPF record: {tree.detail}")]
@@ -376,25 +379,65 @@ def _with_term(record: str, term: str) -> str:
     return " ".join([*words, term])
 
 
-def _ip_finding(ip: str, result: SpfResult, tree: SpfNode, ctx: CheckContext) -> Finding:
+SHOWN_IPS = 10  # IPs named in a summary or an advice; the evidence lists them all
+
+
+def _sending_finding(results: list[tuple[str, SpfResult]], tree: SpfNode, ctx: CheckContext) -> Finding:
+    """One finding for the domain's sending IPs: ok when all pass, else the IPs that fail (or cannot be told)."""
     domain = tree.domain
-    evidence = {"ip": ip, "domain": domain, **result.to_json(), "mechanism": result.mechanism}
-    if result.result == "pass":
-        summary = f"{ip} passes SPF for {domain} ({result.mechanism})"
-        return _finding(ctx, ip, Status.OK, "sending-ip-pass", summary, **evidence)
-    if result.result == "temperror":
-        summary = f"could not tell whether {ip} passes SPF for {domain}: temperror"
-        return _finding(ctx, ip, Status.UNKNOWN, "sending-ip-unknown", summary, **evidence)
-    try:
-        term = f"ip{ipaddress.ip_address(ip).version}:{ip}"
-    except ValueError:
-        term = ""
-    if tree.status == "ok" and term:
-        advice = f"Add {term} to the record: {_with_term(tree.record, term)}"
-    elif term:
-        advice = f'Publish one TXT record at {domain}: "{_starter_record(ctx)}"'
+    failing = [(ip, result) for ip, result in results if result.result not in ("pass", "temperror")]
+    unknown = [(ip, result) for ip, result in results if result.result == "temperror"]
+    evidence: dict[str, Any] = {
+        "domain": domain,
+        "ips": len(results),
+        "failing": [ip for ip, _ in failing],
+        "unknown": [ip for ip, _ in unknown],
+    }
+    # The first problem's whole result (trace, lookups), so a single sending IP keeps every detail it had.
+    example = (failing or unknown or results)[0]
+    evidence.update(ip=example[0], **example[1].to_json(), mechanism=example[1].mechanism)
+    if failing:
+        summary = _failing_summary(failing, len(results), domain)
+        return _finding(ctx, SENDING_SUBJECT, Status.FAIL, "sending-ip-not-authorized", summary,
+                        _failing_advice([ip for ip, _ in failing], tree, ctx), **evidence)  # fmt: skip
+    if unknown:
+        names = _listed([ip for ip, _ in unknown])
+        summary = f"could not tell whether {names} pass{'es' if len(unknown) == 1 else ''} SPF for {domain}: temperror"
+        return _finding(ctx, SENDING_SUBJECT, Status.UNKNOWN, "sending-ip-unknown", summary, **evidence)
+    if len(results) == 1:
+        summary = f"{example[0]} passes SPF for {domain} ({example[1].mechanism})"
     else:
-        advice = f"{ip!r} is not an IP address; fix the sending_ips setting."
-    why = f" ({result.trace[-1].strip()})" if result.result in ("permerror", "none") and result.trace else ""
-    summary = f"{ip} does not pass SPF for {domain}: {result.result}{why}"
-    return _finding(ctx, ip, Status.FAIL, "sending-ip-not-authorized", summary, advice, **evidence)
+        summary = f"all {len(results)} sending IPs pass SPF for {domain}"
+    return _finding(ctx, SENDING_SUBJECT, Status.OK, "sending-ip-pass", summary, **evidence)
+
+
+def _listed(ips: list[str]) -> str:
+    more = f" and {len(ips) - SHOWN_IPS} more" if len(ips) > SHOWN_IPS else ""
+    return ", ".join(ips[:SHOWN_IPS]) + more
+
+
+def _failing_summary(failing: list[tuple[str, SpfResult]], total: int, domain: str) -> str:
+    def one(result: SpfResult) -> str:
+        why = f" ({result.trace[-1].strip()})" if result.result in ("permerror", "none") and result.trace else ""
+        return f"{result.result}{why}"
+
+    if len(failing) == 1 and total == 1:
+        return f"{failing[0][0]} does not pass SPF for {domain}: {one(failing[0][1])}"
+    kinds = sorted({result.result for _, result in failing})
+    listed = _listed([ip for ip, _ in failing])
+    return f"{len(failing)} of {total} sending IPs do not pass SPF for {domain} ({', '.join(kinds)}): {listed}"
+
+
+def _failing_advice(ips: list[str], tree: SpfNode, ctx: CheckContext) -> str:
+    terms: list[str] = []
+    for ip in ips:
+        try:
+            terms.append(f"ip{ipaddress.ip_address(ip).version}:{ip}")
+        except ValueError:
+            return f"{ip!r} is not an IP address; fix the sending_ips setting."
+    more = f" (and {len(terms) - SHOWN_IPS} more; a CIDR range such as ip4:192.0.2.0/24 is shorter)"
+    shown = " ".join(terms[:SHOWN_IPS])
+    suffix = more if len(terms) > SHOWN_IPS else ""
+    if tree.status == "ok":
+        return f"Add {shown}{suffix} to the record: {_with_term(tree.record, shown)}"
+    return f'Publish one TXT record at {tree.domain}: "{_starter_record(ctx, tree.domain)}"'
