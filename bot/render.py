@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.durations import format_duration
+from bot.i18n import N_, _, ngettext, number
 from bot.transports.base import Rendered, plain_and_html
 from checks import Finding, Report, Status
 
@@ -28,12 +29,14 @@ __all__ = [
     "canary_history_text",
     "canary_launch_line",
     "complaints_text",
+    "event_kind",
     "history_text",
     "html_report",
     "matrix_report",
     "plain_and_html",
     "pre",
     "render_verdict",
+    "status_name",
     "status_text",
     "status_word",
     "text_report",
@@ -46,8 +49,16 @@ CHECK_WIDTH = 8
 FOLD_AFTER = 6
 
 
+# The status as a person reads it; --json and the metrics keep `status.value`.
+STATUS_NAMES = {Status.OK: N_("ok"), Status.WARN: N_("warn"), Status.FAIL: N_("fail"), Status.UNKNOWN: N_("unknown")}
+
+
+def status_name(status: Status) -> str:
+    return _(STATUS_NAMES[status])
+
+
 def status_word(status: Status) -> str:
-    return f"{MARKS[status]} {status.value}"
+    return f"{MARKS[status]} {status_name(status)}"
 
 
 def _fit(text: str, width: int) -> str:
@@ -59,9 +70,10 @@ def _summary_line(report: Report) -> str:
     for finding in report.findings:
         counts[finding.status] = counts.get(finding.status, 0) + 1
     worst_first = sorted(Status, key=lambda status: status.severity, reverse=True)
-    parts = [f"{counts[s]} {s.value}" for s in worst_first if counts.get(s)]
-    kind = report.target.json_kind
-    return f"{report.target.value} ({kind}): {status_word(report.status)} — {', '.join(parts) or 'no findings'}"
+    parts = [f"{number(counts[s])} {status_name(s)}" for s in worst_first if counts.get(s)]
+    kind = _("ip") if report.target.is_ip else _("domain")
+    found = ", ".join(parts) or _("no findings")
+    return f"{report.target.value} ({kind}): {status_word(report.status)} — {found}"
 
 
 def text_report(report: Report, width: int = 80) -> str:
@@ -90,7 +102,8 @@ def _html_row(finding: Finding) -> str:
 
 def _html_table(findings: Sequence[Finding]) -> str:
     rows = "".join(_html_row(finding) for finding in findings)
-    return f"<table><tr><th></th><th>check</th><th>subject</th><th>result</th></tr>{rows}</table>"
+    head = "".join(f"<th>{html.escape(word)}</th>" for word in ("", _("check"), _("subject"), _("result")))
+    return f"<table><tr>{head}</tr>{rows}</table>"
 
 
 def html_report(report: Report) -> str:
@@ -104,7 +117,8 @@ def html_report(report: Report) -> str:
     if problems:
         parts.append(_html_table(problems))
     if fine:
-        parts.append(f"<details><summary>{len(fine)} passed</summary>{_html_table(fine)}</details>")
+        passed = ngettext("{count} passed", "{count} passed", len(fine)).format(count=number(len(fine)))
+        parts.append(f"<details><summary>{passed}</summary>{_html_table(fine)}</details>")
     return "".join(parts)
 
 
@@ -122,10 +136,14 @@ def pre(text: str) -> Rendered:
 
 def spf_text(domain: str, ip: str, result: SpfResult) -> str:
     """`repbot spf` output: the result, the explanation, the counts and the evaluation trace."""
-    lines = [f"SPF for {ip} at {domain}: {result.result}"]
-    if result.explanation:
-        lines.append(f"explanation: {result.explanation}")
-    lines.append(f"DNS lookups: {result.lookups} of 10, void lookups: {result.void_lookups} of 2")
+    lines = [_("SPF for {ip} at {domain}: {result}").format(ip=ip, domain=domain, result=result.result)]
+    if result.explanation:  # the domain's own words, quoted as it wrote them
+        lines.append(_("explanation: {text}").format(text=result.explanation))
+    lines.append(
+        _("DNS lookups: {lookups} of 10, void lookups: {void} of 2").format(
+            lookups=result.lookups, void=result.void_lookups
+        )
+    )
     lines.extend(f"  {step}" for step in result.trace)
     return "\n".join(lines)
 
@@ -137,7 +155,7 @@ class _ZoneHealthLike(Protocol):
 def lists_text(health: Sequence[_ZoneHealthLike]) -> str:
     """`repbot lists` output: one line per zone with its kind and live health."""
     rows = [zone.to_json() for zone in health]
-    lines = [f"{'zone':<34} {'kind':<11} health"]
+    lines = [f"{_('zone'):<34} {_('kind'):<11} {_('health')}"]
     for row in rows:
         detail = f" ({row['detail']})" if row.get("detail") else ""
         lines.append(f"{_fit(str(row['zone']), 34):<34} {row['kind']!s:<11} {row['health']}{detail}")
@@ -146,7 +164,9 @@ def lists_text(health: Sequence[_ZoneHealthLike]) -> str:
 
 def render_verdict(verdict: CanaryVerdict) -> Rendered:
     """The thread reply: mark, summary, the quoted evidence, what to do."""
-    head = f"{MARKS[verdict.status]} canary {verdict.canary.name} ({verdict.canary.token}): {verdict.summary}"
+    head = _("{mark} canary {name} ({token}): {summary}").format(
+        mark=MARKS[verdict.status], name=verdict.canary.name, token=verdict.canary.token, summary=verdict.summary
+    )
     lines = [head, *(f"> {line}" for line in verdict.lines[:8])]
     if verdict.advice:
         lines.append(verdict.advice)
@@ -158,10 +178,12 @@ def render_verdict(verdict: CanaryVerdict) -> Rendered:
 def canary_launch_line(name: str, sent: Canary | Finding) -> str:
     """`!canary`: one line per seed, sent (until when), not sent (why), or not even tried (why)."""
     if isinstance(sent, Finding):
-        return f"{name}: not sent: {sent.summary}"
+        return _("{name}: not sent: {reason}").format(name=name, reason=sent.summary)
     if sent.submitted:
-        return f"{name}: sent ({sent.token}), checking until {sent.deadline_at:%H:%M} UTC"
-    return f"{name}: not sent ({sent.error or sent.reply}); the verdict follows"
+        return _("{name}: sent ({token}), checking until {time} UTC").format(
+            name=name, token=sent.token, time=f"{sent.deadline_at:%H:%M}"
+        )
+    return _("{name}: not sent ({reason}); the verdict follows").format(name=name, reason=sent.error or sent.reply)
 
 
 def canary_history_text(history: Mapping[str, Sequence[Mapping[str, Any]]], name: str | None) -> str:
@@ -173,7 +195,7 @@ def canary_history_text(history: Mapping[str, Sequence[Mapping[str, Any]]], name
         for entry in entries[-10:]:
             at = str(entry.get("at", ""))[:16].replace("T", " ")
             lines.append(f"{at} {seed} {entry['canary']['token']}: {entry['kind']} — {entry['summary']}")
-    return "\n".join(lines) if lines else "no canary verdicts yet"
+    return "\n".join(lines) if lines else _("no canary verdicts yet")
 
 
 # -- the monitor's state and history ----------------------------------------------------------
@@ -190,13 +212,14 @@ def _pending(state: Mapping[str, Any], confirm: int) -> tuple[Status, str] | Non
     status = Status(json.loads(candidate)[0])
     if state.get("status") == status.value:
         return None
-    return status, f"pending confirmation ({state.get('candidate_count', 1)} of {confirm} runs)"
+    seen = state.get("candidate_count", 1)
+    return status, _("pending confirmation ({seen} of {runs} runs)").format(seen=seen, runs=confirm)
 
 
 def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], now: datetime, confirm: int = 2) -> str:
     """The stored state: a line per target with its worst status, a line per problem, pending or blind check."""
     if not states:
-        return "no results yet: the first scheduled run has not finished (try !run)"
+        return _("no results yet: the first scheduled run has not finished (try !run)")
     by_target: dict[str, list[Mapping[str, Any]]] = {}
     for state in states:
         by_target.setdefault(state["target"], []).append(state)
@@ -204,7 +227,7 @@ def status_text(states: Sequence[Mapping[str, Any]], mutes: Mapping[str, str], n
     for target, group in sorted(by_target.items()):
         lines.extend(_target_status_lines(target, group, now, confirm))
     for what, until in sorted(mutes.items()):
-        lines.append(f"muted: {what} until {until[:16].replace('T', ' ')} UTC")
+        lines.append(_("muted: {what} until {time} UTC").format(what=what, time=until[:16].replace("T", " ")))
     return "\n".join(lines)
 
 
@@ -215,38 +238,61 @@ def _target_status_lines(target: str, group: Sequence[Mapping[str, Any]], now: d
     worst = max(known, key=lambda status: status.severity, default=Status.UNKNOWN)
     seen = max(str(s.get("last_seen", "")) for s in group)
     ago = format_duration(now - datetime.fromisoformat(seen)) if seen else "?"
-    said = worst.value
+    said = status_name(worst)
     if not known and pending:
         # Nothing confirmed yet: say what was seen, and that it waits for its next run, not "unknown".
-        worst = max((status for status, _ in pending.values()), key=lambda status: status.severity)
-        said = f"{worst.value}, {min(words for _, words in pending.values())}"
-    lines = [f"{MARKS[worst]} {target}: {said}, {len(group)} checks, last run {ago} ago"]
+        worst = max((status for status, _words in pending.values()), key=lambda status: status.severity)
+        said = f"{status_name(worst)}, {min(words for _s, words in pending.values())}"
+    checks = ngettext("{count} checks", "{count} checks", len(group)).format(count=number(len(group)))
+    last = _("last run {duration} ago").format(duration=ago)
+    lines = [f"{MARKS[worst]} {target}: {said}, {checks}, {last}"]
     for state in sorted(group, key=lambda s: (s["check"], s["subject"])):
         if state.get("status") in _PROBLEMS:
             since = format_duration(now - datetime.fromisoformat(state["since"])) if state.get("since") else "?"
             mark = MARKS[Status(state["status"])]
-            lines.append(f"    {mark} {state['check']} {state['subject']} for {since}: {state.get('summary', '')}")
+            lasting = _("for {duration}").format(duration=since)
+            lines.append(f"    {mark} {state['check']} {state['subject']} {lasting}: {state.get('summary', '')}")
         waiting = pending.get(state["key"])
         if waiting is not None:
             status, words = waiting
             summary = state.get("candidate_summary", "")
-            lines.append(f"    {MARKS[status]} {state['check']} {state['subject']}: {status.value}, {words}: {summary}")
+            said = status_name(status)
+            lines.append(f"    {MARKS[status]} {state['check']} {state['subject']}: {said}, {words}: {summary}")
     for state in blind:
-        lines.append(f"    ? {state['check']} {state['subject']}: {state.get('unknown_summary', 'unknown')}")
+        summary = state.get("unknown_summary") or status_name(Status.UNKNOWN)
+        lines.append(f"    ? {state['check']} {state['subject']}: {summary}")
     return lines
+
+
+EVENT_KINDS = {
+    "problem": N_("problem"),
+    "resolved": N_("resolved"),
+    "changed": N_("changed"),
+    "evidence": N_("evidence"),
+    "cannot-check": N_("cannot check"),
+    "checking-again": N_("checking again"),
+}
+
+
+def event_kind(kind: str) -> str:
+    """An event's kind as a person reads it (the stored and JSON kind stays as it is)."""
+    return _(EVENT_KINDS[kind]) if kind in EVENT_KINDS else kind
 
 
 def history_text(entries: Sequence[Mapping[str, Any]], target: str, check: str | None) -> str:
     """The changes of one target (and check), newest last, at most HISTORY_LINES."""
     what = f"{target} {check}" if check else target
     if not entries:
-        return f"no changes recorded for {what}"
-    lines = [f"changes for {what} ({len(entries)}):"]
+        return _("no changes recorded for {what}").format(what=what)
+    lines = [_("changes for {what} ({count}):").format(what=what, count=number(len(entries)))]
     for entry in entries[-HISTORY_LINES:]:
-        lasted = f" after {format_duration(entry['lasted'])}" if entry.get("lasted") else ""
-        muted = " (muted)" if entry.get("muted") else ""
+        lasted = (
+            " " + _("after {duration}").format(duration=format_duration(entry["lasted"])) if entry.get("lasted") else ""
+        )
+        muted = " " + _("(muted)") if entry.get("muted") else ""
         stamp = str(entry["at"])[:16].replace("T", " ")
-        line = f"{stamp} {entry['kind']}{lasted} {entry['check']} {entry['subject']}: {entry['summary']}{muted}"
+        kind = event_kind(str(entry["kind"]))
+        line = f"{stamp} {kind}{lasted} {entry['check']} {entry['subject']}: {entry['summary']}{muted}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -257,8 +303,11 @@ def complaints_text(recent: Sequence[Complaint], days: int, unread: str = "") ->
 
     note = f" ({unread})" if unread else ""
     if not recent:
-        return f"no complaints in the last {days} days{note}"
-    lines = [f"{len(recent)} complaints in the last {days} days{note}"]
+        return _("no complaints in the last {days} days").format(days=days) + note
+    complaints = ngettext(
+        "{count} complaints in the last {days} days", "{count} complaints in the last {days} days", len(recent)
+    )
+    lines = [complaints.format(count=number(len(recent)), days=days) + note]
     lines += [f"  {day}: {n}" for day, n in sorted(feedback.count_by(recent, "day").items())]
     lines += [f"  {domain}: {n}" for domain, n in feedback.count_by(recent, "domain").most_common()]
     lines += [feedback.complaint_line(c) for c in recent[-10:]]

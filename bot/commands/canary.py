@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.commands.registry import Argument, Call, command
+from bot.i18n import N_
 from bot.monitor.canary import HISTORY
 from bot.render import Rendered, canary_history_text, canary_launch_line, plain_and_html, pre
 
@@ -11,7 +12,7 @@ __all__ = ["canary_command"]
 
 @command(
     "canary",
-    help="send a canary to a seed mailbox now (or `history [name]`): where did it land?",
+    help=N_("send a canary to a seed mailbox now (or `history [name]`): where did it land?"),
     args=[Argument("name", required=False), Argument("seed", required=False)],
     costly=True,
 )

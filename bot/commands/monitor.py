@@ -7,6 +7,7 @@ from difflib import get_close_matches
 
 from bot.commands.registry import Argument, Call, _echo, command, target_arg
 from bot.durations import parse_duration
+from bot.i18n import N_
 from bot.monitor.core import Monitor
 from bot.render import Rendered, history_text, plain_and_html, pre, status_text
 from bot.transports.identity import identity_line
@@ -36,7 +37,7 @@ def mutable_names(monitor: Monitor) -> set[str]:
     return {name.lower() for name in names if name}
 
 
-@command("status", help="the monitor's current state of every IP and domain, from the store")
+@command("status", help=N_("the monitor's current state of every IP and domain, from the store"))
 async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()
@@ -47,7 +48,7 @@ async def status(call: Call) -> Rendered:
 
 @command(
     "history",
-    help="the changes seen for a target over time, optionally for one check",
+    help=N_("the changes seen for a target over time, optionally for one check"),
     args=[Argument("target", target_arg), Argument("check", str, required=False)],
 )
 async def history(call: Call) -> Rendered:
@@ -58,7 +59,7 @@ async def history(call: Call) -> Rendered:
 
 @command(
     "mute",
-    help="keep alerts about a check, target or zone out of the room for a while (still recorded)",
+    help=N_("keep alerts about a check, target or zone out of the room for a while (still recorded)"),
     args=[Argument("what", str.lower), Argument("duration", parse_duration)],
 )
 async def mute(call: Call) -> Rendered:
@@ -77,7 +78,7 @@ async def mute(call: Call) -> Rendered:
     return plain_and_html(f"muted {call.args['what']} until {shown}: its alerts are recorded, not posted")
 
 
-@command("unmute", help="post alerts about a check, target or zone again", args=[Argument("what", str.lower)])
+@command("unmute", help=N_("post alerts about a check, target or zone again"), args=[Argument("what", str.lower)])
 async def unmute(call: Call) -> Rendered:
     monitor = _monitor(call)
     with monitor.store.batch():
@@ -87,7 +88,7 @@ async def unmute(call: Call) -> Rendered:
 
 @command(
     "run",
-    help="run a monitor job now (blocklists, domains, tls, ...), or all of them",
+    help=N_("run a monitor job now (blocklists, domains, tls, ...), or all of them"),
     args=[Argument("family", str.lower, required=False)],
     costly=True,
 )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bot.commands.registry import Argument, Call, command, ip_arg
 from bot.config.providers import feedback_settings
+from bot.i18n import N_
 from bot.monitor.providers import JOURNAL_FILE, collect_complaints, snds_reports
 from bot.render import Rendered, complaints_text, matrix_report, plain_and_html, pre
 from checks import Finding
@@ -29,7 +30,7 @@ def _days(text: str) -> int:
 
 @command(
     "snds",
-    help="Microsoft SNDS: colour, complaints, trap hits and block status",
+    help=N_("Microsoft SNDS: colour, complaints, trap hits and block status"),
     args=[Argument("ip", ip_arg, required=False)],
     costly=True,
 )
@@ -42,7 +43,7 @@ async def snds_command(call: Call) -> Rendered:
 
 @command(
     "complaints",
-    help="complaints from the feedback loops, per day and per domain",
+    help=N_("complaints from the feedback loops, per day and per domain"),
     args=[Argument("days", _days, required=False)],
 )
 async def complaints_command(call: Call) -> Rendered:

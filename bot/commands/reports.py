@@ -20,6 +20,7 @@ from typing import TypeVar
 from bot.commands.registry import Argument, Call, command
 from bot.config.loader import Config
 from bot.config.reports import store_path
+from bot.i18n import N_
 from bot.monitor.reports import classify_rows
 from bot.render import Rendered, plain_and_html
 from checks.reports import FIXES, DmarcReport, Extracted, TlsReport, read_paths
@@ -93,7 +94,7 @@ def _dmarc_table(rows: Sequence[DmarcRow], verdicts: dict[str, SourceVerdict], d
 
 @command(
     "dmarc",
-    help="what the DMARC reports counted, per reporter and source IP, unknown sources first (default 7 days)",
+    help=N_("what the DMARC reports counted, per reporter and source IP, unknown sources first (default 7 days)"),
     args=[Argument("days", _days, required=False)],
     costly=True,
 )
@@ -122,7 +123,7 @@ def _tls_lines(rows: Sequence[TlsRow], days: int) -> list[str]:
 
 @command(
     "tlsrpt",
-    help="what the SMTP TLS reports counted: sessions per domain, failures by MX and type, with the fix",
+    help=N_("what the SMTP TLS reports counted: sessions per domain, failures by MX and type, with the fix"),
     args=[Argument("days", _days, required=False)],
 )
 async def tlsrpt_command(call: Call) -> Rendered:

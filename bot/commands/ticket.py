@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from bot.commands.registry import Argument, Call, command, ip_arg
 from bot.config.loader import Config
+from bot.i18n import N_
 from bot.render import Rendered, plain_and_html, pre
 from bot.ticket import gather
 from bot.transports.base import DeliveryError
-from checks.ticket import PROVIDERS, parse_provider, ticket_text
+from checks.ticket import parse_provider, ticket_text
 
 __all__ = ["default_ip", "ticket_command", "ticket_filename"]
 
@@ -27,7 +28,7 @@ def ticket_filename(provider: str, ip: str) -> str:
 
 @command(
     "ticket",
-    help=f"a ready-to-paste delisting request with the dated evidence, as text and a file ({', '.join(PROVIDERS)})",
+    help=N_("a ready-to-paste delisting request with the dated evidence, as text and a file, for one provider"),
     args=[Argument("provider", parse_provider), Argument("ip", ip_arg, required=False)],
     costly=True,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.commands.registry import Argument, Call, command, target_arg
+from bot.i18n import N_
 from bot.render import Rendered, plain_and_html
 from bot.timeline import timeline_png
 from bot.transports.base import DeliveryError
@@ -29,7 +30,7 @@ def _target_or_days(text: str) -> str | int:
 
 @command(
     "timeline",
-    help="a picture of the last days (default 30): a row per blocklist, SNDS, complaints and canary",
+    help=N_("a picture of the last days (default 30): a row per blocklist, SNDS, complaints and canary"),
     args=[Argument("target", _target_or_days, required=False), Argument("days", _days, required=False)],
 )
 async def timeline(call: Call) -> Rendered | None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from bot.commands.registry import Argument, Call, Services, command
+from bot.i18n import N_
 from bot.monitor.canary import HISTORY, stored_verdicts
 from bot.monitor.traffic import SMARTHOST_NOTE, TrafficFollower, provider_join, seed_provider
 from bot.render import Rendered, plain_and_html
@@ -102,7 +103,7 @@ def _args(call: Call) -> tuple[str | None, int]:
 
 @command(
     "traffic",
-    help="what the MTA log says of outbound mail: per provider sent, deferred, bounced, the replies explained",
+    help=N_("what the MTA log says of outbound mail: per provider sent, deferred, bounced, the replies explained"),
     args=[Argument("provider", str, required=False), Argument("days", str, required=False)],
 )
 async def traffic_command(call: Call) -> Rendered:

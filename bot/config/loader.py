@@ -113,6 +113,7 @@ class Config:
     canary: CanaryConfig | None = None
     reports: ReportsConfig | None = None
     traffic: TrafficConfig | None = None
+    language: str = "en"  # [bot] language: the rooms' default, and the monitor's
     source: str = ""
 
     def dkim_selectors(self) -> dict[str, tuple[str, ...]]:
@@ -172,6 +173,15 @@ def _read_dnsbl(root: Section) -> tuple[DnsblSettings, Secret | None]:
     section.finish()
     # The key is read only when lookups start: `config check` must not run the operator's commands.
     return settings, key
+
+
+def _read_bot(root: Section) -> str:
+    from bot.i18n import LANGUAGES
+
+    section = root.table("bot")
+    language = section.choice("language", "en", LANGUAGES)
+    section.finish()
+    return language
 
 
 def _read_monitor(root: Section) -> MonitorConfig:
@@ -274,6 +284,7 @@ def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
         canary=_optional(root, "canary", _read_canary),
         reports=_optional(root, "reports", _read_reports),
         traffic=_optional(root, "traffic", _read_traffic),
+        language=_read_bot(root),
         source=source,
     )
     root.finish()

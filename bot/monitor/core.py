@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from bot.config.loader import Config
+from bot.i18n import _, use_language
+from bot.language import room_language
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
 from bot.monitor.store import Store
 from bot.render import MARKS, Rendered, plain_and_html
@@ -139,6 +141,13 @@ class Monitor:
         self.jobs: dict[str, Job] = {}
         self._runs: set[asyncio.Task[Any]] = set()
 
+    def language(self) -> str:
+        """The language alerts and the digest are worded in: the first alert room's choice, else [bot] language.
+
+        One message goes to every alert room (one outbox item), so it is worded once."""
+        rooms = list(self.transport.alert_rooms)
+        return room_language(self.config, self, rooms[0]) if rooms else self.config.language
+
     def __repr__(self) -> str:
         return f"<Monitor {sorted(self.families)} {self.store.path}>"
 
@@ -209,7 +218,7 @@ class Monitor:
         events: list[Event] = []
         # A lying resolver is said once, for the whole run, not as "cannot check" for each check after a while.
         blind = dataclasses.replace(self.rules, unknown_after=timedelta.max)
-        with self.store.batch():
+        with self.store.batch(), use_language(self.language()):
             # Findings may quote a server that echoed a secret (an IMAP NO with the LOGIN line): masked
             # here, before they become state, history or an alert.
             for report in map(mask_report, reports):
@@ -231,13 +240,17 @@ class Monitor:
         if lies and said is None:
             summary = lies[0].summary
             self.store.set_meta(_RESOLVER_META, str(lies[0].evidence.get("resolver", "")))
-            text = f"{MARKS[Status.UNKNOWN]} {summary}. No blocklist, SPF, DKIM or DMARC verdict is drawn from it."
+            text = f"{MARKS[Status.UNKNOWN]} {summary}. " + _(
+                "No blocklist, SPF, DKIM or DMARC verdict is drawn from it."
+            )
             self._enqueue(plain_and_html(text), alert_id=f"resolver-lies-{uuid.uuid4().hex[:12]}")
             log.warning("%s", summary)
         elif not lies and said is not None and any(f.check in _resolver_checks() for r in reports for f in r.findings):
             # Only a run of the checks the probe guards says the resolver is honest again (not SNDS, not canaries).
             self.store.set_meta(_RESOLVER_META, None)
-            text = f"{MARKS[Status.OK]} the resolver at {said} answers truthfully again: checking again."
+            text = f"{MARKS[Status.OK]} " + _(
+                "the resolver at {address} answers truthfully again: checking again."
+            ).format(address=said)
             self._enqueue(plain_and_html(text), alert_id=f"resolver-honest-{uuid.uuid4().hex[:12]}")
 
     def _record(self, events: Sequence[Event], now: datetime) -> None:
@@ -402,8 +415,9 @@ class Monitor:
         if self.store.get_meta("digest_day") == day:
             return None
         since = (now - timedelta(days=1)).isoformat()
-        extra = self._digest_lines(now)
-        message = digest_message(self.store.states(), self.store.history(since=since), now, extra)
+        with use_language(self.language()):
+            extra = self._digest_lines(now)
+            message = digest_message(self.store.states(), self.store.history(since=since), now, extra)
         weekly = self.config.digest.timeline_weekday
         with self.store.batch():
             self.store.set_meta("digest_day", day)
