@@ -35,7 +35,7 @@ def _extracted() -> dict[str | tuple[str, ...], str]:
     """Every message id the code marks, with where it is, as `pybabel extract` finds them."""
     found: dict[str | tuple[str, ...], str] = {}
     for filename, lineno, message, _comments, _context in extract_from_dir(
-        str(ROOT), method_map=[("bot/**.py", "python")], keywords=KEYWORDS
+        str(ROOT), method_map=[("bot/**.py", "python"), ("checks/**.py", "python")], keywords=KEYWORDS
     ):
         key = message if isinstance(message, str) else tuple(m for m in message if m)
         found[key] = f"{filename}:{lineno}"

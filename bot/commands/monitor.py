@@ -7,7 +7,7 @@ from difflib import get_close_matches
 
 from bot.commands.registry import Argument, Call, _echo, command, target_arg
 from bot.durations import parse_duration
-from bot.i18n import N_
+from bot.i18n import N_, _, ngettext, number
 from bot.monitor.core import Monitor
 from bot.render import Rendered, history_text, plain_and_html, pre, status_text
 from bot.transports.identity import identity_line
@@ -18,7 +18,7 @@ __all__ = ["history", "mute", "run", "status", "unmute"]
 def _monitor(call: Call) -> Monitor:
     monitor = call.services.monitor
     if monitor is None:
-        raise LookupError("the monitor is not running")
+        raise LookupError(_("the monitor is not running"))
     return monitor
 
 
@@ -30,7 +30,7 @@ def mutable_names(monitor: Monitor) -> set[str]:
 
     config = monitor.config
     names = {*config.monitor.ips, *config.monitor.domains, *monitor.families, DANE}
-    names |= {name for name, _ in (*domain_checks(), *ip_checks())}
+    names |= {name for name, _check in (*domain_checks(), *ip_checks())}
     names |= {zone.name for zone in load_catalog(monitor.ctx.dnsbl).zones}
     for state in monitor.store.states():
         names.update(str(state.get(key, "")) for key in ("target", "check", "subject"))
@@ -69,13 +69,15 @@ async def mute(call: Call) -> Rendered:
     if what not in known:
         # A typo would mute nothing and say nothing: refuse it, with the names it was probably meant to be.
         near = get_close_matches(what, sorted(known), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(near)}?" if near else "; see !status for the names"
-        return plain_and_html(f"{_echo(what)} matches no target, check or zone, so nothing was muted{hint}")
+        hint = _("; did you mean {names}?").format(names=", ".join(near)) if near else _("; see !status for the names")
+        text = _("{what} matches no target, check or zone, so nothing was muted").format(what=_echo(what))
+        return plain_and_html(text + hint)
     until = monitor.clock().astimezone(UTC) + call.args["duration"]
     with monitor.store.batch():
         monitor.store.mute(call.args["what"], until.isoformat())
     shown = until.strftime("%Y-%m-%d %H:%M UTC")
-    return plain_and_html(f"muted {call.args['what']} until {shown}: its alerts are recorded, not posted")
+    text = _("muted {what} until {time}: its alerts are recorded, not posted")
+    return plain_and_html(text.format(what=call.args["what"], time=shown))
 
 
 @command("unmute", help=N_("post alerts about a check, target or zone again"), args=[Argument("what", str.lower)])
@@ -83,7 +85,8 @@ async def unmute(call: Call) -> Rendered:
     monitor = _monitor(call)
     with monitor.store.batch():
         removed = monitor.store.unmute(call.args["what"])
-    return plain_and_html(f"unmuted {call.args['what']}" if removed else f"{call.args['what']} was not muted")
+    text = _("unmuted {what}") if removed else _("{what} was not muted")
+    return plain_and_html(text.format(what=call.args["what"]))
 
 
 @command(
@@ -96,14 +99,16 @@ async def run(call: Call) -> Rendered:
     monitor = _monitor(call)
     wanted = call.args.get("family")
     if wanted is not None and wanted not in monitor.families:
-        known = ", ".join(sorted(monitor.families)) or "none configured"
-        return plain_and_html(f"no job {wanted!r}; the jobs are: {known}")
+        known = ", ".join(sorted(monitor.families)) or _("none configured")
+        return plain_and_html(_("no job {job!r}; the jobs are: {jobs}").format(job=wanted, jobs=known))
     names = [wanted] if wanted else sorted(monitor.families)
     if not names:
-        return plain_and_html("nothing is monitored: add ips or domains under [monitor]")
-    parts = []
+        return plain_and_html(_("nothing is monitored: add ips or domains under [monitor]"))
+    parts, changed = [], False
     for name in names:
         events = await monitor.run_family(name)
-        parts.append(f"{name}: {len(events)} change(s)" if events else f"{name}: no change")
-    suffix = " (alerts go to the alert rooms)" if any("change(s)" in part for part in parts) else ""
-    return plain_and_html("ran " + "; ".join(parts) + suffix)
+        changed = changed or bool(events)
+        counted = ngettext("{count} change(s)", "{count} change(s)", len(events)).format(count=number(len(events)))
+        parts.append(f"{name}: {counted}" if events else f"{name}: " + _("no change"))
+    suffix = " " + _("(alerts go to the alert rooms)") if changed else ""
+    return plain_and_html(_("ran {jobs}").format(jobs="; ".join(parts)) + suffix)

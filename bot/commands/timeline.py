@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.commands.registry import Argument, Call, command, target_arg
-from bot.i18n import N_
+from bot.i18n import N_, _
 from bot.render import Rendered, plain_and_html
 from bot.timeline import timeline_png
 from bot.transports.base import DeliveryError
@@ -36,7 +36,7 @@ def _target_or_days(text: str) -> str | int:
 async def timeline(call: Call) -> Rendered | None:
     monitor = call.services.monitor
     if monitor is None:
-        return plain_and_html("the monitor is not running: no history to draw")
+        return plain_and_html(_("the monitor is not running: no history to draw"))
     first = call.args.get("target")
     target = first if isinstance(first, str) else None
     days = call.args.get("days") or (first if isinstance(first, int) else DEFAULT_DAYS)

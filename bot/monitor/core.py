@@ -202,7 +202,8 @@ class Monitor:
         family = self.families[name]
         async with self._locks[name]:
             started = time.monotonic()
-            reports = await family.run(self.ctx)
+            with use_language(self.language()):  # the findings' summaries and advice, as the alert will say them
+                reports = await family.run(self.ctx)
             events = self.process(reports)
             with self.store.batch():
                 self.store.set_meta(f"last_run:{name}", self.clock().isoformat())
