@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from datetime import datetime, tzinfo
 from pathlib import Path
 
+from babel import Locale
 from babel.dates import format_datetime
 from babel.numbers import format_decimal
 
@@ -29,6 +30,7 @@ __all__ = [
     "_",
     "active_language",
     "environment_language",
+    "language_name",
     "ngettext",
     "number",
     "parse_language",
@@ -83,6 +85,11 @@ def use_language(language: str) -> Iterator[None]:
         yield
     finally:
         _active.reset(token)
+
+
+def language_name(code: str) -> str:
+    """A language's name in the active language: "español", "Spanish"."""
+    return str(Locale.parse(code).get_display_name(_active.get()) or code)
 
 
 def parse_language(text: str) -> str:

@@ -129,3 +129,24 @@ def test_repbot_check_speaks_the_environments_language_and_json_stays_english(wo
     assert "ip): ✗ fail —" in _repbot_in("C.UTF-8", *query).stdout
     bad = _repbot_in("es_MX.UTF-8", "check", "a..b")
     assert "tiene una etiqueta vacía" in bad.stderr + bad.stdout
+
+
+def test_language_is_chosen_per_room_and_kept(tmp_path: Path, dns_server: DnsServer) -> None:
+    config = tmp_path / "repbot.toml"
+    config.write_text(f'[dns]\nnameservers = ["{dns_server.address}"]\n[state]\ndir = "{tmp_path / "state"}"\n')
+    lines = ["!language", "!language es", "!nope", "!language klingon", "!language"]
+    first = run_console(config, lines)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "this room speaks English (available: en, es)",
+        "a partir de ahora hablo español en esta sala",
+        "orden desconocida !nope: prueba !help",
+        "language: unsupported language 'klingon'; one of en, es — uso: !language [language]",
+        "en esta sala hablo español (disponibles: en, es)",
+    ]
+    again = run_console(config, ["!nope", "!language en", "!nope"])  # kept in the state, across a restart
+    assert again.stdout.splitlines() == [
+        "orden desconocida !nope: prueba !help",
+        "from now on I speak English in this room",
+        "unknown command !nope: try !help",
+    ]

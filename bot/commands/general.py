@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bot.commands.registry import Argument, Call, command, domain_arg, ip_arg, target_arg
-from bot.i18n import LANGUAGES, N_, _, parse_language, use_language
+from bot.i18n import LANGUAGES, N_, _, language_name, parse_language, use_language
 from bot.language import room_language, set_room_language
 from bot.render import Rendered, lists_text, matrix_report, plain_and_html, pre, spf_text
 from checks import parse_target
@@ -79,11 +79,11 @@ async def language_command(call: Call) -> Rendered:
         current = room_language(services.config, services.monitor, room)
         return plain_and_html(
             _("this room speaks {language} (available: {languages})").format(
-                language=current, languages=", ".join(LANGUAGES)
+                language=language_name(current), languages=", ".join(LANGUAGES)
             )
         )
     if services.monitor is None:
         return plain_and_html(_("no state to keep the choice in: set [bot] language in the configuration"))
     set_room_language(services.monitor, room, chosen)
     with use_language(chosen):  # the confirmation is the first sentence in the new language
-        return plain_and_html(_("from now on I speak {language} in this room").format(language=chosen))
+        return plain_and_html(_("from now on I speak {language} in this room").format(language=language_name(chosen)))
