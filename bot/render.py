@@ -57,6 +57,17 @@ def status_name(status: Status) -> str:
     return _(STATUS_NAMES[status])
 
 
+def _count(status: Status, count: int) -> str:
+    """ "17 ok", "2 fail" (English keeps the bare word; other languages agree it with the count)."""
+    forms = {
+        Status.OK: ngettext("{count} ok", "{count} ok", count),
+        Status.WARN: ngettext("{count} warn", "{count} warn", count),
+        Status.FAIL: ngettext("{count} fail", "{count} fail", count),
+        Status.UNKNOWN: ngettext("{count} unknown", "{count} unknown", count),
+    }
+    return forms[status].format(count=number(count))
+
+
 def status_word(status: Status) -> str:
     return f"{MARKS[status]} {status_name(status)}"
 
@@ -70,7 +81,7 @@ def _summary_line(report: Report) -> str:
     for finding in report.findings:
         counts[finding.status] = counts.get(finding.status, 0) + 1
     worst_first = sorted(Status, key=lambda status: status.severity, reverse=True)
-    parts = [f"{number(counts[s])} {status_name(s)}" for s in worst_first if counts.get(s)]
+    parts = [_count(s, counts[s]) for s in worst_first if counts.get(s)]
     kind = _("ip") if report.target.is_ip else _("domain")
     found = ", ".join(parts) or _("no findings")
     return f"{report.target.value} ({kind}): {status_word(report.status)} — {found}"
