@@ -150,3 +150,16 @@ def test_language_is_chosen_per_room_and_kept(tmp_path: Path, dns_server: DnsSer
         "from now on I speak English in this room",
         "unknown command !nope: try !help",
     ]
+
+
+def test_config_check_speaks_the_environments_language(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[dns]\ntimeout = -1\nnamservers = []\n[bot]\nlanguage = "fr"\n', encoding="utf-8")
+    done = _repbot_in("es_ES.UTF-8", "config", "check", "-c", str(bad))
+    assert done.returncode == 1
+    assert "3 problemas en la configuración:" in done.stdout
+    assert "dns.timeout: no puede ser negativo, pero hay -1" in done.stdout
+    assert "dns.namservers: clave desconocida (¿querías decir 'nameservers'?)" in done.stdout
+    assert "bot.language: se esperaba uno de en, es, pero hay 'fr'" in done.stdout
+    english = _repbot_in("C", "config", "check", "-c", str(bad))
+    assert "dns.namservers: unknown key (did you mean 'nameservers'?)" in english.stdout
