@@ -15,11 +15,11 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from pathlib import Path
 
 from babel import Locale
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "N_",
     "_",
     "active_language",
+    "day_and_month",
     "environment_language",
     "language_name",
     "ngettext",
@@ -145,3 +146,8 @@ def time_of_day(moment: datetime, zone: tzinfo | None = None) -> str:
     """A 24-hour time in the operator's zone: "14:05"."""
     local = moment.astimezone(zone) if zone is not None else moment
     return format_datetime(local, "HH:mm", tzinfo=local.tzinfo, locale=_active.get())
+
+
+def day_and_month(day: date) -> str:
+    """A short date for an axis: "01 Dec" / "01 dic"."""
+    return str(format_date(day, "dd MMM", locale=_active.get())).rstrip(".")

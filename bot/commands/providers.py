@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bot.commands.registry import Argument, Call, command, ip_arg
 from bot.config.providers import feedback_settings
-from bot.i18n import N_
+from bot.i18n import N_, _
 from bot.monitor.providers import JOURNAL_FILE, collect_complaints, snds_reports
 from bot.render import Rendered, complaints_text, matrix_report, plain_and_html, pre
 from checks import Finding
@@ -21,10 +21,10 @@ MAX_DAYS = 90
 
 def _days(text: str) -> int:
     if not text.isdecimal():
-        raise ValueError(f"{text[:20]!r} is not a number of days")
+        raise ValueError(_("{text!r} is not a number of days").format(text=text[:20]))
     value = int(text)
     if not 1 <= value <= MAX_DAYS:
-        raise ValueError(f"give 1 to {MAX_DAYS} days")
+        raise ValueError(_("give 1 to {limit} days").format(limit=MAX_DAYS))
     return value
 
 
@@ -37,7 +37,7 @@ def _days(text: str) -> int:
 async def snds_command(call: Call) -> Rendered:
     reports = await snds_reports(call.services.config, call.services.ctx, call.args.get("ip"))
     if not reports:
-        return plain_and_html("SNDS is not configured: add an [snds] section (see docs/providers.md)")
+        return plain_and_html(_("SNDS is not configured: add an [snds] section (see docs/providers.md)"))
     return matrix_report(reports)
 
 
@@ -50,13 +50,17 @@ async def complaints_command(call: Call) -> Rendered:
     config, ctx = call.services.config, call.services.ctx
     settings = feedback_settings(config, ctx)
     if settings is None:
-        return plain_and_html("no feedback mailbox is configured: add a [feedback] section (see docs/providers.md)")
+        return plain_and_html(_("no feedback mailbox is configured: add a [feedback] section (see docs/providers.md)"))
     days = call.args.get("days") or 7
     journal = feedback.JsonlJournal(Path(config.state_dir) / JOURNAL_FILE)
     # Collect first, so that reports waiting in the mailbox count before the first scheduled run.
     collected = await attempt("complaints", "feedback mailbox", collect_complaints(settings, journal, ctx.clock()), ctx)
-    unread = f"the feedback mailbox cannot be read now: {collected.summary}" if isinstance(collected, Finding) else ""
+    unread = (
+        _("the feedback mailbox cannot be read now: {reason}").format(reason=collected.summary)
+        if isinstance(collected, Finding)
+        else ""
+    )
     recent = journal.complaints(ctx.clock() - timedelta(days=days))
     if not recent and unread and not journal.path.exists():
-        return plain_and_html(f"nothing has been collected yet: {unread}")
+        return plain_and_html(_("nothing has been collected yet: {reason}").format(reason=unread))
     return pre(complaints_text(recent, days, unread))
