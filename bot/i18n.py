@@ -60,8 +60,9 @@ def _catalog(language: str) -> gettext.NullTranslations:
 
 
 def _(message: str) -> str:
-    """`message` in the active language (English when the catalog lacks it)."""
-    return _catalog(_active.get()).gettext(message)
+    """`message` in the active language (English when the catalog lacks it); "" stays "" (gettext would give the
+    catalog's header for it)."""
+    return _catalog(_active.get()).gettext(message) if message else message
 
 
 def ngettext(singular: str, plural: str, count: int) -> str:

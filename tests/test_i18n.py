@@ -97,6 +97,7 @@ def test_english_is_the_source_and_the_fallback() -> None:
             _("sorry, I only take commands from my admins") == "lo siento, solo acepto órdenes de mis administradores"
         )
         assert _("a sentence no catalog has") == "a sentence no catalog has"
+        assert _("") == ""  # an empty advice stays empty, never the catalog's header
     with use_language("xx"):
         assert _("unknown option --{name}") == "unknown option --{name}"
 
