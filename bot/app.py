@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from bot.chat import user_matches
 from bot.commands.catalog import REGISTRY
 from bot.commands.registry import Access, Call, Invocation, ParseFailure, Registry, Services
+from bot.i18n import N_, _, use_language
+from bot.language import room_language
 from bot.render import Rendered, plain_and_html
 from bot.transports.base import DeliveryError, Incoming
 
@@ -24,7 +26,7 @@ __all__ = ["Bot", "Permissions", "RateLimiter"]
 log = logging.getLogger("repbot.bot")
 
 WORKING = "👀"
-INTERNAL_ERROR = "internal error, see the logs"
+INTERNAL_ERROR = N_("internal error, see the logs")
 HOUR = 3600.0
 
 
@@ -79,7 +81,8 @@ class Bot:
     async def handle(self, incoming: Incoming) -> None:
         """Answer one command line (or stay silent); never raises, whatever the line or the handler does."""
         try:
-            await self._handle(incoming)
+            with use_language(room_language(self.services.config, self.services.monitor, incoming.room)):
+                await self._handle(incoming)
         except Exception:
             # The last guard: a bug anywhere in parsing or replying must cost one line, never the bot.
             log.exception("command line from %s failed", incoming.sender)
@@ -95,7 +98,7 @@ class Bot:
             # Checked before the arguments are parsed: a stranger's line costs a log line, nothing more.
             log.info("ignored !%s from %s (not an admin)", command.name, incoming.sender)
             if self.permissions.answer_strangers:
-                await self._reply(incoming, plain_and_html("sorry, I only take commands from my admins"))
+                await self._reply(incoming, plain_and_html(_("sorry, I only take commands from my admins")))
             return
         parsed = self.registry.bind(command, words)
         if isinstance(parsed, ParseFailure):
@@ -105,7 +108,9 @@ class Bot:
             wait = self.limiter.wait_for(incoming.sender)
             if wait > 0:
                 minutes = max(1, round(wait / 60))
-                text = f"rate limit: {self.limiter.per_hour} costly commands an hour; try again in {minutes} min"
+                text = _("rate limit: {count} costly commands an hour; try again in {minutes} min").format(
+                    count=self.limiter.per_hour, minutes=minutes
+                )
                 await self._reply(incoming, plain_and_html(text))
                 return
         await self._run(incoming, parsed)
@@ -123,7 +128,7 @@ class Bot:
             reply = await parsed.command.handler(call)
         except Exception:
             log.exception("!%s from %s failed", parsed.command.name, incoming.sender)
-            reply = plain_and_html(INTERNAL_ERROR)
+            reply = plain_and_html(_(INTERNAL_ERROR))
         finally:
             await transport.typing(incoming.room, False)
         if reply is not None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO
 
 from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
+from bot.i18n import environment_language, use_language
 from bot.secrets import mask
 from checks import CheckError, Report, Status, Target, TargetError, parse_nameserver, parse_target
 
@@ -450,6 +451,13 @@ def _main(argv: Sequence[str] | None) -> int:
     from bot.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)
+    # The CLI's text speaks the environment's language; JSON never is translated, and `run` speaks each room's.
+    speaks = "en" if getattr(args, "json", False) or args.command == "run" else environment_language()
+    with use_language(speaks):
+        return _dispatch(parser, args)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_UNKNOWN

@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-__all__ = ["MAX_DURATION", "format_duration", "parse_duration"]
+from babel.units import format_unit
+
+from bot.i18n import _, active_language
+
+__all__ = ["MAX_DURATION", "format_ago", "format_duration", "parse_duration"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PART = re.compile(r"(\d+)\s*([smhdw])")
@@ -36,15 +40,32 @@ def parse_duration(text: str, maximum: timedelta = MAX_DURATION) -> timedelta:
 
 
 def format_duration(delta: timedelta | float) -> str:
-    """A short human duration with its two largest units: `45 s`, `15 min`, `3 h 20 min`, `3 d 4 h`."""
+    """A short human duration with its two largest units: `45 s`, `15 min`, `3 h 20 min`, `3 d 4 h`, in the
+    active language (Babel's short units: "3 d 4 h" in Spanish too)."""
     total = int(delta.total_seconds() if isinstance(delta, timedelta) else delta)
     if total < 60:
-        return f"{max(total, 0)} s"
+        return _unit(max(total, 0), "second")
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes = rest // 60
     if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
+        return f"{_unit(days, 'day')} {_unit(hours, 'hour')}" if hours else _unit(days, "day")
     if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{minutes} min"
+        return f"{_unit(hours, 'hour')} {_unit(minutes, 'minute')}" if minutes else _unit(hours, "hour")
+    return _unit(minutes, "minute")
+
+
+# English keeps the bot's own abbreviations (Babel's short English says "3 days 4 hr").
+_ENGLISH = {"second": "s", "minute": "min", "hour": "h", "day": "d"}
+
+
+def _unit(amount: int, unit: str) -> str:
+    language = active_language()
+    if language == "en":
+        return f"{amount} {_ENGLISH[unit]}"
+    return format_unit(amount, f"duration-{unit}", length="short", locale=language)
+
+
+def format_ago(delta: timedelta) -> str:
+    """ "3 d 4 h ago" / "hace 3 d 4 h"."""
+    return _("{duration} ago").format(duration=format_duration(delta))

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.durations import format_duration
+from bot.i18n import N_, _, ngettext, number
 from bot.transports.base import Rendered, plain_and_html
 from checks import Finding, Report, Status
 
@@ -29,12 +30,14 @@ __all__ = [
     "canary_history_text",
     "canary_launch_line",
     "complaints_text",
+    "event_kind",
     "history_text",
     "html_report",
     "matrix_report",
     "plain_and_html",
     "pre",
     "render_verdict",
+    "status_name",
     "status_text",
     "status_word",
     "text_report",
@@ -47,8 +50,27 @@ CHECK_WIDTH = 8
 FOLD_AFTER = 6
 
 
+# The status as a person reads it; --json and the metrics keep `status.value`.
+STATUS_NAMES = {Status.OK: N_("ok"), Status.WARN: N_("warn"), Status.FAIL: N_("fail"), Status.UNKNOWN: N_("unknown")}
+
+
+def status_name(status: Status) -> str:
+    return _(STATUS_NAMES[status])
+
+
+def _count(status: Status, count: int) -> str:
+    """ "17 ok", "2 fail" (English keeps the bare word; other languages agree it with the count)."""
+    forms = {
+        Status.OK: ngettext("{count} ok", "{count} ok", count),
+        Status.WARN: ngettext("{count} warn", "{count} warn", count),
+        Status.FAIL: ngettext("{count} fail", "{count} fail", count),
+        Status.UNKNOWN: ngettext("{count} unknown", "{count} unknown", count),
+    }
+    return forms[status].format(count=number(count))
+
+
 def status_word(status: Status) -> str:
-    return f"{MARKS[status]} {status.value}"
+    return f"{MARKS[status]} {status_name(status)}"
 
 
 def _fit(text: str, width: int) -> str:
@@ -60,9 +82,10 @@ def _summary_line(report: Report) -> str:
     for finding in report.findings:
         counts[finding.status] = counts.get(finding.status, 0) + 1
     worst_first = sorted(Status, key=lambda status: status.severity, reverse=True)
-    parts = [f"{counts[s]} {s.value}" for s in worst_first if counts.get(s)]
-    kind = report.target.json_kind
-    return f"{report.target.value} ({kind}): {status_word(report.status)} — {', '.join(parts) or 'no findings'}"
+    parts = [_count(s, counts[s]) for s in worst_first if counts.get(s)]
+    kind = _("ip") if report.target.is_ip else _("domain")
+    found = ", ".join(parts) or _("no findings")
+    return f"{report.target.value} ({kind}): {status_word(report.status)} — {found}"
 
 
 def text_report(report: Report, width: int = 80) -> str:
@@ -91,7 +114,8 @@ def _html_row(finding: Finding) -> str:
 
 def _html_table(findings: Sequence[Finding]) -> str:
     rows = "".join(_html_row(finding) for finding in findings)
-    return f"<table><tr><th></th><th>check</th><th>subject</th><th>result</th></tr>{rows}</table>"
+    head = "".join(f"<th>{html.escape(word)}</th>" for word in ("", _("check"), _("subject"), _("result")))
+    return f"<table><tr>{head}</tr>{rows}</table>"
 
 
 def html_report(report: Report) -> str:
@@ -105,7 +129,8 @@ def html_report(report: Report) -> str:
     if problems:
         parts.append(_html_table(problems))
     if fine:
-        parts.append(f"<details><summary>{len(fine)} passed</summary>{_html_table(fine)}</details>")
+        passed = ngettext("{count} passed", "{count} passed", len(fine)).format(count=number(len(fine)))
+        parts.append(f"<details><summary>{passed}</summary>{_html_table(fine)}</details>")
     return "".join(parts)
 
 
@@ -123,10 +148,14 @@ def pre(text: str) -> Rendered:
 
 def spf_text(domain: str, ip: str, result: SpfResult) -> str:
     """`repbot spf` output: the result, the explanation, the counts and the evaluation trace."""
-    lines = [f"SPF for {ip} at {domain}: {result.result}"]
-    if result.explanation:
-        lines.append(f"explanation: {result.explanation}")
-    lines.append(f"DNS lookups: {result.lookups} of 10, void lookups: {result.void_lookups} of 2")
+    lines = [_("SPF for {ip} at {domain}: {result}").format(ip=ip, domain=domain, result=result.result)]
+    if result.explanation:  # the domain's own words, quoted as it wrote them
+        lines.append(_("explanation: {text}").format(text=result.explanation))
+    lines.append(
+        _("DNS lookups: {lookups} of 10, void lookups: {void} of 2").format(
+            lookups=result.lookups, void=result.void_lookups
+        )
+    )
     lines.extend(f"  {step}" for step in result.trace)
     return "\n".join(lines)
 
@@ -138,7 +167,7 @@ class _ZoneHealthLike(Protocol):
 def lists_text(health: Sequence[_ZoneHealthLike]) -> str:
     """`repbot lists` output: one line per zone with its kind and live health."""
     rows = [zone.to_json() for zone in health]
-    lines = [f"{'zone':<34} {'kind':<11} health"]
+    lines = [f"{_('zone'):<34} {_('kind'):<11} {_('health')}"]
     for row in rows:
         detail = f" ({row['detail']})" if row.get("detail") else ""
         lines.append(f"{_fit(str(row['zone']), 34):<34} {row['kind']!s:<11} {row['health']}{detail}")
@@ -147,7 +176,9 @@ def lists_text(health: Sequence[_ZoneHealthLike]) -> str:
 
 def render_verdict(verdict: CanaryVerdict) -> Rendered:
     """The thread reply: mark, summary, the quoted evidence, what to do."""
-    head = f"{MARKS[verdict.status]} canary {verdict.canary.name} ({verdict.canary.token}): {verdict.summary}"
+    head = _("{mark} canary {name} ({token}): {summary}").format(
+        mark=MARKS[verdict.status], name=verdict.canary.name, token=verdict.canary.token, summary=verdict.summary
+    )
     lines = [head, *(f"> {line}" for line in verdict.lines[:8])]
     if verdict.advice:
         lines.append(verdict.advice)
@@ -159,10 +190,12 @@ def render_verdict(verdict: CanaryVerdict) -> Rendered:
 def canary_launch_line(name: str, sent: Canary | Finding) -> str:
     """`!canary`: one line per seed, sent (until when), not sent (why), or not even tried (why)."""
     if isinstance(sent, Finding):
-        return f"{name}: not sent: {sent.summary}"
+        return _("{name}: not sent: {reason}").format(name=name, reason=sent.summary)
     if sent.submitted:
-        return f"{name}: sent ({sent.token}), checking until {sent.deadline_at:%H:%M} UTC"
-    return f"{name}: not sent ({sent.error or sent.reply}); the verdict follows"
+        return _("{name}: sent ({token}), checking until {time} UTC").format(
+            name=name, token=sent.token, time=f"{sent.deadline_at:%H:%M}"
+        )
+    return _("{name}: not sent ({reason}); the verdict follows").format(name=name, reason=sent.error or sent.reply)
 
 
 def canary_history_text(history: Mapping[str, Sequence[Mapping[str, Any]]], name: str | None) -> str:
@@ -174,14 +207,13 @@ def canary_history_text(history: Mapping[str, Sequence[Mapping[str, Any]]], name
         for entry in entries[-10:]:
             at = str(entry.get("at", ""))[:16].replace("T", " ")
             lines.append(f"{at} {seed} {entry['canary']['token']}: {entry['kind']} — {entry['summary']}")
-    return "\n".join(lines) if lines else "no canary verdicts yet"
+    return "\n".join(lines) if lines else _("no canary verdicts yet")
 
 
 # -- the monitor's state and history ----------------------------------------------------------
 
 HISTORY_LINES = 25
 DEAD_LINES = 5  # dead letters !status shows; the log has every one
-NO_RESULTS = "no results yet: the first scheduled run has not finished (try !run)"
 _PROBLEMS = (Status.WARN.value, Status.FAIL.value)
 
 
@@ -192,7 +224,8 @@ def _pending(state: AlertState, confirm: int) -> tuple[Status, str] | None:
     status = Status(json.loads(state.candidate)[0])
     if state.status == status.value:
         return None
-    return status, f"pending confirmation ({state.candidate_count or 1} of {confirm} runs)"
+    seen = state.candidate_count or 1
+    return status, _("pending confirmation ({seen} of {runs} runs)").format(seen=seen, runs=confirm)
 
 
 def status_text(
@@ -207,13 +240,19 @@ def status_text(
     by_target: dict[str, list[AlertState]] = {}
     for state in states:
         by_target.setdefault(state.target, []).append(state)
-    lines: list[str] = [] if states else [NO_RESULTS]
+    lines: list[str] = [] if states else [_("no results yet: the first scheduled run has not finished (try !run)")]
     for target, group in sorted(by_target.items()):
         lines.extend(_target_status_lines(target, group, now, confirm))
     for what, until in sorted(mutes.items()):
-        lines.append(f"muted: {what} until {until[:16].replace('T', ' ')} UTC")
+        lines.append(_("muted: {what} until {time} UTC").format(what=what, time=until[:16].replace("T", " ")))
     if dead:
-        lines.append(f"undelivered: {len(dead)} message(s) refused by their room (newest last):")
+        lines.append(
+            ngettext(
+                "undelivered: {count} message(s) refused by their room (newest last):",
+                "undelivered: {count} message(s) refused by their room (newest last):",
+                len(dead),
+            ).format(count=number(len(dead)))
+        )
         for letter in dead[-DEAD_LINES:]:
             first = letter.item.plain.split("\n", 1)[0][:60] or letter.item.kind
             lines.append(f"    {letter.at[:16].replace('T', ' ')} {letter.room}: {letter.short_reason} — {first}")
@@ -227,39 +266,60 @@ def _target_status_lines(target: str, group: Sequence[AlertState], now: datetime
     worst = max(known, key=lambda status: status.severity, default=Status.UNKNOWN)
     seen = max(s.last_seen for s in group)
     ago = format_duration(now - datetime.fromisoformat(seen)) if seen else "?"
-    said = worst.value
+    said = status_name(worst)
     if not known and pending:
         # Nothing confirmed yet: say what was seen, and that it waits for its next run, not "unknown".
-        worst = max((status for status, _ in pending.values()), key=lambda status: status.severity)
-        said = f"{worst.value}, {min(words for _, words in pending.values())}"
-    lines = [f"{MARKS[worst]} {target}: {said}, {len(group)} checks, last run {ago} ago"]
+        worst = max((status for status, _words in pending.values()), key=lambda status: status.severity)
+        said = f"{status_name(worst)}, {min(words for _s, words in pending.values())}"
+    checks = ngettext("{count} checks", "{count} checks", len(group)).format(count=number(len(group)))
+    last = _("last run {duration} ago").format(duration=ago)
+    lines = [f"{MARKS[worst]} {target}: {said}, {checks}, {last}"]
     for state in sorted(group, key=lambda s: (s.check, s.subject)):
         if state.status in _PROBLEMS:
             since = format_duration(now - datetime.fromisoformat(state.since)) if state.since else "?"
-            lines.append(
-                f"    {MARKS[Status(state.status)]} {state.check} {state.subject} for {since}: {state.summary}"
-            )
+            mark = MARKS[Status(state.status)]
+            lasting = _("for {duration}").format(duration=since)
+            lines.append(f"    {mark} {state.check} {state.subject} {lasting}: {state.summary}")
         waiting = pending.get(state.key)
         if waiting is not None:
             status, words = waiting
             summary = state.candidate_summary
-            lines.append(f"    {MARKS[status]} {state.check} {state.subject}: {status.value}, {words}: {summary}")
+            said = status_name(status)
+            lines.append(f"    {MARKS[status]} {state.check} {state.subject}: {said}, {words}: {summary}")
     for state in blind:
-        lines.append(f"    ? {state.check} {state.subject}: {state.unknown_summary or 'unknown'}")
+        summary = state.unknown_summary or status_name(Status.UNKNOWN)
+        lines.append(f"    ? {state.check} {state.subject}: {summary}")
     return lines
+
+
+EVENT_KINDS = {
+    "problem": N_("problem"),
+    "resolved": N_("resolved"),
+    "changed": N_("changed"),
+    "evidence": N_("evidence"),
+    "cannot-check": N_("cannot check"),
+    "checking-again": N_("checking again"),
+}
+
+
+def event_kind(kind: str) -> str:
+    """An event's kind as a person reads it (the stored and JSON kind stays as it is)."""
+    return _(EVENT_KINDS[kind]) if kind in EVENT_KINDS else kind
 
 
 def history_text(entries: Sequence[HistoryEntry], target: str, check: str | None) -> str:
     """The changes of one target (and check), newest last, at most HISTORY_LINES."""
     what = f"{target} {check}" if check else target
     if not entries:
-        return f"no changes recorded for {what}"
-    lines = [f"changes for {what} ({len(entries)}):"]
+        return _("no changes recorded for {what}").format(what=what)
+    lines = [_("changes for {what} ({count}):").format(what=what, count=number(len(entries)))]
     for entry in entries[-HISTORY_LINES:]:
-        lasted = f" after {format_duration(entry.lasted)}" if entry.lasted else ""
-        muted = " (muted)" if entry.muted else ""
+        lasted = " " + _("after {duration}").format(duration=format_duration(entry.lasted)) if entry.lasted else ""
+        muted = " " + _("(muted)") if entry.muted else ""
         stamp = entry.at[:16].replace("T", " ")
-        lines.append(f"{stamp} {entry.kind}{lasted} {entry.check} {entry.subject}: {entry.summary}{muted}")
+        kind = event_kind(entry.kind)
+        line = f"{stamp} {kind}{lasted} {entry.check} {entry.subject}: {entry.summary}{muted}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -269,8 +329,11 @@ def complaints_text(recent: Sequence[Complaint], days: int, unread: str = "") ->
 
     note = f" ({unread})" if unread else ""
     if not recent:
-        return f"no complaints in the last {days} days{note}"
-    lines = [f"{len(recent)} complaints in the last {days} days{note}"]
+        return _("no complaints in the last {days} days").format(days=days) + note
+    complaints = ngettext(
+        "{count} complaints in the last {days} days", "{count} complaints in the last {days} days", len(recent)
+    )
+    lines = [complaints.format(count=number(len(recent)), days=days) + note]
     lines += [f"  {day}: {n}" for day, n in sorted(feedback.count_by(recent, "day").items())]
     lines += [f"  {domain}: {n}" for domain, n in feedback.count_by(recent, "domain").most_common()]
     lines += [feedback.complaint_line(c) for c in recent[-10:]]

@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from bot.i18n import N_, _, day_and_month, ngettext
 from bot.monitor.state import AlertState, HistoryEntry
 from checks.model import Status
 
@@ -47,21 +48,21 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     Status.UNKNOWN.value: (130, 130, 140),
     NO_DATA: (232, 232, 236),
 }
-LEGEND = (*((status.value, status.value) for status in sorted(Status, key=SEVERITY_OF)), (NO_DATA, "no data"))
+LEGEND = (*((status.value, status.value) for status in sorted(Status, key=SEVERITY_OF)), (NO_DATA, N_("no data")))
 MARK = (20, 20, 20)
 INK = (30, 30, 30)
 MUTED_INK = (95, 95, 105)
 BACKGROUND = (255, 255, 255)
 # Groups, in the order they are drawn: check id -> heading. Other checks go under "DNS and TLS".
 GROUPS = {
-    "dnsbl": "Blocklists",
-    "snds": "Microsoft SNDS",
-    "complaints": "Complaints",
-    "canary": "Canaries",
-    "dmarc-reports": "DMARC reports",  # a row per reporter: your own mail's alignment there
-    "traffic": "Outbound mail",
+    "dnsbl": N_("Blocklists"),
+    "snds": N_("Microsoft SNDS"),
+    "complaints": N_("Complaints"),
+    "canary": N_("Canaries"),
+    "dmarc-reports": N_("DMARC reports"),  # a row per reporter: your own mail's alignment there
+    "traffic": N_("Outbound mail"),
 }
-OTHER_GROUP = "DNS and TLS"
+OTHER_GROUP = N_("DNS and TLS")
 REPUTATION_CHECKS = frozenset(GROUPS)
 
 WIDTH = 800
@@ -142,7 +143,7 @@ def _label(target: str, check: str, subject: str) -> str:
 
 def _group(target: str, check: str, several_targets: bool) -> str:
     """The heading: the kind of check, and the IP for blocklists when several IPs are drawn."""
-    heading = GROUPS.get(check, OTHER_GROUP)
+    heading = _(GROUPS.get(check, OTHER_GROUP))
     return f"{heading}: {target}" if several_targets and check == "dnsbl" else heading
 
 
@@ -200,7 +201,8 @@ def _fold(rows: Sequence[Row]) -> list[Row]:
             continue
         days = tuple(max(states, key=SEVERITY.__getitem__) for states in zip(*(r.days for r in clean), strict=True))
         result += [r for r in mine if r not in clean]
-        result.append(Row(group, f"{len(clean)} zones: never listed", days, check="dnsbl"))
+        never = ngettext("{count} zones: never listed", "{count} zones: never listed", len(clean))
+        result.append(Row(group, never.format(count=len(clean)), days, check="dnsbl"))
     return result
 
 
@@ -298,7 +300,7 @@ def _axis(draw: ImageDraw.ImageDraw, geometry: Layout, first_day: date, days: in
     ticks = [day for day in range(0, days, step) if geometry.grid_left + day * geometry.cell_width + room <= last_x]
     for day in [*ticks, days - 1]:
         x = geometry.grid_left + day * geometry.cell_width
-        label = (first_day + timedelta(days=day)).strftime("%d %b")
+        label = day_and_month(first_day + timedelta(days=day))
         shown = min(x, WIDTH - MARGIN - int(draw.textlength(label, font=font)))
         draw.line((x, geometry.axis_top, x, geometry.axis_top + 5), fill=MUTED_INK, width=1)
         draw.text((shown, geometry.axis_top + 6), label, font=font, fill=MUTED_INK)
@@ -309,10 +311,11 @@ def _legend(draw: ImageDraw.ImageDraw, geometry: Layout, font: Font) -> None:
     for status, words in LEGEND:
         draw.rectangle((x, y, x + 20, y + 20), fill=COLOURS[status], outline=MUTED_INK if status == NO_DATA else None)
         x += 26
-        draw.text((x, y), words, font=font, fill=INK)
-        x += int(draw.textlength(words, font=font)) + 18
+        said = _(words)
+        draw.text((x, y), said, font=font, fill=INK)
+        x += int(draw.textlength(said, font=font)) + 18
     _mark(draw, (x, y, x + 20, y + 20))
-    draw.text((x + 26, y), "change", font=font, fill=INK)
+    draw.text((x + 26, y), _("change"), font=font, fill=INK)
 
 
 def timeline_png(
@@ -328,5 +331,5 @@ def timeline_png(
     if not rows:
         return None
     first_day = now.astimezone(UTC).date() - timedelta(days=days - 1)
-    what = target or "reputation"
-    return draw_timeline(rows, title=f"{what}: last {days} days", first_day=first_day, days=days)
+    title = _("{what}: last {days} days").format(what=target or _("reputation"), days=days)
+    return draw_timeline(rows, title=title, first_day=first_day, days=days)

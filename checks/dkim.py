@@ -12,6 +12,7 @@ from typing import Any
 
 from checks.context import CheckContext
 from checks.dns.resolver import DnsAnswer
+from checks.i18n import N_
 from checks.messages import DNS_FAILED, Messages, emit
 from checks.model import Finding, Status, Target
 
@@ -40,45 +41,45 @@ _OK, _WARN, _FAIL = Status.OK, Status.WARN, Status.FAIL
 MESSAGES: Messages = {
     "not-configured": (
         _WARN,
-        "DKIM not checked: no selector configured for {domain}",
-        'name your selectors: dkim_selectors = ["s1"] under [domains."{domain}"], or --selector NAME',
+        N_("DKIM not checked: no selector configured for {domain}"),
+        N_('name your selectors: dkim_selectors = ["s1"] under [domains."{domain}"], or --selector NAME'),
     ),
-    "key": (_OK, "{key_type} key{bits_text} at {name}{via}", ""),
+    "key": (_OK, N_("{key_type} key{bits_text} at {name}{via}"), ""),
     "missing": (
         _FAIL,
-        "no DKIM key at {name} ({outcome})",
-        'publish the selector\'s public key: {name} TXT "v=DKIM1; k=rsa; p=<base64 key>", or fix the selector name',
+        N_("no DKIM key at {name} ({outcome})"),
+        N_('publish the selector\'s public key: {name} TXT "v=DKIM1; k=rsa; p=<base64 key>", or fix the selector name'),
     ),
     "dns-failed": DNS_FAILED,
     "multiple": (
         _FAIL,
-        "{count} key records at {name}: verifiers may pick either",
-        "keep exactly one v=DKIM1 TXT record at {name}",
+        N_("{count} key records at {name}: verifiers may pick either"),
+        N_("keep exactly one v=DKIM1 TXT record at {name}"),
     ),
     "syntax": (
         _FAIL,
-        "the DKIM key record at {name} is invalid: {errors}",
-        "republish the key as your signer prints it",
+        N_("the DKIM key record at {name} is invalid: {errors}"),
+        N_("republish the key as your signer prints it"),
     ),
     "revoked": (
         _FAIL,
-        "the DKIM key at {name} is revoked (empty p=): mail signed with it fails DKIM",
-        "sign with another selector and drop {selector} from the configuration, or publish the key again",
+        N_("the DKIM key at {name} is revoked (empty p=): mail signed with it fails DKIM"),
+        N_("sign with another selector and drop {selector} from the configuration, or publish the key again"),
     ),
     "weak-key": (
         _FAIL,
-        "RSA key of {bits} bits at {name}: verifiers reject keys under 1024 bits (RFC 8301)",
-        "generate a 2048-bit key, publish it under a new selector, then switch the signer to it",
+        N_("RSA key of {bits} bits at {name}: verifiers reject keys under 1024 bits (RFC 8301)"),
+        N_("generate a 2048-bit key, publish it under a new selector, then switch the signer to it"),
     ),
     "short-key": (
         _WARN,
-        "RSA key of {bits} bits at {name}: 2048 bits is the norm",
-        "generate a 2048-bit key, publish it under a new selector, then switch the signer to it",
+        N_("RSA key of {bits} bits at {name}: 2048 bits is the norm"),
+        N_("generate a 2048-bit key, publish it under a new selector, then switch the signer to it"),
     ),
     "testing": (
         _WARN,
-        "t=y at {name}: receivers treat mail signed with this key as unsigned",
-        'remove t=y once signing works: {name} TXT "{suggested}"',
+        N_("t=y at {name}: receivers treat mail signed with this key as unsigned"),
+        N_('remove t=y once signing works: {name} TXT "{suggested}"'),
     ),
 }
 

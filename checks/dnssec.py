@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from checks.context import CheckContext
+from checks.i18n import _
 from checks.model import Finding, Status, Target
 
 __all__ = ["check"]
@@ -42,7 +43,9 @@ async def _judge(domain: str, ctx: CheckContext) -> Finding:
     authenticated = any(a.authenticated for a in (soa, dnskey) if not a.failed)
     if authenticated:
         where = "a DS at the parent" if ds.ok else "a signed parent zone"
-        return make(Status.OK, "validated", f"signed and validated: answers carry the AD bit ({where})")
+        return make(
+            Status.OK, "validated", _("signed and validated: answers carry the AD bit ({where})").format(where=where)
+        )
     if ds.ok:
         if soa.outcome == "servfail" or dnskey.outcome == "servfail":
             summary = "a DS exists at the parent but the zone's answers fail (SERVFAIL): the signatures may be bogus"
@@ -52,7 +55,9 @@ async def _judge(domain: str, ctx: CheckContext) -> Finding:
         advice = "Point repbot at a validating resolver (unbound, or a public one) so DNSSEC and DANE can be judged."
         return make(Status.UNKNOWN, "resolver-not-validating", summary, advice)
     if ds.failed and (soa.failed or dnskey.failed):
-        return make(Status.UNKNOWN, "lookup-failed", f"could not look up the DS record: {ds.describe()}")
+        return make(
+            Status.UNKNOWN, "lookup-failed", _("could not look up the DS record: {ds}").format(ds=ds.describe())
+        )
     if dnskey.ok:
         summary = "DNSKEY published but no DS at the parent: the signatures are not trusted by anyone"
         advice = f"Publish the DS record for {domain} at your registrar. {DANE_NEEDS_IT}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from checks.i18n import N_, _
 from checks.model import Finding, Status
 
 __all__ = ["DNS_FAILED", "Messages", "emit"]
@@ -13,7 +14,11 @@ __all__ = ["DNS_FAILED", "Messages", "emit"]
 Messages = Mapping[str, tuple[Status, str, str]]
 
 #: The entry every record check uses when its TXT look-up failed; evidence needs `name` and `outcome`.
-DNS_FAILED = (Status.UNKNOWN, "could not look up {name}: {outcome}", "try again later; if it lasts, check the DNS")
+DNS_FAILED = (
+    Status.UNKNOWN,
+    N_("could not look up {name}: {outcome}"),
+    N_("try again later; if it lasts, check the DNS"),
+)
 
 
 def emit(
@@ -27,5 +32,5 @@ def emit(
     """The Finding for `code`, its texts filled from `evidence`; `status` overrides the table's (no advice when OK)."""
     default, summary, advice = messages[code]
     status = status or default
-    advice = "" if status is Status.OK else advice.format_map(evidence)
-    return Finding(check, subject, status, summary.format_map(evidence), dict(evidence), advice, code)
+    advice = "" if status is Status.OK else _(advice).format_map(evidence)
+    return Finding(check, subject, status, _(summary).format_map(evidence), dict(evidence), advice, code)

@@ -12,6 +12,7 @@ from typing import Any
 import idna
 
 from checks.errors import TargetError
+from checks.i18n import _
 
 __all__ = [
     "Finding",
@@ -96,7 +97,7 @@ def parse_target(text: str) -> Target:
     """The Target for an IP address or domain name; raises TargetError saying what is wrong."""
     raw = text.strip()
     if not raw:
-        raise TargetError("empty target: give a domain name or an IP address")
+        raise TargetError(_("empty target: give a domain name or an IP address"))
     candidate = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
     try:
         address = ipaddress.ip_address(candidate)
@@ -106,17 +107,23 @@ def parse_target(text: str) -> Target:
         if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
             # A zone id names an interface of this host: no blocklist or reverse zone can answer for it.
             raise TargetError(
-                f"{_shorten(raw)!r} has a zone id (%{_shorten(address.scope_id, 20)}); give the address alone"
+                _("{target!r} has a zone id (%{zone}); give the address alone").format(
+                    target=_shorten(raw), zone=_shorten(address.scope_id, 20)
+                )
             )
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         kind = TargetKind.IPV4 if address.version == 4 else TargetKind.IPV6
         return Target(kind, address.compressed)
     if _looks_like_ipv4(candidate):
-        raise TargetError(f"{_shorten(raw)!r} is not a valid IPv4 address")
+        raise TargetError(_("{target!r} is not a valid IPv4 address").format(target=_shorten(raw)))
     if ":" in candidate:
-        raise TargetError(f"{_shorten(raw)!r} is not a valid IPv6 address")
+        raise TargetError(_("{target!r} is not a valid IPv6 address").format(target=_shorten(raw)))
     return Target(TargetKind.DOMAIN, parse_domain(raw))
+
+
+def _too_long() -> str:
+    return _("{name!r} is too long: {length} characters, the limit is {limit}")
 
 
 def parse_domain(text: str) -> str:
@@ -126,20 +133,24 @@ def parse_domain(text: str) -> str:
         name = name[:-1]
     shown = _shorten(text.strip())
     if not name:
-        raise TargetError("empty domain name")
+        raise TargetError(_("empty domain name"))
     if len(name) > MAX_NAME * 4 or (name.isascii() and len(name) > MAX_NAME):
-        raise TargetError(f"{shown!r} is too long: {len(name)} characters, the limit is {MAX_NAME}")
+        raise TargetError(_too_long().format(name=shown, length=len(name), limit=MAX_NAME))
     labels = name.split(".")
     if any(not label for label in labels):
-        raise TargetError(f"{shown!r} has an empty label (two dots in a row, or a leading dot)")
+        raise TargetError(_("{name!r} has an empty label (two dots in a row, or a leading dot)").format(name=shown))
     if len(labels) < 2:
-        raise TargetError(f"{shown!r} is a single label; give a full domain name such as example.org")
+        raise TargetError(
+            _("{name!r} is a single label; give a full domain name such as example.org").format(name=shown)
+        )
     ascii_labels = [_to_a_label(label, shown) for label in labels]
     if ascii_labels[-1].isdigit():
-        raise TargetError(f"{shown!r} is neither an IP address nor a domain (its last label is a number)")
+        raise TargetError(
+            _("{name!r} is neither an IP address nor a domain (its last label is a number)").format(name=shown)
+        )
     ascii_name = ".".join(ascii_labels)
     if len(ascii_name) > MAX_NAME:
-        raise TargetError(f"{shown!r} is too long: {len(ascii_name)} characters, the limit is {MAX_NAME}")
+        raise TargetError(_too_long().format(name=shown, length=len(ascii_name), limit=MAX_NAME))
     return ascii_name
 
 
@@ -147,13 +158,17 @@ def _to_a_label(label: str, shown: str) -> str:
     if label.isascii():
         lowered = label.lower()
         if len(lowered) > MAX_LABEL:
-            raise TargetError(f"{shown!r} has a label of {len(lowered)} characters; the limit is {MAX_LABEL}")
+            raise TargetError(
+                _("{name!r} has a label of {length} characters; the limit is {limit}").format(
+                    name=shown, length=len(lowered), limit=MAX_LABEL
+                )
+            )
         if lowered.startswith("xn--"):
             _check_idna(lowered, shown)
         elif not all(ch.isalnum() or ch == "-" for ch in lowered) or "_" in lowered:
-            raise TargetError(f"{shown!r} contains a character not allowed in a host name")
+            raise TargetError(_("{name!r} contains a character not allowed in a host name").format(name=shown))
         elif lowered.startswith("-") or lowered.endswith("-"):
-            raise TargetError(f"{shown!r} has a label that starts or ends with a hyphen")
+            raise TargetError(_("{name!r} has a label that starts or ends with a hyphen").format(name=shown))
         return lowered
     return _check_idna(label, shown)
 
@@ -162,9 +177,13 @@ def _check_idna(label: str, shown: str) -> str:
     try:
         encoded = idna.encode(label, uts46=True).decode("ascii")
     except (idna.IDNAError, UnicodeError) as error:
-        raise TargetError(f"{shown!r} is not a valid internationalised name: {error}") from None
+        raise TargetError(
+            _("{name!r} is not a valid internationalised name: {error}").format(name=shown, error=error)
+        ) from None
     if len(encoded) > MAX_LABEL:
-        raise TargetError(f"{shown!r} has a label longer than {MAX_LABEL} characters once encoded")
+        raise TargetError(
+            _("{name!r} has a label longer than {limit} characters once encoded").format(name=shown, limit=MAX_LABEL)
+        )
     return encoded
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from checks.context import CheckContext
+from checks.i18n import N_
 from checks.messages import DNS_FAILED, Messages, emit
 from checks.model import Finding, Status, Target
 
@@ -47,33 +48,56 @@ _NEW_POLICY = "change the policy and the id in {name} together"
 
 #: code -> (status, summary, advice); the {fields} come from the finding's evidence.
 MESSAGES: Messages = {
-    "record": (_OK, "MTA-STS record at {name}, id={id}", ""),
+    "record": (_OK, N_("MTA-STS record at {name}, id={id}"), ""),
     "missing": (
         _WARN,
-        "no MTA-STS record at {name}: senders may deliver to you without TLS",
-        'serve a policy at https://mta-sts.{domain}/.well-known/mta-sts.txt, then publish {name} TXT "v=STSv1; id=1"',
+        N_("no MTA-STS record at {name}: senders may deliver to you without TLS"),
+        N_(
+            "serve a policy at https://mta-sts.{domain}/.well-known/mta-sts.txt, "
+            'then publish {name} TXT "v=STSv1; id=1"'
+        ),
     ),
     "dns-failed": DNS_FAILED,
-    "multiple": (_FAIL, "{count} MTA-STS records at {name}: senders ignore them all", "keep exactly one at {name}"),
-    "syntax": (_FAIL, "the MTA-STS record at {name} is invalid: {errors}", '{name} TXT "v=STSv1; id={new_id}"'),
-    "policy": (_OK, "MTA-STS policy: mode {mode}, max_age {max_age}, mx {mx}", ""),
-    "no-policy-host": (_FAIL, "{host} does not resolve ({outcome})", "publish an A/AAAA record for {host}"),
-    "unreachable": (_UNKNOWN, "could not fetch {url} from here: {detail}", "check that {host} serves HTTPS"),
-    "fetch-timeout": (_UNKNOWN, "{url} did not answer within {timeout} s", "check the web server of {host}"),
-    "tls": (_FAIL, "{url}: TLS failed: {detail}", "give {host} a certificate valid for that name from a public CA"),
-    "redirect": (_FAIL, "{url} redirects ({status}) to {location}", "serve the policy at that URL directly"),
-    "http-status": (_FAIL, "{url} answered HTTP {status}", "serve the policy file with status 200"),
-    "too-large": (_FAIL, "{url} is larger than {limit} bytes", "serve only the policy (a few lines)"),
-    "http-error": (_FAIL, "{url}: {detail}", "check the web server of {host}"),
-    "content-type": (_WARN, "{url} is served as {content_type!r}, not text/plain", "serve it as text/plain"),
-    "policy-syntax": (_FAIL, "the MTA-STS policy at {url} is invalid: {errors}", _NEW_POLICY),
-    "short-max-age": (_WARN, "max_age={max_age}: senders forget the policy within a day", "use max_age=604800+"),
-    "mode-testing": (_WARN, "MTA-STS mode testing: failures are reported, not enforced", "then mode: enforce"),
-    "mode-none": (_WARN, "MTA-STS mode none: the policy is withdrawn", "use mode: enforce, or remove the record"),
-    "mx-covered": (_OK, "the MTA-STS mx patterns cover every MX: {mx_hosts}", ""),
-    "mx-uncovered": (_FAIL, "MX hosts not covered by the MTA-STS policy: {uncovered}", "add mx: lines; " + _NEW_POLICY),
-    "mx-dns-failed": (_UNKNOWN, "could not look up the MX of {domain}: {outcome}", "try again later"),
-    "no-mx": (_WARN, "{domain} has no MX records for the MTA-STS policy to cover", "publish MX records"),
+    "multiple": (
+        _FAIL,
+        N_("{count} MTA-STS records at {name}: senders ignore them all"),
+        N_("keep exactly one at {name}"),
+    ),
+    "syntax": (_FAIL, N_("the MTA-STS record at {name} is invalid: {errors}"), N_('{name} TXT "v=STSv1; id={new_id}"')),
+    "policy": (_OK, N_("MTA-STS policy: mode {mode}, max_age {max_age}, mx {mx}"), ""),
+    "no-policy-host": (_FAIL, N_("{host} does not resolve ({outcome})"), N_("publish an A/AAAA record for {host}")),
+    "unreachable": (_UNKNOWN, N_("could not fetch {url} from here: {detail}"), N_("check that {host} serves HTTPS")),
+    "fetch-timeout": (_UNKNOWN, N_("{url} did not answer within {timeout} s"), N_("check the web server of {host}")),
+    "tls": (
+        _FAIL,
+        N_("{url}: TLS failed: {detail}"),
+        N_("give {host} a certificate valid for that name from a public CA"),
+    ),
+    "redirect": (_FAIL, N_("{url} redirects ({status}) to {location}"), N_("serve the policy at that URL directly")),
+    "http-status": (_FAIL, N_("{url} answered HTTP {status}"), N_("serve the policy file with status 200")),
+    "too-large": (_FAIL, N_("{url} is larger than {limit} bytes"), N_("serve only the policy (a few lines)")),
+    "http-error": (_FAIL, N_("{url}: {detail}"), N_("check the web server of {host}")),
+    "content-type": (_WARN, N_("{url} is served as {content_type!r}, not text/plain"), N_("serve it as text/plain")),
+    "policy-syntax": (_FAIL, N_("the MTA-STS policy at {url} is invalid: {errors}"), _NEW_POLICY),
+    "short-max-age": (
+        _WARN,
+        N_("max_age={max_age}: senders forget the policy within a day"),
+        N_("use max_age=604800+"),
+    ),
+    "mode-testing": (_WARN, N_("MTA-STS mode testing: failures are reported, not enforced"), N_("then mode: enforce")),
+    "mode-none": (
+        _WARN,
+        N_("MTA-STS mode none: the policy is withdrawn"),
+        N_("use mode: enforce, or remove the record"),
+    ),
+    "mx-covered": (_OK, N_("the MTA-STS mx patterns cover every MX: {mx_hosts}"), ""),
+    "mx-uncovered": (
+        _FAIL,
+        N_("MX hosts not covered by the MTA-STS policy: {uncovered}"),
+        "add mx: lines; " + _NEW_POLICY,
+    ),
+    "mx-dns-failed": (_UNKNOWN, N_("could not look up the MX of {domain}: {outcome}"), N_("try again later")),
+    "no-mx": (_WARN, N_("{domain} has no MX records for the MTA-STS policy to cover"), N_("publish MX records")),
 }
 
 

@@ -16,6 +16,7 @@ import dns.rdtypes.ANY.MX
 
 from checks.context import CheckContext
 from checks.dns.resolver import DnsAnswer, reverse_pointer
+from checks.i18n import _
 from checks.model import Finding, Status, Target
 
 __all__ = ["MxHost", "MxSet", "check", "check_helo", "check_reverse", "is_generic_ptr", "mx_hosts"]
@@ -150,25 +151,35 @@ def _set_finding(mxset: MxSet, ctx: CheckContext) -> Finding:
         return Finding(MX, domain, status, summary, evidence, advice, code, ctx.clock())
 
     if mxset.kind == "unknown":
-        detail = mxset.answer.describe() if mxset.answer and mxset.answer.failed else "address look-up failed"
-        return make(Status.UNKNOWN, "lookup-failed", f"could not look up the MX records: {detail}")
+        detail = mxset.answer.describe() if mxset.answer and mxset.answer.failed else _("address look-up failed")
+        return make(
+            Status.UNKNOWN, "lookup-failed", _("could not look up the MX records: {detail}").format(detail=detail)
+        )
     if mxset.kind == "nxdomain":
         return make(
-            Status.FAIL, "nxdomain", f"{domain} does not exist (NXDOMAIN)", "Check the domain name and its delegation."
+            Status.FAIL,
+            "nxdomain",
+            _("{domain} does not exist (NXDOMAIN)").format(domain=domain),
+            _("Check the domain name and its delegation."),
         )
     if mxset.kind == "null":
         return make(
             Status.OK,
             "null-mx",
-            "null MX (0 .): this domain receives no mail; fine for a send-only domain",
-            "Bounces and DMARC/TLS reports addressed here cannot arrive; publish a real MX if it should receive mail.",
+            _("null MX (0 .): this domain receives no mail; fine for a send-only domain"),
+            _(
+                "Bounces and DMARC/TLS reports addressed here cannot arrive; "
+                "publish a real MX if it should receive mail."
+            ),
         )
     if mxset.kind == "none":
         return make(
             Status.WARN,
             "no-mx",
-            "no MX and no A/AAAA: this domain cannot receive mail",
-            f"If on purpose, publish a null MX `{domain}. IN MX 0 .`; otherwise `{domain}. IN MX 10 mail.{domain}.`",
+            _("no MX and no A/AAAA: this domain cannot receive mail"),
+            _(
+                "If on purpose, publish a null MX `{domain}. IN MX 0 .`; otherwise `{domain}. IN MX 10 mail.{domain}.`"
+            ).format(domain=domain),
         )
     evidence["records"] = records
     if mxset.kind == "implicit":
@@ -176,17 +187,19 @@ def _set_finding(mxset: MxSet, ctx: CheckContext) -> Finding:
         return make(
             Status.WARN,
             "implicit-mx",
-            f"no MX record: senders fall back to the domain's own address ({addresses})",
-            f"Publish an explicit MX, e.g. `{domain}. IN MX 10 mail.{domain}.`, or a null MX (`0 .`) if send-only.",
+            _("no MX record: senders fall back to the domain's own address ({addresses})").format(addresses=addresses),
+            _(
+                "Publish an explicit MX, e.g. `{domain}. IN MX 10 mail.{domain}.`, or a null MX (`0 .`) if send-only."
+            ).format(domain=domain),
         )
     if mxset.mixed_null:
         return make(
             Status.FAIL,
             "null-mx-mixed",
-            f"a null MX (0 .) published together with other MX records: {', '.join(records)}",
-            "RFC 7505: a null MX must be the only MX record; remove it or the others.",
+            _("a null MX (0 .) published together with other MX records: {records}").format(records=", ".join(records)),
+            _("RFC 7505: a null MX must be the only MX record; remove it or the others."),
         )
-    return make(Status.OK, "mx", f"{len(records)} MX: {', '.join(records)}")
+    return make(Status.OK, "mx", _("{count} MX: {records}").format(count=len(records), records=", ".join(records)))
 
 
 def _host_finding(host: MxHost, mxset: MxSet, ctx: CheckContext) -> Finding:
@@ -201,17 +214,21 @@ def _host_finding(host: MxHost, mxset: MxSet, ctx: CheckContext) -> Finding:
         return make(
             Status.FAIL,
             "mx-ip-literal",
-            f"the MX points to an IP address ({host.name}); an MX must name a host",
-            f"Publish an A/AAAA record such as `mail.{domain}. IN A {host.name}` and point the MX at that name.",
+            _("the MX points to an IP address ({name}); an MX must name a host").format(name=host.name),
+            _("Publish an A/AAAA record such as `mail.{domain}. IN A {name}` and point the MX at that name.").format(
+                domain=domain, name=host.name
+            ),
         )
     if host.failed:
-        return make(Status.UNKNOWN, "lookup-failed", f"could not look up the addresses of {host.name}")
+        return make(
+            Status.UNKNOWN, "lookup-failed", _("could not look up the addresses of {name}").format(name=host.name)
+        )
     if not host.addresses:
         return make(
             Status.FAIL,
             "mx-no-address",
-            f"{host.name} has no A or AAAA record: mail to this MX cannot be delivered",
-            f"Publish `{host.name}. IN A <address>` or remove this MX.",
+            _("{name} has no A or AAAA record: mail to this MX cannot be delivered").format(name=host.name),
+            _("Publish `{name}. IN A <address>` or remove this MX.").format(name=host.name),
         )
     shown = ", ".join(host.addresses)
     if host.cnames:
@@ -219,10 +236,14 @@ def _host_finding(host: MxHost, mxset: MxSet, ctx: CheckContext) -> Finding:
         return make(
             Status.WARN,
             "mx-cname",
-            f"{host.name} is an alias (CNAME to {host.cnames[-1]}); an MX must not point to a CNAME ({shown})",
-            f"RFC 2181 §10.3: point the MX directly at {host.cnames[-1]} or give {host.name} its own A/AAAA.",
+            _("{name} is an alias (CNAME to {cnames}); an MX must not point to a CNAME ({shown})").format(
+                name=host.name, cnames=host.cnames[-1], shown=shown
+            ),
+            _("RFC 2181 §10.3: point the MX directly at {cnames} or give {name} its own A/AAAA.").format(
+                cnames=host.cnames[-1], name=host.name
+            ),
         )
-    return make(Status.OK, "mx-address", f"{host.name} resolves to {shown}")
+    return make(Status.OK, "mx-address", _("{name} resolves to {shown}").format(name=host.name, shown=shown))
 
 
 # -- reverse DNS ---------------------------------------------------------------------------------------------
@@ -245,15 +266,25 @@ async def check_reverse(ip: str, ctx: CheckContext) -> Finding:
         return Finding(PTR, ip, status, summary, evidence, advice, code, ctx.clock())
 
     if answer.failed:
-        return make(Status.UNKNOWN, "lookup-failed", f"could not look up the PTR of {ip}: {answer.describe()}")
+        return make(
+            Status.UNKNOWN,
+            "lookup-failed",
+            _("could not look up the PTR of {ip}: {answer}").format(ip=ip, answer=answer.describe()),
+        )
     names = [rd.to_text().rstrip(".").lower() for rd in answer.rdata] if answer.ok else []
     if not names:
-        who = "Microsoft (550 5.7.25) and Gmail reject mail" if address.version == 6 else "Gmail and others reject mail"
+        who = (
+            _("Microsoft (550 5.7.25) and Gmail reject mail")
+            if address.version == 6
+            else _("Gmail and others reject mail")
+        )
         return make(
             Status.FAIL,
             "no-ptr",
-            f"{ip} has no PTR record: {who} from addresses without reverse DNS",
-            f"Ask whoever runs the address block (your hosting provider) to set the PTR of {ip} to your mail host.",
+            _("{ip} has no PTR record: {who} from addresses without reverse DNS").format(ip=ip, who=who),
+            _(
+                "Ask whoever runs the address block (your hosting provider) to set the PTR of {ip} to your mail host."
+            ).format(ip=ip),
         )
     forward = await asyncio.gather(
         *(ctx.resolver.query(name, "A" if address.version == 4 else "AAAA") for name in names)
@@ -269,30 +300,44 @@ _Make = Callable[[Status, str, str, str], Finding]
 def _judge_ptr(ip: str, names: list[str], confirmed: list[str], forward: list[DnsAnswer], make: _Make) -> Finding:
     shown = ", ".join(names)
     if not confirmed and any(f.failed for f in forward):
-        return make(Status.UNKNOWN, "lookup-failed", f"PTR {shown}, but the forward look-up failed; FCrDNS unknown", "")
+        return make(
+            Status.UNKNOWN,
+            "lookup-failed",
+            _("PTR {shown}, but the forward look-up failed; FCrDNS unknown").format(shown=shown),
+            "",
+        )
     if not confirmed:
         return make(
             Status.FAIL,
             "fcrdns-mismatch",
-            f"PTR {shown} does not resolve back to {ip} (not forward-confirmed)",
-            f"Publish `{names[0]}. IN {'AAAA' if ':' in ip else 'A'} {ip}`, or change the PTR to a name that does.",
+            _("PTR {shown} does not resolve back to {ip} (not forward-confirmed)").format(shown=shown, ip=ip),
+            _("Publish `{names}. IN {value} {ip}`, or change the PTR to a name that does.").format(
+                names=names[0], value="AAAA" if ":" in ip else "A", ip=ip
+            ),
         )
     generic = [name for name in confirmed if is_generic_ptr(name, ip)]
     if generic:
         return make(
             Status.WARN,
             "generic-ptr",
-            f"PTR {generic[0]} looks generic (dynamic/residential style); receivers may treat it as a botnet host",
-            f"Set the PTR of {ip} to your mail host name (e.g. mail.example.org) and give that name an address record.",
+            _(
+                "PTR {generic} looks generic (dynamic/residential style); receivers may treat it as a botnet host"
+            ).format(generic=generic[0]),
+            _(
+                "Set the PTR of {ip} to your mail host name (e.g. mail.example.org) "
+                "and give that name an address record."
+            ).format(ip=ip),
         )
     if len(names) > 1:
         return make(
             Status.WARN,
             "multiple-ptr",
-            f"{ip} has {len(names)} PTR records ({shown}); receivers pick one at random",
-            "Keep a single PTR record naming the host that sends mail.",
+            _("{ip} has {count} PTR records ({shown}); receivers pick one at random").format(
+                ip=ip, count=len(names), shown=shown
+            ),
+            _("Keep a single PTR record naming the host that sends mail."),
         )
-    return make(Status.OK, "fcrdns", f"PTR {names[0]}, forward-confirmed", "")
+    return make(Status.OK, "fcrdns", _("PTR {names}, forward-confirmed").format(names=names[0]), "")
 
 
 def is_generic_ptr(name: str, ip: str) -> bool:
@@ -332,19 +377,27 @@ async def check_helo(name: str, ctx: CheckContext) -> Finding:
         return Finding(PTR, subject, status, summary, evidence, advice, code, ctx.clock())
 
     if not addresses and (a.failed or aaaa.failed):
-        return make(Status.UNKNOWN, "lookup-failed", f"could not look up HELO name {name}")
+        return make(Status.UNKNOWN, "lookup-failed", _("could not look up HELO name {name}").format(name=name))
     if not addresses:
         return make(
             Status.FAIL,
             "helo-no-address",
-            f"HELO name {name} has no A/AAAA record",
-            f"Publish `{name}. IN A <sending IP>`; receivers check that the HELO name resolves.",
+            _("HELO name {name} has no A/AAAA record").format(name=name),
+            _("Publish `{name}. IN A <sending IP>`; receivers check that the HELO name resolves.").format(name=name),
         )
     if sending and not addresses & sending:
         return make(
             Status.WARN,
             "helo-mismatch",
-            f"HELO name {name} resolves to {', '.join(sorted(addresses))}, none of the sending IPs",
-            f"Point {name} at the sending IP(s) {', '.join(sorted(sending))}, or change the HELO name.",
+            _("HELO name {name} resolves to {addresses}, none of the sending IPs").format(
+                name=name, addresses=", ".join(sorted(addresses))
+            ),
+            _("Point {name} at the sending IP(s) {sending}, or change the HELO name.").format(
+                name=name, sending=", ".join(sorted(sending))
+            ),
         )
-    return make(Status.OK, "helo", f"HELO name {name} resolves to {', '.join(sorted(addresses))}")
+    return make(
+        Status.OK,
+        "helo",
+        _("HELO name {name} resolves to {addresses}").format(name=name, addresses=", ".join(sorted(addresses))),
+    )

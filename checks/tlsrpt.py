@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from checks.context import CheckContext
+from checks.i18n import N_
 from checks.messages import DNS_FAILED, Messages, emit
 from checks.model import Finding, Status, Target
 
@@ -23,15 +24,19 @@ _OK, _WARN, _FAIL = Status.OK, Status.WARN, Status.FAIL
 
 #: code -> (status, summary, advice); the {fields} come from the finding's evidence.
 MESSAGES: Messages = {
-    "record": (_OK, "TLS-RPT reports go to {rua}", ""),
+    "record": (_OK, N_("TLS-RPT reports go to {rua}"), ""),
     "missing": (
         _WARN,
-        "no TLS-RPT record at {name}: nobody hears when senders cannot reach you over TLS",
-        '{name} TXT "v=TLSRPTv1; rua=mailto:tls-reports@{domain}"',
+        N_("no TLS-RPT record at {name}: nobody hears when senders cannot reach you over TLS"),
+        N_('{name} TXT "v=TLSRPTv1; rua=mailto:tls-reports@{domain}"'),
     ),
     "dns-failed": DNS_FAILED,
-    "multiple": (_FAIL, "{count} TLS-RPT records at {name}: senders ignore them all", "keep exactly one at {name}"),
-    "syntax": (_FAIL, "the TLS-RPT record at {name} is invalid: {errors}", '{name} TXT "{suggested}"'),
+    "multiple": (
+        _FAIL,
+        N_("{count} TLS-RPT records at {name}: senders ignore them all"),
+        N_("keep exactly one at {name}"),
+    ),
+    "syntax": (_FAIL, N_("the TLS-RPT record at {name} is invalid: {errors}"), N_('{name} TXT "{suggested}"')),
 }
 
 

@@ -123,7 +123,8 @@ def test_transports_never_import_checks_even_through_bot_modules() -> None:
 
 def _private_part(item: Import) -> bool:
     words = [*item.module.split("."), *([item.name] if item.name else [])]
-    return any(word.startswith("_") and not word.startswith("__") for word in words)
+    # `_` alone is gettext's translate function (bot.i18n), public by a convention older than Python's.
+    return any(word.startswith("_") and not word.startswith("__") and word != "_" for word in words)
 
 
 def _owner(item: Import) -> str:

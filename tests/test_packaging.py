@@ -68,6 +68,7 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {"checks/dnsbl/zones.toml", "checks/canary/ndr.toml", "bot/cli.py", "bot/timeline.py"} <= set(names)
     assert "bot/config.example.toml" in names  # the README says to edit from it: it must come with the wheel
+    assert "bot/locale/es/LC_MESSAGES/repbot.mo" in names  # the compiled catalogs: gettext reads only .mo
     assert not any(name.startswith("tests/") for name in names)
     venv = _fresh_venv(tmp_path)
     python = venv / "bin" / "python"

@@ -7,6 +7,7 @@ from difflib import get_close_matches
 
 from bot.commands.registry import Argument, Call, _echo, command, target_arg
 from bot.durations import parse_duration
+from bot.i18n import N_, _, ngettext, number
 from bot.monitor.core import Monitor
 from bot.render import Rendered, history_text, plain_and_html, pre, status_text
 from bot.transports.identity import identity_line
@@ -17,7 +18,7 @@ __all__ = ["history", "mute", "run", "status", "unmute"]
 def _monitor(call: Call) -> Monitor:
     monitor = call.services.monitor
     if monitor is None:
-        raise LookupError("the monitor is not running")
+        raise LookupError(_("the monitor is not running"))
     return monitor
 
 
@@ -29,14 +30,14 @@ def mutable_names(monitor: Monitor) -> set[str]:
 
     config = monitor.config
     names = {*config.monitor.ips, *config.monitor.domains, *monitor.families, DANE}
-    names |= {name for name, _ in (*domain_checks(), *ip_checks())}
+    names |= {name for name, _check in (*domain_checks(), *ip_checks())}
     names |= {zone.name for zone in load_catalog(monitor.ctx.dnsbl).zones}
     for state in monitor.store.states():
         names.update((state.target, state.check, state.subject))
     return {name.lower() for name in names if name}
 
 
-@command("status", help="the monitor's current state of every IP and domain, from the store")
+@command("status", help=N_("the monitor's current state of every IP and domain, from the store"))
 async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()
@@ -48,7 +49,7 @@ async def status(call: Call) -> Rendered:
 
 @command(
     "history",
-    help="the changes seen for a target over time, optionally for one check",
+    help=N_("the changes seen for a target over time, optionally for one check"),
     args=[Argument("target", target_arg), Argument("check", str, required=False)],
 )
 async def history(call: Call) -> Rendered:
@@ -59,7 +60,7 @@ async def history(call: Call) -> Rendered:
 
 @command(
     "mute",
-    help="keep alerts about a check, target or zone out of the room for a while (still recorded)",
+    help=N_("keep alerts about a check, target or zone out of the room for a while (still recorded)"),
     args=[Argument("what", str.lower), Argument("duration", parse_duration)],
 )
 async def mute(call: Call) -> Rendered:
@@ -69,26 +70,29 @@ async def mute(call: Call) -> Rendered:
     if what not in known:
         # A typo would mute nothing and say nothing: refuse it, with the names it was probably meant to be.
         near = get_close_matches(what, sorted(known), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(near)}?" if near else "; see !status for the names"
-        return plain_and_html(f"{_echo(what)} matches no target, check or zone, so nothing was muted{hint}")
+        hint = _("; did you mean {names}?").format(names=", ".join(near)) if near else _("; see !status for the names")
+        text = _("{what} matches no target, check or zone, so nothing was muted").format(what=_echo(what))
+        return plain_and_html(text + hint)
     until = monitor.clock().astimezone(UTC) + call.args["duration"]
     with monitor.store.batch():
         monitor.store.mute(call.args["what"], until.isoformat())
     shown = until.strftime("%Y-%m-%d %H:%M UTC")
-    return plain_and_html(f"muted {call.args['what']} until {shown}: its alerts are recorded, not posted")
+    text = _("muted {what} until {time}: its alerts are recorded, not posted")
+    return plain_and_html(text.format(what=call.args["what"], time=shown))
 
 
-@command("unmute", help="post alerts about a check, target or zone again", args=[Argument("what", str.lower)])
+@command("unmute", help=N_("post alerts about a check, target or zone again"), args=[Argument("what", str.lower)])
 async def unmute(call: Call) -> Rendered:
     monitor = _monitor(call)
     with monitor.store.batch():
         removed = monitor.store.unmute(call.args["what"])
-    return plain_and_html(f"unmuted {call.args['what']}" if removed else f"{call.args['what']} was not muted")
+    text = _("unmuted {what}") if removed else _("{what} was not muted")
+    return plain_and_html(text.format(what=call.args["what"]))
 
 
 @command(
     "run",
-    help="run a monitor job now (blocklists, domains, tls, ...), or all of them",
+    help=N_("run a monitor job now (blocklists, domains, tls, ...), or all of them"),
     args=[Argument("family", str.lower, required=False)],
     costly=True,
 )
@@ -96,14 +100,16 @@ async def run(call: Call) -> Rendered:
     monitor = _monitor(call)
     wanted = call.args.get("family")
     if wanted is not None and wanted not in monitor.families:
-        known = ", ".join(sorted(monitor.families)) or "none configured"
-        return plain_and_html(f"no job {wanted!r}; the jobs are: {known}")
+        known = ", ".join(sorted(monitor.families)) or _("none configured")
+        return plain_and_html(_("no job {job!r}; the jobs are: {jobs}").format(job=wanted, jobs=known))
     names = [wanted] if wanted else sorted(monitor.families)
     if not names:
-        return plain_and_html("nothing is monitored: add ips or domains under [monitor]")
-    parts = []
+        return plain_and_html(_("nothing is monitored: add ips or domains under [monitor]"))
+    parts, changed = [], False
     for name in names:
         events = await monitor.run_family(name)
-        parts.append(f"{name}: {len(events)} change(s)" if events else f"{name}: no change")
-    suffix = " (alerts go to the alert rooms)" if any("change(s)" in part for part in parts) else ""
-    return plain_and_html("ran " + "; ".join(parts) + suffix)
+        changed = changed or bool(events)
+        counted = ngettext("{count} change(s)", "{count} change(s)", len(events)).format(count=number(len(events)))
+        parts.append(f"{name}: {counted}" if events else f"{name}: " + _("no change"))
+    suffix = " " + _("(alerts go to the alert rooms)") if changed else ""
+    return plain_and_html(_("ran {jobs}").format(jobs="; ".join(parts)) + suffix)

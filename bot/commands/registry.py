@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.chat import PREFIX, strip_reply_fallback
 from bot.config.loader import Config
+from bot.i18n import _
 from bot.render import Rendered, plain_and_html
 from bot.transports.base import Incoming, Transport
 from checks import parse_domain, parse_target
@@ -178,16 +179,16 @@ class Registry:
         if not line.startswith(PREFIX) or len(line) < 2 or line[1].isspace():
             return ParseFailure("")
         if len(line) > MAX_LINE or "\n" in line:
-            return ParseFailure(f"a command is one line of at most {MAX_LINE} characters")
+            return ParseFailure(_("a command is one line of at most {limit} characters").format(limit=MAX_LINE))
         try:
             words = shlex.split(line[1:])
         except ValueError:
-            return ParseFailure("unbalanced quotes in the command")
+            return ParseFailure(_("unbalanced quotes in the command"))
         if not words:
             return ParseFailure("")
         found = self.commands.get(words[0].lower())
         if found is None:
-            return ParseFailure(f"unknown command {PREFIX}{_echo(words[0])}: try {PREFIX}help")
+            return ParseFailure(_unknown(words[0]))
         return found, words[1:]
 
     def bind(self, found: Command, words: list[str]) -> Invocation | ParseFailure:
@@ -195,23 +196,28 @@ class Registry:
         try:
             return Invocation(found, _bind(found, words))
         except ValueError as error:
-            return ParseFailure(f"{_echo(str(error), MAX_ERROR)} — usage: {found.usage()}")
+            reason = _echo(str(error), MAX_ERROR)
+            return ParseFailure(_("{reason} — usage: {usage}").format(reason=reason, usage=found.usage()))
 
     def help(self, name: str | None = None) -> Rendered:
         """`!help` (the table) or `!help CMD` (its usage and help)."""
         if name is not None:
             found = self.commands.get(name.lstrip(PREFIX).lower())
             if found is None:
-                return plain_and_html(f"unknown command {PREFIX}{_echo(name)}: try {PREFIX}help")
-            who = "admins only" if found.access is Access.ADMIN else "anyone"
-            cost = ", rate-limited" if found.costly else ""
-            return plain_and_html(f"{found.usage()}\n{found.help} ({who}{cost})")
+                return plain_and_html(_unknown(name))
+            who = _("admins only") if found.access is Access.ADMIN else _("anyone")
+            cost = _(", rate-limited") if found.costly else ""
+            return plain_and_html(f"{found.usage()}\n{_(found.help)} ({who}{cost})")
         ordered = sorted(self.commands.values(), key=lambda c: c.name)
-        plain = "\n".join(f"{c.usage()} — {c.help}" for c in ordered)
+        plain = "\n".join(f"{c.usage()} — {_(c.help)}" for c in ordered)
         rows = "".join(
-            f"<tr><td><code>{html.escape(c.usage())}</code></td><td>{html.escape(c.help)}</td></tr>" for c in ordered
+            f"<tr><td><code>{html.escape(c.usage())}</code></td><td>{html.escape(_(c.help))}</td></tr>" for c in ordered
         )
         return Rendered(plain=plain, html=f"<table>{rows}</table>")
+
+
+def _unknown(name: str) -> str:
+    return _("unknown command {command}: try {help}").format(command=PREFIX + _echo(name), help=PREFIX + "help")
 
 
 def _bind(found: Command, words: list[str]) -> dict[str, Any]:
@@ -224,26 +230,26 @@ def _bind(found: Command, words: list[str]) -> dict[str, Any]:
     while index < len(words):
         word = words[index]
         if word.startswith("--") and len(word) > 2:
-            name, _, inline = word[2:].partition("=")
+            name, _equals, inline = word[2:].partition("=")
             argument = options.get(name)
             if argument is None:
-                raise ValueError(f"unknown option --{name}")
+                raise ValueError(_("unknown option --{name}").format(name=name))
             if not inline:
                 index += 1
                 if index >= len(words):
-                    raise ValueError(f"--{name} needs a value")
+                    raise ValueError(_("--{name} needs a value").format(name=name))
                 inline = words[index]
             values[name] = _convert(argument, inline)
         else:
             rest.append(word)
         index += 1
     if len(rest) > len(positional):
-        raise ValueError(f"too many arguments ({_echo(rest[len(positional)])})")
+        raise ValueError(_("too many arguments ({extra})").format(extra=_echo(rest[len(positional)])))
     for argument, word in zip(positional, rest, strict=False):
         values[argument.name] = _convert(argument, word)
     missing = [a.name for a in positional[len(rest) :] if a.required]
     if missing:
-        raise ValueError(f"missing {', '.join(missing)}")
+        raise ValueError(_("missing {arguments}").format(arguments=", ".join(missing)))
     return values
 
 
@@ -272,7 +278,7 @@ def domain_arg(text: str) -> str:
 def ip_arg(text: str) -> str:
     target = parse_target(text)
     if not target.is_ip:
-        raise ValueError(f"{_echo(text)!r} is not an IP address")
+        raise ValueError(_("{text!r} is not an IP address").format(text=_echo(text)))
     return target.value
 
 
@@ -281,7 +287,9 @@ def days_arg(maximum: int) -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         if not text.isdecimal() or len(text) > 6 or not 1 <= int(text) <= maximum:
-            raise ValueError(f"{_echo(text)[:20]!r}: give a number of days, 1 to {maximum}")
+            raise ValueError(
+                _("{text!r}: give a number of days, 1 to {limit}").format(text=_echo(text)[:20], limit=maximum)
+            )
         return int(text)
 
     return parse

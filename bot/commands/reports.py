@@ -20,6 +20,7 @@ from typing import TypeVar
 from bot.commands.registry import Argument, Call, command, days_arg
 from bot.config.loader import Config
 from bot.config.reports import store_path
+from bot.i18n import N_, _, number
 from bot.monitor.reports import classify_rows
 from bot.render import Rendered, plain_and_html
 from checks.reports import FIXES, DmarcReport, Extracted, TlsReport, read_paths
@@ -66,28 +67,29 @@ def _dmarc_table(rows: Sequence[DmarcRow], verdicts: dict[str, SourceVerdict], d
         cell[2] += row.count if row.disposition in ("reject", "quarantine") else 0
     reports = len({(r.reporter_key, r.report_id) for r in rows})
     total = sum(r.count for r in rows)
-    lines = [f"DMARC reports, last {days} days: {reports} reports, {total} messages"]
-    for ours, heading in ((False, "unknown sources (not yours)"), (True, "your sources")):
+    head = _("DMARC reports, last {days} days: {reports} reports, {total} messages")
+    lines = [head.format(days=days, reports=number(reports), total=number(total))]
+    for ours, heading in ((False, _("unknown sources (not yours)")), (True, _("your sources"))):
         mine = sorted(((k, v) for k, v in tally.items() if k[0] is ours), key=lambda kv: (-kv[1][0], kv[0]))
         if not mine:
             continue
         lines.append(heading)
-        for (_, ip, provider), (messages, passed, held) in mine[:40]:
+        for (_ours, ip, provider), (messages, passed, held) in mine[:40]:
             mark = "✓" if passed == messages else ("✗" if not ours else "!")
             why = verdicts[ip].why if ip in verdicts else ""
-            held_text = f", {held} rejected/quarantined" if held else ""
-            lines.append(
-                f"  {mark} {ip:<15} {provider:<12} {messages:>7} msgs {passed:>7} pass {messages - passed:>6} fail"
-                f"{held_text}  ({why})"
+            held_text = _(", {count} rejected/quarantined").format(count=held) if held else ""
+            counts = _("{messages:>7} msgs {passed:>7} pass {failed:>6} fail").format(
+                messages=messages, passed=passed, failed=messages - passed
             )
+            lines.append(f"  {mark} {ip:<15} {provider:<12} {counts}{held_text}  ({why})")
         if len(mine) > 40:
-            lines.append(f"  … {len(mine) - 40} more")
+            lines.append("  … " + _("{count} more").format(count=len(mine) - 40))
     return lines
 
 
 @command(
     "dmarc",
-    help="what the DMARC reports counted, per reporter and source IP, unknown sources first (default 7 days)",
+    help=N_("what the DMARC reports counted, per reporter and source IP, unknown sources first (default 7 days)"),
     args=[Argument("days", days_arg(MAX_DAYS), required=False)],
     costly=True,
 )
@@ -96,27 +98,29 @@ async def dmarc_command(call: Call) -> Rendered:
     days = call.args.get("days") or DEFAULT_DAYS
     rows = await _read(config, ReportStore.dmarc_rows, ctx.clock().date() - timedelta(days=days - 1))
     if not rows:
-        hint = "" if config.reports is not None else " (no [reports] mailbox is configured: see docs/reports.md)"
-        return plain_and_html(f"no DMARC aggregate reports in the last {days} days{hint}")
+        hint = "" if config.reports is not None else _(" (no [reports] mailbox is configured: see docs/reports.md)")
+        return plain_and_html(_("no DMARC aggregate reports in the last {days} days").format(days=days) + hint)
     return _pre(_dmarc_table(rows, await classify_rows(rows, config, ctx), days))
 
 
 def _tls_lines(rows: Sequence[TlsRow], days: int) -> list[str]:
     ok, bad = judge.tls_totals(rows)
-    lines = [f"TLS reports, last {days} days"]
+    lines = [_("TLS reports, last {days} days").format(days=days)]
     for domain in sorted(set(ok) | set(bad)):
         failed = sum(bad[domain].values())
         mark = "✓" if not failed else "!"
-        lines.append(f"{mark} {domain}: {ok[domain]} sessions ok, {failed} failed")
+        counted = _("{ok} sessions ok, {failed} failed").format(ok=number(ok[domain]), failed=number(failed))
+        lines.append(f"{mark} {domain}: {counted}")
         for (mx, kind), n in sorted(bad[domain].items(), key=lambda kv: -kv[1]):
             lines.append(f"    {mx}: {kind} × {n}")
-            lines.append(f"      fix: {FIXES.get(kind, 'see the report').replace('DOMAIN', domain)}")
+            fix = _(FIXES[kind]) if kind in FIXES else _("see the report")
+            lines.append("      " + _("fix: {fix}").format(fix=fix.replace("DOMAIN", domain)))
     return lines
 
 
 @command(
     "tlsrpt",
-    help="what the SMTP TLS reports counted: sessions per domain, failures by MX and type, with the fix",
+    help=N_("what the SMTP TLS reports counted: sessions per domain, failures by MX and type, with the fix"),
     args=[Argument("days", days_arg(MAX_DAYS), required=False)],
 )
 async def tlsrpt_command(call: Call) -> Rendered:
@@ -124,7 +128,7 @@ async def tlsrpt_command(call: Call) -> Rendered:
     days = call.args.get("days") or DEFAULT_DAYS
     rows = await _read(config, ReportStore.tls_rows, call.services.ctx.clock().date() - timedelta(days=days - 1))
     if not rows:
-        return plain_and_html(f"no SMTP TLS reports in the last {days} days")
+        return plain_and_html(_("no SMTP TLS reports in the last {days} days").format(days=days))
     return _pre(_tls_lines(rows, days))
 
 

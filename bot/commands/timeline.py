@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.commands.registry import Argument, Call, command, days_arg, target_arg
+from bot.i18n import N_, _
 from bot.render import Rendered, plain_and_html
 from bot.timeline import timeline_png
 from bot.transports.base import DeliveryError
@@ -22,13 +23,16 @@ def _target_or_days(text: str) -> str | int:
 
 @command(
     "timeline",
-    help="a picture of the last days (default 30): a row per blocklist, SNDS, complaints and canary",
-    args=[Argument("target", _target_or_days, required=False), Argument("days", days_arg(MAX_DAYS), required=False)],
+    help=N_("a picture of the last days (default 30): a row per blocklist, SNDS, complaints and canary"),
+    args=[
+        Argument("target", _target_or_days, required=False),
+        Argument("days", days_arg(MAX_DAYS), required=False),
+    ],
 )
 async def timeline(call: Call) -> Rendered | None:
     monitor = call.services.monitor
     if monitor is None:
-        return plain_and_html("the monitor is not running: no history to draw")
+        return plain_and_html(_("the monitor is not running: no history to draw"))
     first = call.args.get("target")
     target = first if isinstance(first, str) else None
     days = call.args.get("days") or (first if isinstance(first, int) else DEFAULT_DAYS)

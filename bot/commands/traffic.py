@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from bot.commands.registry import Argument, Call, Services, command
+from bot.i18n import N_, _, number
 from bot.monitor.canary import HISTORY, stored_verdicts
 from bot.monitor.traffic import SMARTHOST_NOTE, TrafficFollower, provider_join, seed_provider
 from bot.render import Rendered, plain_and_html
@@ -22,7 +23,7 @@ __all__ = ["SMARTHOST_NOTE", "summary_json", "summary_text", "traffic_command"]
 
 MAX_DAYS = 35
 TOP_REPLIES = 3
-SINCE_START = " since the log was first followed"
+SINCE_START = N_(" since the log was first followed")
 
 
 # -- words -----------------------------------------------------------------------------------------------------
@@ -30,15 +31,21 @@ SINCE_START = " since the log was first followed"
 
 def _provider_lines(summary: ProviderSummary, replies: int) -> list[str]:
     if summary.provider == SMARTHOST:
-        return [f"smarthost: {summary.sent} sent, {summary.deferred} deferred, {summary.bounced} bounced — these "
-                f"{SMARTHOST_NOTE}"]  # fmt: skip
-    expired = f", {summary.expired} expired" if summary.expired else ""
-    head = f"{summary.name}: {summary.sent} sent, {summary.deferred} deferred, {summary.bounced} bounced{expired}"
+        counts = _counts(summary)
+        return [_("smarthost: {counts} — these {note}").format(counts=counts, note=_(SMARTHOST_NOTE))]
+    expired = _(", {count} expired").format(count=number(summary.expired)) if summary.expired else ""
+    head = f"{summary.name}: {_counts(summary)}{expired}"
     lines = [head]
     for reply in summary.replies[:replies]:
         meaning = f" — {reply.explanation}" if reply.explanation else ""
         lines.append(f"    {reply.code} ×{reply.count}{meaning}")
     return lines
+
+
+def _counts(summary: ProviderSummary) -> str:
+    return _("{sent} sent, {deferred} deferred, {bounced} bounced").format(
+        sent=number(summary.sent), deferred=number(summary.deferred), bounced=number(summary.bounced)
+    )
 
 
 def summary_text(
@@ -53,14 +60,18 @@ def summary_text(
     out = [title]
     shown = [s for s in summaries if s.provider != LOCAL]
     if not shown:
-        out.append("no outbound delivery attempts in the log")
+        out.append(_("no outbound delivery attempts in the log"))
     for summary in shown:
         out.extend(_provider_lines(summary, replies))
     local = next((s for s in summaries if s.provider == LOCAL), None)
     if local is not None:
-        out.append(f"local deliveries (mailboxes, filters): {local.sent} sent, {local.deferred} deferred")
+        local_text = _("local deliveries (mailboxes, filters): {sent} sent, {deferred} deferred")
+        out.append(local_text.format(sent=number(local.sent), deferred=number(local.deferred)))
     why = ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items()) if count)
-    out.append(f"{lines} lines read{lines_note}, {sum(skipped.values())} skipped" + (f" ({why})" if why else ""))
+    read = _("{lines} lines read{note}, {skipped} skipped").format(
+        lines=number(lines), note=lines_note, skipped=number(sum(skipped.values()))
+    )
+    out.append(read + (f" ({why})" if why else ""))
     return "\n".join(out)
 
 
@@ -95,20 +106,20 @@ def _args(call: Call) -> tuple[str | None, int]:
     words = [w for w in (call.args.get("provider"), call.args.get("days")) if w]
     days = next((int(w) for w in words if w.isdecimal()), 1)
     if not 1 <= days <= MAX_DAYS:
-        raise ValueError(f"give 1 to {MAX_DAYS} days")
+        raise ValueError(_("give 1 to {limit} days").format(limit=MAX_DAYS))
     provider = next((w for w in words if not w.isdecimal()), None)
     return provider, days
 
 
 @command(
     "traffic",
-    help="what the MTA log says of outbound mail: per provider sent, deferred, bounced, the replies explained",
+    help=N_("what the MTA log says of outbound mail: per provider sent, deferred, bounced, the replies explained"),
     args=[Argument("provider", str, required=False), Argument("days", str, required=False)],
 )
 async def traffic_command(call: Call) -> Rendered:
     follower = call.services.traffic
     if follower is None:
-        return plain_and_html("the MTA log is not followed: add a [traffic] section (see docs/traffic.md)")
+        return plain_and_html(_("the MTA log is not followed: add a [traffic] section (see docs/traffic.md)"))
     try:
         wanted, days = _args(call)
     except ValueError as error:
@@ -118,20 +129,21 @@ async def traffic_command(call: Call) -> Rendered:
     async with follower.lock:
         summaries = follower.tally.summaries(include_local=True, since=since)
         lines, skipped = follower.tally.lines, dict(follower.tally.skipped)
-    span = "today" if days == 1 else f"the last {days} days"
-    title = f"outbound mail in {follower.config.source}, {span} (UTC):"
+    span = _("today") if days == 1 else _("the last {days} days").format(days=days)
+    title = _("outbound mail in {source}, {span} (UTC):").format(source=follower.config.source, span=span)
     if follower.error:
-        title += f"\n? the log cannot be read right now: {follower.error}"
+        title += "\n? " + _("the log cannot be read right now: {error}").format(error=follower.error)
     if wanted is not None:
         key = _match(follower.families, wanted, [s.provider for s in summaries])
         if key is None:
             known = ", ".join(s.provider for s in summaries if s.provider != LOCAL) or "none yet"
-            when = span if days == 1 else f"in {span}"
-            return plain_and_html(f"no mail to a provider named {wanted[:40]!r} {when}; seen: {known}")
+            when = span if days == 1 else _("in {span}").format(span=span)
+            text = _("no mail to a provider named {name!r} {when}; seen: {known}")
+            return plain_and_html(text.format(name=wanted[:40], when=when, known=known))
         summaries = [s for s in summaries if s.provider == key]
-        text = summary_text(summaries, lines, skipped, title, replies=10, lines_note=SINCE_START)
+        text = summary_text(summaries, lines, skipped, title, replies=10, lines_note=_(SINCE_START))
         return _pre(text + _join_text(call.services, follower, key, now))
-    return _pre(summary_text(summaries, lines, skipped, title, lines_note=SINCE_START))
+    return _pre(summary_text(summaries, lines, skipped, title, lines_note=_(SINCE_START)))
 
 
 def _join_text(services: Services, follower: TrafficFollower, key: str, now: datetime) -> str:

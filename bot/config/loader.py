@@ -30,6 +30,7 @@ from bot.config.sections import (
     read_metrics,
     read_schedule,
 )
+from bot.i18n import _, ngettext
 from checks import DnsblSettings, TargetError, parse_domain, parse_nameserver, parse_target
 from checks.dnsbl.catalog import load_catalog
 from checks.errors import CatalogError
@@ -72,7 +73,10 @@ class ConfigError(Exception):
         if len(problems) == 1:
             super().__init__(f"{where}{problems[0]}")
         else:
-            super().__init__(f"{where}{len(problems)} problems in the configuration:\n  " + "\n  ".join(problems))
+            head = ngettext(
+                "{count} problems in the configuration:", "{count} problems in the configuration:", len(problems)
+            ).format(count=len(problems))
+            super().__init__(f"{where}{head}\n  " + "\n  ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class Config:
     canary: CanaryConfig | None = None
     reports: ReportsConfig | None = None
     traffic: TrafficConfig | None = None
+    language: str = "en"  # [bot] language: the rooms' default, and the monitor's
     source: str = ""
 
     def dkim_selectors(self) -> dict[str, tuple[str, ...]]:
@@ -178,6 +183,15 @@ def _read_dnsbl(root: Section) -> tuple[DnsblSettings, Secret | None]:
     section.finish()
     # The key is read only when lookups start: `config check` must not run the operator's commands.
     return settings, key
+
+
+def _read_bot(root: Section) -> str:
+    from bot.i18n import LANGUAGES
+
+    section = root.table("bot")
+    language = section.choice("language", "en", LANGUAGES)
+    section.finish()
+    return language
 
 
 def _read_monitor(root: Section) -> MonitorConfig:
@@ -281,6 +295,7 @@ def parse_config(data: Mapping[str, Any], source: str = "") -> Config:
         canary=_optional(root, "canary", _read_canary),
         reports=_optional(root, "reports", _read_reports),
         traffic=_optional(root, "traffic", _read_traffic),
+        language=_read_bot(root),
         source=source,
     )
     root.finish()
@@ -295,11 +310,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError([f"cannot read the file: {error.strerror}"], source) from None
+        raise ConfigError([_("cannot read the file: {reason}").format(reason=error.strerror)], source) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError([f"not valid TOML: {error}"], source) from None
+        raise ConfigError([_("not valid TOML: {error}").format(error=error)], source) from None
     return parse_config(data, source)
 
 

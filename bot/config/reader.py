@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.durations import parse_duration
+from bot.i18n import _
 from bot.secrets import register
 
 __all__ = ["MAX_TIMEOUT", "SECRET_COMMAND_TIMEOUT", "Secret", "SecretError", "Section"]
@@ -93,7 +94,7 @@ class Section:
         self.problems = problems
         self.seen: set[str] = set()
         if not isinstance(data, dict):
-            problems.append(f"{path}: expected a table, got {type(data).__name__}")
+            problems.append(f"{path}: " + _("expected a table, got {kind}").format(kind=type(data).__name__))
             data = {}
         self.data: dict[str, Any] = data
 
@@ -109,15 +110,18 @@ class Section:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.problem(name, f"expected {kind.__name__}, got {type(value).__name__} {value!r}"[:200])
+            said = _("expected {kind}, got {got} {value!r}").format(
+                kind=kind.__name__, got=type(value).__name__, value=value
+            )
+            self.problem(name, said[:200])
             return default
         if isinstance(value, int | float) and not isinstance(value, bool) and value is not default:
             # No setting is a negative amount, and TOML's nan and inf would hang or spin whatever reads them.
             if not math.isfinite(value):
-                self.problem(name, f"expected a finite number, got {value!r}")
+                self.problem(name, _("expected a finite number, got {value!r}").format(value=value))
                 return default
             if value < 0:
-                self.problem(name, f"must not be negative, got {value!r}")
+                self.problem(name, _("must not be negative, got {value!r}").format(value=value))
                 return default
         return value
 
@@ -126,15 +130,17 @@ class Section:
         value = self.get(name, kind, default)
         too_low = value <= 0 if low == 0 else value < low
         if value is not default and (too_low or (high is not None and value > high)):
-            lowest = "more than 0" if low == 0 else f"at least {low:g}"
-            highest = f" and at most {high:g}" if high is not None else ""
-            self.problem(name, f"must be {lowest}{highest}, got {value!r}")
+            lowest = _("more than 0") if low == 0 else _("at least {low}").format(low=f"{low:g}")
+            highest = _(" and at most {high}").format(high=f"{high:g}") if high is not None else ""
+            self.problem(
+                name, _("must be {lowest}{highest}, got {value!r}").format(lowest=lowest, highest=highest, value=value)
+            )
             return default
         return value
 
     def required_str(self, name: str) -> str:
         if name not in self.data:
-            self.problem(name, "is required")
+            self.problem(name, _("is required"))
         return self.get(name, str, "")
 
     def strings(self, name: str, check: Callable[[str], str] | None = None) -> tuple[str, ...]:
@@ -142,7 +148,7 @@ class Section:
         result: list[str] = []
         for index, value in enumerate(values):
             if not isinstance(value, str):
-                self.problem(f"{name}[{index}]", f"expected a string, got {value!r}"[:200])
+                self.problem(f"{name}[{index}]", _("expected a string, got {value!r}").format(value=value)[:200])
                 continue
             try:
                 result.append(check(value) if check else value)
@@ -154,7 +160,9 @@ class Section:
         """The string at `name`, which must be one of `allowed`; `default` when absent or wrong."""
         value = self.get(name, str, default)
         if value not in allowed:
-            self.problem(name, f"expected one of {', '.join(allowed)}, got {value!r}")
+            self.problem(
+                name, _("expected one of {allowed}, got {value!r}").format(allowed=", ".join(allowed), value=value)
+            )
             return default
         return value
 
@@ -173,15 +181,15 @@ class Section:
         given = [k for k in (name, f"{name}_file", f"{name}_command") if k in self.data]
         self.seen.update((name, f"{name}_file", f"{name}_command"))
         if len(given) > 1:
-            self.problem(name, f"give only one of {', '.join(given)}")
+            self.problem(name, _("give only one of {given}").format(given=", ".join(given)))
             return None
         if not given:
             if required:
-                self.problem(name, f"is required (or {name}_file, or {name}_command)")
+                self.problem(name, _("is required (or {name}_file, or {name}_command)").format(name=name))
             return None
         value = self.data[given[0]]
         if not isinstance(value, str) or not value:
-            self.problem(given[0], "expected a non-empty string")
+            self.problem(given[0], _("expected a non-empty string"))
             return None
         kind = given[0].removeprefix(name).lstrip("_") or "inline"
         return Secret(self.key(name), **{kind: value})
@@ -195,5 +203,5 @@ class Section:
         for name in self.data:
             if name not in self.seen:
                 hint = get_close_matches(name, self.seen, n=1)
-                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-                self.problem(name, f"unknown key{suggestion}")
+                suggestion = _(" (did you mean {hint!r}?)").format(hint=hint[0]) if hint else ""
+                self.problem(name, _("unknown key{suggestion}").format(suggestion=suggestion))

@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.durations import format_duration
+from bot.i18n import _, ngettext, number, timestamp
 from bot.monitor.state import AlertState, HistoryEntry
-from bot.render import MARKS, Rendered
+from bot.render import MARKS, Rendered, event_kind, status_name
 from checks import Finding, Status
 
 __all__ = ["AlertRules", "Event", "observe", "render_events", "significant_evidence", "state_key"]
@@ -281,27 +282,36 @@ def _where(event: Event) -> str:
 def event_line(event: Event) -> str:
     """One line for one event: mark, what, how long."""
     if event.kind == "resolved":
-        lasted = f" after {format_duration(event.lasted)}" if event.lasted is not None else ""
-        verb = f"delisted from {event.subject}" if event.check == "dnsbl" else f"{event.check} {event.subject} ok again"
-        return f"{MARKS[Status.OK]} {event.target}: {verb}{lasted} — {event.summary}"
+        if event.check == "dnsbl":
+            verb = _("delisted from {zone}").format(zone=event.subject)
+        else:
+            verb = _("{check} {subject} ok again").format(check=event.check, subject=event.subject)
+        return f"{MARKS[Status.OK]} {event.target}: {verb}{_after(event.lasted)} — {event.summary}"
     if event.kind == "cannot-check":
-        return f"{MARKS[Status.UNKNOWN]} cannot check {_where(event)} since {_clock(event.since)}: {event.summary}"
+        line = _("cannot check {what} since {time}").format(what=_where(event), time=_clock(event.since))
+        return f"{MARKS[Status.UNKNOWN]} {line}: {event.summary}"
     if event.kind == "checking-again":
-        lasted = f" after {format_duration(event.lasted)}" if event.lasted is not None else ""
-        return f"{MARKS[Status.OK]} checking {_where(event)} again{lasted}"
+        line = _("checking {what} again").format(what=_where(event))
+        return f"{MARKS[Status.OK]} {line}{_after(event.lasted)}"
     mark = MARKS[Status(event.status)]
     if event.kind == "evidence":
         return f"{mark} {_where(event)}: {event.detail} — {event.summary}"
     if event.check == "dnsbl" and event.kind == "problem":
-        return f"{mark} {event.target}: new listing on {event.subject} — {event.summary}"
-    was = f" (was {event.old_status})" if event.old_status else ""
-    return f"{mark} {_where(event)}: {event.status}{was} — {event.summary}"
+        listing = _("new listing on {zone}").format(zone=event.subject)
+        return f"{mark} {event.target}: {listing} — {event.summary}"
+    status = status_name(Status(event.status))
+    was = " " + _("(was {status})").format(status=status_name(Status(event.old_status))) if event.old_status else ""
+    return f"{mark} {_where(event)}: {status}{was} — {event.summary}"
+
+
+def _after(lasted: timedelta | None) -> str:
+    return " " + _("after {duration}").format(duration=format_duration(lasted)) if lasted is not None else ""
 
 
 def _clock(stamp: str | None) -> str:
     if not stamp:
         return "?"
-    return datetime.fromisoformat(stamp).strftime("%Y-%m-%d %H:%M %Z").strip()
+    return timestamp(datetime.fromisoformat(stamp))
 
 
 def render_events(events: Sequence[Event]) -> Rendered:
@@ -315,7 +325,7 @@ def render_events(events: Sequence[Event]) -> Rendered:
         html_lines.append(html.escape(line) + (f"<br/><i>→ {html.escape(advice)}</i>" if advice else ""))
         if advice:
             lines.append(f"    → {advice}")
-    head = "repbot: 1 change" if len(events) == 1 else f"repbot: {len(events)} changes"
+    head = "repbot: " + ngettext("{count} change", "{count} changes", len(events)).format(count=number(len(events)))
     return Rendered(plain="\n".join([head, *lines]), html=f"<b>{head}</b><br/>" + "<br/>".join(html_lines))
 
 
@@ -333,22 +343,30 @@ def digest_message(
     blind = [s for s in states if s.unknown_alerted]
     if not wrong and not blind and not changes:
         targets = len({s.target for s in states})
-        text = f"{MARKS[Status.OK]} repbot daily digest: all clear ({len(states)} checks on {targets} targets)."
+        checks = ngettext("{count} checks", "{count} checks", len(states)).format(count=number(len(states)))
+        on = ngettext("on {count} targets", "on {count} targets", targets).format(count=number(targets))
+        text = f"{MARKS[Status.OK]} " + _("repbot daily digest: all clear ({checks} {on}).").format(
+            checks=checks, on=on
+        )
         lines = [text, *extra]
         return Rendered("\n".join(lines), "<br/>".join(html.escape(line) for line in lines))
-    lines = [f"repbot daily digest: {len(wrong)} problem(s), {len(changes)} change(s) in 24 h"]
+    problems = ngettext("{count} problem(s)", "{count} problem(s)", len(wrong)).format(count=number(len(wrong)))
+    changed = ngettext("{count} change(s)", "{count} change(s)", len(changes)).format(count=number(len(changes)))
+    lines = [_("repbot daily digest: {problems}, {changes} in 24 h").format(problems=problems, changes=changed)]
     for state in sorted(wrong, key=lambda s: (s.target, s.check, s.subject)):
         since = now - datetime.fromisoformat(state.since) if state.since else None
-        lasting = f" for {format_duration(since)}" if since is not None else ""
+        lasting = " " + _("for {duration}").format(duration=format_duration(since)) if since is not None else ""
         mark = MARKS[Status(state.status)]
         lines.append(f"{mark} {state.target} {state.check} {state.subject}{lasting}: {state.summary}")
     for state in blind:
-        lines.append(f"{MARKS[Status.UNKNOWN]} cannot check {state.target} {state.check} {state.subject}")
+        what = f"{state.target} {state.check} {state.subject}"
+        lines.append(f"{MARKS[Status.UNKNOWN]} " + _("cannot check {what}").format(what=what))
     if changes:
-        lines.append("changes:")
+        lines.append(_("changes:"))
         for change in changes[-20:]:
-            muted = " (muted)" if change.muted else ""
-            lines.append(f"  {change.at[:16]} {change.kind} {change.target} {change.subject}{muted}")
+            muted = " " + _("(muted)") if change.muted else ""
+            kind = event_kind(change.kind)
+            lines.append(f"  {change.at[:16]} {kind} {change.target} {change.subject}{muted}")
     lines.extend(extra)
     body = "\n".join(lines)
     return Rendered(body, "<br/>".join(html.escape(line) for line in lines))

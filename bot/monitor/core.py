@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from bot.config.loader import Config
+from bot.i18n import _, use_language
+from bot.language import room_language
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
 from bot.monitor.state import OutboxItem
 from bot.monitor.store import Store, StoreError
@@ -42,6 +44,7 @@ RETRY_FIRST = 2.0
 STATE_FILE = "monitor.json"  # under [state] dir: the monitor's state, history and outbox, and the canaries'
 T = TypeVar("T")
 _RESOLVER_META = "resolver_lies"
+STOP_DELIVERY = 5.0  # seconds a clean stop gives the outbox to send what the last run queued
 STEP = 0.02  # seconds of comparing between two turns of the event loop
 # A room that refuses an item this many times in a row (M_FORBIDDEN, M_TOO_LARGE, another 4xx) never takes it.
 MAX_REFUSALS = 3
@@ -145,6 +148,13 @@ class Monitor:
         self.jobs: dict[str, Job] = {}
         self._runs: set[asyncio.Task[Any]] = set()
 
+    def language(self) -> str:
+        """The language alerts and the digest are worded in: the first alert room's choice, else [bot] language.
+
+        One message goes to every alert room (one outbox item), so it is worded once."""
+        rooms = list(self.transport.alert_rooms)
+        return room_language(self.config, self, rooms[0]) if rooms else self.config.language
+
     def __repr__(self) -> str:
         return f"<Monitor {sorted(self.families)} {self.store.path}>"
 
@@ -182,10 +192,20 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._deliverer
             self._deliverer = None
+            await self._last_delivery()
         try:
             await self.store.flush()
         except StoreError as error:  # the writer logged it; what stays unwritten is the last run, seen again
             log.error("the last changes were not written at stop: %s", error)
+
+    async def _last_delivery(self) -> None:
+        """One bounded try to send what a last run queued (`echo '!run' | repbot run --console` shows its alert);
+        what is not sent stays in the outbox for the next start."""
+        try:
+            async with asyncio.timeout(STOP_DELIVERY):
+                await self.deliver()
+        except Exception as error:  # a room that is gone at stop must not make the stop fail
+            log.info("the outbox keeps its messages for the next start (%s)", type(error).__name__)
 
     # -- runs ----------------------------------------------------------------------------------------------
 
@@ -204,8 +224,9 @@ class Monitor:
         family = self.families[name]
         async with self._locks[name]:
             started = time.monotonic()
-            reports = await family.run(self.ctx)
-            with self.store.batch():  # the run's one write
+            with use_language(self.language()):  # the findings' summaries and advice, as the alert will say them
+                reports = await family.run(self.ctx)
+            with self.store.batch(), use_language(self.language()):  # the run's one write
                 events = await self.process_run(reports)
                 self.store.set_meta(f"last_run:{name}", self.clock().isoformat())
         took, findings = round(time.monotonic() - started, 3), sum(len(r.findings) for r in reports)
@@ -217,7 +238,7 @@ class Monitor:
     def process(self, reports: Sequence[Report]) -> list[Event]:
         """Compare the reports with the stored state; store the new state, the history and one grouped alert."""
         now = self.clock()
-        with self.store.batch():
+        with self.store.batch(), use_language(self.language()):
             # Findings may quote a server that echoed a secret (an IMAP NO with the LOGIN line): masked
             # here, before they become state, history or an alert.
             reports = [mask_report(report) for report in reports]
@@ -239,13 +260,17 @@ class Monitor:
         if lies and said is None:
             summary = lies[0].summary
             self.store.set_meta(_RESOLVER_META, str(lies[0].evidence.get("resolver", "")))
-            text = f"{MARKS[Status.UNKNOWN]} {summary}. No blocklist, SPF, DKIM or DMARC verdict is drawn from it."
+            text = f"{MARKS[Status.UNKNOWN]} {summary}. " + _(
+                "No blocklist, SPF, DKIM or DMARC verdict is drawn from it."
+            )
             self._enqueue(plain_and_html(text), alert_id=f"resolver-lies-{uuid.uuid4().hex[:12]}")
             log.warning("%s", summary)
         elif not lies and said is not None and any(f.check in _resolver_checks() for r in reports for f in r.findings):
             # Only a run of the checks the probe guards says the resolver is honest again (not SNDS, not canaries).
             self.store.set_meta(_RESOLVER_META, None)
-            text = f"{MARKS[Status.OK]} the resolver at {said} answers truthfully again: checking again."
+            text = f"{MARKS[Status.OK]} " + _(
+                "the resolver at {address} answers truthfully again: checking again."
+            ).format(address=said)
             self._enqueue(plain_and_html(text), alert_id=f"resolver-honest-{uuid.uuid4().hex[:12]}")
 
     async def process_run(self, reports: Sequence[Report]) -> list[Event]:
@@ -476,8 +501,9 @@ class Monitor:
         if self.store.get_meta("digest_day") == day:
             return None
         since = (now - timedelta(days=1)).isoformat()
-        extra = self._digest_lines(now)
-        message = digest_message(self.store.states(), self.store.history(since=since), now, extra)
+        with use_language(self.language()):
+            extra = self._digest_lines(now)
+            message = digest_message(self.store.states(), self.store.history(since=since), now, extra)
         weekly = self.config.digest.timeline_weekday
         with self.store.batch():
             self.store.set_meta("digest_day", day)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config.loader import Config
 from bot.config.traffic import TrafficConfig, traffic_families
+from bot.i18n import N_, _
 from bot.transports.session import write_private
 from checks import Finding, Report, Status
 from checks.canary.verdict import CanaryVerdict, DmarcCounts, DropJoin, drop_join
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
 # Said wherever a smarthost's count is shown: repbot sees only the smarthost's answer.
-SMARTHOST_NOTE = "went through your smarthost: the providers' own answers are not in this log"
+SMARTHOST_NOTE = N_("went through your smarthost: the providers' own answers are not in this log")
 
 __all__ = ["STATE_FILE", "TrafficFollower", "WindowCounts", "provider_findings"]
 
@@ -410,7 +411,7 @@ def digest_lines(config: Config, now: datetime) -> list[str]:
     lines = [f"outbound mail on {day}:"]
     for summary in rows[:8]:
         if summary.provider == SMARTHOST:
-            lines.append(f"  smarthost: {summary.sent} sent ({SMARTHOST_NOTE})")
+            lines.append(f"  smarthost: {summary.sent} sent ({_(SMARTHOST_NOTE)})")
             continue
         top = f" (top reply {summary.replies[0].code} ×{summary.replies[0].count})" if summary.replies else ""
         lines.append(

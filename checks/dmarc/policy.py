@@ -27,6 +27,7 @@ from checks.dmarc._parse import (
     walk_names,
 )
 from checks.dns.resolver import DnsAnswer
+from checks.i18n import N_
 from checks.messages import DNS_FAILED, Messages, emit
 from checks.model import Finding, Status, Target
 
@@ -51,59 +52,63 @@ _OK, _WARN, _FAIL, _UNKNOWN = Status.OK, Status.WARN, Status.FAIL, Status.UNKNOW
 
 #: code -> (status, summary, advice); the {fields} come from the finding's evidence.
 MESSAGES: Messages = {
-    "record": (_OK, "DMARC policy {policy} at {name}", ""),
-    "inherited": (_OK, "DMARC policy {policy}, inherited from {name} (its sp= applies)", ""),
+    "record": (_OK, N_("DMARC policy {policy} at {name}"), ""),
+    "inherited": (_OK, N_("DMARC policy {policy}, inherited from {name} (its sp= applies)"), ""),
     "missing": (
         _FAIL,
-        "no DMARC record for {domain} (tree walk: {walk})",
-        'publish _dmarc.{org_domain} TXT "{suggested}", read the reports, then move to p=quarantine and p=reject',
+        N_("no DMARC record for {domain} (tree walk: {walk})"),
+        N_('publish _dmarc.{org_domain} TXT "{suggested}", read the reports, then move to p=quarantine and p=reject'),
     ),
     "dns-failed": DNS_FAILED,
     "multiple": (
         _FAIL,
-        "{count} DMARC records at {name}: receivers ignore them all",
-        "keep exactly one TXT record starting with v=DMARC1 at {name}",
+        N_("{count} DMARC records at {name}: receivers ignore them all"),
+        N_("keep exactly one TXT record starting with v=DMARC1 at {name}"),
     ),
     "apex-record": (
         _WARN,
-        "a DMARC record at {domain} itself has no effect",
-        "publish it at _dmarc.{domain} and remove the v=DMARC1 TXT record from {domain}",
+        N_("a DMARC record at {domain} itself has no effect"),
+        N_("publish it at _dmarc.{domain} and remove the v=DMARC1 TXT record from {domain}"),
     ),
-    "syntax": (_FAIL, "the DMARC record at {name} has errors: {errors}", 'fix it, e.g. "{suggested}"'),
+    "syntax": (_FAIL, N_("the DMARC record at {name} has errors: {errors}"), N_('fix it, e.g. "{suggested}"')),
     "unknown-tag": (
         _WARN,
-        "unknown DMARC tags at {name}: {tags}",
-        "remove them; receivers ignore tags they do not know",
+        N_("unknown DMARC tags at {name}: {tags}"),
+        N_("remove them; receivers ignore tags they do not know"),
     ),
     "p-none": (
         _WARN,
-        "DMARC policy is none: monitoring only, spoofed mail is still delivered",
-        'once the reports show your mail aligned, publish {name} TXT "{suggested}", later reject',
+        N_("DMARC policy is none: monitoring only, spoofed mail is still delivered"),
+        N_('once the reports show your mail aligned, publish {name} TXT "{suggested}", later reject'),
     ),
     "sp-weaker": (
         _WARN,
-        "sp={sp} gives subdomains a weaker policy than p={policy}: spoofing a subdomain is easier",
-        'unless subdomains send unauthenticated mail, publish {name} TXT "{suggested}"',
+        N_("sp={sp} gives subdomains a weaker policy than p={policy}: spoofing a subdomain is easier"),
+        N_('unless subdomains send unauthenticated mail, publish {name} TXT "{suggested}"'),
     ),
-    "pct": (_WARN, "pct={pct}: the policy covers only part of the failing mail", 'publish "{suggested}"'),
-    "testing": (_WARN, "t=y: receivers apply one step less than the policy", 'once clean, publish "{suggested}"'),
+    "pct": (_WARN, N_("pct={pct}: the policy covers only part of the failing mail"), N_('publish "{suggested}"')),
+    "testing": (
+        _WARN,
+        N_("t=y: receivers apply one step less than the policy"),
+        N_('once clean, publish "{suggested}"'),
+    ),
     "no-rua": (
         _WARN,
-        "no rua=: nobody receives aggregate reports, so failures go unseen",
-        'publish {name} TXT "{suggested}"',
+        N_("no rua=: nobody receives aggregate reports, so failures go unseen"),
+        N_('publish {name} TXT "{suggested}"'),
     ),
     "report-unauthorised": (
         _WARN,
-        "{dest} has not authorised DMARC reports for {domain}: receivers will not send them there",
-        'ask the operator of {dest} to publish {auth_name} TXT "v=DMARC1", or report to an address of your own',
+        N_("{dest} has not authorised DMARC reports for {domain}: receivers will not send them there"),
+        N_('ask the operator of {dest} to publish {auth_name} TXT "v=DMARC1", or report to an address of your own'),
     ),
-    "report-auth-unknown": (_UNKNOWN, "could not check {auth_name}: {outcome}", "try again later"),
+    "report-auth-unknown": (_UNKNOWN, N_("could not check {auth_name}: {outcome}"), N_("try again later")),
     "walk-differs": (
         _WARN,
-        "RFC 7489 receivers use {legacy}, RFC 9989 receivers {name}",
-        "publish the intended record at _dmarc.{domain} so that every receiver applies the same policy",
+        N_("RFC 7489 receivers use {legacy}, RFC 9989 receivers {name}"),
+        N_("publish the intended record at _dmarc.{domain} so that every receiver applies the same policy"),
     ),
-    "alignment": (_OK, "{spf}; {dkim}", "sign with d={domain} and send from an envelope address at {domain}"),
+    "alignment": (_OK, N_("{spf}; {dkim}"), N_("sign with d={domain} and send from an envelope address at {domain}")),
 }
 
 

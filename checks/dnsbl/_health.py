@@ -17,6 +17,7 @@ from typing import Any
 from checks.context import CheckContext
 from checks.dns.resolver import DnsAnswer, Outcome
 from checks.dnsbl.catalog import Zone
+from checks.i18n import _
 
 HEALTH_TTL = timedelta(hours=1)
 UNREACHABLE_RETRY = timedelta(minutes=5)
@@ -189,19 +190,25 @@ def _judge(zone: Zone, unlisted: DnsAnswer, listed: DnsAnswer | None) -> tuple[s
             continue
         addresses = _addresses(answer)
         if any(not _LOOPBACK_FIRST <= address <= _LOOPBACK_LAST for address in addresses):
-            return Health.BROKEN, f"it answers outside 127.0.0.0/8 ({', '.join(answer.records)})"
+            return Health.BROKEN, _("it answers outside 127.0.0.0/8 ({answers})").format(
+                answers=", ".join(answer.records)
+            )
         refusal = _refusal(zone, addresses)
         if refusal is not None:
             return Health.REFUSED, refusal
         if not must_list:
             point = probe_names(zone)[1]
-            return Health.BROKEN, f"it lists {point}, a test point that must never be listed (it lists everything)"
+            return Health.BROKEN, _(
+                "it lists {point}, a test point that must never be listed (it lists everything)"
+            ).format(point=point)
     failed = [answer for answer in (unlisted, listed) if answer is not None and answer.failed]
     if failed:
         return Health.UNREACHABLE, failed[0].describe()
     if listed is None:
-        return Health.UNVERIFIED, "reachable; publishes no test points, so its listings cannot be verified"
+        return Health.UNVERIFIED, _("reachable; publishes no test points, so its listings cannot be verified")
     if not listed.ok:
         point = str(probe_names(zone)[0])
-        return Health.BROKEN, f"it does not list its test point {point} ({listed.describe()})"
-    return Health.HEALTHY, "lists its test point and not the one it must not list"
+        return Health.BROKEN, _("it does not list its test point {point} ({outcome})").format(
+            point=point, outcome=listed.describe()
+        )
+    return Health.HEALTHY, _("lists its test point and not the one it must not list")

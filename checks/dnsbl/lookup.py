@@ -33,6 +33,7 @@ from checks.dnsbl._health import (
     probe_names,
 )
 from checks.dnsbl.catalog import Catalog, Zone, load_catalog
+from checks.i18n import _
 from checks.model import Finding, Status, Target, TargetKind
 
 __all__ = ["CHECK_ID", "Catalog", "Health", "Zone", "ZoneHealth", "check_domain", "check_ip", "load_catalog",
@@ -83,11 +84,11 @@ def _distrust_untested(zones: Sequence[Zone], findings: list[Finding], ctx: Chec
     if denied < DENIED_ZONES_MIN or denied * 2 < len(tested):
         return findings
     untested = {zone.name for zone in zones if not zone.test_points}
-    summary = (
-        f"cannot trust a clean answer: {denied} of {len(tested)} zones with test points answer NXDOMAIN for the "
+    summary = _(
+        "cannot trust a clean answer: {denied} of {tested} zones with test points answer NXDOMAIN for the "
         "test point they must list, so this resolver hides listings, and this zone publishes no test points"
-    )
-    advice = "Use a resolver that asks the blocklists directly (a local unbound), not a filtering forwarder."
+    ).format(denied=denied, tested=len(tested))
+    advice = _("Use a resolver that asks the blocklists directly (a local unbound), not a filtering forwarder.")
     return [
         Finding(f.check, f.subject, Status.UNKNOWN, summary, {**f.evidence, "denied_zones": denied}, advice,
                 "untrusted-resolver", f.observed_at)
@@ -216,13 +217,15 @@ def _listed(
     ]
     evidence = _evidence(zone, shown, answer, txt=txt, meanings=described)
     if zone.role == "allow":
-        summary = f"on the {zone.title} allow-list (good news): {', '.join(described)}"
+        summary = _("on the {zone} allow-list (good news): {meanings}").format(
+            zone=zone.title, meanings=", ".join(described)
+        )
         return _finding(zone, Status.OK, "allow-listed", summary, evidence, zone.note, now)
     if zone.role == "reputation":
         return _reputation(zone, addresses, described, evidence, now)
     statuses = [_STATUS[level.status] for level in zone.levels for a in addresses if a in level and level.status]
     status = max(statuses, key=lambda s: s.severity) if statuses else _STATUS[zone.severity]
-    summary = f"listed in {zone.title}: {', '.join(described)}"
+    summary = _("listed in {zone}: {meanings}").format(zone=zone.title, meanings=", ".join(described))
     if txt:
         summary += f" ({txt[0]})"
     return _finding(zone, status, "listed", summary, evidence, _delist_advice(zone, answer.records), now)
@@ -233,7 +236,9 @@ def _reputation(
 ) -> Finding:
     levels = [level for level in zone.levels for address in addresses if address in level]
     if not levels:
-        summary = f"{zone.title} gave an answer outside its documented levels: {', '.join(described)}"
+        summary = _("{zone} gave an answer outside its documented levels: {meanings}").format(
+            zone=zone.title, meanings=", ".join(described)
+        )
         return _finding(zone, Status.UNKNOWN, "unexpected-answer", summary, evidence, "", now)
     status = max((_STATUS[level.status or "ok"] for level in levels), key=lambda s: s.severity)
     code = "reputation-good" if status is Status.OK else "reputation-poor"
@@ -245,44 +250,46 @@ def _reputation(
 def _not_listed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Finding:
     evidence = _evidence(zone, shown, answer)
     if zone.role == "allow":
-        summary = f"not on the {zone.title} allow-list (informational: most senders are not)"
+        summary = _("not on the {zone} allow-list (informational: most senders are not)").format(zone=zone.title)
         return _finding(zone, Status.OK, "not-allow-listed", summary, evidence, "", now)
     if zone.role == "reputation":
-        summary = f"{zone.title} has no reputation data for this address"
+        summary = _("{zone} has no reputation data for this address").format(zone=zone.title)
         return _finding(zone, Status.OK, "no-reputation", summary, evidence, "", now)
-    return _finding(zone, Status.OK, "not-listed", f"not listed in {zone.title}", evidence, "", now)
+    summary = _("not listed in {zone}").format(zone=zone.title)
+    return _finding(zone, Status.OK, "not-listed", summary, evidence, "", now)
 
 
 def _failed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Finding:
     code = {Outcome.TIMEOUT: "timeout", Outcome.SERVFAIL: "servfail", Outcome.REFUSED: "dns-refused",
             Outcome.NOT_SENT: "not-sent"}  # fmt: skip
-    summary = f"could not ask {zone.title}: {answer.describe()}"
-    advice = "Unknown, not clean: the look-up will be tried again on the next run."
+    summary = _("could not ask {zone}: {outcome}").format(zone=zone.title, outcome=answer.describe())
+    advice = _("Unknown, not clean: the look-up will be tried again on the next run.")
     return _finding(zone, Status.UNKNOWN, code.get(answer.outcome, "dns-error"), summary,
                     _evidence(zone, shown, answer), advice, now)  # fmt: skip
 
 
 def _refused(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetime) -> Finding:
-    fixes = ["use a local recursive resolver (for example unbound) that asks the list directly, not a public "
-             "or provider forwarder"]  # fmt: skip
+    fixes = [_("use a local recursive resolver (for example unbound) that asks the list directly, not a public "
+               "or provider forwarder")]  # fmt: skip
     if zone.dqs:
-        fixes.append(f"set a Spamhaus DQS key (free) so the zone is asked as KEY.{zone.dqs}.dq.spamhaus.net")
+        fixes.append(_("set a Spamhaus DQS key (free) so the zone is asked as KEY.{zone}.dq.spamhaus.net").format(
+            zone=zone.dqs))  # fmt: skip
     if zone.requires_registration:
         fixes.append(zone.requires_registration)
-    advice = f"{reason}. To get real answers: " + "; or ".join(fixes) + "."
-    summary = f"{zone.title} refused to answer: {reason}"
+    advice = _("{reason}. To get real answers: {fixes}.").format(reason=reason, fixes=_("; or ").join(fixes))
+    summary = _("{zone} refused to answer: {reason}").format(zone=zone.title, reason=reason)
     return _finding(zone, Status.UNKNOWN, "refused", summary, _evidence(zone, shown, answer), advice, now)
 
 
 def _broken(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetime) -> Finding:
-    summary = f"{zone.title} looks broken ({reason}); its answer means nothing"
-    advice = "The zone is ignored until its test points pass again; consider disabling it if this lasts."
+    summary = _("{zone} looks broken ({reason}); its answer means nothing").format(zone=zone.title, reason=reason)
+    advice = _("The zone is ignored until its test points pass again; consider disabling it if this lasts.")
     return _finding(zone, Status.UNKNOWN, "broken-zone", summary,
                     _evidence(zone, shown, answer, reason=reason), advice, now)  # fmt: skip
 
 
 def _delist_advice(zone: Zone, answers: Sequence[str] = ()) -> str:
-    where = "" if zone.delist == "none" else f"Details and removal: {zone.delist}"
+    where = "" if zone.delist == "none" else _("Details and removal: {url}").format(url=zone.delist)
     note = zone.note if not zone.note_codes or zone.note_codes & set(answers) else ""
     return " ".join(part for part in (where, note) if part)
 

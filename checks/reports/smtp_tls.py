@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from checks.i18n import N_
 from checks.reports.aggregate import ReportError
 from checks.reports.model import MAX_RANGE, TlsFailure, TlsPolicy, TlsReport
 
@@ -14,18 +15,22 @@ __all__ = ["FIXES", "RESULT_TYPES", "parse_tls_report"]
 
 # RFC 8460 §4.3 result types, each with what the receiving domain's operator does about it.
 FIXES = {
-    "starttls-not-supported": "the MX did not offer STARTTLS: enable TLS on it (smtpd_tls_security_level = may)",
-    "certificate-host-mismatch": "the MX certificate does not name the MX host: reissue it with that name",
-    "certificate-expired": "the MX certificate expired: renew it and reload the MTA",
-    "certificate-not-trusted": "the MX certificate is self-signed or its chain is missing: serve the full chain",
-    "validation-failure": "the certificate or chain failed validation: check the chain and the names the MTA serves",
-    "tlsa-invalid": "the TLSA record does not match the certificate: publish the new key's TLSA before a rollover",
-    "dnssec-invalid": "DNSSEC validation failed for the MX or TLSA lookup: fix the zone's signatures or DS",
-    "dane-required": "DANE was required but no usable TLSA was found: publish TLSA records for each MX",
-    "sts-policy-fetch-error": "the MTA-STS policy could not be fetched: https://mta-sts.DOMAIN/.well-known/mta-sts.txt "
-    "must answer 200 with a valid certificate",
-    "sts-policy-invalid": "the MTA-STS policy does not parse: fix its version, mode, mx and max_age lines",
-    "sts-webpki-invalid": "the mta-sts.DOMAIN web server's certificate is not valid: renew or fix it",
+    "starttls-not-supported": N_("the MX did not offer STARTTLS: enable TLS on it (smtpd_tls_security_level = may)"),
+    "certificate-host-mismatch": N_("the MX certificate does not name the MX host: reissue it with that name"),
+    "certificate-expired": N_("the MX certificate expired: renew it and reload the MTA"),
+    "certificate-not-trusted": N_("the MX certificate is self-signed or its chain is missing: serve the full chain"),
+    "validation-failure": N_(
+        "the certificate or chain failed validation: check the chain and the names the MTA serves"
+    ),
+    "tlsa-invalid": N_("the TLSA record does not match the certificate: publish the new key's TLSA before a rollover"),
+    "dnssec-invalid": N_("DNSSEC validation failed for the MX or TLSA lookup: fix the zone's signatures or DS"),
+    "dane-required": N_("DANE was required but no usable TLSA was found: publish TLSA records for each MX"),
+    "sts-policy-fetch-error": N_(
+        "the MTA-STS policy could not be fetched: https://mta-sts.DOMAIN/.well-known/mta-sts.txt "
+        "must answer 200 with a valid certificate"
+    ),
+    "sts-policy-invalid": N_("the MTA-STS policy does not parse: fix its version, mode, mx and max_age lines"),
+    "sts-webpki-invalid": N_("the mta-sts.DOMAIN web server's certificate is not valid: renew or fix it"),
 }
 RESULT_TYPES = frozenset(FIXES)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from checks.context import CheckContext
 from checks.dns.resolver import DnsAnswer
+from checks.i18n import N_, _
 from checks.model import Finding, Status, Target
 from checks.mx import MxSet, mx_hosts
 from checks.smtp._certs import dane_matches, load_der, name_matches, san_names
@@ -42,21 +43,27 @@ MAX_REPLY_LINES = 64
 PROBE_TIMEOUT_FACTOR = 3
 _DER = 2  # _ssl.ENCODING_DER
 _HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
-UNREACHABLE = "could not connect from here (outbound port 25 blocked?)"
+UNREACHABLE = N_("could not connect from here (outbound port 25 blocked?)")
 
 # What to do, by finding code; `{mx}` is the MX host name.
 ADVICE = {
-    "unreachable": "Run the check from a host whose outbound port 25 is open.",
-    "no-starttls": "Enable STARTTLS (Postfix: smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_security_level=may).",
-    "starttls-refused": "Check the MTA's TLS configuration and logs.",
-    "tls-handshake-failed": "Check the MTA's TLS configuration and logs for handshake errors.",
-    "cert": "Renew the certificate for {mx} with its full chain and reload the MTA; senders enforcing MTA-STS or "
-    "DANE-TA refuse an expired, untrusted or misnamed certificate.",
-    "dane-no-tls": "Fix STARTTLS on this host, or withdraw the TLSA records.",
-    "tlsa-not-authenticated": "Sign the zone with DNSSEC (DS at the parent) and check from a validating resolver.",
-    "tlsa-unusable": "Publish `_25._tcp.{mx}. IN TLSA 3 1 1 <sha256 of the SPKI>`.",
-    "dane-mismatch": "Publish a TLSA record for the current key (`_25._tcp.{mx}. IN TLSA 3 1 1 <sha256 of the SPKI>`) "
-    "before switching keys, and keep the old one until it expires from caches.",
+    "unreachable": N_("Run the check from a host whose outbound port 25 is open."),
+    "no-starttls": N_(
+        "Enable STARTTLS (Postfix: smtpd_tls_cert_file, smtpd_tls_key_file, smtpd_tls_security_level=may)."
+    ),
+    "starttls-refused": N_("Check the MTA's TLS configuration and logs."),
+    "tls-handshake-failed": N_("Check the MTA's TLS configuration and logs for handshake errors."),
+    "cert": N_(
+        "Renew the certificate for {mx} with its full chain and reload the MTA; senders enforcing MTA-STS or "
+        "DANE-TA refuse an expired, untrusted or misnamed certificate."
+    ),
+    "dane-no-tls": N_("Fix STARTTLS on this host, or withdraw the TLSA records."),
+    "tlsa-not-authenticated": N_("Sign the zone with DNSSEC (DS at the parent) and check from a validating resolver."),
+    "tlsa-unusable": N_("Publish `_25._tcp.{mx}. IN TLSA 3 1 1 <sha256 of the SPKI>`."),
+    "dane-mismatch": N_(
+        "Publish a TLSA record for the current key (`_25._tcp.{mx}. IN TLSA 3 1 1 <sha256 of the SPKI>`) "
+        "before switching keys, and keep the old one until it expires from caches."
+    ),
 }
 
 
@@ -251,7 +258,7 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
         return []
     mxset = await mx_hosts(target.value, ctx)
     if mxset.kind == "unknown":
-        summary = "could not look up the MX hosts, so STARTTLS was not tested"
+        summary = _("could not look up the MX hosts, so STARTTLS was not tested")
         return [Finding(MX_TLS, mxset.domain, Status.UNKNOWN, summary, code="lookup-failed", observed_at=ctx.clock())]
     return await _check_hosts(mxset, ctx)
 
@@ -313,7 +320,7 @@ class _Maker:
         self.check, self.result, self.evidence, self.now = check, result, evidence, now
 
     def __call__(self, status: Status, code: str, summary: str, advice_key: str = "") -> Finding:
-        advice = ADVICE.get(advice_key or code, "").format(mx=self.result.mx)
+        advice = _(ADVICE.get(advice_key or code, "")).format(mx=self.result.mx)
         return Finding(self.check, self.result.subject, status, summary, self.evidence, advice, code, self.now)
 
 
@@ -326,33 +333,53 @@ def tls_finding(result: TlsProbe, tlsa: DnsAnswer, now: datetime) -> Finding:
     make.evidence["certificate"] = facts
     head = f"{result.version} {result.cipher}"
     if not facts:
-        return make(Status.FAIL, "no-certificate", f"STARTTLS {head}, but no readable certificate", "cert")
+        return make(
+            Status.FAIL, "no-certificate", _("STARTTLS {head}, but no readable certificate").format(head=head), "cert"
+        )
     days = facts["days_left"]
     problems: list[tuple[Status, str, str]] = []
     if days < 0:
-        problems.append((Status.FAIL, "cert-expired", f"certificate expired on {facts['not_after'][:10]}"))
+        problems.append(
+            (Status.FAIL, "cert-expired", _("certificate expired on {day}").format(day=facts["not_after"][:10]))
+        )
     if not result.verified and result.verify_code != _HOSTNAME_MISMATCH:
-        problems.append((Status.WARN, "cert-untrusted", f"certificate chain not trusted ({result.verify_error})"))
+        problems.append(
+            (
+                Status.WARN,
+                "cert-untrusted",
+                _("certificate chain not trusted ({error})").format(error=result.verify_error),
+            )
+        )
     if not facts["name_matches"]:
-        problems.append((Status.WARN, "cert-name-mismatch", f"certificate does not name {result.mx}"))
+        problems.append((Status.WARN, "cert-name-mismatch", _("certificate does not name {mx}").format(mx=result.mx)))
     if 0 <= days < EXPIRY_WARN_DAYS:
-        problems.append((Status.WARN, "cert-expiring", f"certificate expires in {days} days"))
+        problems.append((Status.WARN, "cert-expiring", _("certificate expires in {days} days").format(days=days)))
     if result.version in ("TLSv1", "TLSv1.1", "SSLv3"):
-        problems.append((Status.WARN, "old-tls", f"{result.version} is obsolete"))
+        problems.append((Status.WARN, "old-tls", _("{version} is obsolete").format(version=result.version)))
     if not problems:
-        return make(Status.OK, "tls-ok", f"STARTTLS {head}, certificate valid for {days} more days")
+        return make(
+            Status.OK,
+            "tls-ok",
+            _("STARTTLS {head}, certificate valid for {days} more days").format(head=head, days=days),
+        )
     problems.sort(key=lambda p: -p[0].severity)
-    summary = f"STARTTLS {head}; " + "; ".join(text for _, _, text in problems)
+    summary = f"STARTTLS {head}; " + "; ".join(text for _status, _code, text in problems)
     return make(problems[0][0], problems[0][1], summary, "cert")
 
 
 def _failed_session(result: TlsProbe, make: _Maker) -> Finding:
     if result.unknown:
         code = "unreachable" if result.stage == "connect" else f"{result.stage}-failed"
-        summary = UNREACHABLE if result.stage == "connect" else f"could not test STARTTLS: {result.detail}"
+        summary = (
+            _(UNREACHABLE)
+            if result.stage == "connect"
+            else _("could not test STARTTLS: {detail}").format(detail=result.detail)
+        )
         return make(Status.UNKNOWN, code, summary, "unreachable")
     if result.stage == "starttls" and "not advertised" in result.detail:
-        return make(Status.FAIL, "no-starttls", "the server does not offer STARTTLS: mail to it travels in clear text")
+        return make(
+            Status.FAIL, "no-starttls", _("the server does not offer STARTTLS: mail to it travels in clear text")
+        )
     code = "starttls-refused" if result.stage == "starttls" else "tls-handshake-failed"
     return make(Status.FAIL, code, result.detail)
 
@@ -363,24 +390,34 @@ def dane_finding(result: TlsProbe, tlsa: DnsAnswer, now: datetime) -> Finding | 
     if tlsa.missing:
         return None
     if tlsa.failed:
-        return make(Status.UNKNOWN, "tlsa-lookup-failed", f"could not look up TLSA records: {tlsa.describe()}")
+        return make(
+            Status.UNKNOWN,
+            "tlsa-lookup-failed",
+            _("could not look up TLSA records: {outcome}").format(outcome=tlsa.describe()),
+        )
     if not result.tls:
         if result.unknown:
-            return make(Status.UNKNOWN, "unreachable", f"TLSA published, but {UNREACHABLE}")
-        summary = f"TLSA published but no TLS session ({result.detail}): DANE senders will not deliver"
+            return make(Status.UNKNOWN, "unreachable", _("TLSA published, but {reason}").format(reason=_(UNREACHABLE)))
+        summary = _("TLSA published but no TLS session ({detail}): DANE senders will not deliver").format(
+            detail=result.detail
+        )
         return make(Status.FAIL, "dane-no-tls", summary)
     matches = dane_matches(tlsa.rdata, result.chain, result.mx)
     make.evidence["records"] = matches
     usable = [m for m in matches if m["usable"]]
     matched = [m for m in usable if m["matches"]]
-    counted = f"{len(matched)} of {len(usable)} usable TLSA records match"
+    counted = _("{matched} of {usable} usable TLSA records match").format(matched=len(matched), usable=len(usable))
     if not tlsa.authenticated:
-        summary = f"{counted}, but the TLSA answer is not DNSSEC-authenticated (no AD bit): senders ignore it"
+        summary = _("{counted}, but the TLSA answer is not DNSSEC-authenticated (no AD bit): senders ignore it").format(
+            counted=counted
+        )
         return make(Status.WARN, "tlsa-not-authenticated", summary)
     if not usable:
-        summary = "no TLSA record usable for SMTP (RFC 7672: usage 2 or 3, selector 0/1, matching type 0/1/2)"
+        summary = _("no TLSA record usable for SMTP (RFC 7672: usage 2 or 3, selector 0/1, matching type 0/1/2)")
         return make(Status.WARN, "tlsa-unusable", summary)
     if not matched:
-        summary = f"no TLSA record matches the certificate: DANE senders will not deliver ({counted})"
+        summary = _("no TLSA record matches the certificate: DANE senders will not deliver ({counted})").format(
+            counted=counted
+        )
         return make(Status.FAIL, "dane-mismatch", summary)
-    return make(Status.OK, "dane-match", f"{counted} (DNSSEC-authenticated)")
+    return make(Status.OK, "dane-match", _("{counted} (DNSSEC-authenticated)").format(counted=counted))

@@ -14,6 +14,7 @@ from typing import Any
 
 from checks.context import CheckContext
 from checks.dns.resolver import Resolver
+from checks.i18n import _
 from checks.model import Finding, Status, Target
 from checks.spf.evaluator import MAX_LOOKUPS, MAX_MX_NAMES, MAX_VOID_LOOKUPS, SpfResult, check_host
 from checks.spf.parser import (
@@ -255,9 +256,18 @@ def _root_findings(tree: SpfNode, ctx: CheckContext, evidence: dict[str, Any]) -
     if tree.status == "none":
         starter = _starter_record(ctx, domain)
         advice = f'Publish one TXT record at {domain}: "{starter}" (list every server that sends its mail).'
-        return [_finding(ctx, domain, Status.FAIL, "missing", f"{domain} publishes no SPF record", advice)]
+        summary = _("{domain} publishes no SPF record").format(domain=domain)
+        return [_finding(ctx, domain, Status.FAIL, "missing", summary, advice)]
     if tree.status == "dns-failed":
-        return [_finding(ctx, domain, Status.UNKNOWN, "dns-failed", f"could not fetch the SPF record: {tree.detail}")]
+        return [
+            _finding(
+                ctx,
+                domain,
+                Status.UNKNOWN,
+                "dns-failed",
+                _("could not fetch the SPF record: {detail}").format(detail=tree.detail),
+            )
+        ]
     if tree.status == "invalid-domain":
         return [_finding(ctx, domain, Status.FAIL, "invalid-domain", tree.detail)]
     summary = f"SPF record: {tree.record}" if tree.status == "ok" else f"SPF record present: {tree.record}"
@@ -282,7 +292,7 @@ def _tree_findings(tree: SpfNode, ctx: CheckContext) -> list[Finding]:
     if not alls and not ends_in_redirect:
         advice = f"End the record with -all (or ~all while testing): {_with_term(tree.record, '-all')}"
         findings.append(
-            _finding(ctx, tree.domain, Status.WARN, "no-all", "the record has no 'all': others get neutral", advice)
+            _finding(ctx, tree.domain, Status.WARN, "no-all", _("the record has no 'all': others get neutral"), advice)
         )
     for mechanism in alls:
         if mechanism.qualifier == "?":
@@ -314,10 +324,29 @@ def _node_findings(node: SpfNode, tree: SpfNode, ctx: CheckContext) -> list[Find
     }
     if node is not tree and node.status == "none":
         advice = f"Remove {node.via}:{node.domain}, or ask its owner to publish SPF; receivers give permerror."
-        out.append(_finding(ctx, subject, Status.FAIL, "include-none", f"{node.detail}{where}", advice))
+        out.append(
+            _finding(
+                ctx,
+                subject,
+                Status.FAIL,
+                "include-none",
+                _("{detail}{where}").format(detail=node.detail, where=where),
+                advice,
+            )
+        )
     elif node.status in problems and not (node is tree and node.status == "dns-failed"):
         status, code, advice = problems[node.status]
-        out.append(_finding(ctx, subject, status, code, f"{node.detail}{where}", advice, record=node.record))
+        out.append(
+            _finding(
+                ctx,
+                subject,
+                status,
+                code,
+                _("{detail}{where}").format(detail=node.detail, where=where),
+                advice,
+                record=node.record,
+            )
+        )
     if node.parsed is None:
         return out
     for mechanism in node.parsed.mechanisms:
@@ -331,7 +360,7 @@ def _node_findings(node: SpfNode, tree: SpfNode, ctx: CheckContext) -> list[Find
             out.append(_finding(ctx, subject, Status.WARN, "ptr", summary, advice))
     for crowded in node.crowded_mx:
         summary = f"mx{where}: {crowded}; more than {MAX_MX_NAMES} is a permerror"
-        out.append(_finding(ctx, subject, Status.FAIL, "too-many-mx", summary, "Use ip4:/ip6: terms instead of mx."))
+        out.append(_finding(ctx, subject, Status.FAIL, "too-many-mx", summary, _("Use ip4:/ip6: terms instead of mx.")))
     return out
 
 
