@@ -37,6 +37,7 @@ FamilyRun = Callable[[CheckContext], Awaitable[Sequence[Report]]]
 # Which checks belong to which family; a check not named here runs with "domains".
 FAMILY_CHECKS = {"blocklists": frozenset({"dnsbl"}), "tls": frozenset({"mx-tls", "smtp", "tls", "dane"})}
 RETRY_FIRST = 2.0
+TARGETS_AT_ONCE = 64  # x 18 zones: enough queued queries to keep the resolver's 200 in flight
 STEP = 0.02  # seconds of comparing between two turns of the event loop
 # A room that refuses an item this many times in a row (M_FORBIDDEN, M_TOO_LARGE, another 4xx) never takes it.
 MAX_REFUSALS = 3
@@ -83,7 +84,15 @@ def default_families(config: Config) -> dict[str, Family]:
             continue
 
         async def run(ctx: CheckContext, plan: Sequence[Any] = tuple(plan)) -> list[Report]:
-            return list(await asyncio.gather(*(run_checks(target, ctx, checks) for target, checks in plan)))
+            # A bounded number of targets at a time: 4,096 at once put 73k queries and their wake-ups into
+            # single turns of the event loop (12 s without a !ping answered, measured by the soak).
+            gate = asyncio.Semaphore(TARGETS_AT_ONCE)
+
+            async def one(target: Any, checks: Any) -> Report:
+                async with gate:
+                    return await run_checks(target, ctx, checks)
+
+            return list(await asyncio.gather(*(one(target, checks) for target, checks in plan)))
 
         families[name] = Family(name, run, interval)
     return families
