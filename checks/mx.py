@@ -135,7 +135,8 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
     mxset = await mx_hosts(target.value, ctx)
     findings = [_set_finding(mxset, ctx)]
     findings.extend(_host_finding(host, mxset, ctx) for host in mxset.hosts if mxset.kind == "mx")
-    ips = list(dict.fromkeys([address for _, address in mxset.addresses] + [_normal_ip(ip) for ip in ctx.sending_ips]))
+    sending = [_normal_ip(ip) for ip in ctx.sending_ips_for(target.value)]  # this domain's, not every IP's
+    ips = list(dict.fromkeys([address for _, address in mxset.addresses] + sending))
     reverse = asyncio.gather(*(check_reverse(ip, ctx) for ip in ips))
     helo = asyncio.gather(*(check_helo(name, ctx) for name in ctx.helo_names))
     ptr_findings, helo_findings = await asyncio.gather(reverse, helo)
