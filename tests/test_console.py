@@ -23,10 +23,11 @@ def run_console(config: Path, lines: list[str], timeout: float = 60.0) -> subpro
     )
 
 
-def write_config(tmp_path: Path, dns: DnsServer, timeout: float = 1.0) -> Path:
+def write_config(tmp_path: Path, dns: DnsServer, timeout: float = 1.0, head: str = "") -> Path:
+    """A console config against the local DNS server; `head` goes first (a [bot] table, say)."""
     config = tmp_path / "repbot.toml"
     config.write_text(
-        f"""
+        f"""{head}
 [dns]
 nameservers = ["{dns.address}"]
 timeout = {timeout}

@@ -16,31 +16,13 @@ from bot.monitor.alerts import Event, digest_message, event_line
 from bot.monitor.state import AlertState, HistoryEntry
 from tests.fixtures.dnsserver import DnsServer
 from tests.test_cli import LISTED_IP, ROOT, world
-from tests.test_console import run_console
+from tests.test_console import run_console, write_config
 
 __all__ = ["world"]  # the fixture, shared with test_cli
 
 
 def _spanish_config(tmp_path: Path, dns: DnsServer) -> Path:
-    config = tmp_path / "repbot.toml"
-    config.write_text(
-        f"""
-[bot]
-language = "es"
-
-[dns]
-nameservers = ["{dns.address}"]
-timeout = 1.0
-
-[monitor]
-ips = ["192.0.2.1"]
-
-[state]
-dir = "{tmp_path / "state"}"
-""",
-        encoding="utf-8",
-    )
-    return config
+    return write_config(tmp_path, dns, head='[bot]\nlanguage = "es"\n')
 
 
 def test_a_console_session_in_spanish(tmp_path: Path, dns_server: DnsServer) -> None:
