@@ -136,8 +136,8 @@ async def _cancelled(task: asyncio.Task[None]) -> None:
 
 async def _serve(config: Config, console: bool) -> int:
     transport, permissions, limiter, fatal = _transport(config, console)
-    fatal = (*fatal, MetricsStartError, StoreError)  # StoreError: the state directory is another instance's,
-    # or cannot be read or written
+    # What means "cannot start": a port in use, a state directory another instance holds or that cannot be used.
+    fatal = (*fatal, MetricsStartError, StoreError)
     # Signals stop the bot from the first moment: a SIGTERM during the start-up login backoff is a
     # clean stop (exit 0), and the transport's stop still closes what its start had opened.
     signalled = _stop_on_signals()
