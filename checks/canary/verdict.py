@@ -102,7 +102,7 @@ class CanaryVerdict:
 
 def _with_reply(canary: Canary, kind: str, summary: str, lines: list[str], reply: str | None) -> CanaryVerdict:
     explanation = explain(reply, canary.name) if reply else None
-    advice = explanation.line() if explanation else ""
+    advice = explanation.said() if explanation else ""
     if explanation is not None and explanation.matched not in summary:
         summary = f"{summary} [{explanation.matched}]"
     return CanaryVerdict(canary, kind, summary, tuple(lines), explanation, advice=advice)
