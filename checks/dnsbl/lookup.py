@@ -265,7 +265,7 @@ def _not_listed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Fin
 def _failed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Finding:
     code = {Outcome.TIMEOUT: "timeout", Outcome.SERVFAIL: "servfail", Outcome.REFUSED: "dns-refused",
             Outcome.NOT_SENT: "not-sent"}  # fmt: skip
-    summary = _("could not ask {zone}: {outcome}").format(zone=zone.title, outcome=answer.describe())
+    summary = _("could not ask {zone}: {outcome}").format(zone=zone.title, outcome=answer.said())
     advice = _("Unknown, not clean: the look-up will be tried again on the next run.")
     return _finding(zone, Status.UNKNOWN, code.get(answer.outcome, "dns-error"), summary,
                     _evidence(zone, shown, answer), advice, now)  # fmt: skip
