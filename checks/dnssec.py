@@ -55,9 +55,7 @@ async def _judge(domain: str, ctx: CheckContext) -> Finding:
         advice = "Point repbot at a validating resolver (unbound, or a public one) so DNSSEC and DANE can be judged."
         return make(Status.UNKNOWN, "resolver-not-validating", summary, advice)
     if ds.failed and (soa.failed or dnskey.failed):
-        return make(
-            Status.UNKNOWN, "lookup-failed", _("could not look up the DS record: {ds}").format(ds=ds.describe())
-        )
+        return make(Status.UNKNOWN, "lookup-failed", _("could not look up the DS record: {ds}").format(ds=ds.said()))
     if dnskey.ok:
         summary = "DNSKEY published but no DS at the parent: the signatures are not trusted by anyone"
         advice = f"Publish the DS record for {domain} at your registrar. {DANE_NEEDS_IT}"

@@ -152,7 +152,7 @@ def _set_finding(mxset: MxSet, ctx: CheckContext) -> Finding:
         return Finding(MX, domain, status, summary, evidence, advice, code, ctx.clock())
 
     if mxset.kind == "unknown":
-        detail = mxset.answer.describe() if mxset.answer and mxset.answer.failed else _("address look-up failed")
+        detail = mxset.answer.said() if mxset.answer and mxset.answer.failed else _("address look-up failed")
         return make(
             Status.UNKNOWN, "lookup-failed", _("could not look up the MX records: {detail}").format(detail=detail)
         )
@@ -270,7 +270,7 @@ async def check_reverse(ip: str, ctx: CheckContext) -> Finding:
         return make(
             Status.UNKNOWN,
             "lookup-failed",
-            _("could not look up the PTR of {ip}: {answer}").format(ip=ip, answer=answer.describe()),
+            _("could not look up the PTR of {ip}: {answer}").format(ip=ip, answer=answer.said()),
         )
     names = [rd.to_text().rstrip(".").lower() for rd in answer.rdata] if answer.ok else []
     if not names:

@@ -534,3 +534,15 @@ def test_an_expired_message_gives_the_remote_s_last_answer_not_our_verdict() -> 
     )
     bounce = _bounce_of(ses)
     assert (bounce.action, bounce.status, bounce.reply_code) == ("failed", "4.4.2", "421")
+
+
+def test_verdicts_in_the_operators_language() -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    now = datetime.now(UTC)
+    failed = Canary("gmail", "rbx", "<rbx@e>", "s@gmail.com", "me@e", now, now, error="SMTPConnectError: refused")
+    with use_language("es"):
+        not_sent = classify(failed, None, None, now)
+    assert not_sent.summary == "no enviado: SMTPConnectError: refused"
+    assert not_sent.to_finding(now).evidence["token"] == "rbx"

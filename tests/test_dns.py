@@ -477,3 +477,18 @@ def test_the_cheap_negative_answer_is_the_same_value() -> None:
     assert set(vars(cheap)) == {f.name for f in fields(DnsAnswer)}  # every field, none forgotten
     with pytest.raises(AttributeError):
         cheap.ttl = 0  # type: ignore[misc]  # still frozen
+
+
+def test_said_is_describe_in_the_operators_language() -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    failed = DnsAnswer("x.test.", "A", Outcome.SERVFAIL, server="127.0.0.1:53")
+    empty = DnsAnswer("x.test.", "MX", Outcome.NODATA)
+    timed_out = DnsAnswer("x.test.", "TXT", Outcome.TIMEOUT, server="127.0.0.1:53")
+    assert failed.said() == failed.describe() == "SERVFAIL from 127.0.0.1:53"
+    with use_language("es"):
+        assert failed.said() == "SERVFAIL desde 127.0.0.1:53"
+        assert empty.said() == "sin registro MX"
+        assert timed_out.said() == "tiempo agotado desde 127.0.0.1:53"
+        assert empty.describe() == "no MX record"  # evidence and logs keep the English

@@ -511,3 +511,18 @@ async def test_an_sbl_listing_is_not_told_about_the_pbl_removal_form(dns_server:
     zen = by_zone(await check_ip(parse_target(IP), make_ctx(dns_server)))["zen.spamhaus.org"]
     assert zen.code == "listed" and "SBL" in zen.summary
     assert "https://check.spamhaus.org/" in zen.advice and "PBL" not in zen.advice
+
+
+async def test_meanings_and_notes_are_in_the_operators_language_and_evidence_stays_english(
+    dns_server: DnsServer,
+) -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    publish_test_points(dns_server)
+    dns_server.add(f"{REVERSED}.zen.spamhaus.org", "A", "127.0.0.11")
+    with use_language("es"):
+        zen = by_zone(await check_ip(parse_target(IP), make_ctx(dns_server)))["zen.spamhaus.org"]
+    assert "127.0.0.11 PBL, puesta por Spamhaus: este rango no debería enviar correo directamente" in zen.summary
+    assert "formulario de retirada de la PBL" in zen.advice
+    assert zen.evidence["meanings"] == ["127.0.0.11 PBL, set by Spamhaus: this range should not send mail directly"]

@@ -303,3 +303,20 @@ def test_journal_ignores_a_torn_last_line(tmp_path: Path) -> None:
     with path.open("a") as handle:
         handle.write('{"report_id": "abc", "rep')
     assert len(JsonlJournal(path).complaints()) == 1
+
+
+def test_findings_in_the_operators_language() -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    complaints = [feedback.parse_report(r, now=NOW) for r in (rfc5965("02"), rfc5965("03"), jmrp_2026(), jmrp_legacy())]
+    with use_language("es"):
+        found = feedback.findings_for_complaints(complaints[:1], complaints, ["example.org", "quiet.example"], 7, NOW)
+        later = feedback.findings_for_complaints([], complaints, ["example.org"], 7, NOW)[1]
+    by_subject = {f.subject: f for f in found}
+    org = by_subject["example.org"]
+    assert org.summary.startswith("nueva queja: Yahoo CFL: queja abuse del 2026-07-02 sobre «Your weekly news")
+    assert org.summary.endswith("; 3 en los últimos 7 días")
+    assert by_subject["quiet.example"].summary == "0 quejas sobre correo de quiet.example en los últimos 7 días"
+    assert later.summary.startswith("3 quejas sobre correo de example.org en los últimos 7 días; la más reciente: ")
+    assert org.advice.startswith("Busque la lista")

@@ -149,3 +149,16 @@ def test_the_config_names_the_language_and_refuses_an_unknown_one() -> None:
     assert parse_config({"bot": {"language": "es"}}).language == "es"
     with pytest.raises(ConfigError, match=r"bot\.language: expected one of en, es, got 'fr'"):
         parse_config({"bot": {"language": "fr"}})
+
+
+def test_the_data_files_sentences_are_in_the_generated_list() -> None:
+    """checks/data_words.py is what puts ndr.toml's and zones.toml's sentences in the catalog: it must be current."""
+    import importlib.util
+
+    from checks.data_words import MESSAGES
+
+    spec = importlib.util.spec_from_file_location("data_words", ROOT / "scripts" / "data_words.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert list(MESSAGES) == script.collect(), "run: python scripts/data_words.py, then update the catalog"

@@ -213,3 +213,18 @@ def test_bad_entries_are_refused_with_the_field() -> None:
     with pytest.raises(CatalogError):
         parse_table({"contacts": {"c": {"name": "C", "url": "http://insecure"}}, "codes": [good]})
     assert parse_entry(good, parse_table.__globals__["_parse_contacts"](contacts)).unique is False
+
+
+def test_said_is_the_line_in_the_operators_language_and_line_stays_english() -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    explanation = explain("550 5.7.1 Unfortunately, messages from [203.0.113.5] weren't sent. (S3150)")
+    assert explanation is not None
+    english = explanation.line()
+    assert explanation.said() == english  # no language active: the same English sentence
+    with use_language("es"):
+        said = explanation.said()
+        assert explanation.line() == english  # what goes into evidence and JSON
+    assert said.startswith("Outlook.com rechaza el correo de su IP") and " Dónde: el formulario de soporte" in said
+    assert said.endswith("<https://olcsupport.office.com/>.")

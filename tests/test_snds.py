@@ -258,3 +258,18 @@ async def test_a_dripping_token_endpoint_meets_its_deadline(
     with pytest.raises(SndsAnswerError) as raised:
         await source()
     assert raised.value.code == "unreachable" and "RequestDeadline" in str(raised.value)
+
+
+def test_findings_in_the_operators_language_and_evidence_unchanged() -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    [row] = snds.parse_data_csv(EXAMPLE.replace(",41,", ",2,"))
+    [english] = snds.findings_for_rows([row], [], SndsSettings(), NOW)
+    with use_language("es"):
+        [spanish] = snds.findings_for_rows([row], [], SndsSettings(), NOW)
+        [clear] = snds.findings_for_status([], ["192.0.2.7"], NOW)
+    assert spanish.summary.startswith(f"{row.ip} el {row.day}: GREEN, tasa de quejas ")
+    assert spanish.advice == "2 impactos en trampas de spam: limpie la lista que llegó a ellas"
+    assert clear.summary == "Microsoft no bloquea 192.0.2.7"
+    assert spanish.evidence == english.evidence and "trap hits" in english.summary

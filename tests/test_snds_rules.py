@@ -148,3 +148,16 @@ def test_attested_in_the_config(tmp_path: Path) -> None:
     assert made is not None and (made.attested, made.state_dir) == (date(2026, 3, 1), str(tmp_path))
     with pytest.raises(ConfigError, match=r"snds\.attested: 'March' is not a date"):
         parse_config({"snds": {**base, "attested": "March"}})
+
+
+def test_reminders_in_the_operators_language() -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    with use_language("es"):
+        [due] = snds_rules.attestation_findings(date(2025, 10, 31), datetime(2026, 8, 1, 9, 0, tzinfo=UTC))
+        never = snds_rules.expired_summary(None)
+    assert due.summary.startswith("vuelva a certificar la propiedad de las IP en SNDS antes del 2026-08-31 (quedan 30")
+    assert due.advice.startswith("Vuelva a certificar: inicie sesión en https://sendersupport")
+    assert never == "repbot nunca vio funcionar esta clave, así que no se sabe el día en que se creó"
+    assert due.evidence["due"] == "2026-08-31"

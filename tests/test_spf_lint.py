@@ -235,3 +235,21 @@ async def test_check_host_json_and_trace(server: DnsServer, resolver: Resolver) 
     assert data["result"] == "pass" and data["lookups"] == 1 and data["void_lookups"] == 0
     assert "include:_spf.example.org -> pass" in data["trace"]
     assert any("ip4:192.0.2.0/24 matched" in step for step in data["trace"])
+
+
+async def test_summaries_and_advice_in_the_operators_language(server: DnsServer, resolver: Resolver) -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    txt(server, DOMAIN, "v=spf1 ptr include:open.example.net ?all")
+    txt(server, "open.example.net", "v=spf1 +all")
+    with use_language("es"):
+        codes = by_code(await lint(resolver))
+    plus = codes["plus-all"]
+    assert (
+        plus.summary
+        == f"+all (alcanzado por include desde {DOMAIN}): cualquier servidor de internet puede enviar como {DOMAIN}"
+    )
+    assert plus.advice == "Sustituya +all por -all: v=spf1 -all"
+    assert codes["lookups"].summary == "2 consultas DNS de las 10 permitidas"
+    assert codes["lookups"].evidence["lookups"] == 2  # evidence keeps its values, not words

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from checks.errors import CatalogError
+from checks.i18n import _
 
 __all__ = [
     "Contact",
@@ -134,6 +135,12 @@ class Explanation:
         """One human sentence: meaning, action, and where to go."""
         where = f" Where: {self.contact_name}" + (f" <{self.contact_url}>" if self.contact_url else "") + "."
         return f"{self.meaning} {self.action}{where}"
+
+    def said(self) -> str:
+        """`line()` in the active language, for a finding's advice (evidence keeps `line()`'s English)."""
+        url = f" <{self.contact_url}>" if self.contact_url else ""
+        where = _("Where: {contact}{url}.").format(contact=_(self.contact_name), url=url)
+        return f"{_(self.meaning)} {_(self.action)} {where}"
 
 
 def _code_key(code: str) -> tuple[int, int, int]:

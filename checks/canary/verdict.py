@@ -21,6 +21,7 @@ from checks.canary.maillog import LogUnavailable, Trace, follow
 from checks.canary.ndr import Explanation, explain, load_contacts, provider_family
 from checks.canary.probe import Canary, CanarySettings, Placement, poll, send
 from checks.context import CheckContext
+from checks.i18n import _
 from checks.model import Finding, Status
 
 __all__ = [
@@ -102,7 +103,7 @@ class CanaryVerdict:
 
 def _with_reply(canary: Canary, kind: str, summary: str, lines: list[str], reply: str | None) -> CanaryVerdict:
     explanation = explain(reply, canary.name) if reply else None
-    advice = explanation.line() if explanation else ""
+    advice = explanation.said() if explanation else ""
     if explanation is not None and explanation.matched not in summary:
         summary = f"{summary} [{explanation.matched}]"
     return CanaryVerdict(canary, kind, summary, tuple(lines), explanation, advice=advice)
@@ -115,7 +116,11 @@ def _found(canary: Canary, placement: Placement, now: datetime) -> CanaryVerdict
     lines = list(verdict.lines) if verdict else []
     if placement.folder == "inbox":
         return CanaryVerdict(
-            canary, "inbox", f"in the Inbox of {canary.seed} after {_duration(latency)}", tuple(lines), latency=latency
+            canary,
+            "inbox",
+            _("in the Inbox of {seed} after {latency}").format(seed=canary.seed, latency=_duration(latency)),
+            tuple(lines),
+            latency=latency,
         )
     reasons = []
     if verdict is not None:
@@ -127,11 +132,13 @@ def _found(canary: Canary, placement: Placement, now: datetime) -> CanaryVerdict
         if verdict.compauth_reason:
             reasons.append(f"compauth reason {verdict.compauth_reason}")
     why = f" ({', '.join(reasons)})" if reasons else ""
-    advice = (
+    advice = _(
         "The receiver accepted it but filed it as spam: fix any failing authentication first; "
         "with all pass, it is reputation (check SNDS / Postmaster Tools)."
     )
-    summary = f"in the Junk folder ({placement.folder_name}) of {canary.seed}{why}"
+    summary = _("in the Junk folder ({folder}) of {seed}{why}").format(
+        folder=placement.folder_name, seed=canary.seed, why=why
+    )
     return CanaryVerdict(canary, "junk", summary, tuple(lines), latency=latency, advice=advice)
 
 
@@ -142,10 +149,14 @@ def _from_log(canary: Canary, trace: Trace) -> CanaryVerdict | None:
         return None
     if final.status == "bounced":
         said = final.reply or final.detail
-        return _with_reply(canary, "bounced", f"bounced by the remote: {_short(said)}", lines, said)
+        return _with_reply(
+            canary, "bounced", _("bounced by the remote: {reply}").format(reply=_short(said)), lines, said
+        )
     if final.status == "deferred":
         said = final.reply or final.detail
-        return _with_reply(canary, "deferred", f"our MTA is still retrying: {_short(said)}", lines, said)
+        return _with_reply(
+            canary, "deferred", _("our MTA is still retrying: {reply}").format(reply=_short(said)), lines, said
+        )
     return None
 
 
@@ -158,20 +169,26 @@ def _missing(canary: Canary, trace: Trace | LogUnavailable | None) -> CanaryVerd
         accepted = trace.final is not None and trace.final.remote_accepted
     else:
         reason = str(trace) if trace is not None else "no MTA log configured"
-        summary = (
-            f"not in the Inbox or Junk of {seed} after the deadline; acceptance unknown (evidence missing: {reason})"
+        summary = _(
+            "not in the Inbox or Junk of {seed} after the deadline; acceptance unknown (evidence missing: {reason})"
+        ).format(seed=seed, reason=reason)
+        advice = _(
+            "Give repbot read access to the MTA log (a path or a journalctl command) to tell a drop from a bounce."
         )
-        advice = "Give repbot read access to the MTA log (a path or a journalctl command) to tell a drop from a bounce."
         return CanaryVerdict(canary, "missing-unknown", summary, (f"submission: {canary.reply}",), advice=advice)
     if accepted:
         reply = (trace.final.reply if trace.final else None) or canary.reply or ""
-        summary = (
-            f"accepted by the remote with {reply[:3]} and in neither Inbox nor Junk of {seed}: suspected silent drop"
-        )
+        summary = _(
+            "accepted by the remote with {code} and in neither Inbox nor Junk of {seed}: suspected silent drop"
+        ).format(code=reply[:3], seed=seed)
         contact = load_contacts()[_CONTACT.get(provider_family(canary.name) or "", "outlook-form")]
-        advice = f"Ask for mitigation at {contact.name} <{contact.url}>, quoting the accepted reply and the token."
+        advice = _("Ask for mitigation at {contact} <{url}>, quoting the accepted reply and the token.").format(
+            contact=_(contact.name), url=contact.url
+        )
         return CanaryVerdict(canary, "missing-accepted", summary, trace.lines, advice=advice)
-    summary = f"our MTA never reached {seed}'s provider: the log shows no delivery attempt for this message"
+    summary = _("our MTA never reached {seed}'s provider: the log shows no delivery attempt for this message").format(
+        seed=seed
+    )
     return CanaryVerdict(canary, "not-sent", summary, (*trace.lines, f"submission: {canary.reply}"))
 
 
@@ -181,30 +198,40 @@ def classify(
     """The verdict for one canary at time `now`; pure."""
     if not canary.submitted:
         said = canary.reply or canary.error or "no reply"
-        summary = f"not sent: {_short(canary.error or said)}"
+        summary = _("not sent: {reason}").format(reason=_short(canary.error or said))
         return _with_reply(canary, "not-sent", summary, [f"submission: {said}"], canary.reply)
     if placement is not None and placement.folder:
         return _found(canary, placement, now)
     if placement is not None and placement.bounce is not None and placement.bounce.action == "failed":
         bounce = placement.bounce
         said = bounce.diagnostic or bounce.status or "a bounce"
-        return _with_reply(canary, "bounced", f"bounced: {_short(said)}", list(bounce.lines), said)
+        return _with_reply(
+            canary, "bounced", _("bounced: {reply}").format(reply=_short(said)), list(bounce.lines), said
+        )
     logged = _from_log(canary, trace) if isinstance(trace, Trace) else None
     if logged is not None and logged.kind == "bounced":
         return logged
     delayed = placement.bounce if placement is not None and placement.bounce else None
     if now < canary.deadline_at:
         lines = logged.lines if logged else delayed.lines if delayed else ()
-        summary = f"pending: not found yet, checking until {canary.deadline_at:%H:%M} UTC"
+        summary = _("pending: not found yet, checking until {time} UTC").format(time=f"{canary.deadline_at:%H:%M}")
         return CanaryVerdict(canary, "pending", summary, lines)
     if placement is not None and placement.error:
-        return CanaryVerdict(canary, "unreadable", f"cannot read the seed mailbox: {placement.error}", ())
+        return CanaryVerdict(
+            canary, "unreadable", _("cannot read the seed mailbox: {error}").format(error=placement.error), ()
+        )
     if logged is not None:
         return logged
     if delayed is not None and delayed.action == "delayed":
         # A delay notice and no copy by the deadline: the remote is deferring it, whatever the log says.
         said = delayed.diagnostic or delayed.status or "a delay notice"
-        return _with_reply(canary, "deferred", f"delayed by the remote: {_short(said)}", list(delayed.lines), said)
+        return _with_reply(
+            canary,
+            "deferred",
+            _("delayed by the remote: {reply}").format(reply=_short(said)),
+            list(delayed.lines),
+            said,
+        )
     return _missing(canary, trace)
 
 

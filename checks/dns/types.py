@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import dns.rdata
 
 from checks.errors import DnsFailed
+from checks.i18n import N_, _
 
 __all__ = ["DnsAnswer", "Nameserver", "Outcome", "Try", "parse_nameserver"]
 
@@ -139,20 +141,20 @@ class DnsAnswer:
         return self
 
     def describe(self) -> str:
-        """A short human phrase for the outcome: 'SERVFAIL from 127.0.0.1:53'."""
-        words = {
-            Outcome.ANSWER: "answered",
-            Outcome.NXDOMAIN: "no such name (NXDOMAIN)",
-            Outcome.NODATA: f"no {self.rdtype} record",
-            Outcome.SERVFAIL: "SERVFAIL",
-            Outcome.REFUSED: "REFUSED",
-            Outcome.TIMEOUT: "timed out",
-            Outcome.ERROR: "error",
-            Outcome.NOT_SENT: "not sent",
-        }[self.outcome]
+        """A short human phrase for the outcome: 'SERVFAIL from 127.0.0.1:53' (English: evidence and logs keep it)."""
+        return self._phrase(str)
+
+    def said(self) -> str:
+        """`describe()` in the active language, for a finding's summary."""
+        return self._phrase(_)
+
+    def _phrase(self, say: Callable[[str], str]) -> str:
+        words = say(_OUTCOME_WORDS[self.outcome]).format(rdtype=self.rdtype)
         if self.detail:
             words = f"{words}: {self.detail}"
-        return f"{words} from {self.server}" if self.server and self.failed else words
+        if not (self.server and self.failed):
+            return words
+        return say(N_("{words} from {server}")).format(words=words, server=self.server)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "type": self.rdtype, "outcome": self.outcome}
@@ -166,6 +168,18 @@ class DnsAnswer:
             data["trace"] = [step.to_json() for step in self.trace]
         return data
 
+
+# Marked for the catalog; DnsAnswer._phrase words them in English or in the active language.
+_OUTCOME_WORDS = {
+    Outcome.ANSWER: N_("answered"),
+    Outcome.NXDOMAIN: N_("no such name (NXDOMAIN)"),
+    Outcome.NODATA: N_("no {rdtype} record"),
+    Outcome.SERVFAIL: N_("SERVFAIL"),
+    Outcome.REFUSED: N_("REFUSED"),
+    Outcome.TIMEOUT: N_("timed out"),
+    Outcome.ERROR: N_("error"),
+    Outcome.NOT_SENT: N_("not sent"),
+}
 
 _EMPTY_FIELDS: dict[str, Any] = {"records": (), "detail": "", "cnames": (), "rdata": (), "trace": ()}
 

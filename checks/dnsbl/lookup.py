@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -211,16 +211,15 @@ def meanings(zone: Zone, address: int) -> list[str]:
 def _listed(
     zone: Zone, shown: str, answer: DnsAnswer, addresses: Sequence[int], txt: list[str], now: datetime
 ) -> Finding:
-    described = [
-        f"{record} {'; '.join(meanings(zone, address))}"
-        for record, address in zip(answer.records, addresses, strict=True)
-    ]
-    evidence = _evidence(zone, shown, answer, txt=txt, meanings=described)
+    pairs = list(zip(answer.records, addresses, strict=True))
+    evidence = _evidence(zone, shown, answer, txt=txt, meanings=[_described(zone, *pair, str) for pair in pairs])
+    # The data file's meanings are English in the evidence and in the operator's language in the summary.
+    described = [_described(zone, *pair, _) for pair in pairs]
     if zone.role == "allow":
         summary = _("on the {zone} allow-list (good news): {meanings}").format(
             zone=zone.title, meanings=", ".join(described)
         )
-        return _finding(zone, Status.OK, "allow-listed", summary, evidence, zone.note, now)
+        return _finding(zone, Status.OK, "allow-listed", summary, evidence, _(zone.note) if zone.note else "", now)
     if zone.role == "reputation":
         return _reputation(zone, addresses, described, evidence, now)
     statuses = [_STATUS[level.status] for level in zone.levels for a in addresses if a in level and level.status]
@@ -229,6 +228,10 @@ def _listed(
     if txt:
         summary += f" ({txt[0]})"
     return _finding(zone, status, "listed", summary, evidence, _delist_advice(zone, answer.records), now)
+
+
+def _described(zone: Zone, record: str, address: int, say: Callable[[str], str]) -> str:
+    return f"{record} {'; '.join(say(meaning) for meaning in meanings(zone, address))}"
 
 
 def _reputation(
@@ -243,7 +246,7 @@ def _reputation(
     status = max((_STATUS[level.status or "ok"] for level in levels), key=lambda s: s.severity)
     code = "reputation-good" if status is Status.OK else "reputation-poor"
     summary = f"{zone.title}: {', '.join(described)}"
-    advice = _delist_advice(zone) if status is not Status.OK else zone.note
+    advice = _delist_advice(zone) if status is not Status.OK else (_(zone.note) if zone.note else "")
     return _finding(zone, status, code, summary, evidence, advice, now)
 
 
@@ -262,20 +265,21 @@ def _not_listed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Fin
 def _failed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Finding:
     code = {Outcome.TIMEOUT: "timeout", Outcome.SERVFAIL: "servfail", Outcome.REFUSED: "dns-refused",
             Outcome.NOT_SENT: "not-sent"}  # fmt: skip
-    summary = _("could not ask {zone}: {outcome}").format(zone=zone.title, outcome=answer.describe())
+    summary = _("could not ask {zone}: {outcome}").format(zone=zone.title, outcome=answer.said())
     advice = _("Unknown, not clean: the look-up will be tried again on the next run.")
     return _finding(zone, Status.UNKNOWN, code.get(answer.outcome, "dns-error"), summary,
                     _evidence(zone, shown, answer), advice, now)  # fmt: skip
 
 
 def _refused(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetime) -> Finding:
+    reason = _(reason)  # zones.toml's refusal sentence (zone health's is already worded)
     fixes = [_("use a local recursive resolver (for example unbound) that asks the list directly, not a public "
                "or provider forwarder")]  # fmt: skip
     if zone.dqs:
         fixes.append(_("set a Spamhaus DQS key (free) so the zone is asked as KEY.{zone}.dq.spamhaus.net").format(
             zone=zone.dqs))  # fmt: skip
     if zone.requires_registration:
-        fixes.append(zone.requires_registration)
+        fixes.append(_(zone.requires_registration))
     advice = _("{reason}. To get real answers: {fixes}.").format(reason=reason, fixes=_("; or ").join(fixes))
     summary = _("{zone} refused to answer: {reason}").format(zone=zone.title, reason=reason)
     return _finding(zone, Status.UNKNOWN, "refused", summary, _evidence(zone, shown, answer), advice, now)
@@ -290,7 +294,7 @@ def _broken(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetim
 
 def _delist_advice(zone: Zone, answers: Sequence[str] = ()) -> str:
     where = "" if zone.delist == "none" else _("Details and removal: {url}").format(url=zone.delist)
-    note = zone.note if not zone.note_codes or zone.note_codes & set(answers) else ""
+    note = _(zone.note) if zone.note and (not zone.note_codes or zone.note_codes & set(answers)) else ""
     return " ".join(part for part in (where, note) if part)
 
 

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from checks.i18n import _, ngettext
 from checks.mailbox import Mailbox, MailboxSettings
 from checks.model import Finding, Status
 from checks.providers._feedback_parse import DEFAULT_VERP, REPORTERS, Complaint, NotAReport, parse_report
@@ -151,15 +152,19 @@ def count_by(complaints: Iterable[Complaint], key: str) -> Counter[str]:
 
 def complaint_line(complaint: Complaint) -> str:
     """One line for the room: reporter, original subject, domain, how it was matched. Never the complainant."""
-    match = {"message-id": f"Message-ID {complaint.message_id}", "verp": f"VERP token {complaint.token}"}
-    how = match.get(complaint.attributed_by, "subject only")
-    subject = complaint.subject or "(no subject)"
+    match = {
+        "message-id": _("Message-ID {id}").format(id=complaint.message_id),
+        "verp": _("VERP token {token}").format(token=complaint.token),
+    }
+    how = match.get(complaint.attributed_by) or _("subject only")
+    subject = complaint.subject or _("(no subject)")
     reported = complaint.reported_domain
     also = f", Reported-Domain {reported}" if reported and reported != complaint.sending_domain else ""
-    return (
-        f"{complaint.reporter}: {complaint.feedback_type} complaint on {complaint.day} about “{subject}” "
-        f"from {complaint.sending_domain or 'an unknown domain'} ({how}{also})"
-    )
+    line = _("{reporter}: {type} complaint on {day} about “{subject}” from {domain} ({how}{also})")
+    return line.format(
+        reporter=complaint.reporter, type=complaint.feedback_type, day=complaint.day, subject=subject,
+        domain=complaint.sending_domain or _("an unknown domain"), how=how, also=also,
+    )  # fmt: skip
 
 
 def findings_for_complaints(
@@ -189,26 +194,34 @@ def findings_for_complaints(
 
 
 def _brief(complaint: Complaint) -> str:
-    return f"{complaint.reporter} about “{complaint.subject or '(no subject)'}”"
+    return _("{reporter} about “{subject}”").format(
+        reporter=complaint.reporter, subject=complaint.subject or _("(no subject)")
+    )
 
 
 def _domain_finding(domain: str, mine: Sequence[Complaint], fresh_ids: set[str], days: int, now: datetime) -> Finding:
     n = len(mine)
     evidence: dict[str, object] = {"count": n, "days": days}
-    window = f"{n} in the last {days} days"
+    window = _("{count} in the last {days} days").format(count=n, days=days)
     if not mine:
-        summary = f"0 complaints about mail from {domain} in the last {days} days"
+        summary = _("0 complaints about mail from {domain} in the last {days} days").format(domain=domain, days=days)
         return Finding("complaints", domain, Status.OK, summary, evidence, code="no-complaints", observed_at=now)
     fresh = [c for c in mine if c.report_id in fresh_ids]
     newest = mine[-1]
     evidence.update(new=len(fresh), newest=newest.report_id[:12])
     if len(fresh) == 1:
-        summary = f"new complaint: {complaint_line(fresh[0])}; {window}"
+        summary = _("new complaint: {line}; {window}").format(line=complaint_line(fresh[0]), window=window)
     elif fresh:
-        shown = "; ".join(_brief(c) for c in fresh[:3]) + (f"; {len(fresh) - 3} more" if len(fresh) > 3 else "")
-        summary = f"{len(fresh)} new complaints about mail from {domain} ({window}): {shown}"
+        more = _("; {count} more").format(count=len(fresh) - 3) if len(fresh) > 3 else ""
+        shown = "; ".join(_brief(c) for c in fresh[:3]) + more
+        summary = _("{count} new complaints about mail from {domain} ({window}): {shown}").format(
+            count=len(fresh), domain=domain, window=window, shown=shown
+        )
     else:
-        plural = "s" if n != 1 else ""
-        summary = f"{n} complaint{plural} about mail from {domain} in the last {days} days; newest: {_brief(newest)}"
-    advice = "Find the list these recipients came from and remove them; check how they subscribed."
+        summary = ngettext(
+            "{count} complaint about mail from {domain} in the last {days} days; newest: {newest}",
+            "{count} complaints about mail from {domain} in the last {days} days; newest: {newest}",
+            n,
+        ).format(count=n, domain=domain, days=days, newest=_brief(newest))
+    advice = _("Find the list these recipients came from and remove them; check how they subscribed.")
     return Finding("complaints", domain, Status.WARN, summary, evidence, advice, "complaints", now)

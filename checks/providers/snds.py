@@ -20,6 +20,7 @@ import httpx
 
 from checks.context import CheckContext
 from checks.errors import SndsAnswerError
+from checks.i18n import N_, _
 from checks.model import Finding, Status
 from checks.providers import oauth, snds_rules
 from checks.providers._snds_parse import (
@@ -232,10 +233,12 @@ class RefreshTokenSource(oauth.RefreshTokenSource):
 # -- findings -------------------------------------------------------------------------------------------
 
 _ADVICE = {
-    "key-expired": "Automated-access links expire after 30 days: create a new one in SNDS, or move to the REST API.",
-    "login-page": "SNDS wants a login: renew the automated-access key or the OAuth token (see docs/providers.md).",
-    "auth": "Renew the OAuth token (token_command or the stored refresh token).",
-    "invalid-grant": "The refresh token was revoked or has expired: sign in again and store a new one.",
+    "key-expired": N_(
+        "Automated-access links expire after 30 days: create a new one in SNDS, or move to the REST API."
+    ),
+    "login-page": N_("SNDS wants a login: renew the automated-access key or the OAuth token (see docs/providers.md)."),
+    "auth": N_("Renew the OAuth token (token_command or the stored refresh token)."),
+    "invalid-grant": N_("The refresh token was revoked or has expired: sign in again and store a new one."),
 }
 
 
@@ -248,7 +251,9 @@ def findings_for_rows(
     for ip in wanted:
         mine = [row for row in rows if row.ip == ip]
         if not mine:
-            summary = f"SNDS has no data for {ip}: normal for an IP sending under about 100 messages a day"
+            summary = _("SNDS has no data for {ip}: normal for an IP sending under about 100 messages a day").format(
+                ip=ip
+            )
             # SNDS answered: it has nothing on this IP. Not a failure to check, so not unknown.
             findings.append(Finding("snds", ip, Status.OK, summary, {"ip": ip}, code="snds-no-data"))
             continue
@@ -261,21 +266,29 @@ def _row_finding(row: DataRow, subject: str, settings: SndsSettings, now: dateti
     statuses = [COLOURS[row.colour]]
     advice = []
     if row.colour != "GREEN":
-        advice.append(
-            f"{row.colour}: Microsoft filtered {'most' if row.colour == 'RED' else 'some'} of this mail as spam"
+        filtered = (
+            _("{colour}: Microsoft filtered most of this mail as spam")
+            if row.colour == "RED"
+            else _("{colour}: Microsoft filtered some of this mail as spam")
         )
+        advice.append(filtered.format(colour=row.colour))
     rate = row.complaint_percent
     if rate is not None and not row.complaint_text.startswith("<") and rate >= settings.complaint_warn_percent:
         statuses.append(Status.WARN)
-        advice.append(f"complaint rate {row.complaint_text} is over {settings.complaint_warn_percent}%")
+        advice.append(
+            _("complaint rate {rate} is over {limit}%").format(
+                rate=row.complaint_text, limit=settings.complaint_warn_percent
+            )
+        )
     if row.trap_hits:
         statuses.append(Status.FAIL if row.trap_hits >= settings.trap_fail else Status.WARN)
-        advice.append(f"{row.trap_hits} spam-trap hits: clean the list that reached them")
+        advice.append(_("{hits} spam-trap hits: clean the list that reached them").format(hits=row.trap_hits))
     status = max(statuses, key=lambda s: s.severity)
-    complaints = row.complaint_text or "none reported"
-    summary = (
-        f"{row.ip} on {row.day}: {row.colour}, complaint rate {complaints}, {row.trap_hits} trap hits, "
-        f"{row.recipients} recipients"
+    complaints = row.complaint_text or _("none reported")
+    summary = _(
+        "{ip} on {day}: {colour}, complaint rate {complaints}, {hits} trap hits, {recipients} recipients"
+    ).format(
+        ip=row.ip, day=row.day, colour=row.colour, complaints=complaints, hits=row.trap_hits, recipients=row.recipients
     )
     evidence = {
         "ip": row.ip,
@@ -302,11 +315,11 @@ def findings_for_status(ranges: Sequence[BlockRange], ips: Sequence[str], now: d
         if hits:
             reasons = "; ".join(dict.fromkeys(r.reason or "no reason given" for r in hits))
             evidence = {"ip": ip, "ranges": [f"{r.first}-{r.last}" for r in hits], "reason": reasons}
-            advice = "Ask Microsoft to lift it: https://olcsupport.office.com/ (sender support form)"
-            summary = f"Microsoft blocks {ip}: {reasons}"
+            advice = _("Ask Microsoft to lift it: https://olcsupport.office.com/ (sender support form)")
+            summary = _("Microsoft blocks {ip}: {reasons}").format(ip=ip, reasons=reasons)
             findings.append(Finding("snds", f"{ip} block", Status.FAIL, summary, evidence, advice, "snds-blocked", now))
         else:
-            summary = f"Microsoft does not block {ip}"
+            summary = _("Microsoft does not block {ip}").format(ip=ip)
             findings.append(
                 Finding("snds", f"{ip} block", Status.OK, summary, {"ip": ip}, code="snds-not-blocked", observed_at=now)
             )
@@ -320,7 +333,7 @@ def _failure(error: SndsAnswerError, subject: str, now: datetime) -> Finding:
         Status.UNKNOWN,
         str(error),
         {"problem": error.code},
-        _ADVICE.get(error.code, ""),
+        _(_ADVICE.get(error.code, "")),
         f"snds-{error.code}",
         now,
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from checks.i18n import N_, _
 from checks.model import Finding, Status
 
 __all__ = [
@@ -39,12 +40,12 @@ KEY_WARN_DAYS = 5
 ATTEST_MONTHS = 10
 ATTEST_WARN_DAYS = 30
 
-RENEW_KEY = (
+RENEW_KEY = N_(
     "Renew it: sign in at https://sendersupport.olc.protection.outlook.com/snds/, open Automated Access, "
     "generate a new data link, and put its key= value in key_file (or where key_command reads it); repbot sees "
     'the new key and counts 30 days again. Or move to the REST API (method = "api").'
 )
-REATTEST = (
+REATTEST = N_(
     "Re-attest: sign in at https://sendersupport.olc.protection.outlook.com/snds/, confirm the IP ranges "
     "(Microsoft mails the range's contact again), then set [snds] attested to the new date."
 )
@@ -106,20 +107,26 @@ def key_age_findings(record: KeyRecord, now: datetime) -> list[Finding]:
     left = (record.expires - today).days
     evidence = {"first_seen_working": str(record.first_ok), "expires": str(record.expires), "days_left": left}
     if left > KEY_WARN_DAYS:
-        summary = f"the SNDS key first worked on {record.first_ok}; it expires around {record.expires} ({left} days)"
+        summary = _("the SNDS key first worked on {first}; it expires around {expires} ({left} days)").format(
+            first=record.first_ok, expires=record.expires, left=left
+        )
         return [Finding("snds", "SNDS key", Status.OK, summary, evidence, code="snds-key-fresh", observed_at=now)]
-    when = f"in {left} days" if left > 0 else ("today" if left == 0 else f"{-left} days ago, still working")
-    summary = f"the SNDS key expires around {record.expires} ({when}): it first worked on {record.first_ok}"
-    return [Finding("snds", "SNDS key", Status.WARN, summary, evidence, RENEW_KEY, "snds-key-expiring", now)]
+    if left > 0:
+        when = _("in {days} days").format(days=left)
+    else:
+        when = _("today") if left == 0 else _("{days} days ago, still working").format(days=-left)
+    summary = _("the SNDS key expires around {expires} ({when}): it first worked on {first}").format(
+        expires=record.expires, when=when, first=record.first_ok
+    )
+    return [Finding("snds", "SNDS key", Status.WARN, summary, evidence, _(RENEW_KEY), "snds-key-expiring", now)]
 
 
 def expired_summary(record: KeyRecord | None) -> str:
     """The date part of the "key expired" finding."""
     if record is None:
-        return "repbot never saw this key working, so the day it was made is not known"
-    return (
-        f"it first worked on {record.first_ok}, last on {record.last_ok}: expired around {record.expires} "
-        f"({KEY_DAYS} days)"
+        return _("repbot never saw this key working, so the day it was made is not known")
+    return _("it first worked on {first}, last on {last}: expired around {expires} ({days} days)").format(
+        first=record.first_ok, last=record.last_ok, expires=record.expires, days=KEY_DAYS
     )
 
 
@@ -137,11 +144,17 @@ def attestation_findings(attested: date, now: datetime) -> list[Finding]:
     evidence = {"attested": str(attested), "due": str(due), "days_left": left}
     if left > ATTEST_WARN_DAYS:
         status, code, advice = Status.OK, "snds-attest-ok", ""
-        summary = f"SNDS IP ownership was attested on {attested}; the next re-attestation is due by {due}"
+        summary = _("SNDS IP ownership was attested on {attested}; the next re-attestation is due by {due}").format(
+            attested=attested, due=due
+        )
     elif left >= 0:
-        status, code, advice = Status.WARN, "snds-attest-due", REATTEST
-        summary = f"re-attest the SNDS IP ownership by {due} ({left} days left; last attested {attested})"
+        status, code, advice = Status.WARN, "snds-attest-due", _(REATTEST)
+        summary = _("re-attest the SNDS IP ownership by {due} ({left} days left; last attested {attested})").format(
+            due=due, left=left, attested=attested
+        )
     else:
-        status, code, advice = Status.FAIL, "snds-attest-overdue", REATTEST
-        summary = f"the SNDS re-attestation was due on {due} ({-left} days ago; last attested {attested})"
+        status, code, advice = Status.FAIL, "snds-attest-overdue", _(REATTEST)
+        summary = _("the SNDS re-attestation was due on {due} ({days} days ago; last attested {attested})").format(
+            due=due, days=-left, attested=attested
+        )
     return [Finding("snds", "SNDS attestation", status, summary, evidence, advice, code, now)]

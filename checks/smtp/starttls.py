@@ -393,7 +393,7 @@ def dane_finding(result: TlsProbe, tlsa: DnsAnswer, now: datetime) -> Finding | 
         return make(
             Status.UNKNOWN,
             "tlsa-lookup-failed",
-            _("could not look up TLSA records: {outcome}").format(outcome=tlsa.describe()),
+            _("could not look up TLSA records: {outcome}").format(outcome=tlsa.said()),
         )
     if not result.tls:
         if result.unknown:

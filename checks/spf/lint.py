@@ -14,7 +14,7 @@ from typing import Any
 
 from checks.context import CheckContext
 from checks.dns.resolver import Resolver
-from checks.i18n import _
+from checks.i18n import _, ngettext
 from checks.model import Finding, Status, Target
 from checks.spf.evaluator import MAX_LOOKUPS, MAX_MX_NAMES, MAX_VOID_LOOKUPS, SpfResult, check_host
 from checks.spf.parser import (
@@ -255,7 +255,9 @@ def _root_findings(tree: SpfNode, ctx: CheckContext, evidence: dict[str, Any]) -
     domain = tree.domain
     if tree.status == "none":
         starter = _starter_record(ctx, domain)
-        advice = f'Publish one TXT record at {domain}: "{starter}" (list every server that sends its mail).'
+        advice = _('Publish one TXT record at {domain}: "{starter}" (list every server that sends its mail).').format(
+            domain=domain, starter=starter
+        )
         summary = _("{domain} publishes no SPF record").format(domain=domain)
         return [_finding(ctx, domain, Status.FAIL, "missing", summary, advice)]
     if tree.status == "dns-failed":
@@ -270,7 +272,9 @@ def _root_findings(tree: SpfNode, ctx: CheckContext, evidence: dict[str, Any]) -
         ]
     if tree.status == "invalid-domain":
         return [_finding(ctx, domain, Status.FAIL, "invalid-domain", tree.detail)]
-    summary = f"SPF record: {tree.record}" if tree.status == "ok" else f"SPF record present: {tree.record}"
+    summary = (_("SPF record: {record}") if tree.status == "ok" else _("SPF record present: {record}")).format(
+        record=tree.record
+    )
     return [_finding(ctx, domain, Status.OK, "record", summary, record=tree.record, **evidence)]
 
 
@@ -290,14 +294,16 @@ def _tree_findings(tree: SpfNode, ctx: CheckContext) -> list[Finding]:
     alls = [mechanism for record in final for mechanism in record.mechanisms if mechanism.kind == "all"]
     ends_in_redirect = bool(final) and final[-1].redirect is not None
     if not alls and not ends_in_redirect:
-        advice = f"End the record with -all (or ~all while testing): {_with_term(tree.record, '-all')}"
+        advice = _("End the record with -all (or ~all while testing): {record}").format(
+            record=_with_term(tree.record, "-all")
+        )
         findings.append(
             _finding(ctx, tree.domain, Status.WARN, "no-all", _("the record has no 'all': others get neutral"), advice)
         )
     for mechanism in alls:
         if mechanism.qualifier == "?":
-            advice = f"Use -all (or ~all): {tree.record.replace(mechanism.text, '-all')}"
-            summary = "?all: mail from any other server gets neutral, which protects nothing"
+            advice = _("Use -all (or ~all): {record}").format(record=tree.record.replace(mechanism.text, "-all"))
+            summary = _("?all: mail from any other server gets neutral, which protects nothing")
             findings.append(_finding(ctx, tree.domain, Status.WARN, "neutral-all", summary, advice))
     return findings
 
@@ -313,17 +319,19 @@ def _redirect_chain(tree: SpfNode) -> list[SpfNode]:
 
 def _node_findings(node: SpfNode, tree: SpfNode, ctx: CheckContext) -> list[Finding]:
     subject, out = node.domain, []
-    where = "" if node is tree else f" (reached by {node.via} from {tree.domain})"
+    where = "" if node is tree else _(" (reached by {via} from {domain})").format(via=node.via, domain=tree.domain)
     problems = {
-        "multiple": (Status.FAIL, "multiple-records", "Merge them into one TXT record starting with v=spf1."),
-        "syntax": (Status.FAIL, "syntax-error", "Fix the record; receivers treat it as a permanent error."),
-        "loop": (Status.FAIL, "loop", "Remove the include or redirect that points back up the chain."),
+        "multiple": (Status.FAIL, "multiple-records", _("Merge them into one TXT record starting with v=spf1.")),
+        "syntax": (Status.FAIL, "syntax-error", _("Fix the record; receivers treat it as a permanent error.")),
+        "loop": (Status.FAIL, "loop", _("Remove the include or redirect that points back up the chain.")),
         "dns-failed": (Status.UNKNOWN, "include-dns-failed", ""),
-        "invalid-domain": (Status.FAIL, "invalid-include", "Point the include at a valid domain name."),
-        "truncated": (Status.FAIL, "too-deep", "Flatten the includes; the record needs far more than 10 lookups."),
+        "invalid-domain": (Status.FAIL, "invalid-include", _("Point the include at a valid domain name.")),
+        "truncated": (Status.FAIL, "too-deep", _("Flatten the includes; the record needs far more than 10 lookups.")),
     }
     if node is not tree and node.status == "none":
-        advice = f"Remove {node.via}:{node.domain}, or ask its owner to publish SPF; receivers give permerror."
+        advice = _("Remove {term}, or ask its owner to publish SPF; receivers give permerror.").format(
+            term=f"{node.via}:{node.domain}"
+        )
         out.append(
             _finding(
                 ctx,
@@ -351,15 +359,21 @@ def _node_findings(node: SpfNode, tree: SpfNode, ctx: CheckContext) -> list[Find
         return out
     for mechanism in node.parsed.mechanisms:
         if mechanism.kind == "all" and mechanism.qualifier == "+":
-            advice = f"Replace +all with -all: {node.record.replace(mechanism.text, '-all')}"
-            summary = f"+all{where}: every server on the internet may send as {tree.domain}"
+            advice = _("Replace +all with -all: {record}").format(record=node.record.replace(mechanism.text, "-all"))
+            summary = _("+all{where}: every server on the internet may send as {domain}").format(
+                where=where, domain=tree.domain
+            )
             out.append(_finding(ctx, subject, Status.FAIL, "plus-all", summary, advice))
         elif mechanism.kind == "ptr":
-            advice = "Replace ptr with ip4:/ip6: or a: terms; RFC 7208 says ptr should not be used."
-            summary = f"{mechanism.text}{where}: slow, unreliable, and ignored by some receivers"
+            advice = _("Replace ptr with ip4:/ip6: or a: terms; RFC 7208 says ptr should not be used.")
+            summary = _("{term}{where}: slow, unreliable, and ignored by some receivers").format(
+                term=mechanism.text, where=where
+            )
             out.append(_finding(ctx, subject, Status.WARN, "ptr", summary, advice))
     for crowded in node.crowded_mx:
-        summary = f"mx{where}: {crowded}; more than {MAX_MX_NAMES} is a permerror"
+        summary = _("mx{where}: {crowded}; more than {limit} is a permerror").format(
+            where=where, crowded=crowded, limit=MAX_MX_NAMES
+        )
         out.append(_finding(ctx, subject, Status.FAIL, "too-many-mx", summary, _("Use ip4:/ip6: terms instead of mx.")))
     return out
 
@@ -370,23 +384,30 @@ def _limit_findings(tree: SpfNode, ctx: CheckContext, evidence: dict[str, Any]) 
     facts = {"lookups": lookups, "per_include": per_include, "tree_text": evidence["tree_text"]}
     if lookups > MAX_LOOKUPS:
         status, code = Status.FAIL, "too-many-lookups"
-        summary = f"{lookups} DNS lookups; over {MAX_LOOKUPS} receivers give permerror"
+        summary = _("{lookups} DNS lookups; over {limit} receivers give permerror").format(
+            lookups=lookups, limit=MAX_LOOKUPS
+        )
     elif lookups >= WARN_LOOKUPS:
         status, code = Status.WARN, "lookups-near-limit"
-        summary = f"{lookups} DNS lookups, close to the limit of {MAX_LOOKUPS}"
+        summary = _("{lookups} DNS lookups, close to the limit of {limit}").format(lookups=lookups, limit=MAX_LOOKUPS)
     else:
-        status, code, summary = Status.OK, "lookups", f"{lookups} DNS lookups of {MAX_LOOKUPS} allowed"
+        summary = _("{lookups} DNS lookups of {limit} allowed").format(lookups=lookups, limit=MAX_LOOKUPS)
+        status, code = Status.OK, "lookups"
     if any(node.status == "loop" for node in tree.walk()):
         status, code = Status.FAIL, "too-many-lookups"
-        summary = f"{lookups} DNS lookups before an include loop, which never ends: receivers give permerror"
+        summary = _("{lookups} DNS lookups before an include loop, which never ends: receivers give permerror").format(
+            lookups=lookups
+        )
     advice = "" if status is Status.OK else _lookup_advice(per_include)
     findings = [_finding(ctx, domain, status, code, summary, advice, **facts)]
     if voids:
         names = [name for node in tree.walk() for name in node.void_names]
         status = Status.FAIL if voids > MAX_VOID_LOOKUPS else Status.WARN
         code = "too-many-void-lookups" if voids > MAX_VOID_LOOKUPS else "void-lookups"
-        summary = f"{voids} void lookups ({', '.join(names)}); over {MAX_VOID_LOOKUPS} receivers give permerror"
-        advice = "Remove the terms whose names do not exist."
+        summary = _("{voids} void lookups ({names}); over {limit} receivers give permerror").format(
+            voids=voids, names=", ".join(names), limit=MAX_VOID_LOOKUPS
+        )
+        advice = _("Remove the terms whose names do not exist.")
         findings.append(_finding(ctx, domain, status, code, summary, advice, void_lookups=names))
     return findings
 
@@ -394,9 +415,8 @@ def _limit_findings(tree: SpfNode, ctx: CheckContext, evidence: dict[str, Any]) 
 def _lookup_advice(per_include: dict[str, int]) -> str:
     heaviest = sorted(per_include.items(), key=lambda item: -item[1])[:3]
     named = ", ".join(f"{name} ({count})" for name, count in heaviest)
-    return "Replace a:/mx: terms with ip4:/ip6: and drop unused includes" + (
-        f"; the heaviest: {named}" if named else ""
-    )
+    advice = _("Replace a:/mx: terms with ip4:/ip6: and drop unused includes")
+    return advice + (_("; the heaviest: {named}").format(named=named) if named else "")
 
 
 def _with_term(record: str, term: str) -> str:
@@ -431,17 +451,23 @@ def _sending_finding(results: list[tuple[str, SpfResult]], tree: SpfNode, ctx: C
                         _failing_advice([ip for ip, _ in failing], tree, ctx), **evidence)  # fmt: skip
     if unknown:
         names = _listed([ip for ip, _ in unknown])
-        summary = f"could not tell whether {names} pass{'es' if len(unknown) == 1 else ''} SPF for {domain}: temperror"
+        summary = ngettext(
+            "could not tell whether {names} passes SPF for {domain}: temperror",
+            "could not tell whether {names} pass SPF for {domain}: temperror",
+            len(unknown),
+        ).format(names=names, domain=domain)
         return _finding(ctx, SENDING_SUBJECT, Status.UNKNOWN, "sending-ip-unknown", summary, **evidence)
     if len(results) == 1:
-        summary = f"{example[0]} passes SPF for {domain} ({example[1].mechanism})"
+        summary = _("{ip} passes SPF for {domain} ({mechanism})").format(
+            ip=example[0], domain=domain, mechanism=example[1].mechanism
+        )
     else:
-        summary = f"all {len(results)} sending IPs pass SPF for {domain}"
+        summary = _("all {count} sending IPs pass SPF for {domain}").format(count=len(results), domain=domain)
     return _finding(ctx, SENDING_SUBJECT, Status.OK, "sending-ip-pass", summary, **evidence)
 
 
 def _listed(ips: list[str]) -> str:
-    more = f" and {len(ips) - SHOWN_IPS} more" if len(ips) > SHOWN_IPS else ""
+    more = _(" and {count} more").format(count=len(ips) - SHOWN_IPS) if len(ips) > SHOWN_IPS else ""
     return ", ".join(ips[:SHOWN_IPS]) + more
 
 
@@ -451,10 +477,14 @@ def _failing_summary(failing: list[tuple[str, SpfResult]], total: int, domain: s
         return f"{result.result}{why}"
 
     if len(failing) == 1 and total == 1:
-        return f"{failing[0][0]} does not pass SPF for {domain}: {one(failing[0][1])}"
+        return _("{ip} does not pass SPF for {domain}: {result}").format(
+            ip=failing[0][0], domain=domain, result=one(failing[0][1])
+        )
     kinds = sorted({result.result for _, result in failing})
     listed = _listed([ip for ip, _ in failing])
-    return f"{len(failing)} of {total} sending IPs do not pass SPF for {domain} ({', '.join(kinds)}): {listed}"
+    return _("{count} of {total} sending IPs do not pass SPF for {domain} ({kinds}): {listed}").format(
+        count=len(failing), total=total, domain=domain, kinds=", ".join(kinds), listed=listed
+    )
 
 
 def _failing_advice(ips: list[str], tree: SpfNode, ctx: CheckContext) -> str:
@@ -463,10 +493,16 @@ def _failing_advice(ips: list[str], tree: SpfNode, ctx: CheckContext) -> str:
         try:
             terms.append(f"ip{ipaddress.ip_address(ip).version}:{ip}")
         except ValueError:
-            return f"{ip!r} is not an IP address; fix the sending_ips setting."
-    more = f" (and {len(terms) - SHOWN_IPS} more; a CIDR range such as ip4:192.0.2.0/24 is shorter)"
+            return _("{ip} is not an IP address; fix the sending_ips setting.").format(ip=repr(ip))
+    more = _(" (and {count} more; a CIDR range such as ip4:192.0.2.0/24 is shorter)").format(
+        count=len(terms) - SHOWN_IPS
+    )
     shown = " ".join(terms[:SHOWN_IPS])
     suffix = more if len(terms) > SHOWN_IPS else ""
     if tree.status == "ok":
-        return f"Add {shown}{suffix} to the record: {_with_term(tree.record, shown)}"
-    return f'Publish one TXT record at {tree.domain}: "{_starter_record(ctx, tree.domain)}"'
+        return _("Add {terms}{more} to the record: {record}").format(
+            terms=shown, more=suffix, record=_with_term(tree.record, shown)
+        )
+    return _('Publish one TXT record at {domain}: "{starter}"').format(
+        domain=tree.domain, starter=_starter_record(ctx, tree.domain)
+    )
