@@ -3,10 +3,9 @@ the local DNS server, and the digest and alert wording the monitor posts."""
 
 from __future__ import annotations
 
-import re
-
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
