@@ -12,6 +12,7 @@ import dns.message
 import dns.rrset
 import pytest
 
+from checks.dns import _transport
 from checks.dns._resolution import _Resolution as Resolution
 from checks.dns._resolution import _steps as steps
 from checks.dns._wire import _parse_query, _prepare
@@ -277,6 +278,25 @@ async def test_each_query_gets_a_fresh_source_port(dns_server: DnsServer) -> Non
     assert all(a.outcome == Outcome.NXDOMAIN for a in answers)
     assert len(dns_server.udp_ports) >= 1000  # more if a loaded machine made some retry
     assert len(set(dns_server.udp_ports)) >= 256, "an off-path spoofer must guess the port as well as the id"
+
+
+@pytest.mark.parametrize("watcher", ["epoll", "loop"])
+async def test_every_port_is_read_and_closed_with_either_watcher(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch, watcher: str
+) -> None:
+    # The event loop's own add_reader serves where select.epoll does not exist (macOS, the BSDs).
+    if watcher == "loop":
+        monkeypatch.setattr(_transport, "_watcher", _transport._LoopWatcher)
+    dns_server.add("listed.example.test", "A", "127.0.0.2")
+    resolver = resolver_for(dns_server, cache=False)
+    names = [f"{i}.sweep.example.test" if i % 10 else "listed.example.test" for i in range(300)]
+    answers = await resolver.query_many(names)
+    assert [a.outcome for a in answers] == [Outcome.NXDOMAIN if i % 10 else Outcome.ANSWER for i in range(300)]
+    client = next(iter(resolver._state(asyncio.get_running_loop()).clients.values()))
+    assert isinstance(client.watcher, _transport._LoopWatcher if watcher == "loop" else _transport._EpollWatcher)
+    assert len(client.open) <= 1  # every retired port closed once its answers were in
+    resolver.close()
+    assert not client.open and client.watcher is None
 
 
 async def test_trace_keeps_every_try_with_its_server_and_outcome(dns_server: DnsServer) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import math
 import random
+import select
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +26,78 @@ SWEEPS_PER_SECOND = 4
 _Done = Callable[[bytes | OSError], None]
 
 
+class _Watcher(Protocol):
+    """Tells a port when its socket has datagrams to read."""
+
+    def watch(self, port: _UdpPort) -> None: ...
+
+    def unwatch(self, port: _UdpPort) -> None:
+        """Before the port's socket closes."""
+
+    def close(self) -> None: ...
+
+
+class _LoopWatcher:
+    """Each port's socket watched by the event loop itself (add_reader): where there is no epoll."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def watch(self, port: _UdpPort) -> None:
+        self.loop.add_reader(port.fd, port.read_ready)
+
+    def unwatch(self, port: _UdpPort) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(port.fd)
+
+    def close(self) -> None:
+        pass
+
+
+class _EpollWatcher:
+    """The ports of one nameserver in an epoll set of their own, which the event loop watches as one fd.
+
+    A port lives for three queries, so a sweep opens a socket every third query: registering each with the
+    loop's selector (a SelectorKey, a Handle, two epoll_ctl calls) and running one callback per readable port
+    cost more than the sends. Here a port costs one epoll_ctl (closing the socket removes it from the set),
+    and one loop wake-up reads every port that has answers.
+    """
+
+    __slots__ = ("epoll", "loop", "ports")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.epoll = select.epoll()
+        self.ports: dict[int, _UdpPort] = {}
+        loop.add_reader(self.epoll.fileno(), self._ready)
+
+    def watch(self, port: _UdpPort) -> None:
+        self.epoll.register(port.fd, select.EPOLLIN)
+        self.ports[port.fd] = port
+
+    def unwatch(self, port: _UdpPort) -> None:
+        self.ports.pop(port.fd, None)
+
+    def _ready(self) -> None:
+        ports = self.ports
+        for fd, _events in self.epoll.poll(0):
+            port = ports.get(fd)
+            if port is not None:
+                port.read_ready()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.epoll.fileno())
+        self.epoll.close()
+        self.ports.clear()
+
+
+def _watcher(loop: asyncio.AbstractEventLoop) -> _Watcher:
+    return _EpollWatcher(loop) if hasattr(select, "epoll") else _LoopWatcher(loop)
+
+
 class _Exchange:
     """One UDP query on the wire: the question its answer must repeat, who to tell, and when it expires."""
 
@@ -41,18 +114,22 @@ class _UdpPort:
 
     It serves at most `QUERIES_PER_PORT` queries, then is retired and closes once its last answer is in: an
     off-path spoofer must then guess the port as well as the 16-bit id, as with resolvers that randomise the
-    port per query (RFC 5452 §9.2). Answers are matched to queries by id and question. It reads with
-    loop.add_reader and drains every waiting datagram per wake-up, and each query is a callback, not a future
-    awaited by a task: an answer (or a TimeoutError, or the socket's OSError) goes straight to its sender.
-    One timer per port, for its earliest deadline, not one per query: asyncio's timer heap compares in Python.
+    port per query (RFC 5452 §9.2). Answers are matched to queries by id and question. Its watcher calls
+    `read_ready`, which drains every waiting datagram, and each query is a callback, not a future awaited by
+    a task: an answer (or a TimeoutError, or the socket's OSError) goes straight to its sender. One timer per
+    port, for its earliest deadline, not one per query: asyncio's timer heap compares in Python.
     """
 
-    __slots__ = ("closed", "fd", "loop", "open", "pending", "retired", "sock", "timer", "timer_at", "uses")
+    __slots__ = ("closed", "fd", "loop", "open", "pending", "retired", "sock", "timer", "timer_at", "uses",
+                 "watcher")  # fmt: skip
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, server: Nameserver, open_ports: set[_UdpPort]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, server: Nameserver, open_ports: set[_UdpPort], watcher: _Watcher
+    ) -> None:
         family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-        # Non-blocking from its creation: one system call fewer per port than setblocking(False).
-        self.sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        # The C socket type, without socket.socket's Python wrapper (this code needs none of its extras), and
+        # non-blocking from its creation: one system call fewer per port than setblocking(False).
+        self.sock = socket.SocketType(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
         try:
             self.sock.connect((server.host, server.port))
         except OSError:
@@ -66,7 +143,8 @@ class _UdpPort:
         self.retired = False
         self.closed = False
         self.fd = self.sock.fileno()
-        loop.add_reader(self.fd, self._read_ready)
+        self.watcher = watcher
+        watcher.watch(self)
         self.open = open_ports  # the client's set of open ports, so that closing the resolver closes them all
         open_ports.add(self)
 
@@ -110,7 +188,7 @@ class _UdpPort:
         for _query_id, entry in due:
             entry.done(TimeoutError())
 
-    def _read_ready(self) -> None:
+    def read_ready(self) -> None:
         recv = self.sock.recv
         pending = self.pending
         while not self.closed:
@@ -155,8 +233,7 @@ class _UdpPort:
         self.closed = True
         self.retired = True
         self.open.discard(self)
-        with contextlib.suppress(Exception):
-            self.loop.remove_reader(self.fd)
+        self.watcher.unwatch(self)
         self.sock.close()
         self._fail_all(ConnectionError("socket closed"))
 
@@ -170,25 +247,31 @@ class _UdpPort:
 class _UdpClient:
     """The UDP side of one nameserver for one resolver and event loop: hands each query a port, rotating them."""
 
-    __slots__ = ("current", "loop", "open", "server")
+    __slots__ = ("current", "loop", "open", "server", "watcher")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, server: Nameserver) -> None:
         self.loop = loop
         self.server = server
         self.current: _UdpPort | None = None
         self.open: set[_UdpPort] = set()
+        self.watcher: _Watcher | None = None
 
     def start(self, prepared: _Prepared, wait: float, done: _Done) -> tuple[_UdpPort, int]:
         """Send one query on the current port (a new one when it is retired); raises OSError."""
         port = self.current
         if port is None or port.retired:
-            port = self.current = _UdpPort(self.loop, self.server, self.open)
+            if self.watcher is None:
+                self.watcher = _watcher(self.loop)
+            port = self.current = _UdpPort(self.loop, self.server, self.open, self.watcher)
         return port, port.start(prepared, wait, done)
 
     def close(self) -> None:
         for port in list(self.open):
             port.close()
         self.current = None
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
 
 
 def _same_question(data: bytes, question: bytes) -> bool:
