@@ -118,13 +118,31 @@ async def run_checks(target: Target, ctx: CheckContext, checks: Sequence[tuple[s
     Every check rests on DNS, so when the resolver lies no check runs: each is `unknown`, naming the lie.
     """
     started = time.monotonic()
-    health = await resolver_health(ctx)
-    if not health.honest:
-        lied = tuple(_lied(name, target, health, ctx) for name, _ in checks)
-        return Report(target, lied, duration=time.monotonic() - started)
-    results = await asyncio.gather(*(_run_one(name, check, target, ctx) for name, check in checks))
+    health = _known_health(ctx)
+    if health is not None and not health.honest:
+        return _lied_report(target, checks, health, ctx, started)
+    work = asyncio.gather(*(_run_one(name, check, target, ctx) for name, check in checks))
+    if health is None:
+        # The checks start beside the probe, not after it: its round trip (100 ms on a far resolver) is not
+        # added to every run. What they find waits for the probe's verdict, and is dropped if it lied.
+        try:
+            health = await resolver_health(ctx)
+        except BaseException:
+            work.cancel()
+            raise
+        if not health.honest:
+            work.cancel()
+            return _lied_report(target, checks, health, ctx, started)
+    results = await work
     findings = tuple(finding for result in results for finding in result)
     return Report(target, findings, duration=time.monotonic() - started)
+
+
+def _lied_report(
+    target: Target, checks: Sequence[tuple[str, CheckFn]], health: ResolverHealth, ctx: CheckContext, started: float
+) -> Report:
+    lied = tuple(_lied(name, target, health, ctx) for name, _ in checks)
+    return Report(target, lied, duration=time.monotonic() - started)
 
 
 async def _run_one(name: str, check: CheckFn, target: Target, ctx: CheckContext) -> list[Finding]:
@@ -171,11 +189,10 @@ def unknown_finding(
 
 async def resolver_health(ctx: CheckContext) -> ResolverHealth:
     """The resolver's probe, shared by the checks of the last minute and by those asking at the same time."""
+    known = _known_health(ctx)
+    if known is not None:
+        return known
     key = resolver_name(ctx.resolver)
-    cached = ctx.caches.get(_PROBE_CACHE)
-    if cached is not None and cached[0] == key and cached[1] > ctx.clock():
-        health: ResolverHealth = cached[2]
-        return health
     per_loop = ctx.caches.setdefault(_PROBE_INFLIGHT, weakref.WeakKeyDictionary())
     inflight: dict[str, asyncio.Task[ResolverHealth]] = per_loop.setdefault(asyncio.get_running_loop(), {})
     task = inflight.get(key)
@@ -183,6 +200,15 @@ async def resolver_health(ctx: CheckContext) -> ResolverHealth:
         task = inflight[key] = asyncio.ensure_future(_probe_and_keep(ctx, key))
         task.add_done_callback(lambda _: inflight.pop(key, None))
     return await asyncio.shield(task)
+
+
+def _known_health(ctx: CheckContext) -> ResolverHealth | None:
+    """The probe's verdict of the last minute, if there is one."""
+    cached = ctx.caches.get(_PROBE_CACHE)
+    if cached is not None and cached[0] == resolver_name(ctx.resolver) and cached[1] > ctx.clock():
+        health: ResolverHealth = cached[2]
+        return health
+    return None
 
 
 async def _probe_and_keep(ctx: CheckContext, key: str) -> ResolverHealth:
