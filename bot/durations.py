@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from babel.units import format_unit
-
 from bot.i18n import _, active_language
 
 __all__ = ["MAX_DURATION", "format_ago", "format_duration", "parse_duration"]
@@ -63,6 +61,8 @@ def _unit(amount: int, unit: str) -> str:
     language = active_language()
     if language == "en":
         return f"{amount} {_ENGLISH[unit]}"
+    from babel.units import format_unit  # only when a language other than English speaks
+
     return format_unit(amount, f"duration-{unit}", length="short", locale=language)
 
 

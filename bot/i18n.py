@@ -18,10 +18,6 @@ from contextvars import ContextVar
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 
-from babel import Locale
-from babel.dates import format_date, format_datetime
-from babel.numbers import format_decimal
-
 __all__ = [
     "DOMAIN",
     "LANGUAGES",
@@ -91,6 +87,8 @@ def use_language(language: str) -> Iterator[None]:
 
 def language_name(code: str) -> str:
     """A language's name in the active language: "español", "Spanish"."""
+    from babel import Locale
+
     return str(Locale.parse(code).get_display_name(_active.get()) or code)
 
 
@@ -132,6 +130,8 @@ def environment_language(environ: Mapping[str, str] | None = None) -> str:
 
 def number(value: float) -> str:
     """1234 → "1,234" in English, "1.234" in Spanish."""
+    from babel.numbers import format_decimal  # Babel on first use: `repbot check --json` never needs it
+
     return format_decimal(value, locale=_active.get())
 
 
@@ -139,6 +139,8 @@ def timestamp(moment: datetime, zone: tzinfo | None = None) -> str:
     """A date and 24-hour time in the operator's zone: "2026-12-01 14:05 CET" (the ISO date reads everywhere;
     the zone as the tz database abbreviates it, which no language translates)."""
     local = moment.astimezone(zone) if zone is not None else moment
+    from babel.dates import format_datetime
+
     clock = format_datetime(local, "yyyy-MM-dd HH:mm", tzinfo=local.tzinfo, locale=_active.get())
     return f"{clock} {local.strftime('%Z')}".strip()
 
@@ -146,9 +148,13 @@ def timestamp(moment: datetime, zone: tzinfo | None = None) -> str:
 def time_of_day(moment: datetime, zone: tzinfo | None = None) -> str:
     """A 24-hour time in the operator's zone: "14:05"."""
     local = moment.astimezone(zone) if zone is not None else moment
+    from babel.dates import format_datetime
+
     return format_datetime(local, "HH:mm", tzinfo=local.tzinfo, locale=_active.get())
 
 
 def day_and_month(day: date) -> str:
     """A short date for an axis: "01 Dec" / "01 dic"."""
+    from babel.dates import format_date
+
     return str(format_date(day, "dd MMM", locale=_active.get())).rstrip(".")

@@ -6,10 +6,9 @@ A query's wire form is prepared once and reused with only the id changed; negati
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import dns.exception
-import dns.message
 import dns.name
 import dns.rcode
 import dns.rdata
@@ -18,6 +17,9 @@ import dns.rdatatype
 import dns.rdtypes.IN.A
 
 from checks.dns.types import DnsAnswer, Outcome
+
+if TYPE_CHECKING:
+    import dns.message
 
 EDNS_PAYLOAD = 1232
 _SOA = 6
@@ -103,8 +105,11 @@ def _interpret(wire: bytes, name: str, rdtype: str, type_code: int, server: str,
         rdata = tuple(dns.rdtypes.IN.A.A(dns.rdataclass.IN, dns.rdatatype.A, record) for record in records)  # type: ignore[no-untyped-call]
         return DnsAnswer(name, rdtype, Outcome.ANSWER, records=records, ttl=ttl, authenticated=authenticated,
                          server=server, via_tcp=via_tcp, rdata=rdata)  # fmt: skip
+    # Imported on the first answer that is more than plain A records or a negative one (~10 ms at start).
+    from dns.message import from_wire
+
     try:
-        message = dns.message.from_wire(wire, ignore_trailing=True)
+        message = from_wire(wire, ignore_trailing=True)
     except dns.exception.DNSException as error:
         detail = f"malformed answer: {error}"
         return DnsAnswer(name, rdtype, Outcome.ERROR, server=server, via_tcp=via_tcp, detail=detail)
