@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import ipaddress
 import json
 import os
@@ -294,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"sweep ({mode}): {size} IPs x {len(zones)} IPv4 zones, {args.delay * 1000:.0f} ms per answer, "
           f"{CONCURRENCY} in flight, timeout {TIMEOUT:g} s, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    compile_project()
     rows: list[list[Result]] = []
     with dns_server(ips, args.delay) as server:
         # Untimed: a fresh server answers its first queries slower; other addresses, so nothing is cached.
@@ -309,6 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(results)
     report(rows, args.delay)
     return 0
+
+
+def compile_project() -> None:
+    """Write repbot's bytecode first, as `pip install` does: pydnsbl's comes compiled from its wheel.
+
+    Without it (a source checkout under PYTHONDONTWRITEBYTECODE=1, as on this machine) every `repbot check`
+    compiles its ~30 modules from source: about 0.1 s of CPU, a tenth of a /24's, that no installed copy pays.
+    """
+    for package in ("bot", "checks"):
+        compileall.compile_dir(ROOT / package, quiet=1)
 
 
 def report(rows: Sequence[Sequence[Result]], delay: float) -> None:

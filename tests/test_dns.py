@@ -488,6 +488,24 @@ def test_reverse_pointer_matches_dnspython(address: str) -> None:
     assert reverse_pointer(address) == expected.removesuffix(".in-addr.arpa").removesuffix(".ip6.arpa")
 
 
+@pytest.mark.parametrize(
+    "text", ["0.0.0.0", "255.255.255.255", "01.2.3.4", "256.1.1.1", "1.2.3", "1.2.3.4.5", "\u0661.2.3.4", "1..3.4",
+             " 1.2.3.4", "1.2.3.4 ", "+1.2.3.4", "1.2.3.0004", "1.2.3.-4", ""],
+)  # fmt: skip
+def test_reverse_pointer_takes_and_refuses_what_ipaddress_does(text: str) -> None:
+    import ipaddress
+
+    from checks.dns.resolver import reverse_pointer
+
+    try:
+        expected = ipaddress.ip_address(text).reverse_pointer.removesuffix(".in-addr.arpa")
+    except ValueError:
+        with pytest.raises(ValueError):
+            reverse_pointer(text)
+        return
+    assert reverse_pointer(text) == expected
+
+
 def test_the_cheap_negative_answer_is_the_same_value() -> None:
     from dataclasses import fields
 

@@ -45,8 +45,14 @@ MAX_CACHE_ENTRIES = 10_000
 def reverse_pointer(address: str) -> str:
     """The reversed labels of an IP, without `in-addr.arpa`/`ip6.arpa` (IPv6 by nibble, RFC 5782); ValueError.
 
-    The standard library's, at a sixth of dns.reversename's cost: a sweep asks it twice per address.
+    The standard library's, at a sixth of dns.reversename's cost: a sweep asks it twice per address. A plain
+    dotted quad is reversed as text: ipaddress parses each octet in Python (~20 µs an address).
     """
+    octets = address.split(".")
+    if len(octets) == 4 and all(
+        o.isascii() and o.isdigit() and len(o) <= 3 and (o == "0" or o[0] != "0") and int(o) < 256 for o in octets
+    ):
+        return ".".join(reversed(octets))
     parsed = ipaddress.ip_address(address)
     if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
         parsed = parsed.ipv4_mapped  # as dns.reversename does: ::ffff:a.b.c.d is the IPv4 address
