@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO
 
 from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
-from bot.i18n import environment_language, use_language
+from bot.i18n import _, environment_language, use_language
 from bot.secrets import mask
 from checks import CheckError, Report, Status, Target, TargetError, parse_nameserver, parse_target
 
@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check IPs and domains now")
     check.add_argument("targets", nargs="+", metavar="TARGET", help="an IPv4 or IPv6 address, or a domain")
     check.add_argument("--selector", action="append", default=[], metavar="NAME", help="a DKIM selector to check")
+    check.add_argument("--only", action="append", default=[], metavar="CHECK",
+                       help="run only this check (repeatable): dnsbl, ptr; spf, dkim, dmarc, mx, mx-tls, mta-sts, "
+                            "tls-rpt, dnssec")  # fmt: skip
     _add_dns_options(check)
     spf = commands.add_parser("spf", help="evaluate SPF for an IP, as a receiver would")
     spf.add_argument("domain")
@@ -235,7 +238,8 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
     from checks.runner import check_targets
 
     targets = _targets(args.targets)
-    if not all(target.is_ip for target in targets):
+    only = _only_checks(args.only, targets)
+    if not all(target.is_ip for target in targets) and (not only or "mta-sts" in only):
         # The MTA-STS fetch needs httpx; imported on the loop, its ~0.2 s would hold back every other query.
         import httpx  # noqa: F401
     selectors = {t.value: args.selector for t in targets if not t.is_ip and args.selector}
@@ -249,7 +253,7 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
             stream.add(report)
 
     try:
-        reports = await check_targets(targets, ctx, on_done=done)
+        reports = await check_targets(targets, ctx, on_done=done, only=only)
     finally:
         progress.clear()
         await ctx.aclose()
@@ -261,6 +265,29 @@ async def _check(args: argparse.Namespace, config: Config) -> int:
         print(mask("\n\n".join(text_report(report) for report in reports)))
     worst = max((report.status for report in reports), key=lambda status: status.severity)
     return worst.exit_code
+
+
+def _only_checks(names: Sequence[str], targets: Sequence[Target]) -> frozenset[str]:
+    """`--only`'s check names, each known and each target left with a check; TargetError otherwise."""
+    from checks.runner import domain_checks, ip_checks, target_checks
+
+    only = frozenset(names)
+    if not only:
+        return only
+    # The domain checks' modules are imported only when a domain is checked, or a name is not an IP check.
+    known = {name for name, _ in ip_checks()}
+    if not only <= known or not all(target.is_ip for target in targets):
+        known |= {name for name, _ in domain_checks()}
+    unknown = sorted(only - known)
+    if unknown:
+        raise TargetError(_("--only {names}: no such check (the checks: {known})").format(
+            names=", ".join(unknown), known=", ".join(sorted(known))))  # fmt: skip
+    for target in targets:
+        if not target_checks(target, only):
+            kind = _("an IP address") if target.is_ip else _("a domain")
+            raise TargetError(_("--only {names} runs no check of {target} ({kind})").format(
+                names=", ".join(sorted(only)), target=target.value, kind=kind))  # fmt: skip
+    return only
 
 
 async def _spf(args: argparse.Namespace, config: Config) -> int:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ __all__ = [
     "ip_checks",
     "resolver_health",
     "run_checks",
+    "target_checks",
     "unknown_finding",
 ]
 
@@ -86,15 +87,24 @@ def ip_checks() -> tuple[tuple[str, CheckFn], ...]:
     return (("dnsbl", dnsbl.check_ip), ("ptr", reverse))
 
 
-async def check_target(target: Target, ctx: CheckContext) -> Report:
-    """The Report of every check of `target`'s kind."""
-    return await run_checks(target, ctx, ip_checks() if target.is_ip else domain_checks())
+def target_checks(target: Target, only: Collection[str] = ()) -> tuple[tuple[str, CheckFn], ...]:
+    """The checks of `target`'s kind; with `only`, those of them it names."""
+    checks = ip_checks() if target.is_ip else domain_checks()
+    return tuple(item for item in checks if item[0] in only) if only else checks
+
+
+async def check_target(target: Target, ctx: CheckContext, only: Collection[str] = ()) -> Report:
+    """The Report of every check of `target`'s kind (or of those `only` names)."""
+    return await run_checks(target, ctx, target_checks(target, only))
 
 
 async def check_targets(
-    targets: Sequence[Target], ctx: CheckContext, on_done: Callable[[Report], None] | None = None
+    targets: Sequence[Target],
+    ctx: CheckContext,
+    on_done: Callable[[Report], None] | None = None,
+    only: Collection[str] = (),
 ) -> list[Report]:
-    """Reports for several targets, checked concurrently, in the order given.
+    """Reports for several targets, checked concurrently, in the order given (`only`: as `target_checks`).
 
     At most `resolver.concurrency * TARGETS_PER_SLOT` targets are under way at once: enough to keep every
     query slot busy, and each target's time limit then counts from its own start. Started all at once, a /20
@@ -104,7 +114,7 @@ async def check_targets(
 
     async def one(target: Target) -> Report:
         async with under_way:
-            report = await check_target(target, ctx)
+            report = await check_target(target, ctx, only)
         if on_done is not None:
             on_done(report)
         return report

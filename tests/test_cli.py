@@ -82,6 +82,9 @@ def test_clean_ip_exits_by_its_worst_finding(world: DnsServer) -> None:
         (["check"], "required"),
         (["spf", "example.org", "--ip", "example.org"], "--ip"),
         (["lists", "-c", "/nonexistent/repbot.toml"], "cannot read the file"),
+        (["check", "192.0.2.1", "--only", "nope"], "--only nope: no such check"),
+        (["check", "192.0.2.1", "--only", "spf"], "--only spf runs no check of 192.0.2.1 (an IP address)"),
+        (["check", "example.org", "--only", "ptr"], "--only ptr runs no check of example.org (a domain)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_3(args: list[str], message: str) -> None:
@@ -90,6 +93,19 @@ def test_bad_input_is_one_line_and_exit_3(args: list[str], message: str) -> None
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+def test_only_runs_the_named_checks_and_asks_nothing_else(world: DnsServer) -> None:
+    world.reset_counters()
+    done = repbot("check", LISTED_IP, "example.org", "--only", "dnsbl", "--only", "spf", "--nameserver",
+                  world.address, "--timeout", "1", "--json")  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    ip, domain = json.loads(done.stdout)["targets"]
+    assert {f["check"] for f in ip["findings"]} == {"dnsbl"}
+    assert {f["check"] for f in domain["findings"]} == {"dnsbl", "spf"}
+    asked = {(name, rdtype) for name, rdtype, _transport in world.queries}
+    assert ("5.113.0.203.in-addr.arpa", "PTR") not in asked  # the PTR check did not run
+    assert not any(rdtype == "MX" for _name, rdtype in asked)  # nor the domain's MX checks
 
 
 def test_lists_reports_every_zone_health(world: DnsServer) -> None:
