@@ -171,9 +171,12 @@ def _time_field(report: str, label: str) -> float:
     return float(found.group(1))
 
 
-def run_repbot(server: DnsServerProcess, ips: Sequence[str], tmp: Path) -> Result:
+def run_repbot(server: DnsServerProcess, ips: Sequence[str], tmp: Path, only_dnsbl: bool = False) -> Result:
     command = [sys.executable, "-m", "bot", "check", *ips, "--nameserver", server.address, "--json"]
-    result, stdout = timed_process("repbot check --json", command, server, tmp)
+    if only_dnsbl:
+        command += ["--only", "dnsbl"]  # blocklists alone, as pydnsbl: no PTR check
+    name = "repbot check --only dnsbl" if only_dnsbl else "repbot check --json"
+    result, stdout = timed_process(name, command, server, tmp)
     findings = [f for target in json.loads(stdout)["targets"] for f in target["findings"] if f["check"] == "dnsbl"]
     listed = sum(1 for f in findings if f["code"] in LISTED_CODES)
     unknown = sum(1 for f in findings if f["status"] == "unknown")
@@ -260,7 +263,7 @@ def one_round(args: argparse.Namespace, server: DnsServerProcess, ips: Sequence[
                              else in_process_pydnsbl(server.address, ips, zones))  # fmt: skip
                 results[side] = asyncio.run(coroutine)
             elif side == "repbot":
-                results[side] = run_repbot(server, ips, Path(tmp))
+                results[side] = run_repbot(server, ips, Path(tmp), args.only_dnsbl)
             else:
                 results[side] = run_pydnsbl(server, ips, zones, Path(tmp))
     return [results[side] for side in ("repbot", "pydnsbl") if side in results]
@@ -284,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a tiny sweep (8 IPs, one round) to check it runs")
     parser.add_argument("--only", choices=["repbot", "pydnsbl"], help="run one side only")
     parser.add_argument("--in-process", action="store_true", help="time the libraries in this process instead")
+    parser.add_argument("--only-dnsbl", action="store_true",
+                        help="repbot check --only dnsbl: blocklists alone, like pydnsbl (no PTR check)")  # fmt: skip
     parser.add_argument("--pydnsbl-child", metavar="JOB", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pydnsbl_child:

@@ -9,7 +9,6 @@ message a transport sends.
 
 from __future__ import annotations
 
-import html
 import json
 import threading
 from collections.abc import Iterable, Mapping
@@ -36,12 +35,14 @@ def register(*values: str | None) -> None:
 
 
 def _forms(value: str) -> Iterable[str]:
+    from html import escape  # html.entities' big table, only once a secret is registered
+
     yield value
     yield json.dumps(value)[1:-1]  # inside a JSON string (a homeserver echoing the login body)
     yield value.replace("\\", "\\\\").replace('"', '\\"')  # an IMAP quoted string (LOGIN user "PASS")
     yield quote_plus(value)  # a form body (the OAuth refresh grant)
     yield quote(value, safe="")
-    yield html.escape(value)  # a message's HTML body
+    yield escape(value)  # a message's HTML body
 
 
 def mask(text: str) -> str:

@@ -78,10 +78,11 @@ def domain_checks() -> tuple[tuple[str, CheckFn], ...]:
 
 def ip_checks() -> tuple[tuple[str, CheckFn], ...]:
     """Every IP check: blocklists first, as they are what an operator asking about an IP wants to see."""
-    from checks import mx
     from checks.dnsbl import lookup as dnsbl
 
     async def reverse(target: Target, ctx: CheckContext) -> list[Finding]:
+        from checks import mx  # not imported by `repbot check --only dnsbl`
+
         return [await mx.check_reverse(target.value, ctx)]
 
     return (("dnsbl", dnsbl.check_ip), ("ptr", reverse))
