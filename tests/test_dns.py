@@ -91,6 +91,24 @@ async def test_ttl_cache(dns_server: DnsServer) -> None:
     assert resolver.cache_hits == 2
 
 
+async def test_a_full_cache_forgets_its_oldest_entries_and_keeps_the_newest(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import checks.dns.resolver as resolver_module
+
+    monkeypatch.setattr(resolver_module, "MAX_CACHE_ENTRIES", 8)
+    for i in range(12):
+        dns_server.add(f"n{i}.example.test", "A", "192.0.2.1", ttl=60)
+    resolver = resolver_for(dns_server)
+    for i in range(12):
+        await resolver.query(f"n{i}.example.test")
+    assert len(resolver._cache) <= 8
+    dns_server.reset_counters()
+    await resolver.query("n11.example.test")  # the newest is still cached
+    await resolver.query("n0.example.test")  # the oldest was forgotten: asked again
+    assert (dns_server.count("n11.example.test"), dns_server.count("n0.example.test")) == (0, 1)
+
+
 async def test_failures_are_not_cached(dns_server: DnsServer) -> None:
     dns_server.set_behaviour("flaky.example.test", "servfail")
     resolver = resolver_for(dns_server)

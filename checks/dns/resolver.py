@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import contextvars
 import ipaddress
+import itertools
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -368,7 +369,10 @@ class Resolver:
         if not self._cache_enabled or answer.failed or answer.ttl <= 0:
             return
         if len(self._cache) >= MAX_CACHE_ENTRIES:
-            del self._cache[next(iter(self._cache))]
+            # The oldest quarter at once: evicting one entry per answer made `next(iter(cache))` skip the
+            # deleted slots at the front of the dict each time (7 µs an answer in a /20 sweep).
+            for old in list(itertools.islice(self._cache, MAX_CACHE_ENTRIES // 4)):
+                del self._cache[old]
         self._cache[key] = (time.monotonic() + min(answer.ttl, MAX_CACHE_TTL), answer)
 
     def clear_cache(self) -> None:
