@@ -228,6 +228,28 @@ async def test_the_provider_summary_in_the_operators_language(mta_lab: MtaLab) -
     )  # fmt: skip
 
 
+async def test_a_refused_login_and_an_unreadable_seed_mailbox_in_the_operators_language(mta_lab: MtaLab) -> None:
+    import asyncio
+    from dataclasses import replace
+
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    blind = _settings(mta_lab, "inbox")
+    wrong_box = replace(blind.seed_mailbox, password=lambda: "wrong-password")
+    with use_language("es"):
+        refused, unreadable = await asyncio.gather(
+            run_canary(_settings(mta_lab, "inbox", password="wrong-password")),
+            run_canary(replace(blind, seed_mailbox=wrong_box)),
+        )
+    assert refused.summary.startswith("no enviado: el servidor de envío rechazó nuestro inicio de sesión")
+    assert refused.canary.error == "the submission server refused our login"  # stored and logged as it was
+    assert unreadable.kind == "unreadable", unreadable.summary
+    assert unreadable.summary.startswith(f"no puedo leer el buzón semilla: auth: {HOST} rechazó la contraseña de ")
+    for verdict in (refused, unreadable):
+        assert not english_words(verdict.summary), verdict.summary
+
+
 async def test_a_scheduled_canary_is_worded_in_the_alerts_language(mta_lab: MtaLab, tmp_path: Path) -> None:
     """No room asked for it: its verdict and the provider's are said as the alerts are ([bot] language)."""
     import asyncio

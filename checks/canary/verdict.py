@@ -198,7 +198,8 @@ def classify(
     """The verdict for one canary at time `now`; pure."""
     if not canary.submitted:
         said = canary.reply or canary.error or "no reply"
-        summary = _("not sent: {reason}").format(reason=_short(canary.error or canary.reply or _("no reply")))
+        reason = _(canary.error) if canary.error else canary.reply or _("no reply")
+        summary = _("not sent: {reason}").format(reason=_short(reason))
         return _with_reply(canary, "not-sent", summary, [f"submission: {said}"], canary.reply)
     if placement is not None and placement.folder:
         return _found(canary, placement, now)
