@@ -38,6 +38,7 @@ from checks.providers.oauth import TokenError, TokenSource
 __all__ = [
     "API_BASE",
     "GOOGLE_TOKEN_URL",
+    "HINTS",
     "METRICS",
     "ComplianceRow",
     "DomainDay",
@@ -320,7 +321,8 @@ def compliance_findings(domain: str, rows: Sequence[ComplianceRow], now: datetim
 
 
 NO_DATA = N_("no data")
-_HINTS = {
+# What an HTTP refusal most likely means, by status.
+HINTS = {
     401: N_("the token was refused"),
     403: N_("the domain is not verified for this account, or the token lacks the postmaster scope"),
     404: N_("unknown domain"),
@@ -349,7 +351,7 @@ def _google_error(response: httpx.Response) -> PostmasterError:
 
 def _status_error(http: int, status: str) -> PostmasterError:
     words = f"HTTP {http}" + (f" {status}" if status else "")
-    return PostmasterError(f"http-{http}", answered(words, _(_HINTS.get(http, NO_DATA))), status)
+    return PostmasterError(f"http-{http}", answered(words, _(HINTS.get(http, NO_DATA))), status)
 
 
 async def _call(ctx: CheckContext, method: str, url: str, token: str, body: Any = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from checks.model import Finding, Status
 from checks.providers.deadline import request_deadline, whole_request
 from checks.providers.oauth import TokenError
 from checks.providers.postmaster import (
+    HINTS,
     NO_DATA,
     PostmasterSettings,
     answered,
@@ -35,11 +36,8 @@ from checks.providers.postmaster import (
 __all__ = ["DayStats", "check", "findings_for_day", "parse_traffic_stats"]
 
 REPUTATION = {"HIGH": Status.OK, "MEDIUM": Status.OK, "LOW": Status.WARN, "BAD": Status.FAIL}
-_HINTS = {
-    401: N_("the token was refused"),
-    403: N_("the domain is not verified for this account"),
-    404: N_("unknown domain"),
-}
+# v1 names only the unverified domain for a 403, as it always has.
+_HINTS = {**HINTS, 403: N_("the domain is not verified for this account")}
 
 
 @dataclass(frozen=True)
@@ -155,7 +153,7 @@ def _ip_reputation(
         return []
     rated = {level: list(ips) for level, ips in groups}
     poor = [(level, ips) for level, ips in rated.items() if REPUTATION.get(level, Status.OK) is not Status.OK]
-    worst = max((REPUTATION[level] for level, _ in poor), key=lambda status: status.severity, default=Status.OK)
+    worst = max((REPUTATION[level] for level, _ips in poor), key=lambda status: status.severity, default=Status.OK)
     if poor:
         said = _("Gmail rates IPs {ips} {reputation} on {day}")
         summary = "; ".join(
