@@ -195,7 +195,8 @@ def canary_launch_line(name: str, sent: Canary | Finding) -> str:
         return _("{name}: sent ({token}), checking until {time} UTC").format(
             name=name, token=sent.token, time=f"{sent.deadline_at:%H:%M}"
         )
-    return _("{name}: not sent ({reason}); the verdict follows").format(name=name, reason=sent.error or sent.reply)
+    reason = _(sent.error) if sent.error else sent.reply  # the library's English reason, said here
+    return _("{name}: not sent ({reason}); the verdict follows").format(name=name, reason=reason)
 
 
 def canary_history_text(history: Mapping[str, Sequence[Mapping[str, Any]]], name: str | None) -> str:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import aioimaplib
 
 from checks.errors import MailboxError
+from checks.i18n import _
 
 __all__ = ["SPECIAL_USE_FALLBACKS", "Fetched", "Folder", "Mailbox", "MailboxError", "MailboxSettings"]
 
@@ -158,11 +159,12 @@ class Mailbox:
     async def _starttls(self, context: ssl.SSLContext) -> None:
         protocol = self._client.protocol
         if "STARTTLS" not in protocol.capabilities:
-            raise MailboxError("tls", f"{self.settings.host} does not offer STARTTLS")
+            raise MailboxError("tls", _("{host} does not offer STARTTLS").format(host=self.settings.host))
         command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=asyncio.get_running_loop())
         response = await self._run("STARTTLS", protocol.execute(command))
         if response.result != "OK":
-            raise MailboxError("tls", f"{self.settings.host} refused STARTTLS: {_text(response)}")
+            said = _("{host} refused STARTTLS: {reply}")
+            raise MailboxError("tls", said.format(host=self.settings.host, reply=_text(response)))
         loop = asyncio.get_running_loop()
         upgrade = loop.start_tls(protocol.transport, protocol, context, server_hostname=self.settings.host)
         protocol.transport = await self._run("TLS handshake", upgrade)
@@ -183,8 +185,12 @@ class Mailbox:
             password = await asyncio.to_thread(s.password)
             response = await self._run("LOGIN", protocol.login(s.user, password))
         if response.result != "OK":
-            how = "XOAUTH2 token" if s.token is not None else "password"
-            raise MailboxError("auth", f"{s.host} refused the {how} for {s.user}: {_text(response)}")
+            said = (
+                _("{host} refused the XOAUTH2 token for {user}: {reply}")
+                if s.token is not None
+                else _("{host} refused the password for {user}: {reply}")
+            )
+            raise MailboxError("auth", said.format(host=s.host, user=s.user, reply=_text(response)))
         protocol.state = aioimaplib.AUTH
         await self._run("CAPABILITY", protocol.capability())
 
@@ -213,20 +219,22 @@ class Mailbox:
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             task.cancel()
-            raise MailboxError(
-                "timeout", f"{what}: no answer from {self.settings.host} within {self.settings.timeout:g} s"
-            ) from None
+            said = _("{what}: no answer from {host} within {seconds} s")
+            seconds = f"{self.settings.timeout:g}"
+            raise MailboxError("timeout", said.format(what=what, host=self.settings.host, seconds=seconds)) from None
         if not task.done():
             task.cancel()
-            raise MailboxError("dropped", f"{what}: {self.settings.host} closed the connection")
+            said = _("{what}: {host} closed the connection").format(what=what, host=self.settings.host)
+            raise MailboxError("dropped", said)
         try:
             return task.result()
         except ssl.SSLError as error:
-            raise MailboxError("tls", f"{what}: TLS failed with {self.settings.host}: {error.reason}") from None
+            said = _("{what}: TLS failed with {host}: {reason}")
+            raise MailboxError("tls", said.format(what=what, host=self.settings.host, reason=error.reason)) from None
         except (OSError, TimeoutError) as error:
-            raise MailboxError(
-                "connect", f"{what}: cannot reach {self.settings.host}:{self.settings.port}: {error}"
-            ) from None
+            said = _("{what}: cannot reach {host}:{port}: {error}")
+            where = {"host": self.settings.host, "port": self.settings.port}
+            raise MailboxError("connect", said.format(what=what, error=error, **where)) from None
         except aioimaplib.AioImapException as error:
             raise MailboxError("protocol", f"{what}: {error}") from None
 
@@ -277,7 +285,8 @@ class Mailbox:
         """Select a folder; return how many messages it holds."""
         response = await self._call("SELECT", lambda p: p.select(_quote(folder)))
         if response.result != "OK":
-            raise MailboxError("protocol", f"cannot open folder {folder!r}: {_text(response)}")
+            said = _("cannot open folder {folder!r}: {reply}")
+            raise MailboxError("protocol", said.format(folder=folder, reply=_text(response)))
         self._selected = folder
         return aioimaplib.extract_exists(response) or 0
 
@@ -285,7 +294,7 @@ class Mailbox:
         """The UIDs matching IMAP search criteria, e.g. ('UNKEYWORD', '$RepbotSeen') or ('HEADER', 'X-Id', 'v')."""
         response = await self._call("SEARCH", lambda p: p.search(*criteria, charset=None, by_uid=True))
         if response.result != "OK":
-            raise MailboxError("protocol", f"search refused: {_text(response)}")
+            raise MailboxError("protocol", _("search refused: {reply}").format(reply=_text(response)))
         return sorted({int(n) for line in response.lines[:-1] for n in bytes(line).split() if n.isdigit()})
 
     async def unprocessed(self, keyword: str) -> list[int]:
@@ -297,14 +306,14 @@ class Mailbox:
         sized = await self._call("FETCH", lambda p: p.fetch(str(uid), "(RFC822.SIZE)", by_uid=True))
         match = next((m for line in sized.lines if (m := _SIZE.search(bytes(line)))), None)
         if match is None:
-            raise MailboxError("protocol", f"message UID {uid} is gone")
+            raise MailboxError("protocol", _("message UID {uid} is gone").format(uid=uid))
         size = int(match[1])
         if size > max_bytes:
             return Fetched(uid, size, None)
         response = await self._call("FETCH", lambda p: p.fetch(str(uid), "(BODY.PEEK[])", by_uid=True))
         raw = next((bytes(item) for item in response.lines if isinstance(item, bytearray)), None)
         if raw is None:
-            raise MailboxError("protocol", f"message UID {uid} came without a body")
+            raise MailboxError("protocol", _("message UID {uid} came without a body").format(uid=uid))
         return Fetched(uid, size, raw)
 
     async def flag(self, uid: int, *flags: str) -> None:
@@ -312,7 +321,7 @@ class Mailbox:
         joined = "(" + " ".join(flags) + ")"
         response = await self._call("STORE", lambda p: p.store(str(uid), "+FLAGS.SILENT", joined, by_uid=True))
         if response.result != "OK":
-            raise MailboxError("protocol", f"cannot flag UID {uid}: {_text(response)}")
+            raise MailboxError("protocol", _("cannot flag UID {uid}: {reply}").format(uid=uid, reply=_text(response)))
 
     async def move(self, uid: int, folder: str) -> None:
         """Move a message: MOVE where offered, else COPY, then delete the original."""
@@ -324,7 +333,8 @@ class Mailbox:
                 await self.delete(uid)
                 return
         if response.result != "OK":
-            raise MailboxError("protocol", f"cannot move UID {uid} to {folder!r}: {_text(response)}")
+            said = _("cannot move UID {uid} to {folder!r}: {reply}")
+            raise MailboxError("protocol", said.format(uid=uid, folder=folder, reply=_text(response)))
 
     async def delete(self, uid: int) -> None:
         """Delete a message for good: \\Deleted, then UID EXPUNGE (UIDPLUS), else a plain EXPUNGE."""
@@ -334,7 +344,8 @@ class Mailbox:
         else:
             response = await self._call("EXPUNGE", lambda p: p.expunge())
         if response.result != "OK":
-            raise MailboxError("protocol", f"cannot expunge UID {uid}: {_text(response)}")
+            said = _("cannot expunge UID {uid}: {reply}")
+            raise MailboxError("protocol", said.format(uid=uid, reply=_text(response)))
 
     async def create(self, folder: str) -> None:
         """Create a folder; an existing one is fine."""

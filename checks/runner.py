@@ -21,6 +21,7 @@ from checks.context import CheckContext
 from checks.dns.probe import ResolverHealth, probe_resolver, resolver_name
 from checks.dns.resolver import run_deadline
 from checks.errors import LookupFailed
+from checks.i18n import _
 from checks.model import Finding, Report, Status, Target
 
 __all__ = [
@@ -182,13 +183,15 @@ async def attempt(
         async with asyncio.timeout(timeout):
             return await work
     except LookupFailed as error:
-        return unknown_finding(check, subject, f"could not check: {error}", error.code, ctx, error.evidence())
+        summary = _("could not check: {error}").format(error=error)
+        return unknown_finding(check, subject, summary, error.code, ctx, error.evidence())
     except TimeoutError:
-        summary = f"could not check: no result within {timeout:.0f} s"
+        summary = _("could not check: no result within {seconds} s").format(seconds=f"{timeout:.0f}")
         return unknown_finding(check, subject, summary, "timeout", ctx, {"timeout": timeout})
     except Exception:
         log.exception("check %s failed on %s", check, subject)
-        return unknown_finding(check, subject, "internal error in this check, see the logs", "internal-error", ctx)
+        summary = _("internal error in this check, see the logs")
+        return unknown_finding(check, subject, summary, "internal-error", ctx)
 
 
 def unknown_finding(

@@ -1,4 +1,5 @@
-"""What several test modules need and is not a server: a clock moved by hand, and a room that records.
+"""What several test modules need and is not a server: a clock moved by hand, a room that records, and a test
+for English left in a sentence said in another language.
 
 Real protocol peers live in tests/fixtures; these two stand in only where the thing under test is the bot's own
 logic (which alert, which reply, which transaction id), never a protocol.
@@ -6,6 +7,7 @@ logic (which alert, which reply, which transaction id), never a protocol.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,7 +15,7 @@ from typing import NamedTuple
 
 from bot.transports.base import DeliveryError, Incoming, IncomingHandler, Rendered
 
-__all__ = ["ALERT_ROOM", "Clock", "RecordingTransport", "Sent"]
+__all__ = ["ALERT_ROOM", "Clock", "RecordingTransport", "Sent", "english_words"]
 
 ALERT_ROOM = "!alerts:localhost"
 
@@ -129,3 +131,16 @@ class RecordingTransport:
 
     def texts(self) -> list[str]:
         return self.replies
+
+
+# Words of our English sentences that no Spanish one has (a code such as SUSPECTED_SPAM is one word, not these).
+_ENGLISH = re.compile(
+    r"\b(the|of|on|and|with|after|never|last|yet|reached|accepted|delivered|missing|mail|reported|passed|needs"
+    r"|meets|rates|sign|confidence|suspected|likely|canary|canaries|verified|token was)\b",
+    re.IGNORECASE,
+)
+
+
+def english_words(text: str) -> list[str]:
+    """The words of our English still in `text`, a sentence said in another language (empty when none is)."""
+    return _ENGLISH.findall(text)

@@ -25,7 +25,7 @@ from checks.canary.verdict import classify, provider_finding, run_canary, settle
 from checks.mailbox import Mailbox, MailboxSettings
 from checks.model import Finding, Status
 from tests.fixtures.mta import MtaLab
-from tests.helpers import RecordingTransport
+from tests.helpers import RecordingTransport, english_words
 
 DEADLINE = timedelta(seconds=4)
 
@@ -189,6 +189,100 @@ async def test_provider_verdict_combines_canaries_and_snds(mta_lab: MtaLab) -> N
     assert "SNDS 192.0.2.25: RED since Tuesday" in finding.summary and "likely silent block" in finding.summary
     assert "olcsupport.office.com" in finding.advice
     assert all("Queued mail for delivery" in line for line in finding.evidence["accepted"])
+
+
+async def test_the_provider_summary_in_the_operators_language(mta_lab: MtaLab) -> None:
+    import asyncio
+
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    with use_language("es"):
+        *drops, arrived, junk, unlogged = await asyncio.gather(
+            run_canary(_settings(mta_lab, "drop")),
+            run_canary(_settings(mta_lab, "drop")),
+            run_canary(_settings(mta_lab, "inbox")),
+            run_canary(_settings(mta_lab, "junk", found_action="keep")),
+            run_canary(_settings(mta_lab, "drop", log=False)),
+        )
+        dropped, inbox, last, none = (
+            provider_finding("outlook", verdicts) for verdicts in (drops, [arrived], [arrived, junk], [])
+        )
+    assert [v.kind for v in (*drops, arrived, junk, unlogged)] == [
+        "missing-accepted", "missing-accepted", "inbox", "junk", "missing-unknown",
+    ]  # fmt: skip
+    assert dropped.summary == (
+        "canarios a outlook aceptados con 250 y nunca entregados: 2 de los últimos 2; probable bloqueo silencioso"
+    )
+    assert inbox.summary.startswith("canario a outlook en la bandeja de entrada: 1 de 1, normalmente tras ")
+    assert last.summary.startswith("último canario a outlook: en la carpeta de correo no deseado (Junk) de seed")
+    assert "motivo compauth 001" in last.summary and last.summary.endswith(
+        " (1 de los últimos 2 en la bandeja de entrada)"
+    )
+    assert none.summary == "aún no hay ningún canario terminado a outlook"
+    assert "no hay registro del MTA configurado" in unlogged.summary
+    for finding in (dropped, inbox, last, none, unlogged.to_finding()):
+        assert not english_words(f"{finding.summary} {finding.advice}"), (finding.summary, finding.advice)
+    assert (dropped.code, dropped.status, dropped.evidence["canaries"][0]) == (
+        "provider-drop", Status.FAIL, f"{drops[0].canary.token} missing-accepted",
+    )  # fmt: skip
+
+
+async def test_a_refused_login_and_an_unreadable_seed_mailbox_in_the_operators_language(mta_lab: MtaLab) -> None:
+    import asyncio
+    from dataclasses import replace
+
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    blind = _settings(mta_lab, "inbox")
+    wrong_box = replace(blind.seed_mailbox, password=lambda: "wrong-password")
+    with use_language("es"):
+        refused, unreadable = await asyncio.gather(
+            run_canary(_settings(mta_lab, "inbox", password="wrong-password")),
+            run_canary(replace(blind, seed_mailbox=wrong_box)),
+        )
+    assert refused.summary.startswith("no enviado: el servidor de envío rechazó nuestro inicio de sesión")
+    assert refused.canary.error == "the submission server refused our login"  # stored and logged as it was
+    assert unreadable.kind == "unreadable", unreadable.summary
+    assert unreadable.summary.startswith(f"no puedo leer el buzón semilla: auth: {HOST} rechazó la contraseña de ")
+    for verdict in (refused, unreadable):
+        assert not english_words(verdict.summary), verdict.summary
+
+
+async def test_a_scheduled_canary_is_worded_in_the_alerts_language(mta_lab: MtaLab, tmp_path: Path) -> None:
+    """No room asked for it: its verdict and the provider's are said as the alerts are ([bot] language)."""
+    import asyncio
+    from dataclasses import replace
+
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.monitor.canary import HISTORY, PENDING, CanaryRunner
+    from bot.monitor.core import Monitor
+    from bot.monitor.store import Store
+    from checks.context import CheckContext
+    from checks.dns.resolver import Resolver
+
+    config, _ = _bot_config(mta_lab, tmp_path)
+    config = replace(config, language="es")
+    ctx = CheckContext(resolver=Resolver())
+    store = Store(tmp_path / "monitor.json")
+    runner = CanaryRunner(config, ctx, Monitor(config, store, RecordingTransport(), ctx, {}))
+    try:
+        await runner.launch_due()
+        for _ in range(200):
+            if store.get_meta(HISTORY) and not store.get_meta(PENDING):
+                break
+            await asyncio.sleep(0.05)
+        [entry] = store.get_meta(HISTORY)["outlook"]
+        assert entry["summary"].startswith("aceptado por el remoto con 250 y ni en la bandeja de entrada"), entry
+        state = store.get_state("drop.test|canary|outlook")
+        assert state is not None
+        said = state.summary or state.candidate_summary
+        assert said == "canario a outlook aceptado con 250 y nunca entregado: 1 de 1; probable bloqueo silencioso"
+    finally:
+        await runner.stop()
+        store.close()
+        await ctx.aclose()
 
 
 # --- pure helpers ---------------------------------------------------------------------------------------

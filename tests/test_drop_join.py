@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from checks.canary.probe import Canary
 from checks.canary.verdict import CanaryVerdict, DmarcCounts, drop_join, provider_finding
 from checks.model import Status
+from tests.helpers import english_words
 
 DAY = date(2026, 11, 30)
 IP = "192.0.2.25"
@@ -71,3 +72,34 @@ def test_the_provider_verdict_carries_the_join() -> None:
     assert "Its DMARC report counts 12" in finding.summary
     assert finding.evidence["join"]["accepted"] == 40
     assert finding.status is Status.WARN  # the canary arrived, but the report counts a third of the mail
+
+
+def test_the_join_in_the_operators_language_keeps_its_json_english() -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    reports = ReportCounts({("microsoft-consumer", DAY, IP): 12})
+    dropped = [_verdict("missing-accepted", "a1"), _verdict("missing-accepted", "a2")]
+    with use_language("es"):
+        high = drop_join("microsoft-consumer", "Outlook", DAY, 40, reports, [IP], dropped)
+        lowered = drop_join("microsoft-consumer", "Outlook", DAY, 1, None, [IP], dropped[:1])
+        clear = drop_join("google", "Gmail", DAY, 40, ReportCounts({("google", DAY, IP): 40}), [IP], [])
+        provider = provider_finding("outlook", dropped, join=high)
+    assert high.summary == (
+        "Outlook aceptó 40 mensajes de 192.0.2.25 el 2026-11-30. Su informe DMARC cuenta 12. "
+        "2 de 2 canarios sin aparecer tras ser aceptados: se sospecha una pérdida silenciosa, confianza alta."
+    )
+    assert lowered.summary == (
+        "Outlook aceptó 1 mensaje de 192.0.2.25 el 2026-11-30. 1 de 1 canario sin aparecer tras ser aceptado: "
+        "se sospecha una pérdida silenciosa, confianza media. "
+        "Fuentes que faltan: el informe agregado DMARC (confianza rebajada)."
+    )
+    assert clear.summary.endswith("Ningún indicio de pérdida silenciosa. Fuentes que faltan: canarios.")
+    assert provider.summary.startswith(
+        "canarios a outlook aceptados con 250 y nunca entregados: 2 de los últimos 2; probable bloqueo silencioso. "
+        "Outlook aceptó 40 mensajes"
+    )
+    for join in (high, lowered, clear):
+        assert not english_words(join.summary), join.summary
+    assert not english_words(provider.summary), provider.summary
+    assert lowered.missing == ("the DMARC aggregate report",) and lowered.to_json()["confidence"] == "medium"

@@ -15,6 +15,7 @@ from checks.providers import postmaster, postmaster_v1
 from checks.providers.oauth import RefreshTokenSource, TokenSource
 from checks.providers.postmaster import PostmasterSettings
 from tests.fixtures.http_providers import COMPLIANCE_V2, POSTMASTER, ProviderServer
+from tests.helpers import english_words
 
 NOW = datetime(2026, 7, 4, 12, 0, tzinfo=UTC)
 
@@ -163,6 +164,50 @@ async def test_v2_refresh_token_sends_client_secret(
     )
     assert await source() == "fresh-access"
     assert "google-next" in (tmp_path / "oauth.json").read_text()
+
+
+async def test_v2_summaries_and_advice_in_the_operators_language(providers: ProviderServer, ctx: CheckContext) -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    domains = ["example.org", "stranger.example"]
+    english = by_subject(await postmaster.check(settings(providers), ctx, domains))
+    with use_language("es"):
+        found = by_subject(await postmaster.check(settings(providers), ctx, domains))
+    spam = found["example.org spam rate"]
+    assert spam.summary == (
+        "Los usuarios de Gmail marcaron como correo no deseado el 0.40% del correo de example.org el 2026-07-03"
+    )
+    assert spam.advice.startswith("Por encima del límite del 0.3% de Google: Gmail puede rechazar")
+    assert found["example.org authentication"].summary == (
+        "example.org el 2026-07-03: pasaron SPF 80.00%, DKIM 99.00%, DMARC 99.00%"
+    )
+    errors = found["example.org delivery errors"].summary
+    assert errors.endswith("del correo de example.org el 2026-07-03 (sobre todo low_ip_reputation, reject)")
+    unsub = found["example.org compliance one_click_unsubscribe"]
+    assert unsub.summary == (
+        "Gmail: example.org debe mejorar el requisito de baja con un clic: "
+        "la mayoría de los mensajes no tienen baja con un clic"
+    )
+    assert "el dominio no está verificado" in found["stranger.example postmaster"].summary
+    for subject, finding in found.items():
+        assert not english_words(f"{finding.summary} {finding.advice}"), (subject, finding.summary, finding.advice)
+        mine = english[subject]
+        assert (finding.code, finding.status, finding.evidence) == (mine.code, mine.status, mine.evidence)
+    assert "needs work on one-click unsubscribe" in english["example.org compliance one_click_unsubscribe"].summary
+    assert english_words(english["example.org spam rate"].summary)  # and the test does see English
+
+
+async def test_v1_summaries_in_the_operators_language(providers: ProviderServer, ctx: CheckContext) -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    with use_language("es"):
+        found = by_subject(await postmaster.check(settings(providers, api="v1"), ctx))
+    assert found["example.org reputation"].summary == "Gmail califica example.org como LOW el 2026-07-03"
+    assert found["example.org IP reputation"].summary == "Gmail califica las IP 192.0.2.10 como BAD el 2026-07-03"
+    for subject, finding in found.items():
+        assert not english_words(f"{finding.summary} {finding.advice}"), (subject, finding.summary)
 
 
 # -- v1 (deprecated, api = "v1") ------------------------------------------------------------------------------------

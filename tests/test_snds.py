@@ -273,3 +273,15 @@ def test_findings_in_the_operators_language_and_evidence_unchanged() -> None:
     assert spanish.advice == "2 impactos en trampas de spam: limpie la lista que llegó a ellas"
     assert clear.summary == "Microsoft no bloquea 192.0.2.7"
     assert spanish.evidence == english.evidence and "trap hits" in english.summary
+
+
+async def test_a_failure_in_the_operators_language(providers: ProviderServer, ctx: CheckContext) -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    with use_language("es"):
+        failures = by_subject(await snds.check(legacy(providers, "expired", days=1), ctx))
+    data = failures["SNDS data"]
+    assert data.summary == "SNDS respondió 404: la clave de acceso ha caducado o se revocó"
+    assert data.advice.startswith("Los enlaces de acceso automatizado caducan a los 30 días")
+    assert (data.code, data.evidence) == ("snds-key-expired", {"problem": "key-expired"})

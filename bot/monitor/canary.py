@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config.canary import canary_settings
 from bot.config.loader import Config
+from bot.i18n import use_language
+from bot.language import room_language
 from bot.monitor.core import Job, Monitor
 from bot.render import render_verdict
 from bot.secrets import mask_value
@@ -93,7 +95,10 @@ class CanaryRunner:
                 continue
             reply = Incoming(**entry["reply"], body="") if entry.get("reply") else None
             log.info("resuming canary %s to %s", token, canary.seed)
-            self._spawn(self._follow(canary, reply), f"canary-{token}")
+            # Its verdict is said where it would have been: in the asking room's language, else the alerts'.
+            language = room_language(self.config, self.monitor, reply.room) if reply else self.monitor.language()
+            with use_language(language):
+                self._spawn(self._follow(canary, reply), f"canary-{token}")
         interval = self.config.schedule.intervals.get("canary")
         if interval is not None and self.settings:
             self.monitor.add_job(Job("canary", interval, self.launch_due))
@@ -159,7 +164,9 @@ class CanaryRunner:
             # Through the outbox, in the same write that ends the canary: the thread reply is never lost.
             if reply_to is not None:
                 self.monitor.post(render_verdict(verdict), alert_id=f"canary-{token}", reply_to=reply_to)
-            self.monitor.process([self._provider_report(verdict.canary.name, mine)])
+            with use_language(self.monitor.language()):  # the provider verdict is an alert, worded as alerts are
+                report = self._provider_report(verdict.canary.name, mine)
+            self.monitor.process([report])
 
     def _provider_report(self, name: str, entries: Sequence[Mapping[str, Any]]) -> Report:
         verdicts = [_verdict_from_json(entry) for entry in entries[-5:]]
@@ -190,13 +197,15 @@ class CanaryRunner:
     async def launch_due(self) -> None:
         """The canary job: one canary to each seed that has none pending; a seed that fails does not stop the rest."""
         pending = {entry["canary"]["name"] for entry in self.store.get_meta(PENDING, {}).values()}
-        for name in self.settings:
-            if name in pending:
-                continue
-            try:
-                await self.launch(name)
-            except Exception:  # a bug in one seed's launch must not keep the others from theirs
-                log.exception("the canary to %s could not be launched", name)
+        # No room asked: the verdicts (worded by the tasks launched here, which inherit this) are the alerts'.
+        with use_language(self.monitor.language()):
+            for name in self.settings:
+                if name in pending:
+                    continue
+                try:
+                    await self.launch(name)
+                except Exception:  # a bug in one seed's launch must not keep the others from theirs
+                    log.exception("the canary to %s could not be launched", name)
 
 
 def stored_verdicts(history: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[CanaryVerdict]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeGuard
 
 from checks.errors import LookupFailed
+from checks.i18n import _
 from checks.traffic.lines import Delivery, MessageId, detect_format, parse_line
 
 __all__ = [
@@ -181,7 +182,7 @@ def _rotated(path: Path) -> list[Path]:
 def _read_files(path: Path, max_files: int) -> list[str]:
     files = _rotated(path)[-max_files:]
     if not files:
-        raise LogUnavailable(f"no MTA log at {path}")
+        raise LogUnavailable(_("no MTA log at {path}").format(path=path))
     lines: list[str] = []
     budget = MAX_LOG_BYTES
     for name in reversed(files):
@@ -190,7 +191,8 @@ def _read_files(path: Path, max_files: int) -> list[str]:
             with opener(name, "rb") as handle:
                 data = handle.read(budget)
         except OSError as error:
-            raise LogUnavailable(f"cannot read the MTA log {name}: {error.strerror or error}") from None
+            said = _("cannot read the MTA log {name}: {reason}")
+            raise LogUnavailable(said.format(name=name, reason=error.strerror or error)) from None
         budget -= len(data)
         lines[:0] = data.decode("utf-8", "replace").splitlines()
         if budget <= 0:
@@ -204,23 +206,29 @@ async def _run_command(command: Sequence[str], timeout: float) -> list[str]:
             *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
         )
     except OSError as error:
-        raise LogUnavailable(f"cannot run the log command {command[0]!r}: {error.strerror or error}") from None
+        said = _("cannot run the log command {command!r}: {reason}")
+        raise LogUnavailable(said.format(command=command[0], reason=error.strerror or error)) from None
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
         process.kill()
         await process.wait()
-        raise LogUnavailable(f"the log command {command[0]!r} took longer than {timeout:.0f} s") from None
+        said = _("the log command {command!r} took longer than {seconds} s").format(
+            command=command[0], seconds=f"{timeout:.0f}"
+        )
+        raise LogUnavailable(said) from None
     if process.returncode != 0:
         reason = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {process.returncode}"]
-        raise LogUnavailable(f"the log command {command[0]!r} failed: {reason[0][:200]}")
+        raise LogUnavailable(
+            _("the log command {command!r} failed: {reason}").format(command=command[0], reason=reason[0][:200])
+        )
     return out[-MAX_LOG_BYTES:].decode("utf-8", "replace").splitlines()
 
 
 async def read_log(source: LogSource | None, max_files: int = 3) -> list[str]:
     """The log lines, oldest first; raises LogUnavailable saying why there are none."""
     if source is None or (source.path is None and not source.command):
-        raise LogUnavailable("no MTA log configured (give a log path or a log command)")
+        raise LogUnavailable(_("no MTA log configured (give a log path or a log command)"))
     if source.command:
         return await _run_command(source.command, source.timeout)
     assert source.path is not None

@@ -30,6 +30,7 @@ from checks.canary._message import (
 from checks.canary.bounce import Bounce, parse_bounce, read_bounce
 from checks.canary.maillog import LogSource, queue_id_from_reply
 from checks.context import CheckContext
+from checks.i18n import N_
 from checks.mailbox import Mailbox, MailboxError, MailboxSettings
 
 __all__ = [
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 MAX_FETCH = 512 * 1024
 FOUND_ACTIONS = ("delete", "move", "keep")
 KEEP_KEYWORD = "$RepbotCanary"
+# A canary's `error` stays English (it is stored and logged); whoever shows it says it with `_()`.
+LOGIN_REFUSED = N_("the submission server refused our login")
+MESSAGE_REFUSED = N_("the server refused the message")
 
 
 @dataclass(frozen=True)
@@ -201,9 +205,9 @@ def _refusal(error: Exception) -> tuple[str | None, str]:
     code = getattr(error, "code", None)
     message = " ".join(str(getattr(error, "message", "") or "").split())
     if isinstance(error, aiosmtplib.SMTPAuthenticationError):
-        return f"{code} {message}", "the submission server refused our login"
+        return f"{code} {message}", LOGIN_REFUSED
     if isinstance(error, aiosmtplib.SMTPResponseException) and code and code > 0:
-        return f"{code} {message}", "the server refused the message"
+        return f"{code} {message}", MESSAGE_REFUSED
     return None, f"{type(error).__name__}: {message or error}"[:300]
 
 

@@ -21,7 +21,7 @@ from checks.canary.maillog import LogUnavailable, Trace, follow
 from checks.canary.ndr import Explanation, explain, load_contacts, provider_family
 from checks.canary.probe import Canary, CanarySettings, Placement, poll, send
 from checks.context import CheckContext
-from checks.i18n import _
+from checks.i18n import N_, _, ngettext
 from checks.model import Finding, Status
 
 __all__ = [
@@ -130,7 +130,7 @@ def _found(canary: Canary, placement: Placement, now: datetime) -> CanaryVerdict
             if method in verdict.results and verdict.results[method] != "pass":
                 reasons.append(f"{method}={verdict.results[method]}")
         if verdict.compauth_reason:
-            reasons.append(f"compauth reason {verdict.compauth_reason}")
+            reasons.append(_("compauth reason {reason}").format(reason=verdict.compauth_reason))
     why = f" ({', '.join(reasons)})" if reasons else ""
     advice = _(
         "The receiver accepted it but filed it as spam: fix any failing authentication first; "
@@ -168,7 +168,7 @@ def _missing(canary: Canary, trace: Trace | LogUnavailable | None) -> CanaryVerd
     elif isinstance(trace, Trace):
         accepted = trace.final is not None and trace.final.remote_accepted
     else:
-        reason = str(trace) if trace is not None else "no MTA log configured"
+        reason = str(trace) if trace is not None else _("no MTA log configured")
         summary = _(
             "not in the Inbox or Junk of {seed} after the deadline; acceptance unknown (evidence missing: {reason})"
         ).format(seed=seed, reason=reason)
@@ -198,13 +198,14 @@ def classify(
     """The verdict for one canary at time `now`; pure."""
     if not canary.submitted:
         said = canary.reply or canary.error or "no reply"
-        summary = _("not sent: {reason}").format(reason=_short(canary.error or said))
+        reason = _(canary.error) if canary.error else canary.reply or _("no reply")
+        summary = _("not sent: {reason}").format(reason=_short(reason))
         return _with_reply(canary, "not-sent", summary, [f"submission: {said}"], canary.reply)
     if placement is not None and placement.folder:
         return _found(canary, placement, now)
     if placement is not None and placement.bounce is not None and placement.bounce.action == "failed":
         bounce = placement.bounce
-        said = bounce.diagnostic or bounce.status or "a bounce"
+        said = bounce.diagnostic or bounce.status or _("a bounce")
         return _with_reply(
             canary, "bounced", _("bounced: {reply}").format(reply=_short(said)), list(bounce.lines), said
         )
@@ -224,7 +225,7 @@ def classify(
         return logged
     if delayed is not None and delayed.action == "delayed":
         # A delay notice and no copy by the deadline: the remote is deferring it, whatever the log says.
-        said = delayed.diagnostic or delayed.status or "a delay notice"
+        said = delayed.diagnostic or delayed.status or _("a delay notice")
         return _with_reply(
             canary,
             "deferred",
@@ -282,28 +283,52 @@ def _provider_finding(name: str, verdicts: Sequence[CanaryVerdict], snds: Sequen
     snds_lines = [f"SNDS {f.subject}: {f.summary}" for f in snds_bad] if family == "microsoft" else []
     evidence: dict[str, Any] = {"canaries": [f"{v.canary.token} {v.kind}" for v in done], "snds": snds_lines}
     if not done:
-        return Finding(
-            "canary", name, Status.UNKNOWN, f"no finished canary to {name} yet", evidence, code="provider-none"
-        )
+        summary = _("no finished canary to {name} yet").format(name=name)
+        return Finding("canary", name, Status.UNKNOWN, summary, evidence, code="provider-none")
     n = len(done)
     dropped = [v for v in done if v.kind == "missing-accepted"]
     snds_text = ("; " + "; ".join(snds_lines)) if snds_lines else ""
     if dropped:
         evidence["accepted"] = [line for v in dropped for line in v.lines if "250" in line][:5]
-        likely = "likely silent block" if len(dropped) == n or (snds_lines and len(dropped) * 2 >= n) else "possible"
-        summary = f"{len(dropped)} of the last {n} canaries to {name} accepted with 250 and never delivered{snds_text}"
-        status = Status.FAIL if likely == "likely silent block" else Status.WARN
-        return Finding("canary", name, status, f"{summary}; {likely}", evidence, dropped[-1].advice, "provider-drop")
+        likely = len(dropped) == n or bool(snds_lines and len(dropped) * 2 >= n)
+        summary = _dropped_summary(likely, n).format(dropped=len(dropped), count=n, name=name, snds=snds_text)
+        status = Status.FAIL if likely else Status.WARN
+        return Finding("canary", name, status, summary, evidence, dropped[-1].advice, "provider-drop")
     latest = done[-1]
-    counts = {kind: sum(1 for v in done if v.kind == kind) for kind in KINDS}
+    inbox = sum(1 for v in done if v.kind == "inbox")
     if latest.kind == "inbox" and not snds_lines:
         latencies = [v.latency for v in done if v.kind == "inbox" and v.latency is not None]
-        typical = f", typically after {_duration(median(latencies))}" if latencies else ""
-        summary = f"{counts['inbox']} of the last {n} canaries to {name} reached the Inbox{typical}"
+        typical = _(", typically after {latency}").format(latency=_duration(median(latencies))) if latencies else ""
+        summary = ngettext(
+            "{inbox} of the last {count} canary to {name} reached the Inbox{typical}",
+            "{inbox} of the last {count} canaries to {name} reached the Inbox{typical}",
+            n,
+        ).format(inbox=inbox, count=n, name=name, typical=typical)
         return Finding("canary", name, Status.OK, summary, evidence, code="provider-inbox")
-    summary = f"last canary to {name}: {latest.summary} ({counts['inbox']} of the last {n} in the Inbox){snds_text}"
+    summary = ngettext(
+        "last canary to {name}: {summary} ({inbox} of the last {count} in the Inbox){snds}",
+        "last canary to {name}: {summary} ({inbox} of the last {count} in the Inbox){snds}",
+        n,
+    ).format(name=name, summary=latest.summary, inbox=inbox, count=n, snds=snds_text)
     status = latest.status if latest.status is not Status.OK else Status.WARN
     return Finding("canary", name, status, summary, evidence, latest.advice, f"provider-{latest.kind}")
+
+
+def _dropped_summary(likely: bool, count: int) -> str:
+    """The sentence for canaries accepted and never delivered: a likely silent block, or only a possible one."""
+    if likely:
+        return ngettext(
+            "{dropped} of the last {count} canary to {name} accepted with 250 and never delivered{snds}; "
+            "likely silent block",
+            "{dropped} of the last {count} canaries to {name} accepted with 250 and never delivered{snds}; "
+            "likely silent block",
+            count,
+        )
+    return ngettext(
+        "{dropped} of the last {count} canary to {name} accepted with 250 and never delivered{snds}; possible",
+        "{dropped} of the last {count} canaries to {name} accepted with 250 and never delivered{snds}; possible",
+        count,
+    )
 
 
 class DmarcCounts(Protocol):
@@ -316,6 +341,13 @@ class DmarcCounts(Protocol):
 
 
 CONFIDENCE = ("none", "low", "medium", "high")
+_SUSPECTED = {
+    "low": N_("suspected silent drop, low confidence"),
+    "medium": N_("suspected silent drop, medium confidence"),
+    "high": N_("suspected silent drop, high confidence"),
+}
+# The sources' names stay English in `missing` (JSON); the summary says them translated.
+_MTA_LOG, _DMARC_REPORT, _CANARIES = N_("the MTA log"), N_("the DMARC aggregate report"), N_("canaries")
 # A provider's report may lag or round; fewer than this share of the accepted messages is a shortfall.
 SHORTFALL = 0.8
 
@@ -367,7 +399,7 @@ def drop_join(
     dropped = sum(1 for v in done if v.kind == "missing-accepted")
     missing = tuple(
         what for what, absent in (
-            ("the MTA log", accepted is None), ("the DMARC aggregate report", reported is None), ("canaries", not done)
+            (_MTA_LOG, accepted is None), (_DMARC_REPORT, reported is None), (_CANARIES, not done)
         ) if absent
     )  # fmt: skip
     shortfall = accepted is not None and reported is not None and accepted > 0 and reported < accepted * SHORTFALL
@@ -378,13 +410,14 @@ def drop_join(
     possible = int(accepted is not None and reported is not None) + int(bool(done))
     confidence = CONFIDENCE[max(1, 3 - len(missing) - (possible - signals))] if suspected else "none"
     facts = _join_sentences(name, day, ips, accepted, reported, len(done), dropped)
-    verdict = f"suspected silent drop, {confidence} confidence" if suspected else "No sign of a silent drop"
+    verdict = _(_SUSPECTED[confidence]) if suspected else _("No sign of a silent drop")
     if not facts:
-        verdict = f"nothing to join for {name} on {day.isoformat()}"
+        verdict = _("nothing to join for {name} on {day}").format(name=name, day=day.isoformat())
     summary = (". ".join(facts) + (": " if suspected else ". ") if facts else "") + verdict + "."
     if missing:
-        lowered = " (confidence lowered)" if suspected else ""
-        summary += f" Missing: {', '.join(missing)}{lowered}."
+        sources = ", ".join(_(what) for what in missing)
+        lowered = _("Missing: {sources} (confidence lowered).") if suspected else _("Missing: {sources}.")
+        summary += " " + lowered.format(sources=sources)
     return DropJoin(
         provider, day, tuple(ips), accepted, reported, len(done), dropped, suspected, confidence, missing, summary
     )
@@ -393,14 +426,33 @@ def drop_join(
 def _join_sentences(
     name: str, day: date, ips: Sequence[str], accepted: int | None, reported: int | None, done: int, dropped: int
 ) -> list[str]:
-    source = f" from {', '.join(ips)}" if ips else ""
+    shown = day.isoformat()
     parts = []
-    if accepted is not None:
-        parts.append(f"{name} accepted {accepted} message{'' if accepted == 1 else 's'}{source} on {day.isoformat()}")
+    if accepted is not None and ips:
+        parts.append(
+            ngettext(
+                "{name} accepted {count} message from {ips} on {day}",
+                "{name} accepted {count} messages from {ips} on {day}",
+                accepted,
+            ).format(name=name, count=accepted, ips=", ".join(ips), day=shown)
+        )
+    elif accepted is not None:
+        parts.append(
+            ngettext(
+                "{name} accepted {count} message on {day}", "{name} accepted {count} messages on {day}", accepted
+            ).format(name=name, count=accepted, day=shown)
+        )
     if reported is not None:
-        parts.append(f"Its DMARC report counts {reported}")
+        parts.append(_("Its DMARC report counts {count}").format(count=reported))
     if done:
-        parts.append(f"{dropped} of {done} canaries missing after acceptance")
+        # The English has always said "1 of 1 canaries"; ngettext lets Spanish tell one from many.
+        parts.append(
+            ngettext(
+                "{dropped} of {count} canaries missing after acceptance",
+                "{dropped} of {count} canaries missing after acceptance",
+                done,
+            ).format(dropped=dropped, count=done)
+        )
     return parts
 
 

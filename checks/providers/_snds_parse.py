@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from checks.errors import SndsAnswerError
+from checks.i18n import _
 from checks.model import Status
 
 TIME_FORMAT = "%m/%d/%Y %I:%M %p"
@@ -73,18 +74,20 @@ class BlockRange:
 def classify_answer(status_code: int, content_type: str, body: str) -> None:
     """Raise SndsAnswerError when an HTTP answer is not data: login page, expired key, error, empty body."""
     if status_code == 404:
-        raise SndsAnswerError("key-expired", "SNDS answered 404: the access key has expired or was revoked")
+        raise SndsAnswerError("key-expired", _("SNDS answered 404: the access key has expired or was revoked"))
     if status_code in (401, 403):
-        raise SndsAnswerError("auth", f"SNDS refused the credentials (HTTP {status_code})")
+        raise SndsAnswerError("auth", _("SNDS refused the credentials (HTTP {status})").format(status=status_code))
     if 300 <= status_code < 400:
-        raise SndsAnswerError("login-page", f"SNDS redirected (HTTP {status_code}), most likely to a login page")
+        said = _("SNDS redirected (HTTP {status}), most likely to a login page")
+        raise SndsAnswerError("login-page", said.format(status=status_code))
     if status_code != 200:
-        raise SndsAnswerError("http-error", f"SNDS answered HTTP {status_code}")
+        raise SndsAnswerError("http-error", _("SNDS answered HTTP {status}").format(status=status_code))
     head = body.lstrip()[:512].lower()
     if "html" in content_type.lower() or head.startswith(("<!doctype", "<html", "<head", "<body", "<form")):
-        raise SndsAnswerError("login-page", "SNDS sent an HTML page (a login page?) instead of data: renew access")
+        said = _("SNDS sent an HTML page (a login page?) instead of data: renew access")
+        raise SndsAnswerError("login-page", said)
     if not head:
-        raise SndsAnswerError("empty", "SNDS sent an empty answer")
+        raise SndsAnswerError("empty", _("SNDS sent an empty answer"))
 
 
 _NO_DATA = re.compile(r"^\s*\"?no data\b", re.IGNORECASE)

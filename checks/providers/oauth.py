@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from checks.errors import TokenError
+from checks.i18n import _
 from checks.providers.deadline import DEFAULT_DEADLINE, whole_request
 
 __all__ = ["TOKEN_URL", "RefreshTokenSource", "TokenError", "TokenSource", "command_token"]
@@ -33,7 +34,7 @@ def command_token(get: Callable[[], str]) -> TokenSource:
         try:
             return await asyncio.to_thread(get)
         except Exception as error:  # the source's own error, which never holds the secret
-            raise TokenError("auth", f"the token command failed: {error}") from None
+            raise TokenError("auth", _("the token command failed: {error}").format(error=error)) from None
 
     return token
 
@@ -79,7 +80,8 @@ class RefreshTokenSource:
     async def _refresh(self) -> tuple[str, float]:
         refresh = self._stored() or (await asyncio.to_thread(self._seed) if self._seed else "")
         if not refresh:
-            raise TokenError("auth", f"no {self.name} refresh token: put one in {self.path} or configure refresh_token")
+            said = _("no {name} refresh token: put one in {path} or configure refresh_token")
+            raise TokenError("auth", said.format(name=self.name, path=self.path))
         form = {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": self.client_id}
         if self.scope:
             form["scope"] = self.scope
@@ -88,16 +90,18 @@ class RefreshTokenSource:
         try:
             response = await whole_request(self._client().post(self.token_url, data=form), self.deadline)
         except httpx.HTTPError as error:
-            raise TokenError("unreachable", f"cannot reach the OAuth token endpoint ({type(error).__name__})") from None
+            said = _("cannot reach the OAuth token endpoint ({error})").format(error=type(error).__name__)
+            raise TokenError("unreachable", said) from None
         try:
             answer = response.json()
         except ValueError:
             answer = {}
         if response.status_code != 200 or not isinstance(answer, dict) or "access_token" not in answer:
             reason = str(answer.get("error", "")) if isinstance(answer, dict) else ""
+            http = f"HTTP {response.status_code} {reason}".rstrip()
             raise TokenError(
                 "invalid-grant" if reason == "invalid_grant" else "auth",
-                f"the OAuth token endpoint refused the refresh token (HTTP {response.status_code} {reason})".rstrip(),
+                _("the OAuth token endpoint refused the refresh token ({http})").format(http=http),
             )
         if answer.get("refresh_token"):
             self._store(str(answer["refresh_token"]))

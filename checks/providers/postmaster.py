@@ -21,6 +21,7 @@ import httpx
 
 from checks.context import CheckContext
 from checks.errors import ServiceError
+from checks.i18n import N_, _, ngettext
 from checks.model import Finding, Status
 from checks.providers._postmaster_parse import (
     ERROR_REASONS,
@@ -37,11 +38,13 @@ from checks.providers.oauth import TokenError, TokenSource
 __all__ = [
     "API_BASE",
     "GOOGLE_TOKEN_URL",
+    "HINTS",
     "METRICS",
     "ComplianceRow",
     "DomainDay",
     "PostmasterError",
     "PostmasterSettings",
+    "answered",
     "check",
     "compliance_findings",
     "day_findings",
@@ -49,7 +52,9 @@ __all__ = [
     "parse_compliance",
     "parse_domain_stats",
     "query_body",
+    "spam_summary",
     "token_failure",
+    "unreachable",
 ]
 
 API_BASE = "https://gmailpostmastertools.googleapis.com"
@@ -105,13 +110,14 @@ def finding(
 def token_failure(domain: str, error: TokenError, now: datetime) -> Finding:
     """The finding for a token that could not be had; an invalid_grant names the 7-day "Testing" expiry."""
     if error.code == "invalid-grant":
-        summary = "Google refused the refresh token (invalid_grant): it was revoked or has expired"
-        advice = (
+        summary = _("Google refused the refresh token (invalid_grant): it was revoked or has expired")
+        advice = _(
             'Refresh tokens of an OAuth app left in "Testing" expire after about 7 days: publish the app '
             "(or use a service account), then get a new refresh token (see docs/providers.md)."
         )
     else:
-        summary, advice = f"no Postmaster Tools token: {error}", "Check token_command or the stored refresh token."
+        summary = _("no Postmaster Tools token: {error}").format(error=error)
+        advice = _("Check token_command or the stored refresh token.")
     return finding(
         domain, "postmaster", Status.UNKNOWN, summary, {"problem": error.code}, f"postmaster-{error.code}", now, advice
     )
@@ -121,7 +127,7 @@ def token_failure(domain: str, error: TokenError, now: datetime) -> Finding:
 
 
 def _pct(value: float | None) -> str:
-    return "not reported" if value is None else f"{value:.2%}"
+    return _("not reported") if value is None else f"{value:.2%}"
 
 
 def day_findings(domain: str, day: DomainDay, settings: PostmasterSettings, now: datetime) -> list[Finding]:
@@ -134,9 +140,14 @@ def day_findings(domain: str, day: DomainDay, settings: PostmasterSettings, now:
     auth = {name: day.get(f"auth_{name}") for name in ("spf", "dkim", "dmarc")}
     if any(v is not None for v in auth.values()):
         low = [n.upper() for n, v in auth.items() if v is not None and v < settings.auth_rate_warn]
-        summary = f"{domain} on {shown}: " + ", ".join(f"{n.upper()} {_pct(v)}" for n, v in auth.items()) + " passed"
+        rates = ", ".join(f"{n.upper()} {_pct(v)}" for n, v in auth.items())
+        summary = _("{domain} on {day}: {rates} passed").format(domain=domain, day=shown, rates=rates)
         advice = (
-            f"{', '.join(low)} failed on over {1 - settings.auth_rate_warn:.0%} of the mail to Gmail" if low else ""
+            _("{methods} failed on over {share} of the mail to Gmail").format(
+                methods=", ".join(low), share=f"{1 - settings.auth_rate_warn:.0%}"
+            )
+            if low
+            else ""
         )
         found.append(
             finding(
@@ -153,8 +164,10 @@ def day_findings(domain: str, day: DomainDay, settings: PostmasterSettings, now:
     tls = day.get("tls_inbound")
     if tls is not None:
         low_tls = tls < settings.tls_rate_warn
-        summary = f"{_pct(tls)} of {domain}'s mail reached Gmail over TLS on {shown}"
-        advice = "Send with opportunistic TLS at least (Postfix: smtp_tls_security_level = may)" if low_tls else ""
+        summary = _("{rate} of {domain}'s mail reached Gmail over TLS on {day}").format(
+            rate=_pct(tls), domain=domain, day=shown
+        )
+        advice = _("Send with opportunistic TLS at least (Postfix: smtp_tls_security_level = may)") if low_tls else ""
         found.append(
             finding(
                 domain,
@@ -172,16 +185,27 @@ def day_findings(domain: str, day: DomainDay, settings: PostmasterSettings, now:
 
 
 def _spam(domain: str, rate: float, shown: str, settings: PostmasterSettings, now: datetime) -> Finding:
-    summary = f"Gmail users reported {rate:.2%} of {domain}'s mail as spam on {shown}"
+    summary = spam_summary(domain, rate, shown)
     if rate >= settings.spam_rate_fail:
         status, code = Status.FAIL, "gmail-spam-high"
-        advice = f"Over Google's {settings.spam_rate_fail:.1%} limit: Gmail may reject or junk this domain's mail."
+        advice = _("Over Google's {limit} limit: Gmail may reject or junk this domain's mail.").format(
+            limit=f"{settings.spam_rate_fail:.1%}"
+        )
     elif rate >= settings.spam_rate_warn:
         status, code = Status.WARN, "gmail-spam-elevated"
-        advice = f"Over Google's {settings.spam_rate_warn:.1%} target: check who you mail and how they unsubscribe."
+        advice = _("Over Google's {limit} target: check who you mail and how they unsubscribe.").format(
+            limit=f"{settings.spam_rate_warn:.1%}"
+        )
     else:
         status, code, advice = Status.OK, "gmail-spam-ok", ""
     return finding(domain, "spam rate", status, summary, {"day": shown, "rate": rate}, code, now, advice)
+
+
+def spam_summary(domain: str, rate: float, shown: str) -> str:
+    """The spam-rate sentence, v1's and v2's alike."""
+    return _("Gmail users reported {rate} of {domain}'s mail as spam on {day}").format(
+        rate=f"{rate:.2%}", domain=domain, day=shown
+    )
 
 
 def _errors(domain: str, day: DomainDay, shown: str, settings: PostmasterSettings, now: datetime) -> list[Finding]:
@@ -196,11 +220,17 @@ def _errors(domain: str, day: DomainDay, shown: str, settings: PostmasterSetting
     }
     total = sum(v or 0.0 for v in by_class.values())
     spike = total >= settings.error_rate_warn
-    summary = f"Gmail rejected {_pct(by_class['reject'])} and deferred {_pct(by_class['temp_fail'])} of {domain}'s mail"
-    summary += f" on {shown}"
+    shares = {"reject": _pct(by_class["reject"]), "deferred": _pct(by_class["temp_fail"]), "domain": domain}
     if reasons:
-        worst = max(reasons, key=lambda name: reasons[name])
-        summary += f" (mostly {worst.split('.')[1]}, {worst.split('.')[0]})"
+        kind, _dot, reason = max(reasons, key=lambda name: reasons[name]).partition(".")
+        said = _(
+            "Gmail rejected {reject} and deferred {deferred} of {domain}'s mail on {day} (mostly {reason}, {kind})"
+        )
+        summary = said.format(**shares, day=shown, reason=reason, kind=kind)
+    else:
+        summary = _("Gmail rejected {reject} and deferred {deferred} of {domain}'s mail on {day}").format(
+            **shares, day=shown
+        )
     evidence = {"day": shown, "classes": by_class, "reasons": reasons}
     code = "gmail-errors-spike" if spike else "gmail-errors-ok"
     status = Status.WARN if spike else Status.OK
@@ -208,67 +238,106 @@ def _errors(domain: str, day: DomainDay, shown: str, settings: PostmasterSetting
 
 
 REQUIREMENTS = {
-    "SPF": ("SPF", "Publish an SPF record listing every host that sends for the domain."),
-    "DKIM": ("DKIM", "Sign every message with DKIM for the From: domain (2048-bit key) and publish the selector."),
-    "SPF_AND_DKIM": ("SPF and DKIM", "Bulk senders need both: pass SPF and sign with DKIM."),
-    "DMARC_POLICY": ("DMARC policy", "Publish _dmarc.<domain> with at least p=none (and a rua= address)."),
+    "SPF": ("SPF", N_("Publish an SPF record listing every host that sends for the domain.")),
+    "DKIM": (
+        "DKIM",
+        N_("Sign every message with DKIM for the From: domain (2048-bit key) and publish the selector."),
+    ),
+    "SPF_AND_DKIM": (N_("SPF and DKIM"), N_("Bulk senders need both: pass SPF and sign with DKIM.")),
+    "DMARC_POLICY": (N_("DMARC policy"), N_("Publish _dmarc.<domain> with at least p=none (and a rua= address).")),
     "DMARC_ALIGNMENT": (
-        "DMARC alignment",
-        "Make the From: domain match the DKIM d= domain or the envelope-from (SPF) domain.",
+        N_("DMARC alignment"),
+        N_("Make the From: domain match the DKIM d= domain or the envelope-from (SPF) domain."),
     ),
     "MESSAGE_FORMATTING": (
-        "message formatting",
-        "Send RFC 5322 messages: one From:, a Date: and a Message-ID:, no malformed headers.",
+        N_("message formatting"),
+        N_("Send RFC 5322 messages: one From:, a Date: and a Message-ID:, no malformed headers."),
     ),
     "DNS_RECORDS": (
-        "forward and reverse DNS",
-        "Give each sending IP a PTR whose name resolves back to that IP, and HELO with that name.",
+        N_("forward and reverse DNS"),
+        N_("Give each sending IP a PTR whose name resolves back to that IP, and HELO with that name."),
     ),
-    "ENCRYPTION": ("TLS encryption", "Use TLS when sending to Gmail (Postfix: smtp_tls_security_level = may)."),
+    "ENCRYPTION": (N_("TLS encryption"), N_("Use TLS when sending to Gmail (Postfix: smtp_tls_security_level = may).")),
     "USER_REPORTED_SPAM_RATE": (
-        "user-reported spam rate",
-        "Keep reported spam under 0.3 % (aim for 0.1 %): mail only people who asked for it.",
+        N_("user-reported spam rate"),
+        N_("Keep reported spam under 0.3 % (aim for 0.1 %): mail only people who asked for it."),
     ),
     "ONE_CLICK_UNSUBSCRIBE": (
-        "one-click unsubscribe",
-        "Add List-Unsubscribe (an https URL) and List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058).",
+        N_("one-click unsubscribe"),
+        N_("Add List-Unsubscribe (an https URL) and List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058)."),
     ),
-    "HONOR_UNSUBSCRIBE": ("honoring unsubscribe", "Stop mailing an address within 2 days of its unsubscribe request."),
+    "HONOR_UNSUBSCRIBE": (
+        N_("honoring unsubscribe"),
+        N_("Stop mailing an address within 2 days of its unsubscribe request."),
+    ),
 }
 REASONS = {
-    "NO_UNSUB_GENERAL": "most messages have no one-click unsubscribe",
-    "NO_UNSUB_SPAM_REPORTS": "most messages reported as spam had no one-click unsubscribe",
-    "NO_UNSUB_PROMO_SPAM_REPORTS": "most promotional messages reported as spam had no one-click unsubscribe",
-    "NOT_HONORING": "unsubscribe requests are not honored",
-    "NOT_HONORING_TOO_FEW_CAMPAIGNS": "unsubscribe requests are not honored (too few campaigns to judge well)",
-    "NOT_HONORING_TOO_MANY_CAMPAIGNS": "unsubscribe requests are not honored (too many campaigns)",
+    "NO_UNSUB_GENERAL": N_("most messages have no one-click unsubscribe"),
+    "NO_UNSUB_SPAM_REPORTS": N_("most messages reported as spam had no one-click unsubscribe"),
+    "NO_UNSUB_PROMO_SPAM_REPORTS": N_("most promotional messages reported as spam had no one-click unsubscribe"),
+    "NOT_HONORING": N_("unsubscribe requests are not honored"),
+    "NOT_HONORING_TOO_FEW_CAMPAIGNS": N_("unsubscribe requests are not honored (too few campaigns to judge well)"),
+    "NOT_HONORING_TOO_MANY_CAMPAIGNS": N_("unsubscribe requests are not honored (too many campaigns)"),
 }
+
+
+def _plain(code: str) -> str:
+    """A code Google added after this table, said as it is: DMARC_POLICY is "dmarc policy"."""
+    return code.lower().replace("_", " ")
 
 
 def compliance_findings(domain: str, rows: Sequence[ComplianceRow], now: datetime) -> list[Finding]:
     """One finding per requirement: ok when compliant, warn when Google says it needs work (with what to change)."""
     if not rows:
-        summary = f"Postmaster Tools has no compliance status for {domain} (too little Gmail traffic?)"
+        summary = _("Postmaster Tools has no compliance status for {domain} (too little Gmail traffic?)").format(
+            domain=domain
+        )
         return [finding(domain, "compliance", Status.UNKNOWN, summary, {}, "postmaster-compliance-no-data", now)]
     found = []
     for row in rows:
-        label, advice = REQUIREMENTS.get(row.requirement, (row.requirement.lower().replace("_", " "), ""))
-        reason = REASONS.get(row.reason, row.reason.lower().replace("_", " "))
+        label, advice = REQUIREMENTS.get(row.requirement, (_plain(row.requirement), ""))
+        reason = REASONS.get(row.reason, _plain(row.reason))
+        label, advice, reason = _(label), _(advice), _(reason)
         evidence = {"requirement": row.requirement, "state": row.state, "reason": row.reason}
         subject = f"compliance {row.requirement.lower()}"
         if row.state == "COMPLIANT":
-            summary = f"Gmail: {domain} meets the {label} requirement"
+            summary = _("Gmail: {domain} meets the {label} requirement").format(domain=domain, label=label)
             found.append(finding(domain, subject, Status.OK, summary, evidence, "gmail-compliant", now))
         elif row.state == "NEEDS_WORK":
-            summary = f"Gmail: {domain} needs work on {label}" + (f": {reason}" if reason else "")
+            said = (
+                _("Gmail: {domain} needs work on {label}: {reason}")
+                if reason
+                else _("Gmail: {domain} needs work on {label}")
+            )
+            summary = said.format(domain=domain, label=label, reason=reason)
             found.append(finding(domain, subject, Status.WARN, summary, evidence, "gmail-needs-work", now, advice))
         else:
-            summary = f"Gmail gives no {label} status for {domain}"
+            summary = _("Gmail gives no {label} status for {domain}").format(label=label, domain=domain)
             found.append(finding(domain, subject, Status.UNKNOWN, summary, evidence, "gmail-compliance-unset", now))
     return found
 
 
 # -- fetching ---------------------------------------------------------------------------------------------------
+
+
+NO_DATA = N_("no data")
+# What an HTTP refusal most likely means, by status.
+HINTS = {
+    401: N_("the token was refused"),
+    403: N_("the domain is not verified for this account, or the token lacks the postmaster scope"),
+    404: N_("unknown domain"),
+    429: N_("quota exceeded"),
+}
+
+
+def answered(http: str, hint: str) -> str:
+    """The sentence for an HTTP refusal ("HTTP 403 PERMISSION_DENIED"), v1's and v2's alike."""
+    return _("Postmaster Tools answered {http}: {hint}").format(http=http, hint=hint)
+
+
+def unreachable(error: Exception) -> str:
+    """The sentence for a network failure, named by the exception's type."""
+    return _("cannot reach Postmaster Tools ({error})").format(error=type(error).__name__)
 
 
 def _google_error(response: httpx.Response) -> PostmasterError:
@@ -281,14 +350,8 @@ def _google_error(response: httpx.Response) -> PostmasterError:
 
 
 def _status_error(http: int, status: str) -> PostmasterError:
-    hint = {
-        401: "the token was refused",
-        403: "the domain is not verified for this account, or the token lacks the postmaster scope",
-        404: "unknown domain",
-        429: "quota exceeded",
-    }
     words = f"HTTP {http}" + (f" {status}" if status else "")
-    return PostmasterError(f"http-{http}", f"Postmaster Tools answered {words}: {hint.get(http, 'no data')}", status)
+    return PostmasterError(f"http-{http}", answered(words, _(HINTS.get(http, NO_DATA))), status)
 
 
 async def _call(ctx: CheckContext, method: str, url: str, token: str, body: Any = None) -> dict[str, Any]:
@@ -297,9 +360,9 @@ async def _call(ctx: CheckContext, method: str, url: str, token: str, body: Any 
         request = ctx.http().request(method, url, json=body, headers=headers)
         response = await whole_request(request, request_deadline(ctx))
     except httpx.TimeoutException:
-        raise PostmasterError("unreachable", "Postmaster Tools did not answer in time") from None
+        raise PostmasterError("unreachable", _("Postmaster Tools did not answer in time")) from None
     except httpx.HTTPError as error:
-        raise PostmasterError("unreachable", f"cannot reach Postmaster Tools ({type(error).__name__})") from None
+        raise PostmasterError("unreachable", unreachable(error)) from None
     if response.status_code != 200:
         raise _google_error(response)
     try:
@@ -307,7 +370,7 @@ async def _call(ctx: CheckContext, method: str, url: str, token: str, body: Any 
     except ValueError:
         payload = None
     if not isinstance(payload, dict):
-        raise PostmasterError("unparsable", "Postmaster Tools sent something that is not a JSON object")
+        raise PostmasterError("unparsable", _("Postmaster Tools sent something that is not a JSON object"))
     return payload
 
 
@@ -325,7 +388,10 @@ async def _pages(
     start, end = _window(settings, ctx.clock())
     while following:
         if following in seen or len(seen) >= MAX_PAGES:
-            raise PostmasterError("unparsable", f"Postmaster Tools kept paging ({len(seen)} pages)")
+            said = ngettext(
+                "Postmaster Tools kept paging ({count} page)", "Postmaster Tools kept paging ({count} pages)", len(seen)
+            )
+            raise PostmasterError("unparsable", said.format(count=len(seen)))
         seen.add(following)
         page = await _call(ctx, "POST", url, token, query_body(start, end, settings.page_size, following))
         stats += page.get("domainStats") or []
@@ -356,7 +422,8 @@ async def _batch(
         return list(await asyncio.gather(*(_safe(_query(d, settings, ctx, token)) for d in domains)))
     results = answer.get("results") or []
     if not isinstance(results, list) or len(results) != len(domains):
-        return [PostmasterError("unparsable", "batchQuery answered a different number of results")] * len(domains)
+        said = _("batchQuery answered a different number of results")
+        return [PostmasterError("unparsable", said)] * len(domains)
 
     async def one(domain: str, result: Any) -> list[Any] | PostmasterError:
         if isinstance(result, dict) and isinstance(result.get("error"), dict):
@@ -387,10 +454,16 @@ def _stats_findings(
     try:
         days = parse_domain_stats(stats)
     except (ValueError, TypeError, KeyError) as error:
-        return [_failure(domain, "postmaster", PostmasterError("unparsable", f"unreadable domainStats: {error}"), now)]
+        unreadable = PostmasterError("unparsable", _("unreadable domainStats: {error}").format(error=error))
+        return [_failure(domain, "postmaster", unreadable, now)]
     if not days:
-        summary = f"Postmaster Tools has no data for {domain} in the last {settings.days} days"
-        summary += " (normal below a few hundred Gmail messages a day)"
+        summary = ngettext(
+            "Postmaster Tools has no data for {domain} in the last {days} day "
+            "(normal below a few hundred Gmail messages a day)",
+            "Postmaster Tools has no data for {domain} in the last {days} days "
+            "(normal below a few hundred Gmail messages a day)",
+            settings.days,
+        ).format(domain=domain, days=settings.days)
         return [finding(domain, "postmaster", Status.UNKNOWN, summary, {}, "postmaster-no-data", now)]
     return day_findings(domain, days[-1], settings, now)
 
@@ -403,7 +476,8 @@ async def _compliance(domain: str, settings: PostmasterSettings, ctx: CheckConte
     except PostmasterError as error:
         return [_failure(domain, "compliance", error, now)]
     except (ValueError, TypeError, AttributeError) as error:
-        return [_failure(domain, "compliance", PostmasterError("unparsable", f"unreadable compliance: {error}"), now)]
+        unreadable = PostmasterError("unparsable", _("unreadable compliance: {error}").format(error=error))
+        return [_failure(domain, "compliance", unreadable, now)]
     return compliance_findings(domain, rows, now)
 
 

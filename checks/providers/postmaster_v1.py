@@ -18,14 +18,26 @@ from typing import Any
 import httpx
 
 from checks.context import CheckContext
+from checks.i18n import N_, _
 from checks.model import Finding, Status
 from checks.providers.deadline import request_deadline, whole_request
 from checks.providers.oauth import TokenError
-from checks.providers.postmaster import PostmasterSettings, finding, token_failure
+from checks.providers.postmaster import (
+    HINTS,
+    NO_DATA,
+    PostmasterSettings,
+    answered,
+    finding,
+    spam_summary,
+    token_failure,
+    unreachable,
+)
 
 __all__ = ["DayStats", "check", "findings_for_day", "parse_traffic_stats"]
 
 REPUTATION = {"HIGH": Status.OK, "MEDIUM": Status.OK, "LOW": Status.WARN, "BAD": Status.FAIL}
+# v1 names only the unverified domain for a 403, as it always has.
+_HINTS = {**HINTS, 403: N_("the domain is not verified for this account")}
 
 
 @dataclass(frozen=True)
@@ -86,11 +98,11 @@ def findings_for_day(domain: str, stats: DayStats, settings: PostmasterSettings,
             domain,
             "reputation",
             REPUTATION.get(rep, Status.UNKNOWN),
-            f"Gmail rates {domain} {rep} on {shown}",
+            _("Gmail rates {domain} {reputation} on {day}").format(domain=domain, reputation=rep, day=shown),
             {"day": shown, "reputation": rep},
             f"gmail-{rep.lower()}",
             now,
-            "Gmail sends more of this domain's mail to spam: look at complaints and list hygiene."
+            _("Gmail sends more of this domain's mail to spam: look at complaints and list hygiene.")
             if rep in ("LOW", "BAD")
             else "",
         )
@@ -98,7 +110,7 @@ def findings_for_day(domain: str, stats: DayStats, settings: PostmasterSettings,
     findings.extend(_ip_reputation(domain, stats.ip_reputations, shown, now))
     if stats.spam_ratio is not None:
         high = stats.spam_ratio >= settings.spam_rate_fail
-        summary = f"Gmail users reported {stats.spam_ratio:.2%} of {domain}'s mail as spam on {shown}"
+        summary = spam_summary(domain, stats.spam_ratio, shown)
         findings.append(
             finding(
                 domain,
@@ -112,9 +124,13 @@ def findings_for_day(domain: str, stats: DayStats, settings: PostmasterSettings,
         )
     spike = stats.error_ratio >= settings.error_rate_warn
     worst = max(stats.delivery_errors, key=lambda e: e[2], default=("", "", 0.0))
-    summary = f"Gmail refused or deferred {stats.error_ratio:.1%} of {domain}'s mail on {shown}" + (
-        f" (mostly {worst[1]}, {worst[0]})" if worst[1] else ""
-    )
+    share = f"{stats.error_ratio:.1%}"
+    if worst[1]:
+        said = _("Gmail refused or deferred {share} of {domain}'s mail on {day} (mostly {reason}, {kind})")
+        summary = said.format(share=share, domain=domain, day=shown, reason=worst[1], kind=worst[0])
+    else:
+        said = _("Gmail refused or deferred {share} of {domain}'s mail on {day}")
+        summary = said.format(share=share, domain=domain, day=shown)
     findings.append(
         finding(
             domain,
@@ -137,12 +153,15 @@ def _ip_reputation(
         return []
     rated = {level: list(ips) for level, ips in groups}
     poor = [(level, ips) for level, ips in rated.items() if REPUTATION.get(level, Status.OK) is not Status.OK]
-    worst = max((REPUTATION[level] for level, _ in poor), key=lambda status: status.severity, default=Status.OK)
+    worst = max((REPUTATION[level] for level, _ips in poor), key=lambda status: status.severity, default=Status.OK)
     if poor:
-        summary = "; ".join(f"Gmail rates IPs {', '.join(ips) or '(no sample)'} {level}" for level, ips in poor)
-        summary += f" on {shown}"
+        said = _("Gmail rates IPs {ips} {reputation} on {day}")
+        summary = "; ".join(
+            said.format(ips=", ".join(ips) or _("(no sample)"), reputation=level, day=shown) for level, ips in poor
+        )
     else:
-        summary = f"Gmail rates every sampled IP {' or '.join(rated)} on {shown}"
+        said = _("Gmail rates every sampled IP {reputations} on {day}")
+        summary = said.format(reputations=_(" or ").join(rated), day=shown)
     code = f"gmail-ip-{poor[-1][0].lower()}" if poor else "gmail-ip-ok"
     evidence = {"day": shown, "reputation": {level: ips for level, ips in rated.items()}}
     return [finding(domain, "IP reputation", worst, summary, evidence, code, now)]
@@ -169,15 +188,15 @@ async def _domain(domain: str, settings: PostmasterSettings, ctx: CheckContext, 
                 domain,
                 "postmaster",
                 Status.UNKNOWN,
-                f"cannot reach Postmaster Tools ({type(error).__name__})",
+                unreachable(error),
                 {},
                 "postmaster-unreachable",
                 now,
             )
         ]
     if response.status_code != 200:
-        hint = {401: "the token was refused", 403: "the domain is not verified for this account", 404: "unknown domain"}
-        summary = f"Postmaster Tools answered HTTP {response.status_code}: {hint.get(response.status_code, 'no data')}"
+        hint = _(_HINTS.get(response.status_code, NO_DATA))
+        summary = answered(f"HTTP {response.status_code}", hint)
         return [
             finding(
                 domain,
@@ -197,16 +216,16 @@ async def _domain(domain: str, settings: PostmasterSettings, ctx: CheckContext, 
                 domain,
                 "postmaster",
                 Status.UNKNOWN,
-                f"unreadable Postmaster answer: {error}",
+                _("unreadable Postmaster answer: {error}").format(error=error),
                 {},
                 "postmaster-unparsable",
                 now,
             )
         ]
     if stats is None:
-        summary = (
-            f"Postmaster Tools has no data for {domain} this week (normal below a few hundred Gmail messages a day)"
-        )
+        summary = _(
+            "Postmaster Tools has no data for {domain} this week (normal below a few hundred Gmail messages a day)"
+        ).format(domain=domain)
         return [finding(domain, "postmaster", Status.UNKNOWN, summary, {}, "postmaster-no-data", now)]
     return findings_for_day(domain, stats, settings, now)
 

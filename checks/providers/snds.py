@@ -112,9 +112,10 @@ async def _get(ctx: CheckContext, url: str, params: dict[str, str], headers: dic
     try:
         response = await whole_request(ctx.http().get(url, params=params, headers=headers), request_deadline(ctx))
     except httpx.TimeoutException:
-        raise SndsAnswerError("timeout", "SNDS did not answer in time") from None
+        raise SndsAnswerError("timeout", _("SNDS did not answer in time")) from None
     except httpx.HTTPError as error:
-        raise SndsAnswerError("unreachable", f"cannot reach SNDS ({type(error).__name__})") from None
+        said = _("cannot reach SNDS ({error})").format(error=type(error).__name__)
+        raise SndsAnswerError("unreachable", said) from None
     classify_answer(response.status_code, response.headers.get("content-type", ""), response.text)
     return response.text
 
@@ -123,14 +124,14 @@ async def _auth(settings: SndsSettings) -> tuple[dict[str, str], dict[str, str]]
     """The query parameters and headers that carry the credentials of the configured method."""
     if settings.method == "api":
         if settings.token is None:
-            raise SndsAnswerError("config", "SNDS REST API chosen but no token source configured")
+            raise SndsAnswerError("config", _("SNDS REST API chosen but no token source configured"))
         try:
             token = await settings.token()
         except oauth.TokenError as error:
             raise SndsAnswerError(error.code, str(error)) from None
         return {}, {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     if settings.key is None:
-        raise SndsAnswerError("config", "SNDS legacy access chosen but no key configured")
+        raise SndsAnswerError("config", _("SNDS legacy access chosen but no key configured"))
     return {"key": await asyncio.to_thread(settings.key)}, {}
 
 
@@ -188,7 +189,8 @@ def _parse(text: str, from_json: Callable[[str], list[_T]], from_csv: Callable[[
     try:
         return from_json(text) if text.lstrip().startswith(("[", "{")) else from_csv(text)
     except (ValueError, TypeError, AttributeError) as error:
-        raise SndsAnswerError("unparsable", f"SNDS {what} could not be read: {error}") from None
+        said = _("SNDS {what} could not be read: {error}").format(what=what, error=error)
+        raise SndsAnswerError("unparsable", said) from None
 
 
 # -- OAuth 2.0 tokens for the REST API (the sources live in checks.providers.oauth) ----------------------------------
