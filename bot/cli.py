@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO
 
 from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
-from bot.i18n import environment_language, use_language
+from bot.i18n import _, environment_language, use_language
 from bot.secrets import mask
 from checks import CheckError, Report, Status, Target, TargetError, parse_nameserver, parse_target
 
@@ -346,7 +346,7 @@ def _traffic(args: argparse.Namespace) -> int:
     if args.json:
         print(summary_json(tally))
     else:
-        title = f"outbound mail in {', '.join(args.log)}:"
+        title = _("outbound mail in {source}:").format(source=", ".join(args.log))
         print(summary_text(tally.summaries(include_local=True), tally.lines, dict(tally.skipped), title))
     return 0
 
