@@ -385,7 +385,7 @@ async def _ticket(args: argparse.Namespace, config: Config) -> int:
     from bot.context import build_context
     from bot.monitor.core import STATE_FILE
     from bot.monitor.store import Store
-    from bot.ticket import gather
+    from bot.ticket import desk_note, gather
     from checks.ticket import choose_form, parse_provider, ticket_text
 
     try:
@@ -411,6 +411,8 @@ async def _ticket(args: argparse.Namespace, config: Config) -> int:
         form, note = choose_form(facts.provider, facts.rejections)
         print(_dumps({"provider": provider, "ip": ip.value, "form": form.url, "note": note, "text": text}, pretty=True))
     else:
+        if note := desk_note():
+            print(note, file=sys.stderr)  # stdout stays the request, as -o writes it
         print(text, end="")
     return Status.OK.exit_code
 

@@ -168,7 +168,7 @@ def _nibbles(address: str) -> str:
 async def _probe(zone: Zone, ctx: CheckContext) -> ZoneHealth:
     now = ctx.clock()
     if not zone.usable:
-        detail = "served only through Spamhaus DQS: set dnsbl.dqs_key to use it"
+        detail = _("served only through Spamhaus DQS: set dnsbl.dqs_key to use it")
         return ZoneHealth(zone.name, zone.kind, Health.NEEDS_KEY, detail, now)
     listed, unlisted = probe_names(zone)
     points = [unlisted] if listed is None else [unlisted, listed]
@@ -203,12 +203,12 @@ def _judge(zone: Zone, unlisted: DnsAnswer, listed: DnsAnswer | None) -> tuple[s
             ).format(point=point)
     failed = [answer for answer in (unlisted, listed) if answer is not None and answer.failed]
     if failed:
-        return Health.UNREACHABLE, failed[0].describe()
+        return Health.UNREACHABLE, failed[0].said()
     if listed is None:
         return Health.UNVERIFIED, _("reachable; publishes no test points, so its listings cannot be verified")
     if not listed.ok:
         point = str(probe_names(zone)[0])
         return Health.BROKEN, _("it does not list its test point {point} ({outcome})").format(
-            point=point, outcome=listed.describe()
+            point=point, outcome=listed.said()
         )
     return Health.HEALTHY, _("lists its test point and not the one it must not list")
