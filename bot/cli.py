@@ -38,7 +38,9 @@ log = logging.getLogger("repbot")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_UNKNOWN, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(
+            EXIT_UNKNOWN, _("{prog}: {message} (see {prog} --help)").format(prog=self.prog, message=message) + "\n"
+        )
 
 
 def _nameserver_arg(text: str) -> str:
@@ -52,9 +54,9 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(_("{text!r} is not a number").format(text=text)) from None
     if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
+        raise argparse.ArgumentTypeError(_("must be more than 0"))
     return value
 
 
@@ -65,19 +67,19 @@ def _add_dns_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         type=_nameserver_arg,
         metavar="HOST[:PORT]",
-        help="DNS server to ask (repeatable; IPv6 as [ADDR]:PORT); default: the config's, else the system's",
+        help=_("DNS server to ask (repeatable; IPv6 as [ADDR]:PORT); default: the config's, else the system's"),
     )
-    parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="DNS timeout (default 5)")
-    parser.add_argument("-c", "--config", metavar="FILE", help="configuration file")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--pretty", action="store_true", help="with --json: indent the JSON for reading")
+    parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help=_("DNS timeout (default 5)"))
+    parser.add_argument("-c", "--config", metavar="FILE", help=_("configuration file"))
+    parser.add_argument("--json", action="store_true", help=_("print JSON instead of a table"))
+    parser.add_argument("--pretty", action="store_true", help=_("with --json: indent the JSON for reading"))
 
 
 class _VersionAction(argparse.Action):
     """--version, reading the installed version only when asked (importlib.metadata is slow to import)."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+        super().__init__(option_strings, dest, nargs=0, help=_("show the version and exit"))
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
         from bot import __version__
@@ -87,57 +89,63 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `repbot` parser, its help worded in the active language (build it inside `use_language`)."""
+    from bot.argparse_words import speak
+
+    speak()
     # No abbreviations: `repbot traffic --log` must not be taken for the global --log-level.
     parser = _Parser(
         prog="repbot",
-        description="Watch a mail server's reputation and say when mail stops arriving.",
+        description=_("Watch a mail server's reputation and say when mail stops arriving."),
         allow_abbrev=False,
     )
     parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"], help=_("json: one object per line"))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    check = commands.add_parser("check", help="check IPs and domains now")
-    check.add_argument("targets", nargs="+", metavar="TARGET", help="an IPv4 or IPv6 address, or a domain")
-    check.add_argument("--selector", action="append", default=[], metavar="NAME", help="a DKIM selector to check")
+    check = commands.add_parser("check", help=_("check IPs and domains now"))
+    check.add_argument("targets", nargs="+", metavar="TARGET", help=_("an IPv4 or IPv6 address, or a domain"))
+    check.add_argument("--selector", action="append", default=[], metavar="NAME", help=_("a DKIM selector to check"))
     _add_dns_options(check)
-    spf = commands.add_parser("spf", help="evaluate SPF for an IP, as a receiver would")
+    spf = commands.add_parser("spf", help=_("evaluate SPF for an IP, as a receiver would"))
     spf.add_argument("domain")
-    spf.add_argument("--ip", required=True, help="the connecting IP address")
-    spf.add_argument("--sender", default="", metavar="ADDR", help="MAIL FROM (default postmaster@DOMAIN)")
-    spf.add_argument("--helo", default="", metavar="NAME", help="the HELO/EHLO name")
+    spf.add_argument("--ip", required=True, help=_("the connecting IP address"))
+    spf.add_argument("--sender", default="", metavar="ADDR", help=_("MAIL FROM (default postmaster@DOMAIN)"))
+    spf.add_argument("--helo", default="", metavar="NAME", help=_("the HELO/EHLO name"))
     _add_dns_options(spf)
-    ticket = commands.add_parser("ticket", help="a ready-to-paste delisting request with the dated evidence")
-    ticket.add_argument("provider", help="microsoft, outlook, m365, google or yahoo")
-    ticket.add_argument("ip", help="the sending IP the request is about")
-    ticket.add_argument("-o", "--output", metavar="FILE", help="also write the request to this file")
+    ticket = commands.add_parser("ticket", help=_("a ready-to-paste delisting request with the dated evidence"))
+    ticket.add_argument("provider", help=_("microsoft, outlook, m365, google or yahoo"))
+    ticket.add_argument("ip", help=_("the sending IP the request is about"))
+    ticket.add_argument("-o", "--output", metavar="FILE", help=_("also write the request to this file"))
     _add_dns_options(ticket)
-    lists = commands.add_parser("lists", help="every blocklist zone with its live health")
+    lists = commands.add_parser("lists", help=_("every blocklist zone with its live health"))
     _add_dns_options(lists)
-    traffic = commands.add_parser("traffic", help="summarise MTA log files: outbound mail per provider, explained")
-    traffic.add_argument("--log", action="append", required=True, metavar="FILE", help="a Postfix or OpenSMTPD "
-                         "log (repeatable, in order; .gz is read too)")  # fmt: skip
-    traffic.add_argument("--smarthost", action="append", default=[], metavar="HOST", help="your relay host")
-    traffic.add_argument("-c", "--config", metavar="FILE", help="configuration file ([traffic] families)")
-    traffic.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    run = commands.add_parser("run", help="run the bot")
+    traffic = commands.add_parser("traffic", help=_("summarise MTA log files: outbound mail per provider, explained"))
+    traffic.add_argument("--log", action="append", required=True, metavar="FILE",
+                         help=_("a Postfix or OpenSMTPD log (repeatable, in order; .gz is read too)"))  # fmt: skip
+    traffic.add_argument("--smarthost", action="append", default=[], metavar="HOST", help=_("your relay host"))
+    traffic.add_argument("-c", "--config", metavar="FILE", help=_("configuration file ([traffic] families)"))
+    traffic.add_argument("--json", action="store_true", help=_("print JSON instead of a table"))
+    run = commands.add_parser("run", help=_("run the bot"))
     run.add_argument("-c", "--config", required=True, metavar="FILE")
-    run.add_argument("--console", action="store_true", help="use this terminal as the room (no homeserver)")
-    identity = commands.add_parser("identity", help="print the bot's cross-signing master key, to compare in Element")
+    run.add_argument("--console", action="store_true", help=_("use this terminal as the room (no homeserver)"))
+    identity = commands.add_parser(
+        "identity", help=_("print the bot's cross-signing master key, to compare in Element")
+    )
     identity.add_argument("-c", "--config", required=True, metavar="FILE")
-    reports = commands.add_parser("reports", help="read DMARC aggregate and TLS-RPT reports from files and folders")
-    reports.add_argument("paths", nargs="+", metavar="PATH", help="a report (xml, json, gz, zip, eml) or a folder")
-    reports.add_argument("--json", action="store_true", help="print JSON: reports and problems")
-    reports.add_argument("-c", "--config", metavar="FILE", help="configuration file (its [state] dir for --record)")
-    reports.add_argument("--record", action="store_true", help="also store the reports, as the mailbox job does")
-    config = commands.add_parser("config", help="work with the configuration file")
+    reports = commands.add_parser("reports", help=_("read DMARC aggregate and TLS-RPT reports from files and folders"))
+    reports.add_argument("paths", nargs="+", metavar="PATH", help=_("a report (xml, json, gz, zip, eml) or a folder"))
+    reports.add_argument("--json", action="store_true", help=_("print JSON: reports and problems"))
+    reports.add_argument("-c", "--config", metavar="FILE", help=_("configuration file (its [state] dir for --record)"))
+    reports.add_argument("--record", action="store_true", help=_("also store the reports, as the mailbox job does"))
+    config = commands.add_parser("config", help=_("work with the configuration file"))
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
-    config_check = config_commands.add_parser("check", help="validate a configuration file")
+    config_check = config_commands.add_parser("check", help=_("validate a configuration file"))
     config_check.add_argument("-c", "--config", required=True, metavar="FILE")
-    config_commands.add_parser("example", help="print the example configuration, every key documented")
+    config_commands.add_parser("example", help=_("print the example configuration, every key documented"))
     from bot.init import add_arguments
 
-    add_arguments(commands.add_parser("init", help="write a first configuration (asks, or takes flags)"))
+    add_arguments(commands.add_parser("init", help=_("write a first configuration (asks, or takes flags)")))
     return parser
 
 
@@ -448,8 +456,9 @@ def _silence_stdout() -> None:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    with use_language(environment_language()):  # --help, usage and argument errors, before --json is known
+        parser = build_parser()
+        args = parser.parse_args(argv)
     from bot.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)

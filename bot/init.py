@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.config.loader import ConfigError, insecure_secrets_problem, load_config
+from bot.i18n import _
 from checks import TargetError, parse_domain, parse_target
 
 # Where systemd's LoadCredential puts the service's secrets; such files exist only while it runs.
@@ -49,20 +50,20 @@ class Answers:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", default="repbot.toml", metavar="FILE", help="where to write the config")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
-    parser.add_argument("--non-interactive", action="store_true", help="never ask: missing answers are errors")
-    parser.add_argument("--console", action="store_true", help="no homeserver: the terminal is the room")
-    parser.add_argument("--homeserver", default="", metavar="URL", help="e.g. https://matrix.example.org")
-    parser.add_argument("--user-id", default="", metavar="ID", help="the bot's account, e.g. @repbot:example.org")
+    parser.add_argument("-o", "--output", default="repbot.toml", metavar="FILE", help=_("where to write the config"))
+    parser.add_argument("--force", action="store_true", help=_("overwrite an existing file"))
+    parser.add_argument("--non-interactive", action="store_true", help=_("never ask: missing answers are errors"))
+    parser.add_argument("--console", action="store_true", help=_("no homeserver: the terminal is the room"))
+    parser.add_argument("--homeserver", default="", metavar="URL", help=_("e.g. https://matrix.example.org"))
+    parser.add_argument("--user-id", default="", metavar="ID", help=_("the bot's account, e.g. @repbot:example.org"))
     secret = parser.add_mutually_exclusive_group()
-    secret.add_argument("--password-file", default="", metavar="FILE", help="file holding the bot's password")
-    secret.add_argument("--password-command", default="", metavar="CMD", help="command printing the password")
-    parser.add_argument("--admin", action="append", default=[], metavar="ID", help="who may command the bot")
-    parser.add_argument("--room", action="append", default=[], metavar="ROOM", help="room to join and alert in")
-    parser.add_argument("--ip", action="append", default=[], metavar="IP", help="an IP your mail leaves from")
-    parser.add_argument("--domain", action="append", default=[], metavar="DOMAIN", help="a domain you send for")
-    parser.add_argument("--state-dir", default="./state", metavar="DIR", help="where the bot keeps its state")
+    secret.add_argument("--password-file", default="", metavar="FILE", help=_("file holding the bot's password"))
+    secret.add_argument("--password-command", default="", metavar="CMD", help=_("command printing the password"))
+    parser.add_argument("--admin", action="append", default=[], metavar="ID", help=_("who may command the bot"))
+    parser.add_argument("--room", action="append", default=[], metavar="ROOM", help=_("room to join and alert in"))
+    parser.add_argument("--ip", action="append", default=[], metavar="IP", help=_("an IP your mail leaves from"))
+    parser.add_argument("--domain", action="append", default=[], metavar="DOMAIN", help=_("a domain you send for"))
+    parser.add_argument("--state-dir", default="./state", metavar="DIR", help=_("where the bot keeps its state"))
 
 
 # -- checking answers -----------------------------------------------------------------------------------

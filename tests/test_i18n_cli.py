@@ -1,0 +1,110 @@
+"""`repbot` for a Spanish-speaking operator (LANG=es_ES.UTF-8): every subcommand's --help, argparse's own words and
+its errors, in Spanish; and English as it always was when the environment asks for none."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from bot.cli import build_parser, main
+from bot.i18n import use_language
+from tests.test_cli import ROOT
+
+SUBCOMMANDS = [
+    [], ["check"], ["spf"], ["ticket"], ["lists"], ["traffic"], ["run"], ["identity"], ["reports"], ["config"],
+    ["config", "check"], ["config", "example"], ["init"],
+]  # fmt: skip
+ARGPARSE_ENGLISH = ("usage:", "positional arguments", "options:", "show this help message and exit")
+
+
+@pytest.fixture
+def spanish(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANG", "es_ES.UTF-8")
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def _our_english_help() -> set[str]:
+    """Every help and description text we wrote, as English says it."""
+    with use_language("en"):
+        parsers = list(_parsers(build_parser()))
+    texts = {parser.description for parser in parsers if parser.description}
+    texts |= {action.help for parser in parsers for action in parser._actions if action.help}
+    for parser in parsers:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                texts |= {choice.help for choice in action._choices_actions if choice.help}
+    return {text for text in texts if text}
+
+
+def _help(capsys: pytest.CaptureFixture[str], words: list[str]) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*words, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w) or "repbot")
+def test_every_help_is_in_spanish(spanish: None, capsys: pytest.CaptureFixture[str], words: list[str]) -> None:
+    out = _help(capsys, words)
+    assert out.startswith(f"uso: repbot {' '.join(words)}".rstrip()), out
+    assert "opciones:" in out and "muestra este mensaje de ayuda y sale" in out
+    for english in (*ARGPARSE_ENGLISH, *_our_english_help()):
+        assert english not in out, english
+
+
+def test_the_top_help_names_each_command_in_spanish(spanish: None, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _help(capsys, [])
+    assert "Vigila la reputación de un servidor de correo y avisa cuando el correo deja de" in out
+    assert "argumentos posicionales:" in out and "comprueba ahora IP y dominios" in out
+    assert "muestra la versión y sale" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "spanish_words"),
+    [
+        (["check"], "repbot check: se requieren los siguientes argumentos: TARGET (consulte repbot check --help)"),
+        (["nope"], "repbot: argumento COMMAND: opción no válida: 'nope' (elija entre 'check', "),
+        (["check", "--timeout", "x", "192.0.2.1"], "argumento --timeout: 'x' no es un número"),
+        (["check", "--timeout", "-1", "192.0.2.1"], "argumento --timeout: debe ser mayor que 0"),
+        (["lists", "--bogus"], "repbot: argumentos no reconocidos: --bogus"),
+        (["check", "--selector"], "argumento --selector: se esperaba un argumento"),
+    ],
+)
+def test_argument_errors_in_spanish(spanish: None, capsys: pytest.CaptureFixture[str], args: list[str],
+                                    spanish_words: str) -> None:  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 3
+    err = capsys.readouterr().err
+    assert spanish_words in err, err
+    for english in ("required", "invalid choice", "unrecognized", "expected", "is not a number", "see repbot"):
+        assert english not in err, english
+
+
+def test_english_stays_english_and_a_real_process_speaks_spanish() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("LANG", "LC_"))}
+
+    def repbot(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bot", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60, check=False, env=env | extra)  # fmt: skip
+
+    english = repbot("check", "--help", LANG="C")
+    assert english.stdout.startswith("usage: repbot check") and "show this help message and exit" in english.stdout
+    assert "a DKIM selector to check" in english.stdout
+    assert "the following arguments are required: TARGET (see repbot check --help)" in repbot("check").stderr
+    spanish = repbot("--help", LANG="es_ES.UTF-8")
+    assert spanish.stdout.startswith("uso: repbot") and "opciones:" in spanish.stdout, spanish.stderr
