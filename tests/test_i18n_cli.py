@@ -8,12 +8,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from bot.cli import build_parser, main
+from bot.config.loader import parse_config
 from bot.i18n import use_language
+from bot.runtime import start_line
+from tests.fixtures.dnsserver import DnsServer
 from tests.test_cli import ROOT
+from tests.test_dnsbl import publish_test_points
 
 SUBCOMMANDS = [
     [], ["check"], ["spf"], ["ticket"], ["lists"], ["traffic"], ["run"], ["identity"], ["reports"], ["config"],
@@ -108,3 +113,31 @@ def test_english_stays_english_and_a_real_process_speaks_spanish() -> None:
     assert "the following arguments are required: TARGET (see repbot check --help)" in repbot("check").stderr
     spanish = repbot("--help", LANG="es_ES.UTF-8")
     assert spanish.stdout.startswith("uso: repbot") and "opciones:" in spanish.stdout, spanish.stderr
+
+
+def test_repbot_lists_in_spanish(spanish: None, capsys: pytest.CaptureFixture[str], dns_server: DnsServer) -> None:
+    publish_test_points(dns_server)
+    dns_server.set_behaviour("*.psbl.surriel.com", "servfail")
+    assert main(["lists", "--nameserver", dns_server.address, "--timeout", "1"]) == 0
+    out = capsys.readouterr().out
+    head, *rows = out.splitlines()
+    assert head.split() == ["zona", "tipo", "estado"], head
+    by_zone = {row.split()[0]: row for row in rows}
+    assert by_zone["zen.spamhaus.org"].split()[1:3] == ["ip", "sana"]
+    assert "inaccesible (SERVFAIL desde 127.0.0.1:" in by_zone["psbl.surriel.com"]
+    assert "lista blanca" in by_zone["list.dnswl.org"] and "necesita-clave-dqs" in by_zone["zrd.spamhaus.org"]
+    for english in ("zone", "kind", "health", "unreachable", "allow", "needs-dqs-key", " from 127."):
+        assert english not in out, english
+    assert main(["lists", "--nameserver", dns_server.address, "--timeout", "1", "--json"]) == 0
+    assert '"health":"unreachable"' in capsys.readouterr().out  # JSON keeps its values
+
+
+def test_the_console_says_its_first_line_in_the_configured_language() -> None:
+    config = parse_config(
+        {"bot": {"language": "es"}, "monitor": {"ips": ["192.0.2.1"], "domains": ["a.test", "b.test"]}}
+    )
+    assert (
+        start_line(config) == "repbot en la consola como @operator:console, vigilando 1 IP y 2 dominios; escriba !help"
+    )
+    english = replace(config, language="en")
+    assert start_line(english) == "repbot in the console as @operator:console, watching 1 IP and 2 domains; type !help"
