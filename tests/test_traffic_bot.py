@@ -444,3 +444,23 @@ def test_repbot_traffic_in_spanish(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "Outlook.com rechaza el correo" in out and "refuses" not in out and "outbound" not in out
     assert main(["traffic", "--log", str(log), "--json"]) == 0
     assert "refuses mail" in capsys.readouterr().out  # JSON keeps the English
+
+
+async def test_a_block_alert_and_the_digest_in_spanish(tmp_path: Path) -> None:
+    from bot.i18n import use_language
+
+    config = dataclasses.replace(make_config(tmp_path, poll_interval="1s"), language="es")
+    now = datetime.now(UTC)
+    append(tmp_path / "mail.log", *(smtp(now, f"D{n}", f"u{n}@outlook.com", OUTLOOK, "bounced", S3150, "5.7.1")
+                                    for n in range(2)))  # fmt: skip
+    room = Room()
+    async with running_bot(config, room):
+        alert = await room.wait_for("S3150", timeout=5.0)
+    assert "rechazó correo con una respuesta de bloqueo (550 5.7.1 S3150): 2 mensajes afectados desde" in alert, alert
+    assert "Outlook.com rechaza el correo de su IP" in alert and "Registro: " in alert and "Dónde:" in alert
+    for english in ("refused mail", "messages affected", "refuses mail", "Log: ", "Where:"):
+        assert english not in alert, english
+    with use_language("es"):
+        lines = digest_lines(config, now + timedelta(days=1))
+    assert lines[0] == f"correo saliente el {now.date().isoformat()}:", lines
+    assert "0 enviados, 0 aplazados, 2 rebotados (respuesta más frecuente 550 5.7.1 S3150 ×2)" in lines[1], lines

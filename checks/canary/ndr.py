@@ -23,12 +23,12 @@ __all__ = [
     "Entry",
     "Explanation",
     "ReplyCodes",
+    "entry_said",
     "explain",
     "load_contacts",
     "load_table",
     "parse_reply",
     "provider_family",
-    "shipped_entry",
 ]
 
 KINDS = frozenset({"s-code", "enhanced", "marker"})
@@ -331,9 +331,11 @@ def _entries_by_id() -> dict[str, Entry]:
     return {entry.id: entry for entry in load_table()}
 
 
-def shipped_entry(entry_id: str) -> Entry | None:
-    """The shipped row with this id (what a stored tally keeps of an explanation), or None when it is gone."""
-    return _entries_by_id().get(entry_id)
+def entry_said(entry_id: str, stored: str) -> str:
+    """The explanation of the shipped row `entry_id` (what a stored tally or block keeps) in the active language;
+    `stored`, the English kept beside it, when the row is gone or none was kept."""
+    entry = _entries_by_id().get(entry_id) if entry_id else None
+    return entry.said() if entry is not None else stored
 
 
 @functools.cache

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from checks.canary.ndr import Explanation, shipped_entry
+from checks.canary.ndr import Explanation, entry_said
 from checks.traffic.lines import Delivery, redact
 
 __all__ = ["Outcome", "ProviderSummary", "Reply", "reply_code"]
@@ -53,8 +53,7 @@ class Reply:
 
     def said(self) -> str:
         """The explanation in the active language; the stored English when the row is no longer shipped."""
-        entry = shipped_entry(self.entry) if self.entry else None
-        return entry.said() if entry is not None else self.explanation
+        return entry_said(self.entry, self.explanation)
 
     def to_json(self) -> dict[str, Any]:
         return {"code": self.code, "count": self.count, "explanation": self.explanation}
