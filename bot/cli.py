@@ -342,15 +342,18 @@ def _traffic(args: argparse.Namespace) -> int:
 
     from bot.commands.traffic import summary_json, summary_text
     from bot.config.traffic import TrafficConfig, traffic_config, traffic_families
-    from checks.traffic.follow import iter_lines
+    from checks.traffic.follow import LogGone, iter_lines
     from checks.traffic.tally import Tally
 
     section = traffic_config(_load(args.config)) or TrafficConfig()
     smarthosts = (*section.smarthosts, *(host.lower() for host in args.smarthost))
     tally = Tally(traffic_families(TrafficConfig(smarthosts=smarthosts, families=section.families)),
                   datetime.now(UTC).date())  # fmt: skip
-    for name in args.log:
-        tally.feed_all(iter_lines(Path(name)), collect=False)
+    try:
+        for name in args.log:
+            tally.feed_all(iter_lines(Path(name)), collect=False)
+    except LogGone as error:
+        return _fail(error.said())
     if args.json:
         print(summary_json(tally))
     else:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +142,21 @@ def test_the_console_says_its_first_line_in_the_configured_language() -> None:
     )
     english = replace(config, language="en")
     assert start_line(english) == "repbot in the console as @operator:console, watching 1 IP and 2 domains; type !help"
+
+
+def test_identity_and_an_unreadable_traffic_log_in_spanish(
+    spanish: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bare = tmp_path / "bare.toml"
+    bare.write_text("[monitor]\n", encoding="utf-8")
+    assert main(["identity", "-c", str(bare)]) == 1
+    assert capsys.readouterr().out == f"no hay sección [matrix] en {bare}\n"
+    config = tmp_path / "repbot.toml"
+    config.write_text(f'[matrix]\nhomeserver = "http://127.0.0.1:9"\nuser_id = "@b:x"\npassword = "p"\n'
+                      f'store_dir = "{tmp_path}"\n', encoding="utf-8")  # fmt: skip
+    config.chmod(0o600)
+    assert main(["identity", "-c", str(config)]) == 1
+    assert "@b:x aún no tiene identidad de firma cruzada en " in capsys.readouterr().out
+    assert main(["traffic", "--log", str(tmp_path / "missing.log")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"repbot: no puedo leer {tmp_path / 'missing.log'}: "), err

@@ -132,7 +132,7 @@ async def traffic_command(call: Call) -> Rendered:
     span = _("today") if days == 1 else _("the last {days} days").format(days=days)
     title = _("outbound mail in {source}, {span} (UTC):").format(source=follower.config.source, span=span)
     if follower.error:
-        title += "\n? " + _("the log cannot be read right now: {error}").format(error=follower.error)
+        title += "\n? " + _("the log cannot be read right now: {error}").format(error=follower.error.said())
     if wanted is not None:
         key = _match(follower.families, wanted, [s.provider for s in summaries])
         if key is None:

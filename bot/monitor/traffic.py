@@ -203,7 +203,7 @@ class TrafficFollower:
         self.window: dict[str, list[list[int]]] = {}  # provider -> [[minute, sent, deferred, bounced, expired]]
         self.blocks: dict[str, dict[str, Any]] = {}
         self.alerting: dict[str, str] = {}
-        self.error: str | None = None
+        self.error: LogGone | None = None
         self._load()
 
     def __repr__(self) -> str:
@@ -278,10 +278,10 @@ class TrafficFollower:
             try:
                 chunk = await self._read()
             except LogGone as error:
-                self.error = str(error)
+                self.error = error
                 log.warning("traffic: %s", error)
                 with use_language(self._language()):
-                    return self._deliver([self._unknown(str(error), now)])
+                    return self._deliver([self._unknown(error.said(), now)])
             self.error = None
             if chunk.rotation:
                 level = logging.WARNING if chunk.rotation == "lost" else logging.INFO
