@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO
 
 from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
-from bot.i18n import _, environment_language, use_language
+from bot.i18n import _, environment_language, number, use_language
 from bot.secrets import mask
 from checks import CheckError, Report, Status, Target, TargetError, parse_nameserver, parse_target
 
@@ -173,8 +173,9 @@ class _Progress:
 
     def show(self, last: str) -> None:
         if self.enabled:
-            note = f" (last: {last})" if last else ""
-            sys.stderr.write(f"\rchecking… {self.done}/{self.total}{note}\033[K")
+            note = _(" (last: {target})").format(target=last) if last else ""
+            shown = _("checking… {done}/{total}").format(done=number(self.done), total=number(self.total))
+            sys.stderr.write(f"\r{shown}{note}\033[K")
             sys.stderr.flush()
 
     def step(self, report: Report) -> None:
@@ -279,7 +280,7 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
     ip = parse_target(args.ip)
     name = _spf_domain(args.domain)
     if not ip.is_ip:
-        raise TargetError("give a domain, then --ip with an IP address")
+        raise TargetError(_("give a domain, then --ip with an IP address"))
     from checks.runner import resolver_health
 
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
@@ -288,7 +289,7 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
         health = await resolver_health(ctx)
         if not health.honest:
             # "none" from a resolver that lies would be a verdict resting on the lie.
-            problem = f"cannot check: {health.problem()}"
+            problem = _("cannot check: {problem}").format(problem=health.problem())
             print(
                 _dumps({"error": problem, "resolver": health.resolver}, args.pretty)
                 if args.json
@@ -311,7 +312,7 @@ def _spf_domain(text: str) -> str:
     except TargetError:
         return text.strip()
     if target.is_ip and not text.strip().startswith("["):
-        raise TargetError("give a domain, then --ip with an IP address")
+        raise TargetError(_("give a domain, then --ip with an IP address"))
     return text.strip() if target.is_ip else target.value
 
 
@@ -405,7 +406,7 @@ async def _ticket(args: argparse.Namespace, config: Config) -> int:
         return _fail(str(error))
     ip = parse_target(args.ip)
     if not ip.is_ip:
-        raise TargetError(f"{args.ip!r} is not an IP address")
+        raise TargetError(_("{ip!r} is not an IP address").format(ip=args.ip))
     path = Path(config.state_dir) / STATE_FILE
     store = Store(path) if path.exists() else None
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
@@ -512,7 +513,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except (CheckError, SecretError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
-        return _fail("interrupted")
+        return _fail(_("interrupted"))
 
 
 if __name__ == "__main__":

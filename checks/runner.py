@@ -21,6 +21,7 @@ from checks.context import CheckContext
 from checks.dns.probe import ResolverHealth, probe_resolver, resolver_name
 from checks.dns.resolver import run_deadline
 from checks.errors import LookupFailed
+from checks.i18n import _
 from checks.model import Finding, Report, Status, Target
 
 __all__ = [
@@ -120,7 +121,7 @@ async def run_checks(target: Target, ctx: CheckContext, checks: Sequence[tuple[s
     started = time.monotonic()
     health = await resolver_health(ctx)
     if not health.honest:
-        lied = tuple(_lied(name, target, health, ctx) for name, _ in checks)
+        lied = tuple(_lied(name, target, health, ctx) for name, _fn in checks)
         return Report(target, lied, duration=time.monotonic() - started)
     results = await asyncio.gather(*(_run_one(name, check, target, ctx) for name, check in checks))
     findings = tuple(finding for result in results for finding in result)
@@ -153,13 +154,15 @@ async def attempt(
         async with asyncio.timeout(timeout):
             return await work
     except LookupFailed as error:
-        return unknown_finding(check, subject, f"could not check: {error}", error.code, ctx, error.evidence())
+        summary = _("could not check: {error}").format(error=error)
+        return unknown_finding(check, subject, summary, error.code, ctx, error.evidence())
     except TimeoutError:
-        summary = f"could not check: no result within {timeout:.0f} s"
+        summary = _("could not check: no result within {seconds} s").format(seconds=f"{timeout:.0f}")
         return unknown_finding(check, subject, summary, "timeout", ctx, {"timeout": timeout})
     except Exception:
         log.exception("check %s failed on %s", check, subject)
-        return unknown_finding(check, subject, "internal error in this check, see the logs", "internal-error", ctx)
+        summary = _("internal error in this check, see the logs")
+        return unknown_finding(check, subject, summary, "internal-error", ctx)
 
 
 def unknown_finding(
@@ -198,9 +201,9 @@ async def _probe_and_keep(ctx: CheckContext, key: str) -> ResolverHealth:
 
 def _lied(name: str, target: Target, health: ResolverHealth, ctx: CheckContext) -> Finding:
     evidence = {"resolver": health.resolver, "lies": list(health.lies), "probes": dict(health.evidence)}
-    advice = (
+    advice = _(
         "Point repbot at a resolver that answers truthfully (a local validating resolver such as unbound, "
         "or set [dns] nameservers); captive portals, filtering resolvers and some forwarders rewrite answers."
     )
-    summary = f"cannot check: {health.problem()}"
+    summary = _("cannot check: {problem}").format(problem=health.problem())
     return Finding(name, target.value, Status.UNKNOWN, summary, evidence, advice, RESOLVER_LIES, ctx.clock())
