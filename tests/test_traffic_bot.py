@@ -440,7 +440,7 @@ def test_repbot_traffic_in_spanish(tmp_path: Path, capsys: pytest.CaptureFixture
         monkeypatch.delenv(name, raising=False)
     assert main(["traffic", "--log", str(log)]) == 0
     out = capsys.readouterr().out
-    assert f"correo saliente en {log}:" in out and "0 enviados, 0 aplazados" in out, out
+    assert f"correo saliente en {log}:" in out and "enviados 0, aplazados 0, rebotados 1" in out, out
     assert "Outlook.com rechaza el correo" in out and "refuses" not in out and "outbound" not in out
     assert main(["traffic", "--log", str(log), "--json"]) == 0
     assert "refuses mail" in capsys.readouterr().out  # JSON keeps the English
@@ -463,4 +463,4 @@ async def test_a_block_alert_and_the_digest_in_spanish(tmp_path: Path) -> None:
     with use_language("es"):
         lines = digest_lines(config, now + timedelta(days=1))
     assert lines[0] == f"correo saliente el {now.date().isoformat()}:", lines
-    assert "0 enviados, 0 aplazados, 2 rebotados (respuesta más frecuente 550 5.7.1 S3150 ×2)" in lines[1], lines
+    assert "enviados 0, aplazados 0, rebotados 2 (respuesta más frecuente 550 5.7.1 S3150 ×2)" in lines[1], lines
