@@ -374,15 +374,17 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except (ConfigError, SecretError) as error:
-        _fail(str(error))
-        return EXIT_CONFIG
-    problem = insecure_secrets_problem(config)
-    if problem:
-        _fail(problem)
-        return EXIT_CONFIG
+    # What stops the start is said in the terminal's language; once running, each room is spoken to in its own.
+    with use_language(environment_language()):
+        try:
+            config = load_config(args.config)
+        except (ConfigError, SecretError) as error:
+            _fail(str(error))
+            return EXIT_CONFIG
+        problem = insecure_secrets_problem(config)
+        if problem:
+            _fail(problem)
+            return EXIT_CONFIG
     from bot.runtime import run_bot
     from bot.secrets import register
 

@@ -160,3 +160,12 @@ def test_identity_and_an_unreadable_traffic_log_in_spanish(
     assert main(["traffic", "--log", str(tmp_path / "missing.log")]) == 3
     err = capsys.readouterr().err
     assert err.startswith(f"repbot: no puedo leer {tmp_path / 'missing.log'}: "), err
+
+
+def test_run_says_why_it_cannot_start_in_spanish(
+    spanish: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("x = [\n", encoding="utf-8")
+    assert main(["run", "-c", str(broken)]) == 1
+    assert capsys.readouterr().err.startswith(f"repbot: {broken}: no es TOML válido: ")
