@@ -117,3 +117,14 @@ async def test_the_resolvers_own_detail_is_said_in_spanish(dns_server: DnsServer
     with use_language("es"):
         assert unsent.said() == "no enviada: venció el plazo de la pasada"
     resolver.close()
+
+
+async def test_a_zone_that_outlasts_the_checks_timeout_is_said_in_spanish(dns_server: DnsServer) -> None:
+    publish_test_points(dns_server)
+    dns_server.set_behaviour("*.psbl.surriel.com", "timeout")
+    ctx = CheckContext(Resolver([dns_server.address], timeout=2.0, cache=False), timeout=0.3)
+    with use_language("es"):
+        health = {h.zone: h for h in await zone_health(ctx)}
+    await ctx.aclose()
+    detail = health["psbl.surriel.com"].detail
+    assert detail == "tiempo agotado: sin respuesta dentro del tiempo de espera de la comprobación", detail

@@ -17,7 +17,7 @@ from typing import Any
 from checks.context import CheckContext
 from checks.dns.resolver import DnsAnswer, Outcome
 from checks.dnsbl.catalog import Zone
-from checks.i18n import _
+from checks.i18n import N_, _
 
 HEALTH_TTL = timedelta(hours=1)
 UNREACHABLE_RETRY = timedelta(minutes=5)
@@ -69,7 +69,8 @@ async def _query(ctx: CheckContext, name: str, rdtype: str, urgent: bool = False
             started = ctx.resolver.submit(name, rdtype, urgent=urgent)
             return started if isinstance(started, DnsAnswer) else await started
     except TimeoutError:
-        return DnsAnswer(name.rstrip("."), rdtype, Outcome.TIMEOUT, detail=f"no answer within {ctx.timeout:g} s")
+        # A fixed detail, so that `said()` finds it in the catalog (the timeout itself is the operator's setting).
+        return DnsAnswer(name.rstrip("."), rdtype, Outcome.TIMEOUT, detail=N_("no answer within the check's timeout"))
 
 
 def _addresses(answer: DnsAnswer) -> list[int]:
