@@ -163,10 +163,12 @@ def spf_text(domain: str, ip: str, result: SpfResult) -> str:
 class _ZoneHealthLike(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
+    def said(self) -> str: ...
+
 
 def lists_text(health: Sequence[_ZoneHealthLike]) -> str:
     """`repbot lists` output: one line per zone with its kind and live health (JSON keeps the English values)."""
-    rows = [zone.to_json() for zone in health]
+    rows = [zone.to_json() | {"detail": zone.said()} for zone in health]
     kinds = {str(row["kind"]): _(_ZONE_KINDS.get(str(row["kind"]), str(row["kind"]))) for row in rows}
     width = max([11, *(len(kind) for kind in kinds.values())])
     zone, kind, state = _("zone"), _("kind"), _("health")  # outside the f-string: pybabel reads no f-strings

@@ -14,7 +14,7 @@ from checks import dkim, mtasts, tlsrpt
 from checks.context import CheckContext
 from checks.dmarc import policy as dmarc
 from checks.dns.resolver import Resolver, run_deadline
-from checks.dnsbl.lookup import Health, zone_health
+from checks.dnsbl.lookup import Health, check_ip, zone_health
 from checks.model import Finding, parse_target
 from checks.spf import lint as spf
 from tests.fixtures.dnsserver import DnsServer
@@ -97,12 +97,14 @@ async def test_mta_sts_policy_host_and_mx_look_ups(dns_server: DnsServer, https_
 async def test_zone_health_says_an_unreachable_zone_in_spanish(dns_server: DnsServer, ctx: CheckContext) -> None:
     publish_test_points(dns_server)
     dns_server.set_behaviour("*.psbl.surriel.com", "servfail")
+    health = {h.zone: h for h in await zone_health(ctx)}  # probed in English, cached, then read in Spanish
+    psbl, needs_key = health["psbl.surriel.com"], health["zrd.spamhaus.org"]
     with use_language("es"):
-        health = {h.zone: h for h in await zone_health(ctx)}
-    psbl = health["psbl.surriel.com"]
-    assert psbl.health == Health.UNREACHABLE and psbl.detail.startswith("SERVFAIL desde 127.0.0.1:"), psbl.detail
-    needs_key = health["zrd.spamhaus.org"]
-    assert needs_key.detail == "solo se sirve a través de Spamhaus DQS: configure dnsbl.dqs_key para usarla"
+        assert {h.zone: h for h in await zone_health(ctx)} == health  # the cached probe, not a second one
+        assert psbl.health == Health.UNREACHABLE and psbl.said().startswith("SERVFAIL desde 127.0.0.1:"), psbl.said()
+        assert needs_key.said() == "solo se sirve a través de Spamhaus DQS: configure dnsbl.dqs_key para usarla"
+        assert psbl.detail.startswith("SERVFAIL from 127.0.0.1:")  # the English, for the evidence and JSON
+        assert psbl.to_json()["detail"] == psbl.detail
 
 
 async def test_the_resolvers_own_detail_is_said_in_spanish(dns_server: DnsServer) -> None:
@@ -123,8 +125,20 @@ async def test_a_zone_that_outlasts_the_checks_timeout_is_said_in_spanish(dns_se
     publish_test_points(dns_server)
     dns_server.set_behaviour("*.psbl.surriel.com", "timeout")
     ctx = CheckContext(Resolver([dns_server.address], timeout=2.0, cache=False), timeout=0.3)
-    with use_language("es"):
-        health = {h.zone: h for h in await zone_health(ctx)}
+    health = {h.zone: h for h in await zone_health(ctx)}
     await ctx.aclose()
-    detail = health["psbl.surriel.com"].detail
-    assert detail == "tiempo agotado: sin respuesta dentro del tiempo de espera de la comprobación", detail
+    with use_language("es"):
+        said = health["psbl.surriel.com"].said()
+    assert said == "tiempo agotado: sin respuesta dentro del tiempo de espera de la comprobación", said
+
+
+async def test_a_broken_zone_is_said_in_spanish_and_its_evidence_stays_english(dns_server: DnsServer) -> None:
+    from tests.test_dnsbl import IP, small_ctx
+
+    dns_server.add("*.dead.test", "A", "127.0.0.2")
+    ctx = small_ctx(dns_server, "dead.test")
+    await zone_health(ctx)  # probed in English first: the cached health is worded again for each reader
+    with use_language("es"):
+        [finding] = await check_ip(parse_target(IP), ctx)
+    assert "lista 1.0.0.127, una dirección de prueba que nunca debe aparecer (lo lista todo)" in finding.summary
+    assert finding.evidence["reason"].startswith("it lists 1.0.0.127, a test point that must never be listed")
