@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO
 
 from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
-from bot.i18n import _, environment_language, use_language
+from bot.i18n import _, environment_language, number, use_language
 from bot.secrets import mask
 from checks import CheckError, Report, Status, Target, TargetError, parse_nameserver, parse_target
 
@@ -38,7 +38,9 @@ log = logging.getLogger("repbot")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_UNKNOWN, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(
+            EXIT_UNKNOWN, _("{prog}: {message} (see {prog} --help)").format(prog=self.prog, message=message) + "\n"
+        )
 
 
 def _nameserver_arg(text: str) -> str:
@@ -52,9 +54,9 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(_("{text!r} is not a number").format(text=text)) from None
     if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
+        raise argparse.ArgumentTypeError(_("must be more than 0"))
     return value
 
 
@@ -65,19 +67,19 @@ def _add_dns_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         type=_nameserver_arg,
         metavar="HOST[:PORT]",
-        help="DNS server to ask (repeatable; IPv6 as [ADDR]:PORT); default: the config's, else the system's",
+        help=_("DNS server to ask (repeatable; IPv6 as [ADDR]:PORT); default: the config's, else the system's"),
     )
-    parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="DNS timeout (default 5)")
-    parser.add_argument("-c", "--config", metavar="FILE", help="configuration file")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--pretty", action="store_true", help="with --json: indent the JSON for reading")
+    parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help=_("DNS timeout (default 5)"))
+    parser.add_argument("-c", "--config", metavar="FILE", help=_("configuration file"))
+    parser.add_argument("--json", action="store_true", help=_("print JSON instead of a table"))
+    parser.add_argument("--pretty", action="store_true", help=_("with --json: indent the JSON for reading"))
 
 
 class _VersionAction(argparse.Action):
     """--version, reading the installed version only when asked (importlib.metadata is slow to import)."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+        super().__init__(option_strings, dest, nargs=0, help=_("show the version and exit"))
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
         from bot import __version__
@@ -87,60 +89,66 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `repbot` parser, its help worded in the active language (build it inside `use_language`)."""
+    from bot.argparse_words import speak
+
+    speak()
     # No abbreviations: `repbot traffic --log` must not be taken for the global --log-level.
     parser = _Parser(
         prog="repbot",
-        description="Watch a mail server's reputation and say when mail stops arriving.",
+        description=_("Watch a mail server's reputation and say when mail stops arriving."),
         allow_abbrev=False,
     )
     parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"], help=_("json: one object per line"))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    check = commands.add_parser("check", help="check IPs and domains now")
-    check.add_argument("targets", nargs="+", metavar="TARGET", help="an IPv4 or IPv6 address, or a domain")
-    check.add_argument("--selector", action="append", default=[], metavar="NAME", help="a DKIM selector to check")
+    check = commands.add_parser("check", help=_("check IPs and domains now"))
+    check.add_argument("targets", nargs="+", metavar="TARGET", help=_("an IPv4 or IPv6 address, or a domain"))
+    check.add_argument("--selector", action="append", default=[], metavar="NAME", help=_("a DKIM selector to check"))
     check.add_argument("--only", action="append", default=[], metavar="CHECK",
-                       help="run only this check (repeatable): dnsbl, ptr; spf, dkim, dmarc, mx, mx-tls, mta-sts, "
-                            "tls-rpt, dnssec")  # fmt: skip
+                       help=_("run only this check (repeatable): dnsbl, ptr; spf, dkim, dmarc, mx, mx-tls, mta-sts, "
+                              "tls-rpt, dnssec"))  # fmt: skip
     _add_dns_options(check)
-    spf = commands.add_parser("spf", help="evaluate SPF for an IP, as a receiver would")
+    spf = commands.add_parser("spf", help=_("evaluate SPF for an IP, as a receiver would"))
     spf.add_argument("domain")
-    spf.add_argument("--ip", required=True, help="the connecting IP address")
-    spf.add_argument("--sender", default="", metavar="ADDR", help="MAIL FROM (default postmaster@DOMAIN)")
-    spf.add_argument("--helo", default="", metavar="NAME", help="the HELO/EHLO name")
+    spf.add_argument("--ip", required=True, help=_("the connecting IP address"))
+    spf.add_argument("--sender", default="", metavar="ADDR", help=_("MAIL FROM (default postmaster@DOMAIN)"))
+    spf.add_argument("--helo", default="", metavar="NAME", help=_("the HELO/EHLO name"))
     _add_dns_options(spf)
-    ticket = commands.add_parser("ticket", help="a ready-to-paste delisting request with the dated evidence")
-    ticket.add_argument("provider", help="microsoft, outlook, m365, google or yahoo")
-    ticket.add_argument("ip", help="the sending IP the request is about")
-    ticket.add_argument("-o", "--output", metavar="FILE", help="also write the request to this file")
+    ticket = commands.add_parser("ticket", help=_("a ready-to-paste delisting request with the dated evidence"))
+    ticket.add_argument("provider", help=_("microsoft, outlook, m365, google or yahoo"))
+    ticket.add_argument("ip", help=_("the sending IP the request is about"))
+    ticket.add_argument("-o", "--output", metavar="FILE", help=_("also write the request to this file"))
     _add_dns_options(ticket)
-    lists = commands.add_parser("lists", help="every blocklist zone with its live health")
+    lists = commands.add_parser("lists", help=_("every blocklist zone with its live health"))
     _add_dns_options(lists)
-    traffic = commands.add_parser("traffic", help="summarise MTA log files: outbound mail per provider, explained")
-    traffic.add_argument("--log", action="append", required=True, metavar="FILE", help="a Postfix or OpenSMTPD "
-                         "log (repeatable, in order; .gz is read too)")  # fmt: skip
-    traffic.add_argument("--smarthost", action="append", default=[], metavar="HOST", help="your relay host")
-    traffic.add_argument("-c", "--config", metavar="FILE", help="configuration file ([traffic] families)")
-    traffic.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    run = commands.add_parser("run", help="run the bot")
+    traffic = commands.add_parser("traffic", help=_("summarise MTA log files: outbound mail per provider, explained"))
+    traffic.add_argument("--log", action="append", required=True, metavar="FILE",
+                         help=_("a Postfix or OpenSMTPD log (repeatable, in order; .gz is read too)"))  # fmt: skip
+    traffic.add_argument("--smarthost", action="append", default=[], metavar="HOST", help=_("your relay host"))
+    traffic.add_argument("-c", "--config", metavar="FILE", help=_("configuration file ([traffic] families)"))
+    traffic.add_argument("--json", action="store_true", help=_("print JSON instead of a table"))
+    run = commands.add_parser("run", help=_("run the bot"))
     run.add_argument("-c", "--config", required=True, metavar="FILE")
-    run.add_argument("--console", action="store_true", help="use this terminal as the room (no homeserver)")
-    identity = commands.add_parser("identity", help="print the bot's cross-signing master key, to compare in Element")
+    run.add_argument("--console", action="store_true", help=_("use this terminal as the room (no homeserver)"))
+    identity = commands.add_parser(
+        "identity", help=_("print the bot's cross-signing master key, to compare in Element")
+    )
     identity.add_argument("-c", "--config", required=True, metavar="FILE")
-    reports = commands.add_parser("reports", help="read DMARC aggregate and TLS-RPT reports from files and folders")
-    reports.add_argument("paths", nargs="+", metavar="PATH", help="a report (xml, json, gz, zip, eml) or a folder")
-    reports.add_argument("--json", action="store_true", help="print JSON: reports and problems")
-    reports.add_argument("-c", "--config", metavar="FILE", help="configuration file (its [state] dir for --record)")
-    reports.add_argument("--record", action="store_true", help="also store the reports, as the mailbox job does")
-    config = commands.add_parser("config", help="work with the configuration file")
+    reports = commands.add_parser("reports", help=_("read DMARC aggregate and TLS-RPT reports from files and folders"))
+    reports.add_argument("paths", nargs="+", metavar="PATH", help=_("a report (xml, json, gz, zip, eml) or a folder"))
+    reports.add_argument("--json", action="store_true", help=_("print JSON: reports and problems"))
+    reports.add_argument("-c", "--config", metavar="FILE", help=_("configuration file (its [state] dir for --record)"))
+    reports.add_argument("--record", action="store_true", help=_("also store the reports, as the mailbox job does"))
+    config = commands.add_parser("config", help=_("work with the configuration file"))
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
-    config_check = config_commands.add_parser("check", help="validate a configuration file")
+    config_check = config_commands.add_parser("check", help=_("validate a configuration file"))
     config_check.add_argument("-c", "--config", required=True, metavar="FILE")
-    config_commands.add_parser("example", help="print the example configuration, every key documented")
+    config_commands.add_parser("example", help=_("print the example configuration, every key documented"))
     from bot.init import add_arguments
 
-    add_arguments(commands.add_parser("init", help="write a first configuration (asks, or takes flags)"))
+    add_arguments(commands.add_parser("init", help=_("write a first configuration (asks, or takes flags)")))
     return parser
 
 
@@ -168,8 +176,9 @@ class _Progress:
 
     def show(self, last: str) -> None:
         if self.enabled:
-            note = f" (last: {last})" if last else ""
-            sys.stderr.write(f"\rchecking… {self.done}/{self.total}{note}\033[K")
+            note = _(" (last: {target})").format(target=last) if last else ""
+            shown = _("checking… {done}/{total}").format(done=number(self.done), total=number(self.total))
+            sys.stderr.write(f"\r{shown}{note}\033[K")
             sys.stderr.flush()
 
     def step(self, report: Report) -> None:
@@ -298,7 +307,7 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
     ip = parse_target(args.ip)
     name = _spf_domain(args.domain)
     if not ip.is_ip:
-        raise TargetError("give a domain, then --ip with an IP address")
+        raise TargetError(_("give a domain, then --ip with an IP address"))
     from checks.runner import resolver_health
 
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
@@ -307,7 +316,7 @@ async def _spf(args: argparse.Namespace, config: Config) -> int:
         health = await resolver_health(ctx)
         if not health.honest:
             # "none" from a resolver that lies would be a verdict resting on the lie.
-            problem = f"cannot check: {health.problem()}"
+            problem = _("cannot check: {problem}").format(problem=health.problem())
             print(
                 _dumps({"error": problem, "resolver": health.resolver}, args.pretty)
                 if args.json
@@ -330,7 +339,7 @@ def _spf_domain(text: str) -> str:
     except TargetError:
         return text.strip()
     if target.is_ip and not text.strip().startswith("["):
-        raise TargetError("give a domain, then --ip with an IP address")
+        raise TargetError(_("give a domain, then --ip with an IP address"))
     return text.strip() if target.is_ip else target.value
 
 
@@ -361,19 +370,22 @@ def _traffic(args: argparse.Namespace) -> int:
 
     from bot.commands.traffic import summary_json, summary_text
     from bot.config.traffic import TrafficConfig, traffic_config, traffic_families
-    from checks.traffic.follow import iter_lines
+    from checks.traffic.follow import LogGone, iter_lines
     from checks.traffic.tally import Tally
 
     section = traffic_config(_load(args.config)) or TrafficConfig()
     smarthosts = (*section.smarthosts, *(host.lower() for host in args.smarthost))
     tally = Tally(traffic_families(TrafficConfig(smarthosts=smarthosts, families=section.families)),
                   datetime.now(UTC).date())  # fmt: skip
-    for name in args.log:
-        tally.feed_all(iter_lines(Path(name)), collect=False)
+    try:
+        for name in args.log:
+            tally.feed_all(iter_lines(Path(name)), collect=False)
+    except LogGone as error:
+        return _fail(error.said())
     if args.json:
         print(summary_json(tally))
     else:
-        title = f"outbound mail in {', '.join(args.log)}:"
+        title = _("outbound mail in {source}:").format(source=", ".join(args.log))
         print(summary_text(tally.summaries(include_local=True), tally.lines, dict(tally.skipped), title))
     return 0
 
@@ -389,15 +401,17 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except (ConfigError, SecretError) as error:
-        _fail(str(error))
-        return EXIT_CONFIG
-    problem = insecure_secrets_problem(config)
-    if problem:
-        _fail(problem)
-        return EXIT_CONFIG
+    # What stops the start is said in the terminal's language; once running, each room is spoken to in its own.
+    with use_language(environment_language()):
+        try:
+            config = load_config(args.config)
+        except (ConfigError, SecretError) as error:
+            _fail(str(error))
+            return EXIT_CONFIG
+        problem = insecure_secrets_problem(config)
+        if problem:
+            _fail(problem)
+            return EXIT_CONFIG
     from bot.runtime import run_bot
     from bot.secrets import register
 
@@ -412,7 +426,7 @@ async def _ticket(args: argparse.Namespace, config: Config) -> int:
     from bot.context import build_context
     from bot.monitor.core import STATE_FILE
     from bot.monitor.store import Store
-    from bot.ticket import gather
+    from bot.ticket import desk_note, gather
     from checks.ticket import choose_form, parse_provider, ticket_text
 
     try:
@@ -421,7 +435,7 @@ async def _ticket(args: argparse.Namespace, config: Config) -> int:
         return _fail(str(error))
     ip = parse_target(args.ip)
     if not ip.is_ip:
-        raise TargetError(f"{args.ip!r} is not an IP address")
+        raise TargetError(_("{ip!r} is not an IP address").format(ip=args.ip))
     path = Path(config.state_dir) / STATE_FILE
     store = Store(path) if path.exists() else None
     ctx = build_context(config, nameservers=args.nameserver, timeout=args.timeout)
@@ -438,6 +452,8 @@ async def _ticket(args: argparse.Namespace, config: Config) -> int:
         form, note = choose_form(facts.provider, facts.rejections)
         print(_dumps({"provider": provider, "ip": ip.value, "form": form.url, "note": note, "text": text}, pretty=True))
     else:
+        if note := desk_note():
+            print(note, file=sys.stderr)  # stdout stays the request, as -o writes it
         print(text, end="")
     return Status.OK.exit_code
 
@@ -473,8 +489,9 @@ def _silence_stdout() -> None:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    with use_language(environment_language()):  # --help, usage and argument errors, before --json is known
+        parser = build_parser()
+        args = parser.parse_args(argv)
     from bot.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)
@@ -525,7 +542,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except (CheckError, SecretError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
-        return _fail("interrupted")
+        return _fail(_("interrupted"))
 
 
 if __name__ == "__main__":

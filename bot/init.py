@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.config.loader import ConfigError, insecure_secrets_problem, load_config
+from bot.i18n import _
 from checks import TargetError, parse_domain, parse_target
 
 # Where systemd's LoadCredential puts the service's secrets; such files exist only while it runs.
@@ -49,20 +50,20 @@ class Answers:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", default="repbot.toml", metavar="FILE", help="where to write the config")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
-    parser.add_argument("--non-interactive", action="store_true", help="never ask: missing answers are errors")
-    parser.add_argument("--console", action="store_true", help="no homeserver: the terminal is the room")
-    parser.add_argument("--homeserver", default="", metavar="URL", help="e.g. https://matrix.example.org")
-    parser.add_argument("--user-id", default="", metavar="ID", help="the bot's account, e.g. @repbot:example.org")
+    parser.add_argument("-o", "--output", default="repbot.toml", metavar="FILE", help=_("where to write the config"))
+    parser.add_argument("--force", action="store_true", help=_("overwrite an existing file"))
+    parser.add_argument("--non-interactive", action="store_true", help=_("never ask: missing answers are errors"))
+    parser.add_argument("--console", action="store_true", help=_("no homeserver: the terminal is the room"))
+    parser.add_argument("--homeserver", default="", metavar="URL", help=_("e.g. https://matrix.example.org"))
+    parser.add_argument("--user-id", default="", metavar="ID", help=_("the bot's account, e.g. @repbot:example.org"))
     secret = parser.add_mutually_exclusive_group()
-    secret.add_argument("--password-file", default="", metavar="FILE", help="file holding the bot's password")
-    secret.add_argument("--password-command", default="", metavar="CMD", help="command printing the password")
-    parser.add_argument("--admin", action="append", default=[], metavar="ID", help="who may command the bot")
-    parser.add_argument("--room", action="append", default=[], metavar="ROOM", help="room to join and alert in")
-    parser.add_argument("--ip", action="append", default=[], metavar="IP", help="an IP your mail leaves from")
-    parser.add_argument("--domain", action="append", default=[], metavar="DOMAIN", help="a domain you send for")
-    parser.add_argument("--state-dir", default="./state", metavar="DIR", help="where the bot keeps its state")
+    secret.add_argument("--password-file", default="", metavar="FILE", help=_("file holding the bot's password"))
+    secret.add_argument("--password-command", default="", metavar="CMD", help=_("command printing the password"))
+    parser.add_argument("--admin", action="append", default=[], metavar="ID", help=_("who may command the bot"))
+    parser.add_argument("--room", action="append", default=[], metavar="ROOM", help=_("room to join and alert in"))
+    parser.add_argument("--ip", action="append", default=[], metavar="IP", help=_("an IP your mail leaves from"))
+    parser.add_argument("--domain", action="append", default=[], metavar="DOMAIN", help=_("a domain you send for"))
+    parser.add_argument("--state-dir", default="./state", metavar="DIR", help=_("where the bot keeps its state"))
 
 
 # -- checking answers -----------------------------------------------------------------------------------
@@ -70,26 +71,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _homeserver(text: str) -> str:
     if not text.startswith(("https://", "http://")):
-        raise ValueError("give the homeserver's URL, such as https://matrix.example.org")
+        raise ValueError(_("give the homeserver's URL, such as https://matrix.example.org"))
     return text.rstrip("/")
 
 
 def _user_id(text: str) -> str:
     if not text.startswith("@") or ":" not in text:
-        raise ValueError(f"{text!r} is not a Matrix user id such as @repbot:example.org")
+        raise ValueError(_("{text!r} is not a Matrix user id such as @repbot:example.org").format(text=text))
     return text
 
 
 def _room(text: str) -> str:
     if not text.startswith(("!", "#")) or ":" not in text:
-        raise ValueError(f"{text!r} is not a room id (!abc:example.org) or alias (#mail:example.org)")
+        raise ValueError(
+            _("{text!r} is not a room id (!abc:example.org) or alias (#mail:example.org)").format(text=text)
+        )
     return text
 
 
 def _ip(text: str) -> str:
     target = parse_target(text)
     if not target.is_ip:
-        raise ValueError(f"{text!r} is not an IP address")
+        raise ValueError(_("{ip!r} is not an IP address").format(ip=text))
     return target.value
 
 
@@ -117,7 +120,7 @@ class Asker:
         self.stdout.flush()
         answer = self.stdin.readline()
         if not answer:
-            raise InitError(f"no answer to: {question.strip()}")
+            raise InitError(_("no answer to: {question}").format(question=question.strip()))
         return answer.strip()
 
     def ask(self, question: str, check: Callable[[str], str], *, empty_ok: bool = False) -> str:
@@ -139,7 +142,7 @@ class Asker:
                 continue
             if values or empty_ok:
                 return values
-            self.stdout.write("  give at least one\n")
+            self.stdout.write("  " + _("give at least one") + "\n")
 
 
 def _from_flags(args: argparse.Namespace) -> Answers:
@@ -164,30 +167,30 @@ def _fill_in(answers: Answers, asker: Asker) -> None:
     """Ask for whatever the flags left out."""
     if not answers.console and not answers.homeserver:
         answers.homeserver = asker.ask(
-            "Homeserver URL (e.g. https://matrix.example.org; empty: use the terminal as the room): ",
+            _("Homeserver URL (e.g. https://matrix.example.org; empty: use the terminal as the room): "),
             _homeserver,
             empty_ok=True,
         )
         answers.console = not answers.homeserver
     if not answers.console:
         if not answers.user_id:
-            answers.user_id = asker.ask("The bot's Matrix account (e.g. @repbot:example.org): ", _user_id)
+            answers.user_id = asker.ask(_("The bot's Matrix account (e.g. @repbot:example.org): "), _user_id)
         if not (answers.password_file or answers.password_command):
             _ask_password(answers, asker)
         if not answers.admins:
-            answers.admins = asker.ask_many("Your Matrix user id (the admin, e.g. @you:example.org): ", _user_id)
+            answers.admins = asker.ask_many(_("Your Matrix user id (the admin, e.g. @you:example.org): "), _user_id)
         if not answers.rooms:
-            answers.rooms = asker.ask_many("Room for alerts (id or alias; empty: invite the bot later): ", _room)
+            answers.rooms = asker.ask_many(_("Room for alerts (id or alias; empty: invite the bot later): "), _room)
     if not answers.ips and not answers.domains:
-        answers.ips = asker.ask_many("IP addresses your mail leaves from (space-separated): ", _ip)
-        answers.domains = asker.ask_many("Domains you send mail for (space-separated): ", parse_domain)
+        answers.ips = asker.ask_many(_("IP addresses your mail leaves from (space-separated): "), _ip)
+        answers.domains = asker.ask_many(_("Domains you send mail for (space-separated): "), parse_domain)
 
 
 def _ask_password(answers: Answers, asker: Asker) -> None:
-    question = "The bot's password (stored in the 0600 file), or file:PATH, or command:CMD: "
+    question = _("The bot's password (stored in the 0600 file), or file:PATH, or command:CMD: ")
     while True:
         answer = asker.line(question, secret=True)
-        kind, _, rest = answer.partition(":")
+        kind, _colon, rest = answer.partition(":")
         if kind == "file" and rest:
             answers.password_file = rest.strip()
         elif kind == "command" and rest:
@@ -195,19 +198,21 @@ def _ask_password(answers: Answers, asker: Asker) -> None:
         elif answer:
             answers.password = answer
         else:
-            asker.stdout.write("  the bot needs a password to log in\n")
+            asker.stdout.write("  " + _("the bot needs a password to log in") + "\n")
             continue
         return
 
 
 def _missing(answers: Answers) -> list[str]:
-    missing = [] if answers.ips or answers.domains else ["--ip or --domain"]
+    missing = [] if answers.ips or answers.domains else [_("--ip or --domain")]
     if answers.console:
         return missing
     wanted = {
         "--homeserver": answers.homeserver,
         "--user-id": answers.user_id,
-        "--password-file or --password-command": answers.password or answers.password_file or answers.password_command,
+        _("--password-file or --password-command"): answers.password
+        or answers.password_file
+        or answers.password_command,
         "--admin": answers.admins,
     }
     return [flag for flag, value in wanted.items() if not value] + missing
@@ -219,9 +224,9 @@ def _missing_password_file(answers: Answers) -> str | None:
         return None
     secret = Path(answers.password_file)
     if not secret.is_file():
-        return f"the password file {secret} does not exist: create it (mode 0600) before repbot run"
+        return _("the password file {path} does not exist: create it (mode 0600) before repbot run").format(path=secret)
     if not os.access(secret, os.R_OK):
-        return f"the password file {secret} cannot be read by this user"
+        return _("the password file {path} cannot be read by this user").format(path=secret)
     return None
 
 
@@ -268,7 +273,7 @@ def render_config(answers: Answers) -> str:
 def write_private(path: Path, text: str, *, force: bool) -> None:
     """Create the file with mode 0600 (atomically replacing it only with `force`); raises InitError."""
     if path.exists() and not force:
-        raise InitError(f"{path} exists: give --force to replace it")
+        raise InitError(_("{path} exists: give --force to replace it").format(path=path))
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -283,7 +288,7 @@ def write_private(path: Path, text: str, *, force: bool) -> None:
             temporary.unlink()
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        raise InitError(f"cannot write {path}: {error.strerror}") from None
+        raise InitError(_("cannot write {path}: {reason}").format(path=path, reason=error.strerror)) from None
 
 
 def run_init(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
@@ -292,13 +297,13 @@ def run_init(args: argparse.Namespace, stdin: TextIO | None = None, stdout: Text
     path = Path(args.output)
     try:
         if path.exists() and not args.force:
-            raise InitError(f"{path} exists: give --force to replace it")
+            raise InitError(_("{path} exists: give --force to replace it").format(path=path))
         answers = _from_flags(args)
         if not args.non_interactive:
             _fill_in(answers, Asker(stdin or sys.stdin, out))
         missing = _missing(answers)
         if missing:
-            raise InitError(f"missing {', '.join(missing)}")
+            raise InitError(_("missing {flags}").format(flags=", ".join(missing)))
         write_private(path, render_config(answers), force=args.force)
     except InitError as error:
         print(f"repbot init: {error}", file=sys.stderr)
@@ -310,15 +315,17 @@ def run_init(args: argparse.Namespace, stdin: TextIO | None = None, stdout: Text
         return 1
     problem = insecure_secrets_problem(config) or _missing_password_file(answers)
     if problem:
-        verdict = f"but {problem}"
+        verdict = _("but {problem}").format(problem=problem)
     elif answers.password_file.startswith(CREDENTIALS_DIR) and not Path(answers.password_file).exists():
         # Not an error: systemd creates the file when the service starts (packaging/repbot.service).
-        verdict = f"config check ok; {answers.password_file} appears when the service starts (LoadCredential)"
+        verdict = _("config check ok; {path} appears when the service starts (LoadCredential)").format(
+            path=answers.password_file
+        )
     else:
-        verdict = "config check ok"
-    print(f"{path}: written (mode 0600), {verdict}", file=out)
+        verdict = _("config check ok")
+    print(_("{path}: written (mode 0600), {verdict}").format(path=path, verdict=verdict), file=out)
     run = f"repbot run -c {path}" + (" --console" if answers.console else "")
-    hint = "" if answers.console else "  (then invite the bot to a room from an admin account)"
-    print(f"next: {run}{hint}", file=out)
-    print("every key, documented: repbot config example", file=out)
+    hint = "" if answers.console else "  " + _("(then invite the bot to a room from an admin account)")
+    print(_("next: {command}").format(command=run) + hint, file=out)
+    print(_("every key, documented: {command}").format(command="repbot config example"), file=out)
     return 1 if problem else 0

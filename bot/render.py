@@ -163,15 +163,33 @@ def spf_text(domain: str, ip: str, result: SpfResult) -> str:
 class _ZoneHealthLike(Protocol):
     def to_json(self) -> dict[str, Any]: ...
 
+    def said(self) -> str: ...
+
 
 def lists_text(health: Sequence[_ZoneHealthLike]) -> str:
-    """`repbot lists` output: one line per zone with its kind and live health."""
-    rows = [zone.to_json() for zone in health]
-    lines = [f"{_('zone'):<34} {_('kind'):<11} {_('health')}"]
+    """`repbot lists` output: one line per zone with its kind and live health (JSON keeps the English values)."""
+    rows = [zone.to_json() | {"detail": zone.said()} for zone in health]
+    kinds = {str(row["kind"]): _(_ZONE_KINDS.get(str(row["kind"]), str(row["kind"]))) for row in rows}
+    width = max([11, *(len(kind) for kind in kinds.values())])
+    zone, kind, state = _("zone"), _("kind"), _("health")  # outside the f-string: pybabel reads no f-strings
+    lines = [f"{zone:<34} {kind:<{width}} {state}"]
     for row in rows:
         detail = f" ({row['detail']})" if row.get("detail") else ""
-        lines.append(f"{_fit(str(row['zone']), 34):<34} {row['kind']!s:<11} {row['health']}{detail}")
+        said = _(_ZONE_HEALTH.get(str(row["health"]), str(row["health"])))
+        lines.append(f"{_fit(str(row['zone']), 34):<34} {kinds[str(row['kind'])]:<{width}} {said}{detail}")
     return "\n".join(lines)
+
+
+# checks.dnsbl's kinds and Health values as `repbot lists` words them (ip4, ip6 and ip need no words).
+_ZONE_KINDS = {"domain": N_("domain"), "allow": N_("allow"), "reputation": N_("reputation")}
+_ZONE_HEALTH = {
+    "healthy": N_("healthy"),
+    "no-test-points": N_("no-test-points"),
+    "broken": N_("broken"),
+    "refused": N_("refused"),
+    "unreachable": N_("unreachable"),
+    "needs-dqs-key": N_("needs-dqs-key"),
+}
 
 
 def render_verdict(verdict: CanaryVerdict) -> Rendered:

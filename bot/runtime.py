@@ -20,6 +20,7 @@ from bot.commands.catalog import REGISTRY
 from bot.commands.registry import Services
 from bot.config.loader import Config, SecretError
 from bot.context import build_context
+from bot.i18n import _, ngettext, number, use_language
 from bot.logs import announce
 from bot.metrics import MetricsStartError, serve_metrics
 from bot.monitor.canary import CanaryRunner
@@ -167,14 +168,17 @@ async def _serve(config: Config, console: bool) -> int:
         return EXIT_FATAL
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
 def start_line(config: Config) -> str:
-    """What `run --console` says first (on stderr, so stdout stays the room): who, what it watches, how to start."""
-    watched = f"{_count(len(config.monitor.ips), 'IP')} and {_count(len(config.monitor.domains), 'domain')}"
-    return f"repbot in the console as {CONSOLE_USER}, watching {watched}; type !help"
+    """What `run --console` says first (on stderr, so stdout stays the room): who, what it watches, how to start;
+    in the configured language, as the room is spoken to."""
+    ips, domains = len(config.monitor.ips), len(config.monitor.domains)
+    with use_language(config.language):
+        line = _("repbot in the console as {user}, watching {ips} and {domains}; type !help")
+        return line.format(
+            user=CONSOLE_USER,
+            ips=ngettext("{count} IP", "{count} IPs", ips).format(count=number(ips)),
+            domains=ngettext("{count} domain", "{count} domains", domains).format(count=number(domains)),
+        )
 
 
 def _stop_on_signals() -> list[signal.Signals]:

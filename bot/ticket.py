@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config.loader import Config
+from bot.i18n import SOURCE_LANGUAGE, _, active_language, use_language
 from bot.monitor.canary import HISTORY
 from bot.monitor.providers import JOURNAL_FILE, snds_reports
 from bot.monitor.store import Store
@@ -25,7 +26,7 @@ from checks.providers import feedback
 from checks.runner import domain_checks, ip_checks, run_checks
 from checks.ticket import FAMILY, AuthPassRates, DailyVolume, Fact, Missing, TicketFacts
 
-__all__ = ["AUTH_CHECKS", "gather"]
+__all__ = ["AUTH_CHECKS", "desk_note", "gather"]
 
 AUTH_CHECKS = ("spf", "dkim", "dmarc", "mta-sts", "mx-tls")
 REFUSED = ("bounced", "deferred", "not-sent")
@@ -148,7 +149,23 @@ def _complaint_facts(config: Config, ip: str, family: str, now: datetime) -> tup
 
 
 async def gather(config: Config, ctx: CheckContext, provider: str, ip: str, store: Store | None) -> TicketFacts:
-    """Every fact repbot can state now about `ip` for a request to `provider` (a checks.ticket provider)."""
+    """Every fact repbot can state now about `ip` for a request to `provider` (a checks.ticket provider).
+
+    In English whatever the operator speaks (the checks' summaries and DNS outcomes too): the request is pasted
+    to a provider's desk, and the desks read English. `desk_note()` tells the operator so.
+    """
+    with use_language(SOURCE_LANGUAGE):
+        return await _gather(config, ctx, provider, ip, store)
+
+
+def desk_note() -> str:
+    """Why the request is in English, for an operator who reads another language ("" in English)."""
+    if active_language() == SOURCE_LANGUAGE:
+        return ""
+    return _("The request stays in English: it is for the provider's desk, which reads English.")
+
+
+async def _gather(config: Config, ctx: CheckContext, provider: str, ip: str, store: Store | None) -> TicketFacts:
     family = FAMILY[provider]
     domains = tuple(config.monitor.domains)
     (ptr, lists), auth, (snds, sampled), helo = await asyncio.gather(

@@ -167,8 +167,8 @@ def parse_dkim_key(text: str) -> DkimKey:
     return DkimKey(text, tags, key_type, bits, hashlib.sha256(der).hexdigest(), tuple(errors))
 
 
-def _emit(code: str, subject: str, evidence: Mapping[str, Any]) -> Finding:
-    return emit(CHECK, MESSAGES, code, subject, evidence)
+def _emit(code: str, subject: str, evidence: Mapping[str, Any], said: Mapping[str, str] | None = None) -> Finding:
+    return emit(CHECK, MESSAGES, code, subject, evidence, said=said)
 
 
 async def check(target: Target, ctx: CheckContext) -> list[Finding]:
@@ -189,11 +189,12 @@ def selector_findings(selector: str, name: str, answer: DnsAnswer) -> list[Findi
     evidence: dict[str, Any] = {"selector": selector, "name": name, "outcome": answer.describe()}
     if answer.cnames:
         evidence["cname"] = list(answer.cnames)
+    said = {"outcome": answer.said()}
     if answer.failed:
-        return [_emit("dns-failed", selector, evidence)]
+        return [_emit("dns-failed", selector, evidence, said)]
     records = [text for text in answer.texts() if "p=" in text or text.lstrip().startswith("v=DKIM1")]
     if not records:
-        return [_emit("missing", selector, evidence | {"records": answer.texts()})]
+        return [_emit("missing", selector, evidence | {"records": answer.texts()}, said)]
     if len(records) > 1:
         return [_emit("multiple", selector, evidence | {"count": len(records), "records": records})]
     key = parse_dkim_key(records[0])

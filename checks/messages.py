@@ -28,9 +28,15 @@ def emit(
     subject: str,
     evidence: Mapping[str, Any],
     status: Status | None = None,
+    said: Mapping[str, str] | None = None,
 ) -> Finding:
-    """The Finding for `code`, its texts filled from `evidence`; `status` overrides the table's (no advice when OK)."""
+    """The Finding for `code`, its texts filled from `evidence`; `status` overrides the table's (no advice when OK).
+
+    `said` gives fields worded in the active language for the texts only (a DNS outcome's `said()`): the
+    evidence keeps the English, as JSON and logs do.
+    """
     default, summary, advice = messages[code]
     status = status or default
-    advice = "" if status is Status.OK else _(advice).format_map(evidence)
-    return Finding(check, subject, status, _(summary).format_map(evidence), dict(evidence), advice, code)
+    fields = {**evidence, **said} if said else evidence
+    advice = "" if status is Status.OK else _(advice).format_map(fields)
+    return Finding(check, subject, status, _(summary).format_map(fields), dict(evidence), advice, code)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from checks.context import CheckContext
+from checks.dns.resolver import DnsAnswer
 from checks.i18n import N_
 from checks.messages import DNS_FAILED, Messages, emit
 from checks.model import Finding, Status, Target
@@ -203,10 +204,11 @@ class Fetched:
     problem: str | None = None
     body: bytes | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    said: Mapping[str, str] = field(default_factory=dict)  # evidence fields in the active language, for the texts
 
 
-def _emit(code: str, domain: str, evidence: Mapping[str, Any]) -> Finding:
-    return emit(CHECK, MESSAGES, code, domain, evidence)
+def _emit(code: str, domain: str, evidence: Mapping[str, Any], said: Mapping[str, str] | None = None) -> Finding:
+    return emit(CHECK, MESSAGES, code, domain, evidence, said=said)
 
 
 async def fetch_policy(ctx: CheckContext, domain: str) -> Fetched:
@@ -220,8 +222,9 @@ async def fetch_policy(ctx: CheckContext, domain: str) -> Fetched:
     if not addresses:
         failed = v4 if v4.failed else v6
         code = "unreachable" if failed.failed else "no-policy-host"
-        detail = f"{host}: {failed.describe()}"
-        return Fetched(host, url, code, evidence=base | {"outcome": v4.describe(), "detail": detail})
+        evidence = base | {"outcome": v4.describe(), "detail": f"{host}: {failed.describe()}"}
+        said = {"outcome": v4.said(), "detail": f"{host}: {failed.said()}"}
+        return Fetched(host, url, code, evidence=evidence, said=said)
     address = ipaddress.ip_address(addresses[0])
     literal = f"[{address}]" if address.version == 6 else str(address)
     base["address"] = str(address)
@@ -269,7 +272,7 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
     answer = await ctx.resolver.query(name, "TXT")
     evidence: dict[str, Any] = {"name": name, "domain": domain, "outcome": answer.describe()}
     if answer.failed:
-        return [_emit("dns-failed", domain, evidence)]
+        return [_emit("dns-failed", domain, evidence, {"outcome": answer.said()})]
     records = [text for text in answer.texts() if _PREFIX.match(text)]
     if not records:
         return [_emit("missing", domain, evidence | {"records": answer.texts()})]
@@ -284,7 +287,7 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
     else:
         findings.append(_emit("record", domain, evidence))
     fetched, mx = await asyncio.gather(fetch_policy(ctx, domain), ctx.resolver.query(domain, "MX"))
-    findings.extend(_policy_findings(domain, record, fetched, mx.failed, mx.describe(), _mx_hosts(mx.rdata)))
+    findings.extend(_policy_findings(domain, record, fetched, mx))
     return findings
 
 
@@ -293,12 +296,10 @@ def _mx_hosts(rdata: Sequence[Any]) -> list[str]:
     return sorted(host for host in hosts if host)  # a null MX ("0 .") has nothing to cover
 
 
-def _policy_findings(
-    domain: str, record: StsRecord, fetched: Fetched, mx_failed: bool, mx_outcome: str, mx_hosts: list[str]
-) -> list[Finding]:
+def _policy_findings(domain: str, record: StsRecord, fetched: Fetched, mx: DnsAnswer) -> list[Finding]:
     evidence = {"domain": domain, "name": f"_mta-sts.{domain}", "id": record.id, **fetched.evidence}
     if fetched.problem is not None:
-        return [_emit(fetched.problem, domain, evidence)]
+        return [_emit(fetched.problem, domain, evidence, fetched.said)]
     body = fetched.body or b""
     policy = parse_sts_policy(body.decode("utf-8", "replace"))
     evidence |= {"policy": policy.raw, "policy_sha256": hashlib.sha256(body).hexdigest(), "mode": policy.mode}
@@ -317,9 +318,10 @@ def _policy_findings(
         findings.append(_emit(f"mode-{policy.mode}", domain, evidence))
     if policy.mode == "none":
         return findings
-    mx_evidence = evidence | {"outcome": mx_outcome, "mx_hosts": ", ".join(mx_hosts)}
-    if mx_failed:
-        findings.append(_emit("mx-dns-failed", domain, mx_evidence))
+    mx_hosts = _mx_hosts(mx.rdata)
+    mx_evidence = evidence | {"outcome": mx.describe(), "mx_hosts": ", ".join(mx_hosts)}
+    if mx.failed:
+        findings.append(_emit("mx-dns-failed", domain, mx_evidence, {"outcome": mx.said()}))
     elif not mx_hosts:
         findings.append(_emit("no-mx", domain, mx_evidence))
     elif uncovered := uncovered_mx(policy.mx, mx_hosts):

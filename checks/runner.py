@@ -153,7 +153,7 @@ async def run_checks(target: Target, ctx: CheckContext, checks: Sequence[tuple[s
 def _lied_report(
     target: Target, checks: Sequence[tuple[str, CheckFn]], health: ResolverHealth, ctx: CheckContext, started: float
 ) -> Report:
-    lied = tuple(_lied(name, target, health, ctx) for name, _ in checks)
+    lied = tuple(_lied(name, target, health, ctx) for name, _fn in checks)
     return Report(target, lied, duration=time.monotonic() - started)
 
 
@@ -238,9 +238,9 @@ async def _probe_and_keep(ctx: CheckContext, key: str) -> ResolverHealth:
 
 def _lied(name: str, target: Target, health: ResolverHealth, ctx: CheckContext) -> Finding:
     evidence = {"resolver": health.resolver, "lies": list(health.lies), "probes": dict(health.evidence)}
-    advice = (
+    advice = _(
         "Point repbot at a resolver that answers truthfully (a local validating resolver such as unbound, "
         "or set [dns] nameservers); captive portals, filtering resolvers and some forwarders rewrite answers."
     )
-    summary = f"cannot check: {health.problem()}"
+    summary = _("cannot check: {problem}").format(problem=health.problem())
     return Finding(name, target.value, Status.UNKNOWN, summary, evidence, advice, RESOLVER_LIES, ctx.clock())

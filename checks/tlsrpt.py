@@ -80,8 +80,8 @@ def parse_tlsrpt(text: str) -> TlsRptRecord:
     return TlsRptRecord(text, uris, tuple(errors))
 
 
-def _emit(code: str, domain: str, evidence: Mapping[str, Any]) -> Finding:
-    return emit(CHECK, MESSAGES, code, domain, evidence)
+def _emit(code: str, domain: str, evidence: Mapping[str, Any], said: Mapping[str, str] | None = None) -> Finding:
+    return emit(CHECK, MESSAGES, code, domain, evidence, said=said)
 
 
 async def check(target: Target, ctx: CheckContext) -> list[Finding]:
@@ -91,7 +91,7 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
     answer = await ctx.resolver.query(name, "TXT")
     evidence: dict[str, Any] = {"name": name, "domain": domain, "outcome": answer.describe()}
     if answer.failed:
-        return [_emit("dns-failed", domain, evidence)]
+        return [_emit("dns-failed", domain, evidence, {"outcome": answer.said()})]
     records = [text for text in answer.texts() if is_tlsrpt(text)]
     if not records:
         return [_emit("missing", domain, evidence | {"records": answer.texts()})]

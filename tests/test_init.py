@@ -102,3 +102,24 @@ def test_interactive_console_only_and_eof_is_an_error(tmp_path: Path) -> None:
     cut_short = _repbot("init", "-o", "d.toml", stdin="https://matrix.example.org\n", cwd=tmp_path)
     assert cut_short.returncode == 3 and "no answer" in cut_short.stderr
     assert not (tmp_path / "d.toml").exists()
+
+
+def test_the_wizard_speaks_spanish(tmp_path: Path) -> None:
+    answers = (
+        "matrix.example.org\nhttps://matrix.example.org\nrepbot\n@repbot:example.org\n\npw\n@alice:example.org\n\n"
+    )
+    spanish = {"LANG": "es_ES.UTF-8", "LANGUAGE": "", "LC_ALL": "", "LC_MESSAGES": ""}
+    env = {**os.environ, **spanish, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "init", "-o", "r.toml"], input=answers + "192.0.2.1\n\n",
+                          capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path, env=env)  # fmt: skip
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    out = done.stdout
+    assert "URL del servidor Matrix (p. ej. https://matrix.example.org; vacío: usar la terminal como sala): " in out
+    assert "indique la URL del servidor Matrix" in out and "'repbot' no es un id de usuario Matrix" in out
+    assert "el bot necesita una contraseña para iniciar sesión" in out
+    assert "r.toml: escrito (modo 0600), config check correcto" in out and "a continuación: repbot run -c r.toml" in out
+    for english in ("Homeserver URL", "give the", "is not a Matrix", "needs a password", "written", "next:"):
+        assert english not in out, english
+    again = subprocess.run([sys.executable, "-m", "bot.cli", "init", "-o", "r.toml"], capture_output=True, text=True,
+                           timeout=60, check=False, cwd=tmp_path, env=env)  # fmt: skip
+    assert again.returncode == 3 and "r.toml ya existe: use --force para reemplazarlo" in again.stderr

@@ -329,12 +329,30 @@ def test_cli_lists_problems_and_exits_non_zero(tmp_path: Path, capsys: pytest.Ca
         "begin": "2024-03-30T00:00:00Z", "end": "2024-03-31T00:00:00Z",
     }  # fmt: skip
     assert main(["reports", str(SAMPLES / "smtp_tls" / "rfc8460.json")]) == 0
-    assert "5326 ok / 303 failed" in capsys.readouterr().out
+    assert "5,326 ok / 303 failed" in capsys.readouterr().out
     config = tmp_path / "repbot.toml"
     config.write_text(f'[state]\ndir = "{tmp_path}"\n')
     assert main(["reports", "--record", "-c", str(config), str(SAMPLES / "extract_report")]) == 0
     # nice-input three ways is one report; changed-input is the same id from another reporter (fred.com)
     assert "2 new reports stored" in capsys.readouterr().out
+
+
+def test_cli_table_in_spanish(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("LANG", "es_ES.UTF-8")
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "repbot.toml"
+    config.write_text(f'[state]\ndir = "{tmp_path}"\n')
+    tls, empty = SAMPLES / "smtp_tls" / "rfc8460.json", SAMPLES / "empty.xml"
+    assert main(["reports", "--record", "-c", str(config), str(SAMPLES / "aggregate"), str(tls), str(empty)]) == 2
+    out = capsys.readouterr().out
+    assert "5.326 correctas / 303 fallidas" in out, out
+    assert re.search(r"dmarc +\S+ +example\.com +2024-04-01  2\.286 mensajes \(2\.286 registros, 0 superaron", out)
+    assert f"problema (error) {empty}: empty file" in out  # the parser's own diagnosis stays as written
+    assert re.search(r"\n\d+ informes nuevos guardados en ", out), out
+    for english in (" messages (", " records", "passed DMARC", " ok / ", "problem (", "new reports stored"):
+        assert english not in out, english
 
 
 async def test_metrics_digest_and_timeline_row(

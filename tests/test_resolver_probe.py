@@ -64,6 +64,25 @@ async def test_nxdomain_for_everything_makes_every_finding_unknown(dns_server: D
     await ctx.aclose()
 
 
+async def test_a_lying_resolver_is_said_in_spanish(dns_server: DnsServer) -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    server = _world(dns_server)
+    _lie_nxdomain(server)
+    ctx = _ctx(server)
+    with use_language("es"):
+        report = await check_target(parse_target("192.0.2.25"), ctx)
+    finding = report.findings[0]
+    assert (
+        finding.summary
+        == f"no puedo comprobar: el resolvedor en {server.address} responde NXDOMAIN para nombres que existen"
+    )
+    assert finding.advice.startswith("Haga que repbot use un resolvedor que responda con la verdad")
+    assert finding.evidence["lies"] == [LIE_NXDOMAIN]  # the evidence keeps the English
+    await ctx.aclose()
+
+
 async def test_nxdomain_rewriting_makes_every_finding_unknown(dns_server: DnsServer) -> None:
     server = _world(dns_server)
     server.add("*.", "A", "192.0.2.80")  # the advertising page, for every name under a TLD nobody serves here

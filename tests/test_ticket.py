@@ -196,6 +196,24 @@ async def test_ticket_pack_from_a_world(providers: ProviderServer, ctx: CheckCon
     assert "good" not in text
 
 
+async def test_a_spanish_room_gets_the_request_in_english_and_says_why(
+    providers: ProviderServer, ctx: CheckContext, dns_server: DnsServer, tmp_path: Path
+) -> None:
+    dns_server.set_behaviour("old.example.org", "servfail")  # a DNS outcome inside the request
+    config = replace(world(tmp_path, providers), language="es")
+    transport = RecordingTransport()
+    services = Services(config, ctx, cast(Transport, transport), REGISTRY, NOW)
+    bot = Bot(services, Permissions((ADMIN,)), RateLimiter(None), REGISTRY)
+    await bot.handle(said(ADMIN, f"!ticket microsoft {IP}", event_id="$t4"))
+    [(_room, _name, _type, data)] = transport.files
+    text, reply = data.decode(), transport.replies[-1]
+    assert reply.startswith("La solicitud queda en inglés: es para el equipo de soporte") and text in reply
+    assert "old.example.org (configured in [monitor] helo_names) could not be resolved (SERVFAIL from" in text
+    assert "[2026-07-04 12:00 UTC, DNS] listed in Spamhaus ZEN" in text and "example.org dmarc: DMARC policy" in text
+    for spanish in ("desde", "en la lista de bloqueo", "política", "registro"):
+        assert spanish not in text, spanish
+
+
 async def test_ticket_needs_a_provider_and_an_ip(providers: ProviderServer, ctx: CheckContext, tmp_path: Path) -> None:
     transport = RecordingTransport()
     services = Services(parse_config({}), ctx, cast(Transport, transport), REGISTRY, NOW)

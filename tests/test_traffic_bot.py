@@ -409,3 +409,58 @@ async def test_a_damaged_state_is_set_aside_and_the_bot_starts(tmp_path: Path, d
         await follower_of(services).poll()
         assert follower_of(services).tally.providers["google"]["sent"] == 1
     assert (tmp_path / "state" / (STATE_FILE + ".unreadable")).exists()
+
+
+async def test_traffic_explains_a_refusal_in_spanish_before_and_after_a_restart(tmp_path: Path) -> None:
+    from bot.i18n import use_language
+
+    config = make_config(tmp_path)
+    append(tmp_path / "mail.log", smtp(datetime.now(UTC), "S1", "b@outlook.com", OUTLOOK, "bounced", S3150, "5.7.1"))
+    replies = []
+    for _run in range(2):  # the second run reads the tally the first one stored
+        async with running_bot(config, Room()) as services:
+            await follower_of(services).poll()
+            with use_language("es"):
+                replies.append(await run_command(services, "!traffic outlook"))
+            english = await run_command(services, "!traffic outlook")
+    for text in replies:
+        assert "550 5.7.1 S3150 ×1 — Outlook.com rechaza el correo de su IP porque parte de su red" in text, text
+        assert "Dónde:" in text and "refuses mail" not in text and "Where:" not in text
+    assert "550 5.7.1 S3150 ×1 — Outlook.com refuses mail from your IP" in english and "Where:" in english
+    stored = json.loads((tmp_path / "state" / STATE_FILE).read_text(encoding="utf-8"))
+    assert "refuses mail" in json.dumps(stored)  # the state keeps the English sentence, and the row it came from
+
+
+def test_repbot_traffic_in_spanish(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    log = tmp_path / "mail.log"
+    append(log, smtp(datetime.now(UTC), "S1", "b@outlook.com", OUTLOOK, "bounced", S3150, "5.7.1"))
+    monkeypatch.setenv("LANG", "es_ES.UTF-8")
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["traffic", "--log", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert f"correo saliente en {log}:" in out and "enviados 0, aplazados 0, rebotados 1" in out, out
+    assert "Outlook.com rechaza el correo" in out and "refuses" not in out and "outbound" not in out
+    assert main(["traffic", "--log", str(log), "--json"]) == 0
+    assert "refuses mail" in capsys.readouterr().out  # JSON keeps the English
+
+
+async def test_a_block_alert_and_the_digest_in_spanish(tmp_path: Path) -> None:
+    from bot.i18n import use_language
+
+    config = dataclasses.replace(make_config(tmp_path, poll_interval="1s"), language="es")
+    now = datetime.now(UTC)
+    append(tmp_path / "mail.log", *(smtp(now, f"D{n}", f"u{n}@outlook.com", OUTLOOK, "bounced", S3150, "5.7.1")
+                                    for n in range(2)))  # fmt: skip
+    room = Room()
+    async with running_bot(config, room):
+        alert = await room.wait_for("S3150", timeout=5.0)
+    assert "rechazó correo con una respuesta de bloqueo (550 5.7.1 S3150): 2 mensajes afectados desde" in alert, alert
+    assert "Outlook.com rechaza el correo de su IP" in alert and "Registro: " in alert and "Dónde:" in alert
+    for english in ("refused mail", "messages affected", "refuses mail", "Log: ", "Where:"):
+        assert english not in alert, english
+    with use_language("es"):
+        lines = digest_lines(config, now + timedelta(days=1))
+    assert lines[0] == f"correo saliente el {now.date().isoformat()}:", lines
+    assert "enviados 0, aplazados 0, rebotados 2 (respuesta más frecuente 550 5.7.1 S3150 ×2)" in lines[1], lines

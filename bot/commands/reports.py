@@ -20,7 +20,7 @@ from typing import TypeVar
 from bot.commands.registry import Argument, Call, command, days_arg
 from bot.config.loader import Config
 from bot.config.reports import store_path
-from bot.i18n import N_, _, number
+from bot.i18n import N_, _, ngettext, number
 from bot.monitor.reports import classify_rows
 from bot.render import Rendered, plain_and_html
 from checks.reports import FIXES, DmarcReport, Extracted, TlsReport, read_paths
@@ -35,6 +35,8 @@ T = TypeVar("T")
 MAX_DAYS = 90
 DEFAULT_DAYS = 7
 KNOWN_FOR_DAYS = 60  # a reporter keeps its alignment row this long after its last report
+# `repbot reports`' words for a problem's severity (JSON keeps the value; a report's kind is a format's name).
+SEVERITY_WORDS = {"error": N_("error"), "warning": N_("warning")}
 
 
 # -- the chat commands ------------------------------------------------------------------------------------
@@ -136,12 +138,24 @@ async def tlsrpt_command(call: Call) -> Rendered:
 
 
 def _text_line(report: DmarcReport | TlsReport) -> str:
+    """One report a line: kind, reporter, domain, day, what it counted, its id (the data stays as reported)."""
     data = report.to_json()
     if data["kind"] == "dmarc":
         passed = sum(r["count"] for r in data["records"] if "pass" in (r["dkim"], r["spf"]))
-        size = f"{data['messages']} messages ({len(data['records'])} records, {passed} passed DMARC)"
+        messages = ngettext("{count} message", "{count} messages", data["messages"]).format(
+            count=number(data["messages"])
+        )
+        records = ngettext("{count} record", "{count} records", len(data["records"])).format(
+            count=number(len(data["records"]))
+        )
+        size = _("{messages} ({records}, {passed} passed DMARC)").format(
+            messages=messages, records=records, passed=number(passed)
+        )
     else:
-        size = ", ".join(f"{p['successful']} ok / {p['failed']} failed" for p in data["policies"])
+        size = ", ".join(
+            _("{ok} ok / {failed} failed").format(ok=number(p["successful"]), failed=number(p["failed"]))
+            for p in data["policies"]
+        )
     head = f"{data['kind']:<7} {data['provider']:<14} {data['policy_domain']:<22} {data['day']}"
     return f"{head}  {size}  [{data['report_id']}]"
 
@@ -167,9 +181,12 @@ def reports_cli(args: argparse.Namespace, config: Config) -> int:
         out.write('], "problems": ' + json.dumps(problems, ensure_ascii=False) + "}\n")
     else:
         for problem in problems:
-            out.write(f"problem ({problem['severity']}) {problem['file']}: {problem['error']}\n")
+            kind = _(SEVERITY_WORDS.get(problem["severity"], problem["severity"]))
+            out.write(_("problem ({severity}) {file}: {error}").format(severity=kind, file=problem["file"],
+                      error=problem["error"]) + "\n")  # fmt: skip
         if store is not None:
-            out.write(f"{stored} new reports stored in {store.path}\n")
+            saved = ngettext("{count} new report stored in {path}", "{count} new reports stored in {path}", stored)
+            out.write(saved.format(count=number(stored), path=store.path) + "\n")
     if any(p["severity"] == "error" for p in problems):
         return 2
     return 1 if problems else 0

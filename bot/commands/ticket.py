@@ -9,7 +9,7 @@ from bot.commands.registry import Argument, Call, command, ip_arg
 from bot.config.loader import Config
 from bot.i18n import N_, _
 from bot.render import Rendered, plain_and_html, pre
-from bot.ticket import gather
+from bot.ticket import desk_note, gather
 from bot.transports.base import DeliveryError
 from checks.ticket import parse_provider, ticket_text
 
@@ -52,4 +52,5 @@ async def ticket_command(call: Call) -> Rendered:
         )
     except DeliveryError as error:
         text += "\n" + _("(the file could not be attached: {error})").format(error=error)
-    return pre(text)
+    note = desk_note()
+    return pre(f"{note}\n{text}" if note else text)

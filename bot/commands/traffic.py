@@ -37,7 +37,7 @@ def _provider_lines(summary: ProviderSummary, replies: int) -> list[str]:
     head = f"{summary.name}: {_counts(summary)}{expired}"
     lines = [head]
     for reply in summary.replies[:replies]:
-        meaning = f" — {reply.explanation}" if reply.explanation else ""
+        meaning = f" — {reply.said()}" if reply.explanation else ""
         lines.append(f"    {reply.code} ×{reply.count}{meaning}")
     return lines
 
@@ -132,11 +132,11 @@ async def traffic_command(call: Call) -> Rendered:
     span = _("today") if days == 1 else _("the last {days} days").format(days=days)
     title = _("outbound mail in {source}, {span} (UTC):").format(source=follower.config.source, span=span)
     if follower.error:
-        title += "\n? " + _("the log cannot be read right now: {error}").format(error=follower.error)
+        title += "\n? " + _("the log cannot be read right now: {error}").format(error=follower.error.said())
     if wanted is not None:
         key = _match(follower.families, wanted, [s.provider for s in summaries])
         if key is None:
-            known = ", ".join(s.provider for s in summaries if s.provider != LOCAL) or "none yet"
+            known = ", ".join(s.provider for s in summaries if s.provider != LOCAL) or _("none yet")
             when = span if days == 1 else _("in {span}").format(span=span)
             text = _("no mail to a provider named {name!r} {when}; seen: {known}")
             return plain_and_html(text.format(name=wanted[:40], when=when, known=known))

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config.loader import Config
 from bot.config.traffic import TrafficConfig, traffic_families
-from bot.i18n import N_, _
+from bot.i18n import N_, SOURCE_LANGUAGE, _, ngettext, number, use_language
 from bot.transports.session import write_private
 from checks import Finding, Report, Status
+from checks.canary.ndr import entry_said
 from checks.canary.verdict import CanaryVerdict, DmarcCounts, DropJoin, drop_join
 from checks.model import Target, TargetKind
 from checks.traffic.follow import Chunk, LogGone, Position, read_journal, read_new
@@ -81,31 +82,56 @@ def _minute(moment: datetime) -> int:
 
 
 def _percent(value: float) -> str:
-    return f"{value * 100:.0f} %"
+    return f"{number(round(value * 100))} %"
 
 
 def _block_finding(key: str, name: str, block: Mapping[str, Any]) -> Finding:
     first = datetime.fromisoformat(block["first"])
     count = int(block["count"])
     codes = list(block["codes"])
-    summary = (
-        f"{name} refused mail with a block-class reply ({', '.join(codes)}): {count} message"
-        f"{'s' if count != 1 else ''} affected since {first:%Y-%m-%d %H:%M} UTC"
-    )
-    advice = f"{block['explanation']} Log: {block['line']}"
+    summary = ngettext(
+        "{name} refused mail with a block-class reply ({codes}): {count} message affected since {first} UTC",
+        "{name} refused mail with a block-class reply ({codes}): {count} messages affected since {first} UTC",
+        count,
+    ).format(name=name, codes=", ".join(codes), count=number(count), first=f"{first:%Y-%m-%d %H:%M}")
+    # The explanation in the room's language: the ndr.toml row's, else the English stored before rows were kept.
+    explained = entry_said(str(block.get("entry", "")), block["explanation"])
+    advice = _("{explanation} Log: {line}").format(explanation=explained, line=block["line"])
     evidence = {"codes": codes, "count": count, "first": block["first"], "line": block["line"]}
     return Finding("traffic", key, Status.FAIL, summary, evidence, advice, "traffic-block")
 
 
+_RATE_WORDS = {
+    "deferrals": N_("{rate} of {attempts} attempts to {name} deferred in the last {window} (threshold {threshold})"),
+    "bounces": N_(
+        "{rate} of {attempts} attempts to {name} bounced or expired in the last {window} (threshold {threshold})"
+    ),
+}
+
+
 def _rate_finding(key: str, name: str, kind: str, counts: WindowCounts, window: str, threshold: float) -> Finding:
-    what = "deferred" if kind == "deferrals" else "bounced or expired"
-    summary = (
-        f"{_percent(counts.rate(kind))} of {counts.attempts} attempts to {name} {what} in the last {window} "
-        f"(threshold {_percent(threshold)})"
+    summary = _(_RATE_WORDS[kind]).format(
+        rate=_percent(counts.rate(kind)),
+        attempts=number(counts.attempts),
+        name=name,
+        window=window,
+        threshold=_percent(threshold),
     )
     evidence = {"codes": [kind], "attempts": counts.attempts, "rate": round(counts.rate(kind), 3)}
-    advice = "See !traffic " + key + " for the replies and what they mean."
+    advice = _("See !traffic {provider} for the replies and what they mean.").format(provider=key)
     return Finding("traffic", key, Status.WARN, summary, evidence, advice, f"traffic-{kind}")
+
+
+def _ok_summary(name: str, counts: WindowCounts, window: str) -> str:
+    if not counts.attempts:
+        return _("no mail to {name} in the last {window}").format(name=name, window=window)
+    return _("{name}: {sent} sent, {deferred} deferred, {bounced} bounced in the last {window}").format(
+        name=name,
+        sent=number(counts.sent),
+        deferred=number(counts.deferred),
+        bounced=number(counts.bounced + counts.expired),
+        window=window,
+    )
 
 
 def provider_findings(
@@ -135,12 +161,7 @@ def provider_findings(
             findings.append(_rate_finding(key, name, kind, counts, window_text, thresholds[kind]))
             now_alerting[key] = kind
             continue
-        summary = (
-            f"{name}: {counts.sent} sent, {counts.deferred} deferred, {counts.bounced + counts.expired} bounced "
-            f"in the last {window_text}"
-            if counts.attempts
-            else f"no mail to {name} in the last {window_text}"
-        )
+        summary = _ok_summary(name, counts, window_text)
         findings.append(Finding("traffic", key, Status.OK, summary, {"attempts": counts.attempts}, code="traffic-ok"))
     return findings, now_alerting
 
@@ -156,6 +177,8 @@ class ReportSink(Protocol):
     """Where findings go: the monitor (its `process` stores state and queues alerts)."""
 
     def process(self, reports: Sequence[Report]) -> Any: ...
+
+    def language(self) -> str: ...
 
 
 class TrafficFollower:
@@ -180,7 +203,7 @@ class TrafficFollower:
         self.window: dict[str, list[list[int]]] = {}  # provider -> [[minute, sent, deferred, bounced, expired]]
         self.blocks: dict[str, dict[str, Any]] = {}
         self.alerting: dict[str, str] = {}
-        self.error: str | None = None
+        self.error: LogGone | None = None
         self._load()
 
     def __repr__(self) -> str:
@@ -255,9 +278,10 @@ class TrafficFollower:
             try:
                 chunk = await self._read()
             except LogGone as error:
-                self.error = str(error)
+                self.error = error
                 log.warning("traffic: %s", error)
-                return self._deliver([self._unknown(str(error), now)])
+                with use_language(self._language()):
+                    return self._deliver([self._unknown(error.said(), now)])
             self.error = None
             if chunk.rotation:
                 level = logging.WARNING if chunk.rotation == "lost" else logging.INFO
@@ -267,9 +291,10 @@ class TrafficFollower:
                 self._observe(outcome, now)
             self._expire(now)
             self.position = chunk.position
-            findings, self.alerting = provider_findings(
-                self.config, self.families, self.window_counts(now), self.blocks, self.alerting, self._window_text()
-            )
+            with use_language(self._language()):  # the findings are worded as the alert rooms read them
+                findings, self.alerting = provider_findings(
+                    self.config, self.families, self.window_counts(now), self.blocks, self.alerting, self._window_text()
+                )
             await asyncio.to_thread(self._save)
             reports = [Report(Target(TargetKind.DOMAIN, f.subject), (f,)) for f in findings]
         if chunk.more:
@@ -281,8 +306,11 @@ class TrafficFollower:
             self.monitor.process(reports)
         return reports
 
+    def _language(self) -> str:
+        return self.monitor.language() if self.monitor is not None else SOURCE_LANGUAGE
+
     def _unknown(self, reason: str, now: datetime) -> Report:
-        summary = f"cannot read the MTA log: {reason}"
+        summary = _("cannot read the MTA log: {reason}").format(reason=reason)
         finding = Finding("traffic", "mta-log", Status.UNKNOWN, summary, {}, code="traffic-log", observed_at=now)
         return Report(Target(TargetKind.DOMAIN, "mta-log"), (finding,))
 
@@ -308,7 +336,7 @@ class TrafficFollower:
         if block is None:
             block = self.blocks[outcome.provider] = {
                 "first": moment.isoformat(), "count": 0, "codes": [], "line": _quote(outcome.line),
-                "explanation": outcome.explanation.line(),
+                "explanation": outcome.explanation.line(), "entry": outcome.explanation.entry_id,
             }  # fmt: skip
         block["count"] += 1
         block["last"] = moment.isoformat()
@@ -407,17 +435,23 @@ def digest_lines(config: Config, now: datetime) -> list[str]:
     day = (now.date() - timedelta(days=1)).isoformat()
     rows = [s for s in tally.summaries(since=day, until=day) if s.attempts]
     if not rows:
-        return [f"outbound mail on {day}: none in the log"]
-    lines = [f"outbound mail on {day}:"]
+        return [_("outbound mail on {day}: none in the log").format(day=day)]
+    lines = [_("outbound mail on {day}:").format(day=day)]
     for summary in rows[:8]:
         if summary.provider == SMARTHOST:
-            lines.append(f"  smarthost: {summary.sent} sent ({_(SMARTHOST_NOTE)})")
+            sent = _("smarthost: {sent} sent ({note})").format(sent=number(summary.sent), note=_(SMARTHOST_NOTE))
+            lines.append(f"  {sent}")
             continue
-        top = f" (top reply {summary.replies[0].code} ×{summary.replies[0].count})" if summary.replies else ""
-        lines.append(
-            f"  {summary.name}: {summary.sent} sent, {summary.deferred} deferred, "
-            f"{summary.bounced + summary.expired} bounced{top}"
+        top = summary.replies[0] if summary.replies else None
+        said = _("{name}: {sent} sent, {deferred} deferred, {bounced} bounced").format(
+            name=summary.name,
+            sent=number(summary.sent),
+            deferred=number(summary.deferred),
+            bounced=number(summary.bounced + summary.expired),
         )
+        if top is not None:
+            said += _(" (top reply {code} ×{count})").format(code=top.code, count=number(top.count))
+        lines.append(f"  {said}")
     return lines
 
 

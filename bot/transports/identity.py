@@ -26,6 +26,7 @@ from typing import Any
 
 from bot.config.matrix import MatrixConfig
 from bot.config.reader import Secret, SecretError
+from bot.i18n import _
 from bot.transports.crosssign import (
     CrossSigningKeys,
     KeyFile,
@@ -255,20 +256,23 @@ class IdentityKeeper:
 def identity_report(matrix: MatrixConfig | None, state_dir: str, source: str = "") -> tuple[int, str]:
     """`repbot identity`: 0 when the homeserver serves the master key kept in the store, else 1 (3: unasked)."""
     if matrix is None:
-        return 1, f"no [matrix] section in {source or 'the configuration'}"
+        return 1, _("no [matrix] section in {source}").format(source=source or _("the configuration"))
     store = store_path(matrix, state_dir)
     keys = KeyFile(store, matrix.user_id)
     if not keys.exists():
-        return 1, f"{matrix.user_id} has no cross-signing identity in {keys.path} yet: start the bot once"
+        text = _("{user} has no cross-signing identity in {path} yet: start the bot once")
+        return 1, text.format(user=matrix.user_id, path=keys.path)
     try:
         public = keys.public()
     except KeyFileError as error:
         return 1, str(error)
     code, served = _compare_served(matrix, store, public.master)
+    master, self_signing = _("master key:"), _("self-signing key:")
+    width = max(len(master), len(self_signing)) + 1
     return code, (
-        f"{matrix.user_id} cross-signing identity ({keys.path})\n"
-        f"master key:       {fingerprint(public.master)}\n"
-        f"self-signing key: {fingerprint(public.self_signing)}\n"
+        _("{user} cross-signing identity ({path})").format(user=matrix.user_id, path=keys.path) + "\n"
+        f"{master:<{width}}{fingerprint(public.master)}\n"
+        f"{self_signing:<{width}}{fingerprint(public.self_signing)}\n"
         f"{served}"
     )
 
@@ -282,9 +286,9 @@ def _compare_served(matrix: MatrixConfig, store: Path, master: str) -> tuple[int
         saved = session.load()
         token = saved["access_token"] if saved else matrix.access_token.get() if matrix.access_token else None
     except (MatrixStartError, SecretError) as error:
-        return 3, f"the homeserver was not asked: {error}"
+        return 3, _("the homeserver was not asked: {error}").format(error=error)
     if token is None:
-        return 3, "the homeserver was not asked: no saved login and no access_token"
+        return 3, _("the homeserver was not asked: no saved login and no access_token")
     try:
         response = httpx.post(
             f"{matrix.homeserver.rstrip('/')}{API}/keys/query",
@@ -294,16 +298,19 @@ def _compare_served(matrix: MatrixConfig, store: Path, master: str) -> tuple[int
         )
         data = response.json() if response.status_code == 200 else {}
     except (httpx.HTTPError, ValueError) as error:
-        return 3, f"the homeserver could not be asked ({type(error).__name__}); compare again when it answers"
-    served, _ = published_keys(data if isinstance(data, dict) else {}, matrix.user_id)
+        text = _("the homeserver could not be asked ({error}); compare again when it answers")
+        return 3, text.format(error=type(error).__name__)
+    served, _self_signing = published_keys(data if isinstance(data, dict) else {}, matrix.user_id)
     if served == master:
-        return 0, f"the homeserver {matrix.homeserver} serves this master key"
+        return 0, _("the homeserver {homeserver} serves this master key").format(homeserver=matrix.homeserver)
     if served is None:
-        return 1, f"the homeserver {matrix.homeserver} serves no master key for the bot: restart the bot to publish it"
-    return 1, (
-        f"the homeserver {matrix.homeserver} serves ANOTHER master key ({fingerprint(served)}): someone replaced "
-        "the bot's identity; restart the bot (with its password) to restore this one"
+        text = _("the homeserver {homeserver} serves no master key for the bot: restart the bot to publish it")
+        return 1, text.format(homeserver=matrix.homeserver)
+    text = _(
+        "the homeserver {homeserver} serves ANOTHER master key ({fingerprint}): someone replaced the bot's identity;"
+        " restart the bot (with its password) to restore this one"
     )
+    return 1, text.format(homeserver=matrix.homeserver, fingerprint=fingerprint(served))
 
 
 def nio_request(client: Any) -> Request:

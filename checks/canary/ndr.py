@@ -10,19 +10,20 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from checks.errors import CatalogError
-from checks.i18n import _
+from checks.i18n import N_, _
 
 __all__ = [
     "Contact",
     "Entry",
     "Explanation",
     "ReplyCodes",
+    "entry_said",
     "explain",
     "load_contacts",
     "load_table",
@@ -91,6 +92,10 @@ class Entry:
     def family(self) -> str:
         return _FAMILY[self.provider]
 
+    def said(self) -> str:
+        """The row's meaning, action and contact in the active language (what `Explanation.said()` says)."""
+        return _sentence(self.meaning, self.action, self.contact.name, self.contact.url, _)
+
     def matches_text(self, lowered_reply: str) -> bool:
         """True when the entry asks for no text, or the (lower-cased) reply contains one of its texts."""
         return not self.text or any(item.lower() in lowered_reply for item in self.text)
@@ -133,14 +138,16 @@ class Explanation:
 
     def line(self) -> str:
         """One human sentence: meaning, action, and where to go."""
-        where = f" Where: {self.contact_name}" + (f" <{self.contact_url}>" if self.contact_url else "") + "."
-        return f"{self.meaning} {self.action}{where}"
+        return _sentence(self.meaning, self.action, self.contact_name, self.contact_url, str)
 
     def said(self) -> str:
         """`line()` in the active language, for a finding's advice (evidence keeps `line()`'s English)."""
-        url = f" <{self.contact_url}>" if self.contact_url else ""
-        where = _("Where: {contact}{url}.").format(contact=_(self.contact_name), url=url)
-        return f"{_(self.meaning)} {_(self.action)} {where}"
+        return _sentence(self.meaning, self.action, self.contact_name, self.contact_url, _)
+
+
+def _sentence(meaning: str, action: str, contact: str, url: str, say: Callable[[str], str]) -> str:
+    where = say(N_("Where: {contact}{url}.")).format(contact=say(contact), url=f" <{url}>" if url else "")
+    return f"{say(meaning)} {say(action)} {where}"
 
 
 def _code_key(code: str) -> tuple[int, int, int]:
@@ -317,6 +324,18 @@ def _shipped() -> dict[str, Any]:
 def load_table() -> tuple[Entry, ...]:
     """The shipped table (checks/ndr.toml), parsed once."""
     return parse_table(_shipped())
+
+
+@functools.cache
+def _entries_by_id() -> dict[str, Entry]:
+    return {entry.id: entry for entry in load_table()}
+
+
+def entry_said(entry_id: str, stored: str) -> str:
+    """The explanation of the shipped row `entry_id` (what a stored tally or block keeps) in the active language;
+    `stored`, the English kept beside it, when the row is gone or none was kept."""
+    entry = _entries_by_id().get(entry_id) if entry_id else None
+    return entry.said() if entry is not None else stored
 
 
 @functools.cache

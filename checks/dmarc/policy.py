@@ -112,8 +112,14 @@ MESSAGES: Messages = {
 }
 
 
-def _emit(code: str, subject: str, evidence: Mapping[str, Any], status: Status | None = None) -> Finding:
-    return emit(CHECK, MESSAGES, code, subject, evidence, status)
+def _emit(
+    code: str,
+    subject: str,
+    evidence: Mapping[str, Any],
+    status: Status | None = None,
+    said: Mapping[str, str] | None = None,
+) -> Finding:
+    return emit(CHECK, MESSAGES, code, subject, evidence, status, said)
 
 
 async def _txt(ctx: CheckContext, name: str) -> DnsAnswer:
@@ -155,7 +161,7 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
             "outcome": failed.describe(),
             "walk": walk_names(domain),
         }
-        return [*findings, _emit("dns-failed", domain, evidence)]
+        return [*findings, _emit("dns-failed", domain, evidence, said={"outcome": failed.said()})]
     if walk.record is None or walk.policy_domain is None:
         suggested = f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{org7489}"
         walked = ", ".join(f"_dmarc.{name}" for name in walk_names(domain))
@@ -217,7 +223,7 @@ async def _report_findings(ctx: CheckContext, domain: str, where: str, record: D
         evidence: dict[str, Any] = {"domain": where, "dest": dest, "auth_name": name, "outcome": answer.describe()}
         evidence |= {"records": answer.texts(), "record": record.raw}
         if answer.failed:
-            out.append(_emit("report-auth-unknown", domain, evidence))
+            out.append(_emit("report-auth-unknown", domain, evidence, said={"outcome": answer.said()}))
         elif not any(is_dmarc(text) for text in answer.texts()):
             out.append(_emit("report-unauthorised", domain, evidence))
     return out

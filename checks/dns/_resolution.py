@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from checks.dns.types import DnsAnswer, Nameserver, Outcome, Try
+from checks.i18n import N_
 
 ROUNDS = 2
 
@@ -104,6 +105,6 @@ class _Resolution:
             return replace(self.last, trace=trace)
         if trace:  # only truncated answers, then the run's deadline
             server = trace[-1].server
-            detail = "truncated over UDP; TCP not tried before the run's deadline"
+            detail = N_("truncated over UDP; TCP not tried before the run's deadline")
             return DnsAnswer(self.name, self.rdtype, Outcome.ERROR, server=server, detail=detail, trace=trace)
-        return DnsAnswer(self.name, self.rdtype, Outcome.NOT_SENT, detail="the run's deadline passed")
+        return DnsAnswer(self.name, self.rdtype, Outcome.NOT_SENT, detail=N_("the run's deadline passed"))

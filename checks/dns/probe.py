@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from checks.dns.resolver import DnsAnswer, Outcome, Resolver
+from checks.i18n import N_, _
 
 __all__ = ["LIE_NXDOMAIN", "LIE_REWRITES", "ResolverHealth", "probe_resolver", "resolver_name"]
 
-LIE_NXDOMAIN = "answers NXDOMAIN for names that exist"
-LIE_REWRITES = "answers with an address for names that cannot exist (NXDOMAIN rewriting)"
+LIE_NXDOMAIN = N_("answers NXDOMAIN for names that exist")
+LIE_REWRITES = N_("answers with an address for names that cannot exist (NXDOMAIN rewriting)")
 # The root zone always has a SOA; a name under .invalid (RFC 6761) or a random one under .com never exists.
 _MUST_EXIST = ((".", "SOA"),)
 
@@ -43,8 +44,12 @@ class ResolverHealth:
         return not self.lies
 
     def problem(self) -> str:
-        """'the resolver at 127.0.0.53 answers NXDOMAIN for names that exist' (empty when honest)."""
-        return f"the resolver at {self.resolver} {' and '.join(self.lies)}" if self.lies else ""
+        """'the resolver at 127.0.0.53 answers NXDOMAIN for names that exist' (empty when honest), in the active
+        language (`lies` keeps the English, as the evidence has it)."""
+        if not self.lies:
+            return ""
+        lies = _(" and ").join(_(lie) for lie in self.lies)
+        return _("the resolver at {resolver} {lies}").format(resolver=self.resolver, lies=lies)
 
 
 def resolver_name(resolver: Resolver) -> str:

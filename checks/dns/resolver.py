@@ -26,6 +26,7 @@ from checks.dns._transport import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
 from checks.dns._transport import _Limiter, _tcp_exchange, _UdpClient
 from checks.dns._wire import _interpret, _parse_query, _prepare, _Prepared
 from checks.dns.types import DnsAnswer, Nameserver, Outcome, Try, _system_nameservers, parse_nameserver
+from checks.i18n import N_
 
 __all__ = [
     "DnsAnswer",
@@ -193,7 +194,7 @@ class _Query:
             return
         elif (wire := task.result())[2] & 0x02 and not int.from_bytes(wire[6:8], "big"):
             # TC again over TCP, and nothing in it: read as NODATA it would say "no such record", a lie.
-            answer = self._failure(Outcome.ERROR, "truncated even over TCP, with no answer")
+            answer = self._failure(Outcome.ERROR, N_("truncated even over TCP, with no answer"))
         else:
             key, server = self.key, self.step.address
             try:
@@ -301,7 +302,8 @@ class Resolver:
         future: asyncio.Future[DnsAnswer] = loop.create_future()
         self._inflight[key] = future
         if not self.nameservers:
-            self._finish(key, future, DnsAnswer(text_name, rdtype, Outcome.ERROR, detail="no nameserver configured"))
+            unasked = DnsAnswer(text_name, rdtype, Outcome.ERROR, detail=N_("no nameserver configured"))
+            self._finish(key, future, unasked)
             return future
         state = self._state(loop)
         query = _Query(self, state, key, future, _prepare(wire_name, type_code), rdtype.upper(), _RUN_DEADLINE.get())

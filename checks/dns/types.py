@@ -150,8 +150,8 @@ class DnsAnswer:
 
     def _phrase(self, say: Callable[[str], str]) -> str:
         words = say(_OUTCOME_WORDS[self.outcome]).format(rdtype=self.rdtype)
-        if self.detail:
-            words = f"{words}: {self.detail}"
+        if self.detail:  # the resolver's own details are in the catalog; a system's error text passes unchanged
+            words = f"{words}: {say(self.detail)}"
         if not (self.server and self.failed):
             return words
         return say(N_("{words} from {server}")).format(words=words, server=self.server)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from checks.context import CheckContext
 from checks.dns.resolver import DnsAnswer, Outcome
 from checks.dnsbl.catalog import Zone
-from checks.i18n import _
+from checks.i18n import N_, _
 
 HEALTH_TTL = timedelta(hours=1)
 UNREACHABLE_RETRY = timedelta(minutes=5)
@@ -39,14 +39,37 @@ class Health:
 
 @dataclass(frozen=True)
 class ZoneHealth:
-    """The live health of one zone, as `repbot lists` shows it."""
+    """The live health of one zone, as `repbot lists` shows it.
+
+    The reason is kept as its English sentence and fields, and worded when it is read: a probe is cached for an
+    hour and shared by rooms that speak different languages. `detail` is the English (evidence, JSON), `said()`
+    the active language's.
+    """
 
     zone: str
     kind: str
     health: str
-    detail: str
+    reason: str
     checked_at: datetime
     evidence: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    fields: Mapping[str, str | DnsAnswer] = field(default_factory=dict, compare=False)
+
+    @property
+    def detail(self) -> str:
+        return self._words(str)
+
+    def said(self) -> str:
+        return self._words(_)
+
+    def _words(self, say: Callable[[str], str]) -> str:
+        if not self.fields:  # a zones.toml refusal sentence is said as it is: no placeholders to fill
+            return say(self.reason)
+        english = say is str
+        values = {
+            name: (value.describe() if english else value.said()) if isinstance(value, DnsAnswer) else value
+            for name, value in self.fields.items()
+        }
+        return say(self.reason).format(**values)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,7 +92,8 @@ async def _query(ctx: CheckContext, name: str, rdtype: str, urgent: bool = False
             started = ctx.resolver.submit(name, rdtype, urgent=urgent)
             return started if isinstance(started, DnsAnswer) else await started
     except TimeoutError:
-        return DnsAnswer(name.rstrip("."), rdtype, Outcome.TIMEOUT, detail=f"no answer within {ctx.timeout:g} s")
+        # A fixed detail, so that `said()` finds it in the catalog (the timeout itself is the operator's setting).
+        return DnsAnswer(name.rstrip("."), rdtype, Outcome.TIMEOUT, detail=N_("no answer within the check's timeout"))
 
 
 def _addresses(answer: DnsAnswer) -> list[int]:
@@ -168,47 +192,53 @@ def _nibbles(address: str) -> str:
 async def _probe(zone: Zone, ctx: CheckContext) -> ZoneHealth:
     now = ctx.clock()
     if not zone.usable:
-        detail = "served only through Spamhaus DQS: set dnsbl.dqs_key to use it"
-        return ZoneHealth(zone.name, zone.kind, Health.NEEDS_KEY, detail, now)
+        reason = N_("served only through Spamhaus DQS: set dnsbl.dqs_key to use it")
+        return ZoneHealth(zone.name, zone.kind, Health.NEEDS_KEY, reason, now)
     listed, unlisted = probe_names(zone)
     points = [unlisted] if listed is None else [unlisted, listed]
     # Urgent: every check of this zone waits for these answers, so they go ahead of queued look-ups.
     answers = await asyncio.gather(*(_query(ctx, f"{point}.{zone.query_zone}.", "A", urgent=True) for point in points))
-    health, detail = _judge(zone, answers[0], answers[1] if listed is not None else None)
+    health, reason, fields = _judge(zone, answers[0], answers[1] if listed is not None else None)
     evidence = {f"{point}.{zone.shown_zone}": _probe_evidence(a) for point, a in zip(points, answers, strict=True)}
-    return ZoneHealth(zone.name, zone.kind, health, detail, now, evidence)
+    return ZoneHealth(zone.name, zone.kind, health, reason, now, evidence, fields)
 
 
 def _probe_evidence(answer: DnsAnswer) -> dict[str, Any]:
     return {"outcome": answer.outcome, "answers": list(answer.records)}
 
 
-def _judge(zone: Zone, unlisted: DnsAnswer, listed: DnsAnswer | None) -> tuple[str, str]:
-    """The health and its reason from the two test-point answers (pure: no I/O)."""
+_Judged = tuple[str, str, dict[str, str | DnsAnswer]]
+_AS_ANSWERED = "{outcome}"  # an unreachable zone's reason is its failed answer's own phrase
+
+
+def _judge(zone: Zone, unlisted: DnsAnswer, listed: DnsAnswer | None) -> _Judged:
+    """The health, its reason (English) and the reason's fields, from the two test-point answers (pure: no I/O)."""
     for answer, must_list in ((unlisted, False), (listed, True)):
         if answer is None or not answer.ok:
             continue
         addresses = _addresses(answer)
         if any(not _LOOPBACK_FIRST <= address <= _LOOPBACK_LAST for address in addresses):
-            return Health.BROKEN, _("it answers outside 127.0.0.0/8 ({answers})").format(
-                answers=", ".join(answer.records)
+            return (
+                Health.BROKEN,
+                N_("it answers outside 127.0.0.0/8 ({answers})"),
+                {"answers": ", ".join(answer.records)},
             )
         refusal = _refusal(zone, addresses)
         if refusal is not None:
-            return Health.REFUSED, refusal
+            return Health.REFUSED, refusal, {}
         if not must_list:
-            point = probe_names(zone)[1]
-            return Health.BROKEN, _(
-                "it lists {point}, a test point that must never be listed (it lists everything)"
-            ).format(point=point)
+            reason = N_("it lists {point}, a test point that must never be listed (it lists everything)")
+            return Health.BROKEN, reason, {"point": probe_names(zone)[1]}
     failed = [answer for answer in (unlisted, listed) if answer is not None and answer.failed]
     if failed:
-        return Health.UNREACHABLE, failed[0].describe()
+        return Health.UNREACHABLE, _AS_ANSWERED, {"outcome": failed[0]}
     if listed is None:
-        return Health.UNVERIFIED, _("reachable; publishes no test points, so its listings cannot be verified")
+        return Health.UNVERIFIED, N_("reachable; publishes no test points, so its listings cannot be verified"), {}
     if not listed.ok:
         point = str(probe_names(zone)[0])
-        return Health.BROKEN, _("it does not list its test point {point} ({outcome})").format(
-            point=point, outcome=listed.describe()
+        return (
+            Health.BROKEN,
+            N_("it does not list its test point {point} ({outcome})"),
+            {"point": point, "outcome": listed},
         )
-    return Health.HEALTHY, _("lists its test point and not the one it must not list")
+    return Health.HEALTHY, N_("lists its test point and not the one it must not list"), {}

@@ -33,7 +33,7 @@ from checks.dnsbl._health import (
     probe_names,
 )
 from checks.dnsbl.catalog import Catalog, Zone, load_catalog
-from checks.i18n import _
+from checks.i18n import N_, _
 from checks.model import Finding, Status, Target, TargetKind
 
 __all__ = ["CHECK_ID", "Catalog", "Health", "Zone", "ZoneHealth", "check_domain", "check_ip", "load_catalog",
@@ -180,7 +180,7 @@ async def _check_zone(zone: Zone, prefix: str, ctx: CheckContext) -> Finding:
 def _verdict(zone: Zone, shown: str, health: ZoneHealth, answer: DnsAnswer, now: datetime) -> Finding | list[int]:
     """The finding for one zone's answer, or the listed addresses when it is a listing (its TXT may follow)."""
     if health.health == Health.BROKEN:
-        return _broken(zone, shown, answer, health.detail, now)
+        return _broken(zone, shown, answer, health.detail, now, health.said())
     if answer.failed:
         return _failed(zone, shown, answer, now)
     if not answer.ok:
@@ -189,7 +189,7 @@ def _verdict(zone: Zone, shown: str, health: ZoneHealth, answer: DnsAnswer, now:
         return _not_listed(zone, shown, answer, now)
     addresses = _addresses(answer)
     if any(not _LOOPBACK_FIRST <= address <= _LOOPBACK_LAST for address in addresses):
-        return _broken(zone, shown, answer, "it answered outside 127.0.0.0/8", now)
+        return _broken(zone, shown, answer, N_("it answered outside 127.0.0.0/8"), now)
     refusal = _refusal(zone, addresses) or (health.detail if health.health == Health.REFUSED else None)
     if refusal is not None:
         return _refused(zone, shown, answer, refusal, now)
@@ -272,7 +272,7 @@ def _failed(zone: Zone, shown: str, answer: DnsAnswer, now: datetime) -> Finding
 
 
 def _refused(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetime) -> Finding:
-    reason = _(reason)  # zones.toml's refusal sentence (zone health's is already worded)
+    reason = _(reason)  # zones.toml's refusal sentence, which zone health keeps in English too
     fixes = [_("use a local recursive resolver (for example unbound) that asks the list directly, not a public "
                "or provider forwarder")]  # fmt: skip
     if zone.dqs:
@@ -285,8 +285,10 @@ def _refused(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: dateti
     return _finding(zone, Status.UNKNOWN, "refused", summary, _evidence(zone, shown, answer), advice, now)
 
 
-def _broken(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetime) -> Finding:
-    summary = _("{zone} looks broken ({reason}); its answer means nothing").format(zone=zone.title, reason=reason)
+def _broken(zone: Zone, shown: str, answer: DnsAnswer, reason: str, now: datetime, said: str | None = None) -> Finding:
+    """`reason` in English, for the evidence; `said` in the active language (`_(reason)` when not given)."""
+    shown_reason = _(reason) if said is None else said
+    summary = _("{zone} looks broken ({reason}); its answer means nothing").format(zone=zone.title, reason=shown_reason)
     advice = _("The zone is ignored until its test points pass again; consider disabling it if this lasts.")
     return _finding(zone, Status.UNKNOWN, "broken-zone", summary,
                     _evidence(zone, shown, answer, reason=reason), advice, now)  # fmt: skip

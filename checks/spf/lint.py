@@ -49,6 +49,8 @@ class SpfNode:
     record: str = ""
     status: str = "ok"  # ok | none | multiple | syntax | dns-failed | invalid-domain | loop | truncated
     detail: str = ""
+    # `detail` in the active language where it quotes a DNS outcome (`detail` stays the English, as JSON has it).
+    said: str = field(default="", repr=False)
     parsed: SpfRecord | None = field(default=None, repr=False)
     lookups: int = 0
     void_names: list[str] = field(default_factory=list)
@@ -109,6 +111,7 @@ async def _node(walk: _Walk, domain: str, via: str, chain: tuple[str, ...]) -> S
     answer = await walk.resolver.query(domain + ".", "TXT")
     if answer.failed:
         node.status, node.detail = "dns-failed", f"TXT {domain}: {answer.describe()}"
+        node.said = f"TXT {domain}: {answer.said()}"
         return node
     records = [text for text in answer.texts() if is_spf_record(text)]
     if not records:
@@ -267,7 +270,7 @@ def _root_findings(tree: SpfNode, ctx: CheckContext, evidence: dict[str, Any]) -
                 domain,
                 Status.UNKNOWN,
                 "dns-failed",
-                _("could not fetch the SPF record: {detail}").format(detail=tree.detail),
+                _("could not fetch the SPF record: {detail}").format(detail=tree.said or tree.detail),
             )
         ]
     if tree.status == "invalid-domain":
@@ -350,7 +353,7 @@ def _node_findings(node: SpfNode, tree: SpfNode, ctx: CheckContext) -> list[Find
                 subject,
                 status,
                 code,
-                _("{detail}{where}").format(detail=node.detail, where=where),
+                _("{detail}{where}").format(detail=node.said or node.detail, where=where),
                 advice,
                 record=node.record,
             )

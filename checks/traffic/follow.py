@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from checks.errors import LookupFailed
+from checks.i18n import N_, _
 
 __all__ = ["Chunk", "LogGone", "Position", "iter_lines", "read_journal", "read_new", "rotated_siblings"]
 
@@ -31,7 +32,18 @@ CURSOR_MARK = b"-- cursor: "
 
 
 class LogGone(LookupFailed):
-    """Raised when the log cannot be read at all (missing path, permission denied, the command failed)."""
+    """Raised when the log cannot be read at all (missing path, permission denied, the command failed).
+
+    `str()` is English (logs, evidence); `said()` words it in the active language when it is said, which for the
+    follower is later than it is raised (the poll runs in no language; `!traffic` in its room's).
+    """
+
+    def __init__(self, template: str, **fields: object) -> None:
+        self.template, self.fields = template, fields
+        super().__init__(template.format(**fields))
+
+    def said(self) -> str:
+        return _(self.template).format(**self.fields)
 
 
 @dataclass(frozen=True)
@@ -142,9 +154,9 @@ def read_new(path: Path, position: Position | None, *, from_end: bool = False, l
     except FileNotFoundError:
         # Between logrotate's rename and the MTA's reopen the file may be missing for a moment: the caller's
         # `unknown` is tolerated for that long; a wrong path stays unknown and is reported.
-        raise LogGone(f"no MTA log at {path}") from None
+        raise LogGone(N_("no MTA log at {path}"), path=path) from None
     except OSError as error:
-        raise LogGone(f"cannot read {path}: {error.strerror or error}") from None
+        raise LogGone(N_("cannot read {path}: {reason}"), path=path, reason=error.strerror or error) from None
     with handle:
         stat = os.fstat(handle.fileno())
         head = _head_of(handle)
@@ -173,7 +185,8 @@ def iter_lines(path: Path) -> Iterator[bytes]:
             for raw in handle:
                 yield raw.rstrip(b"\n")
     except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise LogGone(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+        reason = getattr(error, "strerror", None) or error
+        raise LogGone(N_("cannot read {path}: {reason}"), path=path, reason=reason) from None
 
 
 async def read_journal(
@@ -188,16 +201,23 @@ async def read_journal(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL
         )
     except OSError as error:
-        raise LogGone(f"cannot run the journal command {command[0]!r}: {error.strerror or error}") from None
+        why = error.strerror or error
+        raise LogGone(
+            N_("cannot run the journal command {command!r}: {reason}"), command=command[0], reason=why
+        ) from None
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
         process.kill()
         await process.wait()
-        raise LogGone(f"the journal command {command[0]!r} took longer than {timeout:.0f} s") from None
+        seconds = f"{timeout:.0f}"
+        raise LogGone(N_("the journal command {command!r} took longer than {limit} s"), command=command[0],
+                      limit=seconds) from None  # fmt: skip
     if process.returncode != 0:
         reason = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {process.returncode}"]
-        raise LogGone(f"the journal command {command[0]!r} failed: {reason[0][:200]}")
+        raise LogGone(
+            N_("the journal command {command!r} failed: {reason}"), command=command[0], reason=reason[0][:200]
+        )
     lines = out[:limit].split(b"\n")
     if lines and not lines[-1]:
         lines.pop()

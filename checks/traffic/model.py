@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from checks.canary.ndr import Explanation
+from checks.canary.ndr import Explanation, entry_said
 from checks.traffic.lines import Delivery, redact
 
 __all__ = ["Outcome", "ProviderSummary", "Reply", "reply_code"]
@@ -38,13 +38,22 @@ class Outcome(NamedTuple):
 
 @dataclass(frozen=True)
 class Reply:
-    """One kind of reply from one provider: its code, how often, what it means, one redacted line."""
+    """One kind of reply from one provider: its code, how often, what it means, one redacted line.
+
+    `explanation` is the English sentence (JSON and the stored tally keep it); `entry` the ndr.toml row it came
+    from, so that `said()` can word it in the reader's language whenever it is read.
+    """
 
     code: str
     count: int
     explanation: str
     line: str
     block: bool = False
+    entry: str = ""
+
+    def said(self) -> str:
+        """The explanation in the active language; the stored English when the row is no longer shipped."""
+        return entry_said(self.entry, self.explanation)
 
     def to_json(self) -> dict[str, Any]:
         return {"code": self.code, "count": self.count, "explanation": self.explanation}

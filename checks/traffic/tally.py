@@ -31,13 +31,14 @@ MAX_LINE = 4096
 
 
 class _ReplyStat:
-    __slots__ = ("block", "count", "explanation", "line")
+    __slots__ = ("block", "count", "entry", "explanation", "line")
 
-    def __init__(self, explanation: str, line: str, block: bool) -> None:
+    def __init__(self, explanation: str, line: str, block: bool, entry: str = "") -> None:
         self.count = 0
         self.explanation = explanation
         self.line = line
         self.block = block
+        self.entry = entry  # the ndr.toml row's id, so the explanation can be worded in any language later
 
 
 class Tally:
@@ -213,9 +214,9 @@ class Tally:
         if status != "sent":
             stat = self.replies.get((provider, code))
             if stat is None:
-                meaning = explanation.line() if explanation is not None else ""
+                meaning, entry = (explanation.line(), explanation.entry_id) if explanation is not None else ("", "")
                 block = explanation is not None and explanation.block
-                stat = self.replies[(provider, code)] = _ReplyStat(meaning, redact(raw), block)
+                stat = self.replies[(provider, code)] = _ReplyStat(meaning, redact(raw), block, entry)
             stat.count += 1
             if day:
                 self.reply_days[(day, provider, code)] += 1
@@ -269,7 +270,7 @@ class Tally:
         stat = self.replies.get((provider, code))
         if stat is None:
             return Reply(code, count, "", "")
-        return Reply(code, count, stat.explanation, stat.line, stat.block)
+        return Reply(code, count, stat.explanation, stat.line, stat.block, stat.entry)
 
     def _counts(self, since: str | None, until: str | None) -> tuple[dict[str, Counter[str]], Counter[tuple[str, str]]]:
         if since is None and until is None:
@@ -294,7 +295,13 @@ class Tally:
             "domains": {key: dict(counts) for key, counts in self.domains.items()},
             "days": {f"{day}|{provider}": dict(counts) for (day, provider), counts in self.days.items()},
             "replies": {
-                f"{provider}|{code}": {"count": s.count, "explanation": s.explanation, "line": s.line, "block": s.block}
+                f"{provider}|{code}": {
+                    "count": s.count,
+                    "explanation": s.explanation,
+                    "line": s.line,
+                    "block": s.block,
+                    "entry": s.entry,
+                }
                 for (provider, code), s in self.replies.items()
             },
             "reply_days": {"|".join(key): count for key, count in self.reply_days.items()},
@@ -314,7 +321,12 @@ class Tally:
         self.replies = {}
         for key, value in dict(data.get("replies", {})).items():
             provider, _, code = str(key).partition("|")
-            stat = _ReplyStat(str(value.get("explanation", "")), str(value.get("line", "")), bool(value.get("block")))
+            stat = _ReplyStat(
+                str(value.get("explanation", "")),
+                str(value.get("line", "")),
+                bool(value.get("block")),
+                str(value.get("entry", "")),
+            )
             stat.count = int(value.get("count", 0))
             self.replies[(provider, code)] = stat
         self.reply_days = Counter()
