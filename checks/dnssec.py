@@ -11,13 +11,13 @@ import asyncio
 from typing import Any
 
 from checks.context import CheckContext
-from checks.i18n import _
+from checks.i18n import N_, _
 from checks.model import Finding, Status, Target
 
 __all__ = ["check"]
 
 DNSSEC = "dnssec"
-DANE_NEEDS_IT = "DANE (TLSA for your MX) and strict senders need it."
+DANE_NEEDS_IT = N_("DANE (TLSA for your MX) and strict senders need it.")
 
 
 async def check(target: Target, ctx: CheckContext) -> list[Finding]:
@@ -42,24 +42,26 @@ async def _judge(domain: str, ctx: CheckContext) -> Finding:
 
     authenticated = any(a.authenticated for a in (soa, dnskey) if not a.failed)
     if authenticated:
-        where = "a DS at the parent" if ds.ok else "a signed parent zone"
+        where = _("a DS at the parent") if ds.ok else _("a signed parent zone")
         return make(
             Status.OK, "validated", _("signed and validated: answers carry the AD bit ({where})").format(where=where)
         )
     if ds.ok:
         if soa.outcome == "servfail" or dnskey.outcome == "servfail":
-            summary = "a DS exists at the parent but the zone's answers fail (SERVFAIL): the signatures may be bogus"
-            advice = "Check the zone's signatures and that the DS matches a published DNSKEY (e.g. with dnsviz.net)."
+            summary = _("a DS exists at the parent but the zone's answers fail (SERVFAIL): the signatures may be bogus")
+            advice = _("Check the zone's signatures and that the DS matches a published DNSKEY (e.g. with dnsviz.net).")
             return make(Status.UNKNOWN, "servfail-signed", summary, advice)
-        summary = "a DS exists at the parent, so the zone is signed, but the resolver does not validate (no AD bit)"
-        advice = "Point repbot at a validating resolver (unbound, or a public one) so DNSSEC and DANE can be judged."
+        summary = _("a DS exists at the parent, so the zone is signed, but the resolver does not validate (no AD bit)")
+        advice = _("Point repbot at a validating resolver (unbound, or a public one) so DNSSEC and DANE can be judged.")
         return make(Status.UNKNOWN, "resolver-not-validating", summary, advice)
     if ds.failed and (soa.failed or dnskey.failed):
         return make(Status.UNKNOWN, "lookup-failed", _("could not look up the DS record: {ds}").format(ds=ds.said()))
     if dnskey.ok:
-        summary = "DNSKEY published but no DS at the parent: the signatures are not trusted by anyone"
-        advice = f"Publish the DS record for {domain} at your registrar. {DANE_NEEDS_IT}"
+        summary = _("DNSKEY published but no DS at the parent: the signatures are not trusted by anyone")
+        advice = (
+            _("Publish the DS record for {domain} at your registrar.").format(domain=domain) + " " + _(DANE_NEEDS_IT)
+        )
         return make(Status.WARN, "no-ds", summary, advice)
-    summary = "not signed with DNSSEC (no DS at the parent, answers not authenticated)"
-    advice = f"Sign the zone (most DNS hosts offer it) and publish the DS at your registrar. {DANE_NEEDS_IT}"
+    summary = _("not signed with DNSSEC (no DS at the parent, answers not authenticated)")
+    advice = _("Sign the zone (most DNS hosts offer it) and publish the DS at your registrar.") + " " + _(DANE_NEEDS_IT)
     return make(Status.WARN, "unsigned", summary, advice)

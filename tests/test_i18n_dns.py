@@ -19,6 +19,7 @@ from checks.model import Finding, parse_target
 from checks.spf import lint as spf
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.https import HttpsServer
+from tests.helpers import english_words
 from tests.test_dnsbl import publish_test_points
 
 DOMAIN = "example.test"
@@ -142,3 +143,24 @@ async def test_a_broken_zone_is_said_in_spanish_and_its_evidence_stays_english(d
         [finding] = await check_ip(parse_target(IP), ctx)
     assert "lista 1.0.0.127, una dirección de prueba que nunca debe aparecer (lo lista todo)" in finding.summary
     assert finding.evidence["reason"].startswith("it lists 1.0.0.127, a test point that must never be listed")
+
+
+async def test_dnssec_and_dmarc_alignment_findings_are_said_in_spanish(
+    dns_server: DnsServer, ctx: CheckContext
+) -> None:
+    from checks import dnssec
+
+    dns_server.add(DOMAIN, "SOA", "ns.example.test. hostmaster.example.test. 1 3600 600 86400 60")
+    dns_server.add(DOMAIN, "TXT", '"v=spf1 -all"')
+    dns_server.add(f"_dmarc.{DOMAIN}", "TXT", '"v=DMARC1; p=reject; rua=mailto:d@example.test"')
+    dns_server.add(f"s1._domainkey.{DOMAIN}", "TXT", '"v=DKIM1; k=rsa; p=MIIBIjANBgkq"')
+    unsigned = (await spanish(dnssec.check, ctx))["unsigned"]
+    assert unsigned.summary.startswith("no firmado con DNSSEC"), unsigned.summary
+    assert "registrador" in unsigned.advice and "DANE" in unsigned.advice
+    alignment = (await spanish(dmarc.check, ctx))["alignment"]
+    assert "SPF puede alinearse si el remitente del sobre" in alignment.summary, alignment.summary
+    assert "DKIM puede alinearse con d=example.test" in alignment.summary
+    spanish_text = (alignment.summary + unsigned.summary + unsigned.advice).replace("MAIL FROM", "")  # SMTP's term
+    assert not english_words(spanish_text)
+    # the evidence keeps the English, as JSON and logs have it
+    assert alignment.evidence["spf"].startswith("SPF can align if the envelope sender (MAIL FROM) is at example.test")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.commands.registry import Argument, Call, command, days_arg, target_arg
-from bot.i18n import N_, _
+from bot.i18n import N_, _, ngettext
 from bot.render import Rendered, plain_and_html
 from bot.timeline import timeline_png
 from bot.transports.base import DeliveryError
@@ -41,14 +41,18 @@ async def timeline(call: Call) -> Rendered | None:
     history = [e for e in monitor.store.history(since=since) if target is None or e.target == target]
     png = timeline_png(history, monitor.store.states(), now=now, days=days, target=target)
     if png is None:
-        what = target or "any target"
-        return plain_and_html(f"nothing recorded for {what} yet: the first scheduled run has not finished (try !run)")
-    body = f"repbot timeline: {target or 'reputation'}, last {days} days"
+        what = target or _("any target")
+        return plain_and_html(
+            _("nothing recorded for {what} yet: the first scheduled run has not finished (try !run)").format(what=what)
+        )
+    body = ngettext(
+        "repbot timeline: {what}, last {days} day", "repbot timeline: {what}, last {days} days", days
+    ).format(what=target or _("reputation"), days=days)
     txn_id = f"timeline-{call.incoming.event_id}" if call.incoming.event_id else None
     try:
         await call.services.transport.send_image(
             call.incoming.room, png, body=body, reply_to=call.incoming, txn_id=txn_id
         )
     except DeliveryError as error:
-        return plain_and_html(f"the picture could not be posted: {error}")
+        return plain_and_html(_("the picture could not be posted: {error}").format(error=error))
     return None

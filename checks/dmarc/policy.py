@@ -27,7 +27,7 @@ from checks.dmarc._parse import (
     walk_names,
 )
 from checks.dns.resolver import DnsAnswer
-from checks.i18n import N_
+from checks.i18n import N_, _
 from checks.messages import DNS_FAILED, Messages, emit
 from checks.model import Finding, Status, Target
 
@@ -248,19 +248,37 @@ def _alignment(
     aspf, adkim = walk.record.get("aspf"), walk.record.get("adkim")
     spf = [t for t in apex.texts() if t.lower().startswith("v=spf1")]
     live = [sel for sel, key in zip(selectors, keys, strict=True) if _has_key(key)]
-    where = "exactly" if aspf == "s" else f"at {domain} or under {walk.org_domain}"
+    # Each text twice from one template: English in the evidence (JSON, logs), the active language in the summary.
+    where: tuple[str, dict[str, Any]]
+    spf_words: tuple[str, dict[str, Any]]
+    if aspf == "s":
+        where = (N_("exactly {domain}"), {"domain": domain})
+    else:
+        where = (N_("at {domain} or under {org}"), {"domain": domain, "org": walk.org_domain})
     if apex.failed:
-        spf_text = f"SPF not judged: TXT {domain} {apex.describe()}"
+        spf_words = (N_("SPF not judged: TXT {domain} {outcome}"), {"domain": domain, "outcome": apex.describe()})
+        spf_said: dict[str, str] = {"outcome": apex.said()}
     elif len(spf) == 1:
-        spf_text = f"SPF can align if the envelope sender (MAIL FROM) is {where} (aspf={aspf})"
+        spf_words = (N_("SPF can align if the envelope sender (MAIL FROM) is {where} (aspf={aspf})"),
+                     {"where": where[0].format_map(where[1]), "aspf": aspf})  # fmt: skip
+        spf_said = {"where": _(where[0]).format_map(where[1])}
     else:
-        spf_text = f"SPF cannot align with {domain} itself ({len(spf)} SPF records there)"
+        spf_words = (N_("SPF cannot align with {domain} itself ({count} SPF records there)"),
+                     {"domain": domain, "count": len(spf)})  # fmt: skip
+        spf_said = {}
     if not selectors:
-        dkim_text = "DKIM not judged: no selector configured"
+        dkim_words: tuple[str, dict[str, Any]] = (N_("DKIM not judged: no selector configured"), {})
     elif live:
-        dkim_text = f"DKIM can align with d={domain} (adkim={adkim}; selectors with a key: {', '.join(live)})"
+        dkim_words = (N_("DKIM can align with d={domain} (adkim={adkim}; selectors with a key: {selectors})"),
+                      {"domain": domain, "adkim": adkim, "selectors": ", ".join(live)})  # fmt: skip
     else:
-        dkim_text = f"DKIM cannot align: no key at the configured selectors {', '.join(selectors)}"
+        dkim_words = (N_("DKIM cannot align: no key at the configured selectors {selectors}"),
+                      {"selectors": ", ".join(selectors)})  # fmt: skip
+    spf_text, dkim_text = (template.format_map(fields) for template, fields in (spf_words, dkim_words))
+    said = {
+        "spf": _(spf_words[0]).format_map({**spf_words[1], **spf_said}),
+        "dkim": _(dkim_words[0]).format_map(dkim_words[1]),
+    }
     if apex.failed:
         status = Status.OK if live else Status.UNKNOWN
     elif len(spf) == 1 and (live or not selectors):
@@ -271,7 +289,7 @@ def _alignment(
         status = Status.UNKNOWN if apex.failed or any(k.failed for k in keys) else Status.FAIL
     evidence: dict[str, Any] = {"domain": domain, "spf": spf_text, "dkim": dkim_text, "aspf": aspf, "adkim": adkim}
     evidence |= {"spf_records": spf, "selectors": list(selectors), "selectors_with_key": live}
-    return _emit("alignment", domain, evidence, status)
+    return _emit("alignment", domain, evidence, status, said)
 
 
 def _has_key(answer: DnsAnswer) -> bool:
