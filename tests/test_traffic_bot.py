@@ -442,8 +442,10 @@ def test_repbot_traffic_in_spanish(tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert f"correo saliente en {log}:" in out and "enviados 0, aplazados 0, rebotados 1" in out, out
     assert "Outlook.com rechaza el correo" in out and "refuses" not in out and "outbound" not in out
+    assert "Microsoft para consumidores (Outlook.com, Hotmail, Live): enviados 0" in out, out
     assert main(["traffic", "--log", str(log), "--json"]) == 0
-    assert "refuses mail" in capsys.readouterr().out  # JSON keeps the English
+    as_json = capsys.readouterr().out
+    assert "refuses mail" in as_json and "Microsoft consumer (Outlook.com" in as_json  # JSON keeps the English
 
 
 async def test_a_block_alert_and_the_digest_in_spanish(tmp_path: Path) -> None:
@@ -457,6 +459,7 @@ async def test_a_block_alert_and_the_digest_in_spanish(tmp_path: Path) -> None:
     async with running_bot(config, room):
         alert = await room.wait_for("S3150", timeout=5.0)
     assert "rechazó correo con una respuesta de bloqueo (550 5.7.1 S3150): 2 mensajes afectados desde" in alert, alert
+    assert "Microsoft para consumidores (Outlook.com, Hotmail, Live) rechazó" in alert  # the shipped name, translated
     assert "Outlook.com rechaza el correo de su IP" in alert and "Registro: " in alert and "Dónde:" in alert
     for english in ("refused mail", "messages affected", "refuses mail", "Log: ", "Where:"):
         assert english not in alert, english

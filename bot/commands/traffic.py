@@ -34,7 +34,8 @@ def _provider_lines(summary: ProviderSummary, replies: int) -> list[str]:
         counts = _counts(summary)
         return [_("smarthost: {counts} — these {note}").format(counts=counts, note=_(SMARTHOST_NOTE))]
     expired = _(", {count} expired").format(count=number(summary.expired)) if summary.expired else ""
-    head = f"{summary.name}: {_counts(summary)}{expired}"
+    # The shipped names are in the catalog ("Microsoft 365 tenants" has words); a configured one stays as written.
+    head = f"{_(summary.name)}: {_counts(summary)}{expired}"
     lines = [head]
     for reply in summary.replies[:replies]:
         meaning = f" — {reply.said()}" if reply.explanation else ""

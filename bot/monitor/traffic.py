@@ -147,7 +147,7 @@ def provider_findings(
     now_alerting: dict[str, str] = {}
     thresholds = {"deferrals": config.deferral_rate, "bounces": config.bounce_rate}
     for key in sorted({*window, *blocks, *alerting}):
-        name, counts = families.name(key), window.get(key, WindowCounts())
+        name, counts = _(families.name(key)), window.get(key, WindowCounts())  # the shipped names are in the catalog
         if key in blocks:
             findings.append(_block_finding(key, name, blocks[key]))
             now_alerting[key] = "block"
@@ -405,7 +405,7 @@ def provider_join(
     """The three-way join for one provider and day: what the log says it accepted, what its DMARC report
     counted (None: no reports are read), and the canaries."""
     accepted = follower.accepted(provider, day)
-    return drop_join(provider, follower.families.name(provider), day, accepted, dmarc, ips, verdicts)
+    return drop_join(provider, _(follower.families.name(provider)), day, accepted, dmarc, ips, verdicts)
 
 
 def seed_provider(families: Families, seed_address: str) -> str:
@@ -444,7 +444,7 @@ def digest_lines(config: Config, now: datetime) -> list[str]:
             continue
         top = summary.replies[0] if summary.replies else None
         said = _("{name}: {sent} sent, {deferred} deferred, {bounced} bounced").format(
-            name=summary.name,
+            name=_(summary.name),
             sent=number(summary.sent),
             deferred=number(summary.deferred),
             bounced=number(summary.bounced + summary.expired),

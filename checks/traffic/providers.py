@@ -88,7 +88,7 @@ class Families:
         return f"<Families {[f.key for f in self.families]} smarthosts={list(self.smarthosts)}>"
 
     def name(self, key: str) -> str:
-        """The human name of a family key ('other', 'local' and 'smarthost' name themselves)."""
+        """The human name of a family key ('other', 'local' and 'smarthost' name themselves), as JSON keeps it."""
         family = self.by_key.get(key)
         return family.name if family is not None else key
 
