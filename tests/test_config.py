@@ -75,6 +75,18 @@ def test_secret_sources(tmp_path: Path) -> None:
     assert "hunter2" not in repr(Secret("k", inline="hunter2"))
 
 
+def test_a_secret_that_cannot_be_read_says_so_in_the_operators_language(tmp_path: Path) -> None:
+    from bot.i18n import use_language
+
+    with use_language("es"):
+        with pytest.raises(SecretError, match="k_command: terminó con el estado 3: oops"):
+            Secret("k", command="echo oops >&2; exit 3").get()
+        with pytest.raises(SecretError, match="k_command: no imprimió nada"):
+            Secret("k", command="true").get()
+        with pytest.raises(SecretError, match=r"k_file: no se puede leer .*missing"):
+            Secret("k", file=str(tmp_path / "missing")).get()
+
+
 def test_only_one_source_per_secret() -> None:
     with pytest.raises(ConfigError, match="give only one of"):
         parse_config({"dnsbl": {"dqs_key": "a", "dqs_key_file": "/b"}})

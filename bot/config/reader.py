@@ -60,7 +60,8 @@ class Secret:
             try:
                 return Path(self.file).read_text(encoding="utf-8").strip()
             except OSError as error:
-                raise SecretError(f"{self.key}_file: cannot read {self.file}: {error.strerror}") from None
+                raise SecretError(_("{key}_file: cannot read {file}: {error}").format(key=self.key, file=self.file,
+                                   error=error.strerror)) from None  # fmt: skip
         assert self.command is not None
         return _run_secret_command(self.key, self.command)
 
@@ -75,14 +76,20 @@ def _run_secret_command(key: str, command: str) -> str:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise SecretError(f"{key}_command: no answer within {SECRET_COMMAND_TIMEOUT:.0f} s") from None
+        raise SecretError(
+            _("{key}_command: no answer within {seconds} s").format(key=key, seconds=f"{SECRET_COMMAND_TIMEOUT:.0f}")
+        ) from None
     if done.returncode != 0:
         # stderr may echo the secret on some helpers; report only its first line, cut short.
         first = (done.stderr.strip().splitlines() or [""])[0][:120]
-        raise SecretError(f"{key}_command: exited with status {done.returncode}: {first}")
+        raise SecretError(
+            _("{key}_command: exited with status {status}: {first}").format(
+                key=key, status=done.returncode, first=first
+            )
+        )
     value = done.stdout.strip()
     if not value:
-        raise SecretError(f"{key}_command: printed nothing")
+        raise SecretError(_("{key}_command: printed nothing").format(key=key))
     return value
 
 
