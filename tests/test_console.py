@@ -98,3 +98,13 @@ async def test_console_files_go_to_the_media_dir(tmp_path: Path) -> None:
     [path] = tmp_path.iterdir()
     assert first == again and path.name == "repbot-ticket-google-192.0.2.1-1.txt" and path.read_bytes() == b"text"
     assert f"a: {path}" in out.getvalue()
+
+
+def test_a_file_is_named_after_its_caption_without_the_accents() -> None:
+    from bot.transports.console import _file_stem
+
+    assert _file_stem("línea de tiempo de repbot: reputación, últimos 30 días", "image") == (
+        "linea-de-tiempo-de-repbot-reputacion-ultimos-30-dias"
+    )
+    assert _file_stem("repbot timeline: 192.0.2.1, last 14 days", "image") == "repbot-timeline-192.0.2.1-last-14-days"
+    assert _file_stem("日本", "image") == "image"

@@ -14,6 +14,7 @@ import re
 import sys
 import tempfile
 import threading
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -143,8 +144,7 @@ class ConsoleTransport:
         self, room: str, png: bytes, *, body: str, reply_to: Incoming | None = None, txn_id: str | None = None
     ) -> str:
         """Write the PNG to a file in `media_dir` and print its path."""
-        name = re.sub(r"[^A-Za-z0-9.-]+", "-", body).strip("-")[:80] or "image"
-        return await self._write(png, name, ".png", body, txn_id)
+        return await self._write(png, _file_stem(body, "image"), ".png", body, txn_id)
 
     async def send_file(
         self,
@@ -159,8 +159,7 @@ class ConsoleTransport:
     ) -> str:
         """Write the file to `media_dir` under its own name (numbered) and print its path."""
         stem, dot, suffix = filename.rpartition(".")
-        name = re.sub(r"[^A-Za-z0-9.-]+", "-", stem or filename).strip("-")[:80] or "file"
-        return await self._write(data, name, f".{suffix}" if dot else "", body, txn_id)
+        return await self._write(data, _file_stem(stem or filename, "file"), f".{suffix}" if dot else "", body, txn_id)
 
     async def _write(self, data: bytes, name: str, suffix: str, body: str, txn_id: str | None) -> str:
         if txn_id is not None and txn_id in self._sent:
@@ -182,3 +181,9 @@ class ConsoleTransport:
 
     async def typing(self, room: str, on: bool) -> None:
         return None
+
+
+def _file_stem(text: str, fallback: str) -> str:
+    """A file name from a caption: accents dropped, not the letters ("línea de tiempo" -> "linea-de-tiempo")."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", plain).strip("-")[:80] or fallback
