@@ -81,9 +81,10 @@ class Zone:
     #: False for a DQS-only zone without a key: listed by `repbot lists` but never queried.
     usable: bool = True
 
-    @property
+    @functools.cached_property
     def kind(self) -> str:
-        """The one-word kind shown to operators: ip4, ip6, ip, domain, allow or reputation."""
+        """The one-word kind shown to operators: ip4, ip6, ip, domain, allow or reputation (in every finding's
+        evidence: worked out once)."""
         if self.role != "block":
             return self.role
         if self.queries == "domain":
@@ -102,6 +103,7 @@ class Catalog:
     """The zones in effect, in catalog order."""
 
     zones: tuple[Zone, ...]
+    _by_family: dict[str, tuple[Zone, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __getitem__(self, name: str) -> Zone:
         for zone in self.zones:
@@ -113,8 +115,11 @@ class Catalog:
         return len(self.zones)
 
     def for_family(self, family: str) -> tuple[Zone, ...]:
-        """The usable zones asked about `family` ("ipv4", "ipv6" or "domain")."""
-        return tuple(zone for zone in self.zones if zone.lists(family))
+        """The usable zones asked about `family` ("ipv4", "ipv6" or "domain"); asked once per target, kept."""
+        found = self._by_family.get(family)
+        if found is None:
+            found = self._by_family[family] = tuple(zone for zone in self.zones if zone.lists(family))
+        return found
 
 
 def load_catalog(settings: DnsblSettings | None = None) -> Catalog:
