@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from checks.model import Finding
 from checks.reports import DmarcReport, Limits, TlsReport, read_bytes, read_paths
 from checks.reports.store import ReportStore
 
@@ -266,3 +267,92 @@ def test_a_byte_order_mark_and_a_one_line_document() -> None:
     one_line = b"\xef\xbb\xbf" + b" ".join(xml.split())
     extracted = read_bytes(one_line, "bom")
     assert len(extracted.reports) == 1 and not extracted.problems, extracted.problems
+
+
+# -- the findings in the operator's language ---------------------------------------------------------------
+
+
+def _stored_samples(tmp_path: Path) -> ReportStore:
+    """The real 2,286-record report, RFC 9990's example, Outlook's, RFC 8460's TLS report and a broken file."""
+    store = ReportStore(tmp_path / "reports.sqlite3")
+    names = [
+        "!large-example.com!1711897200!1711983600.xml",
+        "rfc9990-example.net!example.com!1700000000!1700086399.xml",
+        "protection.outlook.com!example.com!1711756800!1711843200.xml",
+    ]
+    for path in [*(AGG / name for name in names), SAMPLES / "smtp_tls" / "rfc8460.json"]:
+        assert store.add(_one(path))
+    broken = read_bytes((AGG / "invalid_xml.xml").read_bytes(), "INBOX UID 7")
+    store.add_problem(broken.problems[0], "k", NOW_SAMPLES)
+    return store
+
+
+NOW_SAMPLES = datetime(2024, 4, 3, 6, 0, tzinfo=UTC)  # two days after the large report's day
+
+
+def _sample_findings(store: ReportStore, ours: set[str]) -> list[Finding]:
+    from checks.reports import findings as judge
+    from checks.reports.sources import SourceVerdict
+
+    limits = judge.Thresholds()
+    since = date(2016, 1, 1)  # back to RFC 8460's example: every sample is in the window
+    rows, tls = store.dmarc_rows(since), store.tls_rows(since)
+    verdicts = {r.source_ip: SourceVerdict(r.source_ip, r.source_ip in ours, "en [monitor] ips") for r in rows}
+    days = {("example.com", "google"): [date(2024, 3, d) for d in (20, 21, 22, 23)]}  # daily, then silent
+    fastmail = [date(2024, 3, 31), date(2024, 4, 1), date(2024, 4, 2)]  # daily still
+    domains = ["example.com", "company-y.example"]
+    return [
+        *judge.source_findings(rows, verdicts, domains, limits.window_days, NOW_SAMPLES),
+        *judge.alignment_findings(rows, verdicts, limits, NOW_SAMPLES, [("example.com", "yahoo")]),
+        *judge.quiet_findings({**days, ("example.com", "fastmail"): fastmail}, limits, NOW_SAMPLES),
+        *judge.tls_findings(tls, domains, limits, NOW_SAMPLES),
+        *judge.problem_findings(store.problems(datetime(2024, 1, 1, tzinfo=UTC)), limits.window_days, NOW_SAMPLES),
+    ]
+
+
+def test_report_findings_in_spanish_with_spanish_numbers(tmp_path: Path) -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+    from tests.helpers import NBSP, english_words
+
+    store = _stored_samples(tmp_path)
+    large = {f"12.20.121.{n}" for n in range(1, 200)}  # a share of the large report's senders are ours
+    english = _sample_findings(store, large)
+    with use_language("es"):
+        spanish = _sample_findings(store, large)
+    store.close()
+    said = {(f.check, f.subject, f.evidence.get("domain")): f for f in spanish}
+    sources = said[("dmarc-sources", "unknown senders", "example.com")]
+    assert sources.summary.startswith(
+        "2.090 orígenes desconocidos enviaron 2.095 mensajes como example.com en 7 días: "
+    )
+    assert "203.0.113.10 (2 según example.net: 2 rechazados, ninguno pasó DMARC)" in sources.summary
+    assert sources.summary.endswith("; 2.085 más")
+    assert sources.advice.startswith("Si un origen es un servicio que usas, autorízalo")
+    large_reporter = said[("dmarc-reports", "accurateplastics.com", "example.com")]
+    assert large_reporter.summary == (
+        "accurateplastics.com contó 199 mensajes de tus IP como example.com en 7 días; más del 2 % falla: "
+        "DMARC 199 (100,0 %), SPF 199 (100,0 %), DKIM 199 (100,0 %)"
+    )
+    assert said[("dmarc-reports", "yahoo", "example.com")].summary == (
+        "yahoo no contó correo de tus IP como example.com en 7 días"
+    )
+    quiet = said[("dmarc-reporter", "google for example.com", "example.com")]
+    assert quiet.summary == (
+        "google envió a diario los informes DMARC de example.com hasta el 2024-03-23 y ninguno desde hace 10 días"
+    )
+    tls = said[("tlsrpt-reports", "sessions", "company-y.example")]
+    assert tls.summary.startswith(
+        "informes TLS: 303 de 5.629 sesiones hacia company-y.example con fallo (5,4 %) en 7 días: "
+    )
+    assert "mx2.mail.company-y.example: starttls-not-supported 200" in tls.summary
+    assert "certificate-expired: el certificado del MX ha caducado: renuévalo y recarga el MTA." in tls.advice
+    unreadable = said[("reports", "unreadable reports", None)]
+    assert unreadable.summary.startswith("1 informe no se pudo leer en 7 días; el más reciente: INBOX UID 7")
+    for finding, mine in zip(spanish, english, strict=True):
+        assert not english_words(f"{finding.summary} {finding.advice}"), (finding.summary, finding.advice)
+        assert (finding.code, finding.status, finding.evidence) == (mine.code, mine.status, mine.evidence)
+    by_code = {f.code: f for f in english}
+    # The bot's English groups thousands as English does (Babel); the library alone keeps "2089" (test_i18n).
+    assert by_code["unknown-senders"].summary.startswith("2,090 unknown sources sent 2,095 messages as example.com")
+    assert "(100.0 %)" in by_code["dmarc-fail"].summary and NBSP not in by_code["dmarc-fail"].summary

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from checks.i18n import N_
+from checks.i18n import N_, _
 from checks.reports.aggregate import ReportError
 from checks.reports.model import MAX_RANGE, TlsFailure, TlsPolicy, TlsReport
 
-__all__ = ["FIXES", "RESULT_TYPES", "parse_tls_report"]
+__all__ = ["FIXES", "RESULT_TYPES", "fix", "parse_tls_report"]
 
 # RFC 8460 §4.3 result types, each with what the receiving domain's operator does about it.
 FIXES = {
@@ -33,6 +33,11 @@ FIXES = {
     "sts-webpki-invalid": N_("the mta-sts.DOMAIN web server's certificate is not valid: renew or fix it"),
 }
 RESULT_TYPES = frozenset(FIXES)
+
+
+def fix(result_type: str, domain: str) -> str:
+    """What `domain`'s operator does about a result type, in the reader's language."""
+    return (_(FIXES[result_type]) if result_type in FIXES else _("see the report")).replace("DOMAIN", domain)
 
 
 def _object(value: Any, where: str) -> Mapping[str, Any]:
