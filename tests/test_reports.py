@@ -273,7 +273,7 @@ def test_a_byte_order_mark_and_a_one_line_document() -> None:
 
 
 def _stored_samples(tmp_path: Path) -> ReportStore:
-    """The real 2,286-record report, RFC 9990's example, Outlook's, RFC 8460's TLS report and a broken file."""
+    """The real 2,286-record report, RFC 9990's example, Outlook's and RFC 8460's TLS report."""
     store = ReportStore(tmp_path / "reports.sqlite3")
     names = [
         "!large-example.com!1711897200!1711983600.xml",
@@ -282,8 +282,6 @@ def _stored_samples(tmp_path: Path) -> ReportStore:
     ]
     for path in [*(AGG / name for name in names), SAMPLES / "smtp_tls" / "rfc8460.json"]:
         assert store.add(_one(path))
-    broken = read_bytes((AGG / "invalid_xml.xml").read_bytes(), "INBOX UID 7")
-    store.add_problem(broken.problems[0], "k", NOW_SAMPLES)
     return store
 
 
@@ -316,6 +314,9 @@ def test_report_findings_in_spanish_with_spanish_numbers(tmp_path: Path) -> None
     from tests.helpers import NBSP, english_words
 
     store = _stored_samples(tmp_path)
+    with use_language("es"):  # a broken file, read as the monitor reads its mailbox: in the alerts' language
+        broken = read_bytes((AGG / "invalid_xml.xml").read_bytes(), "INBOX UID 7")
+    store.add_problem(broken.problems[0], "k", NOW_SAMPLES)
     large = {f"12.20.121.{n}" for n in range(1, 200)}  # a share of the large report's senders are ours
     english = _sample_findings(store, large)
     with use_language("es"):
@@ -348,7 +349,10 @@ def test_report_findings_in_spanish_with_spanish_numbers(tmp_path: Path) -> None
     assert "mx2.mail.company-y.example: starttls-not-supported 200" in tls.summary
     assert "certificate-expired: el certificado del MX ha caducado: renuévalo y recarga el MTA." in tls.advice
     unreadable = said[("reports", "unreadable reports", None)]
-    assert unreadable.summary.startswith("1 informe no se pudo leer en 7 días; el más reciente: INBOX UID 7")
+    assert unreadable.summary == (  # the parser's own words after "XML no válido:" are Python's expat's
+        "1 informe no se pudo leer en 7 días; el más reciente: INBOX UID 7: "
+        "XML no válido: not well-formed (invalid token): line 5, column 17"
+    )
     for finding, mine in zip(spanish, english, strict=True):
         assert not english_words(f"{finding.summary} {finding.advice}"), (finding.summary, finding.advice)
         assert (finding.code, finding.status, finding.evidence) == (mine.code, mine.status, mine.evidence)
@@ -356,3 +360,34 @@ def test_report_findings_in_spanish_with_spanish_numbers(tmp_path: Path) -> None
     # The bot's English groups thousands as English does (Babel); the library alone keeps "2089" (test_i18n).
     assert by_code["unknown-senders"].summary.startswith("2,090 unknown sources sent 2,095 messages as example.com")
     assert "(100.0 %)" in by_code["dmarc-fail"].summary and NBSP not in by_code["dmarc-fail"].summary
+
+
+@pytest.mark.parametrize(("path", "severity", "words"), BROKEN, ids=[f"{p.name[:30]}-{w[:12]}" for p, _, w in BROKEN])
+def test_broken_reports_are_problems_in_the_operators_language(path: Path, severity: str, words: str) -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+    from tests.helpers import english_words
+
+    english = read_bytes(path.read_bytes(), str(path)).problems
+    with use_language("es"):
+        spanish = read_bytes(path.read_bytes(), str(path)).problems
+    assert [(p.severity, p.code) for p in spanish] == [(p.severity, p.code) for p in english]
+    for problem, mine in zip(spanish, english, strict=True):
+        assert problem.error != mine.error and not english_words(problem.error), problem.error
+    assert any(words in p.error for p in english)  # the English stays what the test above reads
+
+
+def test_problem_words_in_spanish() -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    raw = b"From: someone@example.net\r\nSubject: hello\r\nContent-Type: text/plain\r\n\r\njust words\r\n"
+    with use_language("es"):
+        empty = read_bytes(raw, "m", Limits()).problems[0].error
+        count = read_bytes((OURS / "bad_count.xml").read_bytes(), "b").problems[0].error
+        tls = read_bytes((OURS / "tlsrpt_negative_count.json").read_bytes(), "t").problems[0].error
+        big = read_bytes(gzip.compress(b"<" + b" " * 300_000), "g", Limits(max_bytes=200_000)).problems[0].error
+    assert empty == "un mensaje sin ningún informe adjunto (asunto 'hello')"
+    assert count == "registro 1: count 'many' no es un número entero"
+    assert tls == "policies[0] total-successful-session-count '-4' no es un recuento"
+    assert big == "mayor de 200000 bytes una vez descomprimido"  # a cap is a detail: no thousands separator
