@@ -6,14 +6,14 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 from bot.config.loader import Config
-from bot.i18n import _, ngettext
+from bot.i18n import _, ngettext, number, percent
 from checks import CheckContext, Resolver
 from checks.i18n import install
 
-# The check library's summaries, advice and target errors are said in the bot's active language: bot.i18n's
-# functions follow it. Installed here, where the bot hands its settings to the library (the transports, which
-# must not import checks, reach bot.i18n but never this).
-install(_, ngettext)
+# The check library's summaries, advice and target errors are said, and their numbers written, in the bot's
+# active language: bot.i18n's functions follow it. Installed here, where the bot hands its settings to the
+# library (the transports, which must not import checks, reach bot.i18n but never this).
+install(_, ngettext, number, percent)
 
 __all__ = ["build_context"]
 

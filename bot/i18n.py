@@ -9,6 +9,7 @@ finding codes and metrics never pass through here.
 
 from __future__ import annotations
 
+import copy
 import functools
 import gettext
 import os
@@ -17,6 +18,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from babel.numbers import NumberPattern
 
 __all__ = [
     "DOMAIN",
@@ -31,6 +36,7 @@ __all__ = [
     "ngettext",
     "number",
     "parse_language",
+    "percent",
     "time_of_day",
     "timestamp",
     "use_language",
@@ -128,11 +134,31 @@ def environment_language(environ: Mapping[str, str] | None = None) -> str:
 # -- numbers, durations and times, in the active language's conventions ------------------------------------
 
 
-def number(value: float) -> str:
-    """1234 → "1,234" in English, "1.234" in Spanish."""
-    from babel.numbers import format_decimal  # Babel on first use: `repbot check --json` never needs it
+def number(value: float, decimals: int | None = None) -> str:
+    """1234 → "1,234" in English, "1.234" in Spanish; with `decimals`, exactly that many: (2.5, 2) → "2,50"."""
+    if decimals is None:
+        from babel.numbers import format_decimal  # Babel on first use: `repbot check --json` never needs it
 
-    return format_decimal(value, locale=_active.get())
+        return format_decimal(value, locale=_active.get())
+    return str(_pattern("decimal", _active.get(), decimals).apply(value, _active.get()))
+
+
+def percent(ratio: float, decimals: int = 0) -> str:
+    """A share with exactly `decimals` decimals: 0.004 → "0.40%" in English, "0,40 %" in Spanish (a no-break
+    space, as the language writes it)."""
+    return str(_pattern("percent", _active.get(), decimals).apply(ratio, _active.get()))
+
+
+@functools.cache
+def _pattern(kind: str, language: str, decimals: int) -> NumberPattern:
+    """The language's own decimal or percent pattern with its fraction digits fixed (Babel's `format_percent`
+    only takes a whole pattern, which would lose the language's sign placement and spacing)."""
+    from babel import Locale
+
+    locale = Locale.parse(language)
+    pattern: NumberPattern = copy.copy((locale.decimal_formats if kind == "decimal" else locale.percent_formats)[None])
+    pattern.frac_prec = (decimals, decimals)
+    return pattern
 
 
 def timestamp(moment: datetime, zone: tzinfo | None = None) -> str:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import aioimaplib
 
 from checks.errors import MailboxError
-from checks.i18n import _
+from checks.i18n import _, number
 
 __all__ = ["SPECIAL_USE_FALLBACKS", "Fetched", "Folder", "Mailbox", "MailboxError", "MailboxSettings"]
 
@@ -220,7 +220,7 @@ class Mailbox:
         except TimeoutError:
             task.cancel()
             said = _("{what}: no answer from {host} within {seconds} s")
-            seconds = f"{self.settings.timeout:g}"
+            seconds = number(self.settings.timeout)
             raise MailboxError("timeout", said.format(what=what, host=self.settings.host, seconds=seconds)) from None
         if not task.done():
             task.cancel()

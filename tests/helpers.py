@@ -15,9 +15,10 @@ from typing import NamedTuple
 
 from bot.transports.base import DeliveryError, Incoming, IncomingHandler, Rendered
 
-__all__ = ["ALERT_ROOM", "Clock", "RecordingTransport", "Sent", "english_words"]
+__all__ = ["ALERT_ROOM", "NBSP", "Clock", "RecordingTransport", "Sent", "english_words"]
 
 ALERT_ROOM = "!alerts:localhost"
+NBSP = "\N{NO-BREAK SPACE}"  # what Babel puts between a number and its sign in Spanish ("0,40 %")
 
 
 class Clock:
@@ -141,6 +142,10 @@ _ENGLISH = re.compile(
 )
 
 
+# A host or domain name (mx2.mail.example, 5.629) is a name, not words: "mail" in it is no English left.
+_NAMES = re.compile(r"[\w-]+(?:\.[\w-]+)+")
+
+
 def english_words(text: str) -> list[str]:
     """The words of our English still in `text`, a sentence said in another language (empty when none is)."""
-    return _ENGLISH.findall(text)
+    return _ENGLISH.findall(_NAMES.sub(" ", text))

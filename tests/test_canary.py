@@ -640,3 +640,9 @@ def test_verdicts_in_the_operators_language() -> None:
         not_sent = classify(failed, None, None, now)
     assert not_sent.summary == "no enviado: SMTPConnectError: refused"
     assert not_sent.to_finding(now).evidence["token"] == "rbx"
+    sent = Canary("gmail", "rby", "<rby@e>", "s@gmail.com", "me@e", now, now, submitted=True)
+    arrived = Placement(folder="inbox", received_at=now + timedelta(seconds=9000))
+    with use_language("es"):
+        late = classify(sent, arrived, None, now)
+    assert late.summary == "en la bandeja de entrada de s@gmail.com tras 2,5 h"  # the hours as Spanish writes them
+    assert classify(sent, arrived, None, now).summary == "in the Inbox of s@gmail.com after 2.5 h"

@@ -4,7 +4,10 @@ language chosen by config, room and environment; numbers, durations and times th
 from __future__ import annotations
 
 import io
+import json
 import string
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -162,3 +165,25 @@ def test_the_data_files_sentences_are_in_the_generated_list() -> None:
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert list(MESSAGES) == script.collect(), "run: python scripts/data_words.py, then update the catalog"
+
+
+def test_the_check_library_writes_numbers_as_before_until_the_bot_installs_its_own() -> None:
+    """Alone, checks.i18n writes what its f-strings wrote; the bot's functions follow the language, and importing
+    them loads no Babel (`repbot check --json` must not pay for it)."""
+    script = (
+        "import json, sys\n"
+        "from checks.i18n import number, percent\n"
+        "plain = [number(2089), number(2.0), number(2.5, 1), percent(0.004, 2), percent(0.05)]\n"
+        "import bot.context\n"
+        "from bot.i18n import use_language\n"
+        "loaded = 'babel' in sys.modules\n"
+        "with use_language('es'):\n"
+        "    spanish = [number(2089), number(2.0), number(100.0, 1), percent(0.004, 2), percent(0.05)]\n"
+        "print(json.dumps([plain, loaded, spanish, number(2089), percent(0.004, 2)]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    plain, loaded, spanish, *english = json.loads(done.stdout)
+    assert plain == ["2089", "2", "2.5", "0.40%", "5%"]
+    assert not loaded
+    assert spanish == ["2.089", "2", "100,0", "0,40\N{NO-BREAK SPACE}%", "5\N{NO-BREAK SPACE}%"]
+    assert english == ["2,089", "0.40%"]  # the bot's English groups thousands, as its replies do

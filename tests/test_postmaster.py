@@ -15,7 +15,7 @@ from checks.providers import postmaster, postmaster_v1
 from checks.providers.oauth import RefreshTokenSource, TokenSource
 from checks.providers.postmaster import PostmasterSettings
 from tests.fixtures.http_providers import COMPLIANCE_V2, POSTMASTER, ProviderServer
-from tests.helpers import english_words
+from tests.helpers import NBSP, english_words
 
 NOW = datetime(2026, 7, 4, 12, 0, tzinfo=UTC)
 
@@ -175,13 +175,15 @@ async def test_v2_summaries_and_advice_in_the_operators_language(providers: Prov
     with use_language("es"):
         found = by_subject(await postmaster.check(settings(providers), ctx, domains))
     spam = found["example.org spam rate"]
-    assert spam.summary == (
-        "Los usuarios de Gmail marcaron como correo no deseado el 0.40% del correo de example.org el 2026-07-03"
+    # Percentages as Spanish writes them (Babel): a decimal comma and a no-break space before the sign.
+    assert spam.summary.replace(NBSP, " ") == (
+        "Los usuarios de Gmail marcaron como correo no deseado el 0,40 % del correo de example.org el 2026-07-03"
     )
-    assert spam.advice.startswith("Por encima del límite del 0.3% de Google: Gmail puede rechazar")
-    assert found["example.org authentication"].summary == (
-        "example.org el 2026-07-03: pasaron SPF 80.00%, DKIM 99.00%, DMARC 99.00%"
+    assert spam.advice.replace(NBSP, " ").startswith("Por encima del límite del 0,3 % de Google: Gmail puede rechazar")
+    assert found["example.org authentication"].summary.replace(NBSP, " ") == (
+        "example.org el 2026-07-03: pasaron SPF 80,00 %, DKIM 99,00 %, DMARC 99,00 %"
     )
+    assert "0,40\N{NO-BREAK SPACE}%" in spam.summary
     errors = found["example.org delivery errors"].summary
     assert errors.endswith("del correo de example.org el 2026-07-03 (sobre todo low_ip_reputation, reject)")
     unsub = found["example.org compliance one_click_unsubscribe"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from checks.model import Finding
 from checks.reports import DmarcReport, Limits, TlsReport, read_bytes, read_paths
 from checks.reports.store import ReportStore
 
@@ -266,3 +267,127 @@ def test_a_byte_order_mark_and_a_one_line_document() -> None:
     one_line = b"\xef\xbb\xbf" + b" ".join(xml.split())
     extracted = read_bytes(one_line, "bom")
     assert len(extracted.reports) == 1 and not extracted.problems, extracted.problems
+
+
+# -- the findings in the operator's language ---------------------------------------------------------------
+
+
+def _stored_samples(tmp_path: Path) -> ReportStore:
+    """The real 2,286-record report, RFC 9990's example, Outlook's and RFC 8460's TLS report."""
+    store = ReportStore(tmp_path / "reports.sqlite3")
+    names = [
+        "!large-example.com!1711897200!1711983600.xml",
+        "rfc9990-example.net!example.com!1700000000!1700086399.xml",
+        "protection.outlook.com!example.com!1711756800!1711843200.xml",
+    ]
+    for path in [*(AGG / name for name in names), SAMPLES / "smtp_tls" / "rfc8460.json"]:
+        assert store.add(_one(path))
+    return store
+
+
+NOW_SAMPLES = datetime(2024, 4, 3, 6, 0, tzinfo=UTC)  # two days after the large report's day
+
+
+def _sample_findings(store: ReportStore, ours: set[str]) -> list[Finding]:
+    from checks.reports import findings as judge
+    from checks.reports.sources import SourceVerdict
+
+    limits = judge.Thresholds()
+    since = date(2016, 1, 1)  # back to RFC 8460's example: every sample is in the window
+    rows, tls = store.dmarc_rows(since), store.tls_rows(since)
+    verdicts = {r.source_ip: SourceVerdict(r.source_ip, r.source_ip in ours, "en [monitor] ips") for r in rows}
+    days = {("example.com", "google"): [date(2024, 3, d) for d in (20, 21, 22, 23)]}  # daily, then silent
+    fastmail = [date(2024, 3, 31), date(2024, 4, 1), date(2024, 4, 2)]  # daily still
+    domains = ["example.com", "company-y.example"]
+    return [
+        *judge.source_findings(rows, verdicts, domains, limits.window_days, NOW_SAMPLES),
+        *judge.alignment_findings(rows, verdicts, limits, NOW_SAMPLES, [("example.com", "yahoo")]),
+        *judge.quiet_findings({**days, ("example.com", "fastmail"): fastmail}, limits, NOW_SAMPLES),
+        *judge.tls_findings(tls, domains, limits, NOW_SAMPLES),
+        *judge.problem_findings(store.problems(datetime(2024, 1, 1, tzinfo=UTC)), limits.window_days, NOW_SAMPLES),
+    ]
+
+
+def test_report_findings_in_spanish_with_spanish_numbers(tmp_path: Path) -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+    from tests.helpers import NBSP, english_words
+
+    store = _stored_samples(tmp_path)
+    with use_language("es"):  # a broken file, read as the monitor reads its mailbox: in the alerts' language
+        broken = read_bytes((AGG / "invalid_xml.xml").read_bytes(), "INBOX UID 7")
+    store.add_problem(broken.problems[0], "k", NOW_SAMPLES)
+    large = {f"12.20.121.{n}" for n in range(1, 200)}  # a share of the large report's senders are ours
+    english = _sample_findings(store, large)
+    with use_language("es"):
+        spanish = _sample_findings(store, large)
+    store.close()
+    said = {(f.check, f.subject, f.evidence.get("domain")): f for f in spanish}
+    sources = said[("dmarc-sources", "unknown senders", "example.com")]
+    assert sources.summary.startswith(
+        "2.090 orígenes desconocidos enviaron 2.095 mensajes como example.com en 7 días: "
+    )
+    assert "203.0.113.10 (2 según example.net: 2 rechazados, ninguno pasó DMARC)" in sources.summary
+    assert sources.summary.endswith("; 2.085 más")
+    assert sources.advice.startswith("Si un origen es un servicio que usas, autorízalo")
+    large_reporter = said[("dmarc-reports", "accurateplastics.com", "example.com")]
+    assert large_reporter.summary == (
+        "accurateplastics.com contó 199 mensajes de tus IP como example.com en 7 días; más del 2 % falla: "
+        "DMARC 199 (100,0 %), SPF 199 (100,0 %), DKIM 199 (100,0 %)"
+    )
+    assert said[("dmarc-reports", "yahoo", "example.com")].summary == (
+        "yahoo no contó correo de tus IP como example.com en 7 días"
+    )
+    quiet = said[("dmarc-reporter", "google for example.com", "example.com")]
+    assert quiet.summary == (
+        "google envió a diario los informes DMARC de example.com hasta el 2024-03-23 y ninguno desde hace 10 días"
+    )
+    tls = said[("tlsrpt-reports", "sessions", "company-y.example")]
+    assert tls.summary.startswith(
+        "informes TLS: 303 de 5.629 sesiones hacia company-y.example con fallo (5,4 %) en 7 días: "
+    )
+    assert "mx2.mail.company-y.example: starttls-not-supported 200" in tls.summary
+    assert "certificate-expired: el certificado del MX ha caducado: renuévalo y recarga el MTA." in tls.advice
+    unreadable = said[("reports", "unreadable reports", None)]
+    assert unreadable.summary == (  # the parser's own words after "XML no válido:" are Python's expat's
+        "1 informe no se pudo leer en 7 días; el más reciente: INBOX UID 7: "
+        "XML no válido: not well-formed (invalid token): line 5, column 17"
+    )
+    for finding, mine in zip(spanish, english, strict=True):
+        assert not english_words(f"{finding.summary} {finding.advice}"), (finding.summary, finding.advice)
+        assert (finding.code, finding.status, finding.evidence) == (mine.code, mine.status, mine.evidence)
+    by_code = {f.code: f for f in english}
+    # The bot's English groups thousands as English does (Babel); the library alone keeps "2089" (test_i18n).
+    assert by_code["unknown-senders"].summary.startswith("2,090 unknown sources sent 2,095 messages as example.com")
+    assert "(100.0 %)" in by_code["dmarc-fail"].summary and NBSP not in by_code["dmarc-fail"].summary
+
+
+@pytest.mark.parametrize(("path", "severity", "words"), BROKEN, ids=[f"{p.name[:30]}-{w[:12]}" for p, _, w in BROKEN])
+def test_broken_reports_are_problems_in_the_operators_language(path: Path, severity: str, words: str) -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+    from tests.helpers import english_words
+
+    english = read_bytes(path.read_bytes(), str(path)).problems
+    with use_language("es"):
+        spanish = read_bytes(path.read_bytes(), str(path)).problems
+    assert [(p.severity, p.code) for p in spanish] == [(p.severity, p.code) for p in english]
+    for problem, mine in zip(spanish, english, strict=True):
+        assert problem.error != mine.error and not english_words(problem.error), problem.error
+    assert any(words in p.error for p in english)  # the English stays what the test above reads
+
+
+def test_problem_words_in_spanish() -> None:
+    import bot.context  # noqa: F401  # installs the bot's translation into the check library
+    from bot.i18n import use_language
+
+    raw = b"From: someone@example.net\r\nSubject: hello\r\nContent-Type: text/plain\r\n\r\njust words\r\n"
+    with use_language("es"):
+        empty = read_bytes(raw, "m", Limits()).problems[0].error
+        count = read_bytes((OURS / "bad_count.xml").read_bytes(), "b").problems[0].error
+        tls = read_bytes((OURS / "tlsrpt_negative_count.json").read_bytes(), "t").problems[0].error
+        big = read_bytes(gzip.compress(b"<" + b" " * 300_000), "g", Limits(max_bytes=200_000)).problems[0].error
+    assert empty == "un mensaje sin ningún informe adjunto (asunto 'hello')"
+    assert count == "registro 1: count 'many' no es un número entero"
+    assert tls == "policies[0] total-successful-session-count '-4' no es un recuento"
+    assert big == "mayor de 200000 bytes una vez descomprimido"  # a cap is a detail: no thousands separator

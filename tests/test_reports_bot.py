@@ -294,6 +294,44 @@ async def test_tls_failures_alert_with_the_fix(
     assert "renew it and reload the MTA" in alert
 
 
+async def test_alerts_and_the_digest_in_the_operators_language(
+    dovecot: DovecotServer, mailbox: tuple[str, str], ctx: CheckContext, tmp_path: Path
+) -> None:
+    """A Spanish operator's 3 a.m.: spoofing, failing alignment, TLS failures and the digest line, in Spanish,
+    with Spanish numbers; codes, reporter names and result types as they are."""
+    from dataclasses import replace
+
+    from tests.helpers import english_words
+
+    user, password = mailbox
+    config = reports_config(tmp_path, dovecot, user, password, fail_percent=10.0, min_messages=20)
+    world = world_of(replace(config, language="es"), ctx)
+    world.clock.now = NOW
+    spoofed = [(SPOOFER, 1234, "quarantine", "fail", "fail"), (OURS, 100, "none", "fail", "fail")]
+    dovecot.deliver(user, yahoo(1, spoofed))
+    dovecot.deliver(user, message("noreply-smtp-tls-reporting@google.com", "TLS", "t.json", tls_report(1, 30), "tls"))
+    assert await world.run() == []  # a candidate: confirmation wants a second run
+    [alert] = await world.run()
+    assert "1 origen desconocido envió 1.234 mensajes como example.org en 7 días" in alert
+    assert "203.0.113.66 (1.234 según yahoo: 1.234 en cuarentena, ninguno pasó DMARC)" in alert
+    assert "yahoo contó 100 mensajes de tus IP como example.org en 7 días; más del 10 % falla:" in alert
+    assert "DMARC 100 (100,0 %)" in alert
+    assert "informes TLS: 30 de 120 sesiones hacia example.org con fallo (25,0 %) en 7 días" in alert
+    assert "certificate-expired: el certificado del MX ha caducado: renuévalo y recarga el MTA." in alert
+    world.clock.now = NOW
+    world.monitor.digest()
+    await world.monitor.deliver()
+    digest = world.transport.texts()[-1]
+    day = (NOW - timedelta(days=1)).date()
+    line = next(line for line in digest.splitlines() if line.startswith("informes DMARC"))
+    assert line == (
+        f"informes DMARC del {day}: 1 (yahoo) con 1.334 mensajes en total; el 0,0 % pasa DMARC; "
+        "informes TLS: 30 de 120 sesiones con fallo"
+    )
+    for text in (alert, line):
+        assert not english_words(text), english_words(text)
+
+
 # -- the commands and the CLI -----------------------------------------------------------------------------
 
 

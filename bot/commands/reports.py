@@ -23,8 +23,9 @@ from bot.config.reports import store_path
 from bot.i18n import N_, _, ngettext, number
 from bot.monitor.reports import classify_rows
 from bot.render import Rendered, plain_and_html
-from checks.reports import FIXES, DmarcReport, Extracted, TlsReport, read_paths
+from checks.reports import DmarcReport, Extracted, TlsReport, read_paths
 from checks.reports import findings as judge
+from checks.reports.smtp_tls import fix
 from checks.reports.sources import SourceVerdict
 from checks.reports.store import DmarcRow, ReportStore, TlsRow
 
@@ -114,9 +115,8 @@ def _tls_lines(rows: Sequence[TlsRow], days: int) -> list[str]:
         counted = _("{ok} sessions ok, {failed} failed").format(ok=number(ok[domain]), failed=number(failed))
         lines.append(f"{mark} {domain}: {counted}")
         for (mx, kind), n in sorted(bad[domain].items(), key=lambda kv: -kv[1]):
-            lines.append(f"    {mx}: {kind} × {n}")
-            fix = _(FIXES[kind]) if kind in FIXES else _("see the report")
-            lines.append("      " + _("fix: {fix}").format(fix=fix.replace("DOMAIN", domain)))
+            lines.append(f"    {judge.mx_said(mx)}: {kind} × {number(n)}")
+            lines.append("      " + _("fix: {fix}").format(fix=fix(kind, domain)))
     return lines
 
 

@@ -15,6 +15,7 @@ from prometheus_client.metrics_core import Metric
 
 from bot.config.loader import Config
 from bot.config.reports import reports_settings, store_path
+from bot.i18n import _, ngettext, number
 from checks import CheckContext, Finding, Report
 from checks.model import Target, TargetKind
 from checks.reports import findings as judge
@@ -120,15 +121,27 @@ def digest_line(config: Config, now: datetime) -> str | None:
     finally:
         store.close()
     if not rows and not tls:
-        return f"DMARC reports for {day}: none arrived yet"
+        return _("DMARC reports for {day}: none arrived yet").format(day=day)
     messages, passed = sum(r.count for r in rows), sum(r.count for r in rows if r.passed)
     reports = len({(r.reporter_key, r.report_id) for r in rows})
     reporters = ", ".join(sorted({r.provider for r in rows})[:6])
-    share = f"{100 * passed / messages:.1f} %" if messages else "none"
-    line = f"DMARC reports for {day}: {reports} ({reporters}) counted {messages} messages, {share} passing DMARC"
+    counted = ngettext("{count} messages", "{count} messages", messages).format(count=number(messages))
+    passing = (
+        _("{share} % passing DMARC").format(share=number(100 * passed / messages, 1))
+        if messages
+        else _("none passing DMARC")
+    )
+    line = _("DMARC reports for {day}: {reports} ({reporters}) counted {messages}, {passing}").format(
+        day=day, reports=number(reports), reporters=reporters, messages=counted, passing=passing
+    )
     if tls:
         failed, ok = sum(r.failed for r in tls), sum(r.successful for r in tls)
-        line += f"; TLS reports: {failed} of {failed + ok} sessions failed"
+        said = ngettext(
+            "; TLS reports: {failed} of {total} sessions failed",
+            "; TLS reports: {failed} of {total} sessions failed",
+            failed + ok,
+        )
+        line += said.format(failed=number(failed), total=number(failed + ok))
     return line
 
 
@@ -165,7 +178,7 @@ def report_metrics(config: Config, now: datetime) -> Iterator[Metric]:
 def _dmarc_counts(totals: Sequence[tuple[str, str, bool, int]]) -> dict[tuple[str, str, str], int]:
     """Per (reporter, source, result); beyond a reporter's MAX_SOURCES biggest sources, "other"."""
     by_source: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for provider, ip, _, count in totals:
+    for provider, ip, _passed, count in totals:
         by_source[provider][ip] += count
     top = {p: set(sorted(ips, key=lambda ip: -ips[ip])[:MAX_SOURCES]) for p, ips in by_source.items()}
     counts: dict[tuple[str, str, str], int] = defaultdict(int)

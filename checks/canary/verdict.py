@@ -21,7 +21,7 @@ from checks.canary.maillog import LogUnavailable, Trace, follow
 from checks.canary.ndr import Explanation, explain, load_contacts, provider_family
 from checks.canary.probe import Canary, CanarySettings, Placement, poll, send
 from checks.context import CheckContext
-from checks.i18n import N_, _, ngettext
+from checks.i18n import N_, _, ngettext, number
 from checks.model import Finding, Status
 
 __all__ = [
@@ -463,7 +463,7 @@ def _short(text: str, limit: int = 160) -> str:
 
 def _duration(seconds: float) -> str:
     if seconds < 120:
-        return f"{seconds:.0f} s"
+        return f"{number(seconds, 0)} s"
     if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"{number(seconds / 60, 0)} min"
+    return f"{number(seconds / 3600, 1)} h"  # "2,5 h" in Spanish

@@ -21,7 +21,7 @@ import httpx
 
 from checks.context import CheckContext
 from checks.errors import ServiceError
-from checks.i18n import N_, _, ngettext
+from checks.i18n import N_, _, ngettext, percent
 from checks.model import Finding, Status
 from checks.providers._postmaster_parse import (
     ERROR_REASONS,
@@ -127,7 +127,7 @@ def token_failure(domain: str, error: TokenError, now: datetime) -> Finding:
 
 
 def _pct(value: float | None) -> str:
-    return _("not reported") if value is None else f"{value:.2%}"
+    return _("not reported") if value is None else percent(value, 2)
 
 
 def day_findings(domain: str, day: DomainDay, settings: PostmasterSettings, now: datetime) -> list[Finding]:
@@ -144,7 +144,7 @@ def day_findings(domain: str, day: DomainDay, settings: PostmasterSettings, now:
         summary = _("{domain} on {day}: {rates} passed").format(domain=domain, day=shown, rates=rates)
         advice = (
             _("{methods} failed on over {share} of the mail to Gmail").format(
-                methods=", ".join(low), share=f"{1 - settings.auth_rate_warn:.0%}"
+                methods=", ".join(low), share=percent(1 - settings.auth_rate_warn)
             )
             if low
             else ""
@@ -189,12 +189,12 @@ def _spam(domain: str, rate: float, shown: str, settings: PostmasterSettings, no
     if rate >= settings.spam_rate_fail:
         status, code = Status.FAIL, "gmail-spam-high"
         advice = _("Over Google's {limit} limit: Gmail may reject or junk this domain's mail.").format(
-            limit=f"{settings.spam_rate_fail:.1%}"
+            limit=percent(settings.spam_rate_fail, 1)
         )
     elif rate >= settings.spam_rate_warn:
         status, code = Status.WARN, "gmail-spam-elevated"
         advice = _("Over Google's {limit} target: check who you mail and how they unsubscribe.").format(
-            limit=f"{settings.spam_rate_warn:.1%}"
+            limit=percent(settings.spam_rate_warn, 1)
         )
     else:
         status, code, advice = Status.OK, "gmail-spam-ok", ""
@@ -204,7 +204,7 @@ def _spam(domain: str, rate: float, shown: str, settings: PostmasterSettings, no
 def spam_summary(domain: str, rate: float, shown: str) -> str:
     """The spam-rate sentence, v1's and v2's alike."""
     return _("Gmail users reported {rate} of {domain}'s mail as spam on {day}").format(
-        rate=f"{rate:.2%}", domain=domain, day=shown
+        rate=percent(rate, 2), domain=domain, day=shown
     )
 
 

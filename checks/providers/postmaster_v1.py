@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from checks.context import CheckContext
-from checks.i18n import N_, _
+from checks.i18n import N_, _, percent
 from checks.model import Finding, Status
 from checks.providers.deadline import request_deadline, whole_request
 from checks.providers.oauth import TokenError
@@ -124,7 +124,7 @@ def findings_for_day(domain: str, stats: DayStats, settings: PostmasterSettings,
         )
     spike = stats.error_ratio >= settings.error_rate_warn
     worst = max(stats.delivery_errors, key=lambda e: e[2], default=("", "", 0.0))
-    share = f"{stats.error_ratio:.1%}"
+    share = percent(stats.error_ratio, 1)
     if worst[1]:
         said = _("Gmail refused or deferred {share} of {domain}'s mail on {day} (mostly {reason}, {kind})")
         summary = said.format(share=share, domain=domain, day=shown, reason=worst[1], kind=worst[0])

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 
+from checks.i18n import _
 from checks.reports.model import ReportProblem
 
 __all__ = ["Limits", "Piece", "unpack"]
@@ -116,13 +117,14 @@ def _parts(message: Message, source: str) -> Iterator[Piece]:
             continue
         if kind == "text/plain" and payload.lstrip()[:1] not in (b"<", b"{"):
             continue  # the covering note ("This is an aggregate report from ...")
-        yield Piece(f"{source}:{name or f'part {number}'}", payload)
+        name = name or _("part {number}").format(number=number)
+        yield Piece(f"{source}:{name}", payload)
 
 
 def unpack(data: bytes, source: str, limits: Limits, depth: int = 0) -> Iterator[Piece | ReportProblem]:
     """Every report document in `data` (a file's or a message's bytes), or a problem for what cannot be opened."""
     if depth > MAX_DEPTH:
-        yield ReportProblem(source, "nested too deeply (archives within archives)", code="nested")
+        yield ReportProblem(source, _("nested too deeply (archives within archives)"), code="nested")
         return
     try:
         if data.startswith(GZIP_MAGIC):
@@ -133,7 +135,7 @@ def unpack(data: bytes, source: str, limits: Limits, depth: int = 0) -> Iterator
         elif _is_message(data):
             message = email.message_from_bytes(data, policy=email.policy.compat32)
             if _is_failure_report(message):
-                note = "a DMARC failure report (ruf=, RFC 6591): one message's sample, not counted"
+                note = _("a DMARC failure report (ruf=, RFC 6591): one message's sample, not counted")
                 yield ReportProblem(source, note, severity="warning", code="failure-report")
                 return
             found = False
@@ -142,12 +144,14 @@ def unpack(data: bytes, source: str, limits: Limits, depth: int = 0) -> Iterator
                 yield from unpack(piece.data, piece.source, limits, depth + 1)
             if not found:
                 subject = str(message.get("Subject", ""))[:80]
-                yield ReportProblem(source, f"a message with no report attached (subject {subject!r})", code="empty")
+                said = _("a message with no report attached (subject {subject})").format(subject=repr(subject))
+                yield ReportProblem(source, said, code="empty")
         else:
             yield Piece(source, data)
     except _TooLarge:
-        yield ReportProblem(source, f"larger than {limits.max_bytes} bytes once decompressed", code="too-large")
+        said = _("larger than {cap} bytes once decompressed").format(cap=limits.max_bytes)
+        yield ReportProblem(source, said, code="too-large")
     except (zlib.error, EOFError) as error:
-        yield ReportProblem(source, f"not a readable gzip file: {error}", code="gzip")
+        yield ReportProblem(source, _("not a readable gzip file: {error}").format(error=error), code="gzip")
     except zipfile.BadZipFile as error:
-        yield ReportProblem(source, f"not a readable zip file: {error}", code="zip")
+        yield ReportProblem(source, _("not a readable zip file: {error}").format(error=error), code="zip")

@@ -17,6 +17,7 @@ from xml.etree.ElementTree import XML, Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+from checks.i18n import _
 from checks.reports.model import MAX_RANGE, AuthResult, DmarcRecord, DmarcReport, PublishedPolicy
 
 __all__ = ["NAMESPACES", "ReportError", "parse_aggregate"]
@@ -72,7 +73,7 @@ class _Reader:
         return (node.text or "").strip() if node is not None else ""
 
     def all(self, element: Element, name: str) -> list[Element]:
-        parent, _, last = name.rpartition("/")
+        parent, _slash, last = name.rpartition("/")
         node = self.find(element, parent) if parent else element
         return node.findall(self.prefix + last) if node is not None else []
 
@@ -86,13 +87,14 @@ def _decode(data: bytes) -> tuple[str | bytes, list[str]]:
     try:
         return data.decode("utf-8-sig"), []
     except UnicodeDecodeError as error:
-        at = f"byte {error.start} ({data[error.start : error.start + 1]!r})"
-        return data.decode("utf-8-sig", "replace"), [f"not valid UTF-8 at {at}: replaced with U+FFFD"]
+        said = _("not valid UTF-8 at byte {offset} ({byte}): replaced with U+FFFD")
+        shown = said.format(offset=error.start, byte=repr(data[error.start : error.start + 1]))
+        return data.decode("utf-8-sig", "replace"), [shown]
 
 
 def _root(data: bytes) -> tuple[Element, list[str]]:
     if not data.strip():
-        raise ReportError("empty file", "empty")
+        raise ReportError(_("empty file"), "empty")
     text, warnings = _decode(data)
     # A document with no DTD cannot declare entities: it goes to the C parser, five times faster than
     # defusedxml's pure-Python one. Anything with a DTD (never seen in a real report) goes to defusedxml.
@@ -102,10 +104,14 @@ def _root(data: bytes) -> tuple[Element, list[str]]:
     except ParseError as error:
         inner = _feedback_inside(text)
         if inner is None:
-            raise ReportError(f"not valid XML: {error}", "xml") from None
-        return inner, [*warnings, f"not valid XML ({error}); read the <feedback> element inside it"]
+            raise ReportError(_("not valid XML: {error}").format(error=error), "xml") from None
+        return inner, [
+            *warnings,
+            _("not valid XML ({error}); read the <feedback> element inside it").format(error=error),
+        ]
     except DefusedXmlException as error:
-        raise ReportError(f"refused XML ({type(error).__name__}): entities are not allowed", "xml") from None
+        said = _("refused XML ({kind}): entities are not allowed").format(kind=type(error).__name__)
+        raise ReportError(said, "xml") from None
 
 
 def _feedback_inside(text: str | bytes) -> Element | None:
@@ -127,19 +133,20 @@ def _timestamp(reader: _Reader, meta: Element, name: str) -> datetime:
     try:
         return datetime.fromtimestamp(int(float(text)), UTC)
     except (ValueError, OverflowError, OSError):
-        raise ReportError(f"date_range {name} {text[:30]!r} is not a Unix time", "date") from None
+        said = _("date_range {name} {value} is not a Unix time").format(name=name, value=repr(text[:30]))
+        raise ReportError(said, "date") from None
 
 
 def _policy(reader: _Reader, root: Element) -> PublishedPolicy:
     published = reader.find(root, "policy_published")
     if published is None:
-        raise ReportError("no <policy_published>: the report does not say which DMARC policy it applied", "policy")
+        raise ReportError(_("no <policy_published>: the report does not say which DMARC policy it applied"), "policy")
     domain = reader.text(published, "domain").lower().rstrip(".")
     if not domain:
-        raise ReportError("<policy_published> names no domain", "policy")
+        raise ReportError(_("<policy_published> names no domain"), "policy")
     p = reader.text(published, "p").lower()
     if not p:
-        reader.warnings.append("<policy_published> has no <p>: the policy the reporter found is not known")
+        reader.warnings.append(_("<policy_published> has no <p>: the policy the reporter found is not known"))
     pct_text = reader.text(published, "pct")
     pct = int(pct_text) if pct_text.isdigit() else None
     field: Callable[[str], str] = lambda name: reader.text(published, name).lower()  # noqa: E731
@@ -221,14 +228,16 @@ def _auth(
 def _record(reader: _Reader, record: Element, number: int) -> DmarcRecord:
     fields, auths, reasons = _walk(reader, record)
     if "row" not in fields or "policy_evaluated" not in fields:
-        raise ReportError(f"record {number} has no <row> with a <policy_evaluated>", "record")
+        raise ReportError(_("record {number} has no <row> with a <policy_evaluated>").format(number=number), "record")
     ip_text = fields.get("source_ip", "").strip()
     ip = _address(ip_text)
     if ip is None:
-        raise ReportError(f"record {number}: source_ip {ip_text[:50]!r} is not an IP address", "record")
+        said = _("record {number}: source_ip {value} is not an IP address")
+        raise ReportError(said.format(number=number, value=repr(ip_text[:50])), "record")
     count_text = fields.get("count", "").strip()
     if not count_text.isdigit():
-        raise ReportError(f"record {number}: count {count_text[:30]!r} is not a whole number", "record")
+        said = _("record {number}: count {value} is not a whole number")
+        raise ReportError(said.format(number=number, value=repr(count_text[:30])), "record")
     dkim_results, spf_results = _auth(reader, auths) if auths else ((), ())
     return DmarcRecord(
         source_ip=ip,
@@ -249,7 +258,7 @@ def _reason_texts(parts: list[str]) -> tuple[str, ...]:
     """`type=other`, `comment=...` pairs as "other: sender not authorized" (a comment may come alone)."""
     found: list[str] = []
     for part in parts:
-        name, _, text = part.partition("=")
+        name, _eq, text = part.partition("=")
         if name == "comment" and found and found[-1].endswith(":"):
             found[-1] = f"{found[-1]} {text}"
         else:
@@ -269,37 +278,46 @@ def _schema(reader: _Reader, root: Element, namespace: str) -> str:
 def parse_aggregate(data: bytes, source: str = "", max_records: int = 200_000) -> tuple[DmarcReport, list[str]]:
     """The report in `data` and its warnings; raises ReportError when it cannot be counted."""
     root, warnings = _root(data)
-    namespace, _, name = root.tag[1:].partition("}") if root.tag.startswith("{") else ("", "", root.tag)
+    namespace, _brace, name = root.tag[1:].partition("}") if root.tag.startswith("{") else ("", "", root.tag)
     if name != "feedback":
-        raise ReportError(f"not a DMARC aggregate report: the root element is <{name[:40]}>, not <feedback>", "root")
+        said = _("not a DMARC aggregate report: the root element is <{name}>, not <feedback>")
+        raise ReportError(said.format(name=name[:40]), "root")
     if namespace not in NAMESPACES:
-        raise ReportError(f"unknown namespace {namespace[:80]!r}: not a DMARC report schema repbot knows", "namespace")
+        said = _("unknown namespace {namespace}: not a DMARC report schema repbot knows")
+        raise ReportError(said.format(namespace=repr(namespace[:80])), "namespace")
     reader = _Reader(namespace)
     reader.warnings.extend(warnings)
     meta = reader.find(root, "report_metadata")
     if meta is None:
-        raise ReportError("no <report_metadata>", "metadata")
+        raise ReportError(_("no <report_metadata>"), "metadata")
     report_id = reader.text(meta, "report_id")
     contact = reader.text(meta, "email")
     reporter = reader.text(meta, "org_name") or contact.rpartition("@")[2].strip(" >")
     if not report_id or not reporter:
-        raise ReportError("<report_metadata> lacks report_id, or both org_name and email", "metadata")
+        raise ReportError(_("<report_metadata> lacks report_id, or both org_name and email"), "metadata")
     begin, end = _timestamp(reader, meta, "begin"), _timestamp(reader, meta, "end")
     if end < begin:
-        raise ReportError(f"date_range ends ({end:%Y-%m-%d %H:%M}) before it begins ({begin:%Y-%m-%d %H:%M})", "date")
+        said = _("date_range ends ({end}) before it begins ({begin})")
+        raise ReportError(said.format(end=f"{end:%Y-%m-%d %H:%M}", begin=f"{begin:%Y-%m-%d %H:%M}"), "date")
     if end - begin > MAX_RANGE:
         hours = (end - begin).total_seconds() / 3600
-        reader.warnings.append(f"date range covers {hours:.0f} hours (RFC 7489 §7.2: at most 24); counted on one day")
+        said = _("date range covers {hours} hours (RFC 7489 §7.2: at most 24); counted on one day")
+        reader.warnings.append(said.format(hours=f"{hours:.0f}"))
     policy = _policy(reader, root)
     elements = reader.all(root, "record")
     if len(elements) > max_records:
-        raise ReportError(f"{len(elements)} records, more than the cap of {max_records}", "too-many-records")
+        said = _("{count} records, more than the cap of {cap}").format(count=len(elements), cap=max_records)
+        raise ReportError(said, "too-many-records")
     records = tuple(_record(reader, element, number) for number, element in enumerate(elements, 1))
     if reader.upper:
         shown = ", ".join(sorted(reader.upper)[:4])
-        reader.warnings.append(f"upper-cased values ({shown}); the schema's values are lower case: read as such")
+        reader.warnings.append(
+            _("upper-cased values ({shown}); the schema's values are lower case: read as such").format(shown=shown)
+        )
     if reader.odd:
-        reader.warnings.append(f"values outside the schema: {', '.join(sorted(reader.odd)[:4])}")
+        reader.warnings.append(
+            _("values outside the schema: {values}").format(values=", ".join(sorted(reader.odd)[:4]))
+        )
     schema = _schema(reader, root, namespace)
     generator = reader.text(meta, "generator")
     report = DmarcReport(reporter, contact, report_id, begin, end, policy, records, schema, generator, source)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from typing import Protocol
 
+from checks.i18n import _
 from checks.mailbox import Mailbox, MailboxSettings
 from checks.reports._containers import Limits
 from checks.reports.extract import read_bytes
@@ -69,7 +70,8 @@ def _source(folder: str, uid: int, raw: bytes | None) -> str:
     if raw is not None:
         headers = BytesHeaderParser().parsebytes(raw[:16384])
         sender = str(headers.get("From", "")).strip()[:80]
-    return f"{folder} UID {uid}" + (f" from {sender}" if sender else "")
+    where = f"{folder} UID {uid}"
+    return _("{message} from {sender}").format(message=where, sender=sender) if sender else where
 
 
 async def _read(box: Mailbox, settings: ReportsSettings, uid: int) -> tuple[list[Report], list[ReportProblem], str]:
@@ -77,9 +79,8 @@ async def _read(box: Mailbox, settings: ReportsSettings, uid: int) -> tuple[list
     fetched = await box.fetch(uid, settings.max_bytes)
     source = _source(settings.folder, uid, fetched.raw)
     if fetched.raw is None:
-        problem = ReportProblem(
-            source, f"too large ({fetched.size} bytes, the cap is {settings.max_bytes})", code="too-large"
-        )
+        said = _("too large ({size} bytes, the cap is {cap})").format(size=fetched.size, cap=settings.max_bytes)
+        problem = ReportProblem(source, said, code="too-large")
         return [], [problem], f"{settings.folder}:{uid}:{fetched.size}"
     extracted = await asyncio.to_thread(read_bytes, fetched.raw, source, settings.limits)
     return list(extracted.reports), list(extracted.problems), hashlib.sha256(fetched.raw).hexdigest()[:24]

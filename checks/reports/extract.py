@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from checks.i18n import _
 from checks.reports._containers import Limits, Piece, unpack
 from checks.reports.aggregate import ReportError, parse_aggregate
 from checks.reports.model import Extracted, Report, ReportProblem
@@ -25,14 +26,18 @@ def _document(piece: Piece, limits: Limits) -> tuple[Report, list[str]]:
         return parse_tls_report(piece.data, piece.source, limits.max_records)
     if head.startswith(b"<") or not head:
         return parse_aggregate(piece.data, piece.source, limits.max_records)
-    raise ReportError("neither a DMARC report (XML) nor a TLS report (JSON)", "format")
+    raise ReportError(_("neither a DMARC report (XML) nor a TLS report (JSON)"), "format")
+
+
+def _too_large(limits: Limits) -> str:
+    return _("larger than {cap} bytes").format(cap=limits.max_bytes)
 
 
 def read_bytes(data: bytes, source: str, limits: Limits | None = None) -> Extracted:
     """Every report in a file's or a message's bytes, and a problem for each thing wrong; never raises."""
     limits = limits or Limits()
     if len(data) > limits.max_bytes:
-        return Extracted(problems=(ReportProblem(source, f"larger than {limits.max_bytes} bytes", code="too-large"),))
+        return Extracted(problems=(ReportProblem(source, _too_large(limits), code="too-large"),))
     reports: list[Report] = []
     problems: list[ReportProblem] = []
     for item in unpack(data, source, limits):
@@ -69,12 +74,13 @@ def read_paths(paths: Iterable[str | os.PathLike[str]], limits: Limits | None = 
     for path in iter_files(paths):
         try:
             if path.stat().st_size > limits.max_bytes:
-                problem = ReportProblem(str(path), f"larger than {limits.max_bytes} bytes", code="too-large")
+                problem = ReportProblem(str(path), _too_large(limits), code="too-large")
                 yield Extracted(problems=(problem,))
                 continue
             data = path.read_bytes()
         except OSError as error:
-            yield Extracted(problems=(ReportProblem(str(path), f"cannot read: {error.strerror}", code="io"),))
+            said = _("cannot read: {error}").format(error=error.strerror)
+            yield Extracted(problems=(ReportProblem(str(path), said, code="io"),))
             continue
         extracted = read_bytes(data, str(path), limits)
         done, reports = done + 1, reports + len(extracted.reports)

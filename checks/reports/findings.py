@@ -13,14 +13,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from checks.i18n import N_, _, ngettext, number
 from checks.model import Finding, Status
-from checks.reports.smtp_tls import FIXES
+from checks.reports.smtp_tls import fix
 from checks.reports.sources import SourceVerdict
 from checks.reports.store import DmarcRow, ProblemRow, TlsRow
 
 __all__ = [
+    "NO_MX",
     "Thresholds",
     "alignment_findings",
+    "mx_said",
     "problem_findings",
     "quiet_findings",
     "source_findings",
@@ -30,6 +33,7 @@ __all__ = [
 
 SOURCES, ALIGNMENT, QUIET, TLS, INPUT = "dmarc-sources", "dmarc-reports", "dmarc-reporter", "tlsrpt-reports", "reports"
 DAILY_MIN_DAYS = 3  # report days in the fortnight before the last one that make a reporter "daily"
+NO_MX = N_("(no MX named)")  # a failure a report gives no receiving MX for; a key in the evidence, said translated
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,19 @@ def _pct(part: int, whole: int) -> float:
     return 100.0 * part / whole if whole else 0.0
 
 
+def _counted(said: str, count: int) -> str:
+    return said.format(count=number(count))
+
+
+# Counts said inside a longer sentence, each with its own plural (the English keeps its words: "1 days" too).
+def _days(days: int) -> str:
+    return _counted(ngettext("{count} days", "{count} days", days), days)
+
+
+def _messages(count: int) -> str:
+    return _counted(ngettext("{count} messages", "{count} messages", count), count)
+
+
 @dataclass
 class _Tally:
     messages: int = 0
@@ -69,8 +86,17 @@ class _Tally:
         self.quarantined += row.count if row.disposition == "quarantine" else 0
 
     def fate(self) -> str:
-        parts = [f"{n} {what}" for n, what in ((self.rejected, "rejected"), (self.quarantined, "quarantined")) if n]
-        parts.append(f"{self.passed} passed DMARC" if self.passed else "none passed DMARC")
+        """What became of the messages: "42 rejected, 3 quarantined, none passed DMARC"."""
+        parts = []
+        if self.rejected:
+            parts.append(_counted(ngettext("{count} rejected", "{count} rejected", self.rejected), self.rejected))
+        if self.quarantined:
+            said = ngettext("{count} quarantined", "{count} quarantined", self.quarantined)
+            parts.append(_counted(said, self.quarantined))
+        if self.passed:
+            parts.append(_counted(ngettext("{count} passed DMARC", "{count} passed DMARC", self.passed), self.passed))
+        else:
+            parts.append(_("none passed DMARC"))
         return ", ".join(parts)
 
 
@@ -90,7 +116,12 @@ def source_findings(
     for domain in sorted(set(domains) | set(by_domain)):
         tallies = by_domain.get(domain, {})
         if not tallies:
-            summary = f"no unknown senders as {domain} in the reports of the last {days} days"
+            said = ngettext(
+                "no unknown senders as {domain} in the reports of the last {days} days",
+                "no unknown senders as {domain} in the reports of the last {days} days",
+                days,
+            )
+            summary = said.format(domain=domain, days=number(days))
             evidence = {"sources": 0, "domain": domain}
             findings.append(Finding(SOURCES, "unknown senders", Status.OK, summary, evidence, "", "none", now))
             continue
@@ -109,32 +140,59 @@ def _sources_finding(
     """Warn about the sources known not to be yours; those whose SPF could not be evaluated are not
     called spoofers: alone, they make the finding unknown."""
     ranked = sorted(tallies.items(), key=lambda item: -item[1].messages)
-    undecided = [ip for ip, _ in ranked if ip in verdicts and not verdicts[ip].decided]
+    undecided = [ip for ip, _tally in ranked if ip in verdicts and not verdicts[ip].decided]
     known = [(ip, t) for ip, t in ranked if ip not in undecided]
     evidence: dict[str, object] = {"domain": domain, "sources": len(known), "undecided": len(undecided)}
     if not known:
-        why = verdicts[undecided[0]].why
-        summary = f"cannot tell whether {len(undecided)} sources sending as {domain} are yours: {why}"
+        said = ngettext(
+            "cannot tell whether {count} sources sending as {domain} are yours: {why}",
+            "cannot tell whether {count} sources sending as {domain} are yours: {why}",
+            len(undecided),
+        )
+        summary = said.format(count=number(len(undecided)), domain=domain, why=verdicts[undecided[0]].why)
         return Finding(SOURCES, "unknown senders", Status.UNKNOWN, summary, evidence, "", "undecided", now)
-    total = sum(t.messages for _, t in known)
-    shown = [f"{ip} ({t.messages} to {', '.join(sorted(reporters[(domain, ip)]))}: {t.fate()})" for ip, t in known[:5]]
-    more = f"; {len(known) - 5} more" if len(known) > 5 else ""
-    unsure = f"; {len(undecided)} more could not be checked ({verdicts[undecided[0]].why})" if undecided else ""
-    summary = f"{len(known)} unknown sources sent {total} messages as {domain} in {days} days: {'; '.join(shown)}"
+    total = sum(t.messages for _ip, t in known)
+    unsure = ""
+    if undecided:
+        said = ngettext(
+            "; {count} more could not be checked ({why})",
+            "; {count} more could not be checked ({why})",
+            len(undecided),
+        )
+        unsure = said.format(count=number(len(undecided)), why=verdicts[undecided[0]].why)
+    said = ngettext(
+        "{count} unknown sources sent {messages} as {domain} in {days}: {shown}",
+        "{count} unknown sources sent {messages} as {domain} in {days}: {shown}",
+        len(known),
+    )
+    shown = _listed(domain, known, reporters)
+    summary = said.format(
+        count=number(len(known)), messages=_messages(total), domain=domain, days=_days(days), shown=shown
+    )
     evidence.update(
         messages=total,
-        passed=sum(t.passed for _, t in known),
-        newest=_digest(ip for ip, _ in known),
+        passed=sum(t.passed for _ip, t in known),
+        newest=_digest(ip for ip, _tally in known),
         top=[{"ip": ip, "messages": t.messages, "passed": t.passed, "rejected": t.rejected} for ip, t in known[:10]],
     )
-    advice = (
+    advice = _(
         "If a source is a service you use, authorise it (an SPF include, or DKIM signing as your domain); "
         "otherwise it is spoofing you: once your own mail passes, move your DMARC policy to p=quarantine "
         "or p=reject."
     )
-    return Finding(
-        SOURCES, "unknown senders", Status.WARN, summary + more + unsure, evidence, advice, "unknown-senders", now
-    )
+    return Finding(SOURCES, "unknown senders", Status.WARN, summary + unsure, evidence, advice, "unknown-senders", now)
+
+
+def _listed(domain: str, known: Sequence[tuple[str, _Tally]], reporters: Mapping[tuple[str, str], set[str]]) -> str:
+    """The five biggest unknown sources, each with its reporters and fate, and how many more there are."""
+    shown = [
+        _("{ip} ({count} to {reporters}: {fate})").format(
+            ip=ip, count=number(t.messages), reporters=", ".join(sorted(reporters[(domain, ip)])), fate=t.fate()
+        )
+        for ip, t in known[:5]
+    ]
+    more = "; " + _counted(_("{count} more"), len(known) - 5) if len(known) > 5 else ""
+    return "; ".join(shown) + more
 
 
 def alignment_findings(
@@ -159,7 +217,8 @@ def alignment_findings(
     findings = []
     for (domain, reporter), t in sorted(tallies.items()):
         if not t.messages:
-            summary = f"{reporter} counted no mail from your IPs as {domain} in {limits.window_days} days"
+            said = _("{reporter} counted no mail from your IPs as {domain} in {days}")
+            summary = said.format(reporter=reporter, domain=domain, days=_days(limits.window_days))
             evidence = {"domain": domain, "messages": 0, "days": limits.window_days}
             findings.append(Finding(ALIGNMENT, reporter, Status.OK, summary, evidence, "", "no-data", now))
             continue
@@ -171,21 +230,30 @@ def alignment_findings(
             **{f"{k.lower()}_fail": v for k, v in fails.items()},
             "days": limits.window_days,
         }
-        words = ", ".join(f"{name} {fails[name]} ({shares[name]:.1f} %)" for name in fails)
-        head = f"{reporter} counted {t.messages} messages from your IPs as {domain} in {limits.window_days} days"
+        words = ", ".join(
+            _("{method} {count} ({share} %)").format(
+                method=name, count=number(fails[name]), share=number(shares[name], 1)
+            )
+            for name in fails
+        )
+        head = _("{reporter} counted {messages} from your IPs as {domain} in {days}").format(
+            reporter=reporter, messages=_messages(t.messages), domain=domain, days=_days(limits.window_days)
+        )
         if t.messages < limits.min_messages:
-            summary = f"{head}: too few to judge (failing: {words})"
+            summary = _("{head}: too few to judge (failing: {words})").format(head=head, words=words)
             findings.append(Finding(ALIGNMENT, reporter, Status.OK, summary, evidence, "", "few", now))
             continue
         over = [name for name in fails if shares[name] > limits.fail_percent]
         if not over:
-            summary = f"{head}; failing: {words}"
+            summary = _("{head}; failing: {words}").format(head=head, words=words)
             findings.append(Finding(ALIGNMENT, reporter, Status.OK, summary, evidence, "", "aligned", now))
             continue
         status = Status.FAIL if "DMARC" in over else Status.WARN
         code = "dmarc-fail" if "DMARC" in over else f"{over[0].lower()}-misaligned"
-        summary = f"{head}; over {limits.fail_percent:g} % failing: {words}"
-        advice = (
+        summary = _("{head}; over {limit} % failing: {words}").format(
+            head=head, limit=number(limits.fail_percent), words=words
+        )
+        advice = _(
             "DKIM: sign every message with d= your domain (check the selector's key in DNS). "
             "SPF: the envelope sender's domain must be yours and list these IPs. A DMARC failure from your own IPs "
             "means neither aligned: the receiver applies your p= policy to that mail."
@@ -208,16 +276,21 @@ def quiet_findings(
         silent = (today - last).days - 1
         evidence = {"last_day": last.isoformat(), "silent_days": max(0, silent), "domain": domain}
         if silent > limits.quiet_days:
-            summary = f"{reporter} sent {domain}'s DMARC reports daily until {last} and none for {silent} days"
-            advice = (
-                "Check that the rua= mailbox still receives mail (full, rejecting, a filter), that the DMARC record "
-                f"of {domain} still names it, and that its external-destination record is published."
+            said = ngettext(
+                "{reporter} sent {domain}'s DMARC reports daily until {last} and none for {silent} days",
+                "{reporter} sent {domain}'s DMARC reports daily until {last} and none for {silent} days",
+                silent,
             )
+            summary = said.format(reporter=reporter, domain=domain, last=last, silent=number(silent))
+            advice = _(
+                "Check that the rua= mailbox still receives mail (full, rejecting, a filter), that the DMARC record "
+                "of {domain} still names it, and that its external-destination record is published."
+            ).format(domain=domain)
             findings.append(
                 Finding(QUIET, f"{reporter} for {domain}", Status.WARN, summary, evidence, advice, "quiet", now)
             )
         else:
-            summary = f"{reporter} reports daily; the last is for {last}"
+            summary = _("{reporter} reports daily; the last is for {last}").format(reporter=reporter, last=last)
             findings.append(Finding(QUIET, f"{reporter} for {domain}", Status.OK, summary, evidence, "", "daily", now))
     return findings
 
@@ -229,8 +302,13 @@ def tls_totals(rows: Iterable[TlsRow]) -> tuple[dict[str, int], dict[str, dict[t
     for row in rows:
         ok[row.policy_domain] += row.successful
         if row.failed:
-            failed[row.policy_domain][(row.receiving_mx or "(no MX named)", row.result_type)] += row.failed
+            failed[row.policy_domain][(row.receiving_mx or NO_MX, row.result_type)] += row.failed
     return ok, failed
+
+
+def mx_said(mx: str) -> str:
+    """A receiving MX as a person reads it: the host name, or "(no MX named)" in their language."""
+    return _(NO_MX) if mx == NO_MX else mx
 
 
 def tls_findings(rows: Sequence[TlsRow], domains: Sequence[str], limits: Thresholds, now: datetime) -> list[Finding]:
@@ -248,18 +326,26 @@ def tls_findings(rows: Sequence[TlsRow], domains: Sequence[str], limits: Thresho
             "failed": bad,
             "newest": _digest(f"{mx}|{kind}" for mx, kind in failures),
         }
+        counted = {"bad": number(bad), "total": number(total), "domain": domain, "days": _days(limits.window_days)}
         if not failures or share <= limits.tls_fail_percent:
-            summary = f"TLS reports: {bad} of {total} sessions to {domain} failed in {limits.window_days} days"
+            said = ngettext(
+                "TLS reports: {bad} of {total} sessions to {domain} failed in {days}",
+                "TLS reports: {bad} of {total} sessions to {domain} failed in {days}",
+                total,
+            )
+            summary = said.format(**counted)
             findings.append(Finding(TLS, "sessions", Status.OK, summary, evidence, "", "tls-ok", now))
             continue
         ranked = sorted(failures.items(), key=lambda item: -item[1])
-        shown = "; ".join(f"{mx}: {kind} {n}" for (mx, kind), n in ranked[:5])
-        window = f"in {limits.window_days} days"
-        summary = f"TLS reports: {bad} of {total} sessions to {domain} failed ({share:.1f} %) {window}: {shown}"
-        kinds = list(dict.fromkeys(kind for (_, kind), _ in ranked))
-        advice = " ".join(
-            f"{kind}: {FIXES.get(kind, 'see the report').replace('DOMAIN', domain)}." for kind in kinds[:4]
+        shown = "; ".join(f"{mx_said(mx)}: {kind} {number(n)}" for (mx, kind), n in ranked[:5])
+        said = ngettext(
+            "TLS reports: {bad} of {total} sessions to {domain} failed ({share} %) in {days}: {shown}",
+            "TLS reports: {bad} of {total} sessions to {domain} failed ({share} %) in {days}: {shown}",
+            total,
         )
+        summary = said.format(**counted, share=number(share, 1), shown=shown)
+        kinds = list(dict.fromkeys(kind for (_mx, kind), _n in ranked))
+        advice = " ".join(f"{kind}: {fix(kind, domain)}." for kind in kinds[:4])
         evidence["failures"] = [{"mx": mx, "result_type": kind, "count": n} for (mx, kind), n in ranked[:10]]
         status = Status.FAIL if share > 50 else Status.WARN
         findings.append(Finding(TLS, "sessions", status, summary, evidence, advice, "tls-failures", now))
@@ -271,14 +357,23 @@ def problem_findings(problems: Sequence[ProblemRow], days: int, now: datetime) -
     errors = [p for p in problems if p.severity == "error"]
     caveats = len(problems) - len(errors)
     if not errors:
-        summary = f"every report of the last {days} days was read" + (f" ({caveats} with a caveat)" if caveats else "")
+        said = ngettext(
+            "every report of the last {days} days was read", "every report of the last {days} days was read", days
+        )
+        noted = ngettext(" ({count} with a caveat)", " ({count} with a caveat)", caveats) if caveats else ""
+        summary = said.format(days=number(days)) + _counted(noted, caveats)
         return [
             Finding(
                 INPUT, "unreadable reports", Status.OK, summary, {"errors": 0, "warnings": caveats}, "", "read", now
             )
         ]
     newest = errors[-1]
-    summary = f"{len(errors)} reports could not be read in {days} days; newest: {newest.source}: {newest.error}"
+    said = ngettext(
+        "{count} reports could not be read in {days}; newest: {source}: {error}",
+        "{count} reports could not be read in {days}; newest: {source}: {error}",
+        len(errors),
+    )
+    summary = said.format(count=number(len(errors)), days=_days(days), source=newest.source, error=newest.error)
     evidence = {"errors": len(errors), "warnings": caveats, "newest": _digest([newest.source, newest.error])}
-    advice = "Look at the message (it is flagged $RepbotReportProblem); `repbot reports FILE` shows what is wrong."
+    advice = _("Look at the message (it is flagged $RepbotReportProblem); `repbot reports FILE` shows what is wrong.")
     return [Finding(INPUT, "unreadable reports", Status.WARN, summary, evidence, advice, "unreadable", now)]

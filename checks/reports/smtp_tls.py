@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from checks.i18n import N_
+from checks.i18n import N_, _
 from checks.reports.aggregate import ReportError
 from checks.reports.model import MAX_RANGE, TlsFailure, TlsPolicy, TlsReport
 
-__all__ = ["FIXES", "RESULT_TYPES", "parse_tls_report"]
+__all__ = ["FIXES", "RESULT_TYPES", "fix", "parse_tls_report"]
 
 # RFC 8460 §4.3 result types, each with what the receiving domain's operator does about it.
 FIXES = {
@@ -35,15 +35,22 @@ FIXES = {
 RESULT_TYPES = frozenset(FIXES)
 
 
+def fix(result_type: str, domain: str) -> str:
+    """What `domain`'s operator does about a result type, in the reader's language."""
+    return (_(FIXES[result_type]) if result_type in FIXES else _("see the report")).replace("DOMAIN", domain)
+
+
 def _object(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise ReportError(f"{where} is not a JSON object", "schema")
+        raise ReportError(_("{where} is not a JSON object").format(where=where), "schema")
     return value
 
 
 def _count(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ReportError(f"{where} {str(value)[:30]!r} is not a count", "schema")
+        raise ReportError(
+            _("{where} {value} is not a count").format(where=where, value=repr(str(value)[:30])), "schema"
+        )
     return value
 
 
@@ -51,7 +58,8 @@ def _moment(value: Any, where: str) -> datetime:
     try:
         moment = datetime.fromisoformat(str(value))
     except ValueError:
-        raise ReportError(f"{where} {str(value)[:40]!r} is not an RFC 3339 date-time", "date") from None
+        said = _("{where} {value} is not an RFC 3339 date-time").format(where=where, value=repr(str(value)[:40]))
+        raise ReportError(said, "date") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
@@ -59,7 +67,8 @@ def _failure(item: Any, where: str, warnings: list[str]) -> TlsFailure:
     detail = _object(item, where)
     result_type = str(detail.get("result-type", "")).lower()
     if result_type not in RESULT_TYPES:
-        warnings.append(f"{where}: result-type {result_type[:40]!r} is not in RFC 8460")
+        said = _("{where}: result-type {value} is not in RFC 8460")
+        warnings.append(said.format(where=where, value=repr(result_type[:40])))
     return TlsFailure(
         result_type=result_type,
         count=_count(detail.get("failed-session-count"), f"{where} failed-session-count"),
@@ -78,12 +87,12 @@ def _policy(item: Any, number: int, warnings: list[str], budget: int) -> TlsPoli
     summary = _object(entry.get("summary"), f"{where}.summary")
     details = entry.get("failure-details", [])
     if not isinstance(details, list):
-        raise ReportError(f"{where}.failure-details is not a list", "schema")
+        raise ReportError(_("{where}.failure-details is not a list").format(where=where), "schema")
     if len(details) > budget:
-        raise ReportError(f"more than {budget} failure details, the cap", "too-many-records")
+        raise ReportError(_("more than {cap} failure details, the cap").format(cap=budget), "too-many-records")
     domain = str(policy.get("policy-domain", "")).lower().rstrip(".")
     if not domain:
-        raise ReportError(f"{where}.policy names no policy-domain", "policy")
+        raise ReportError(_("{where}.policy names no policy-domain").format(where=where), "policy")
     mx = policy.get("mx-host", [])
     return TlsPolicy(
         policy_type=str(policy.get("policy-type", "")).lower(),
@@ -98,29 +107,30 @@ def _policy(item: Any, number: int, warnings: list[str], budget: int) -> TlsPoli
 def parse_tls_report(data: bytes, source: str = "", max_records: int = 200_000) -> tuple[TlsReport, list[str]]:
     """The report in `data` and its warnings; raises ReportError when it cannot be counted."""
     if not data.strip():
-        raise ReportError("empty file", "empty")
+        raise ReportError(_("empty file"), "empty")
     try:
         document = json.loads(data)
     except UnicodeDecodeError as error:
-        raise ReportError(f"not valid UTF-8 at byte {error.start}", "utf-8") from None
+        raise ReportError(_("not valid UTF-8 at byte {offset}").format(offset=error.start), "utf-8") from None
     except json.JSONDecodeError as error:
-        raise ReportError(f"not valid JSON: {error}", "json") from None
-    top = _object(document, "the report")
+        raise ReportError(_("not valid JSON: {error}").format(error=error), "json") from None
+    top = _object(document, _("the report"))
     warnings: list[str] = []
     report_id = str(top.get("report-id", "")).strip()
     reporter = str(top.get("organization-name", "")).strip()
     if not report_id or not reporter:
-        raise ReportError("the report lacks report-id or organization-name", "metadata")
+        raise ReportError(_("the report lacks report-id or organization-name"), "metadata")
     dates = _object(top.get("date-range"), "date-range")
     begin = _moment(dates.get("start-datetime"), "start-datetime")
     end = _moment(dates.get("end-datetime"), "end-datetime")
     if end < begin:
-        raise ReportError("date-range ends before it begins", "date")
+        raise ReportError(_("date-range ends before it begins"), "date")
     if end - begin > MAX_RANGE:
-        warnings.append(f"date range covers {(end - begin).total_seconds() / 3600:.0f} hours (RFC 8460: one day)")
+        hours = f"{(end - begin).total_seconds() / 3600:.0f}"
+        warnings.append(_("date range covers {hours} hours (RFC 8460: one day)").format(hours=hours))
     items = top.get("policies")
     if not isinstance(items, list) or not items:
-        raise ReportError("the report has no policies", "policy")
+        raise ReportError(_("the report has no policies"), "policy")
     policies = tuple(_policy(item, n, warnings, max_records) for n, item in enumerate(items))
     contact = str(top.get("contact-info", ""))
     return TlsReport(

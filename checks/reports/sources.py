@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from checks.context import CheckContext
+from checks.i18n import _, number
 from checks.mx import mx_hosts
 from checks.spf.evaluator import check_host
 
@@ -25,7 +26,8 @@ CONCURRENCY = 16
 
 @dataclass(frozen=True)
 class SourceVerdict:
-    """Whether a source IP sends your mail, and why (or why that could not be decided)."""
+    """Whether a source IP sends your mail, and why (or why that could not be decided): `why` is for a person,
+    in the language active when the sources were classified."""
 
     ip: str
     ours: bool
@@ -52,8 +54,9 @@ async def _host_addresses(names: Iterable[str], ctx: CheckContext) -> dict[str, 
     found: dict[str, str] = {}
     for index, answer in enumerate(answers):
         if not isinstance(answer, BaseException):
+            why = _("helo host {name}").format(name=names[index // 2])
             for record in answer.records:
-                found.setdefault(ipaddress.ip_address(record).compressed, f"helo host {names[index // 2]}")
+                found.setdefault(ipaddress.ip_address(record).compressed, why)
     return found
 
 
@@ -73,12 +76,12 @@ async def _spf(ip: str, domains: Sequence[str], ctx: CheckContext, gate: asyncio
                 ip, domain, f"postmaster@{domain}", resolver=ctx.resolver, timeout=ctx.timeout * 4
             )
         if result.result == "pass":
-            return SourceVerdict(ip, True, f"SPF of {domain}")
+            return SourceVerdict(ip, True, _("SPF of {domain}").format(domain=domain))
         if result.result in ("temperror", "permerror"):
-            failures.append(f"SPF of {domain}: {result.result}")
+            failures.append(_("SPF of {domain}: {result}").format(domain=domain, result=result.result))
     if failures:
         return SourceVerdict(ip, False, "; ".join(failures), decided=False)
-    return SourceVerdict(ip, False, "not in your IPs, MX, helo hosts or SPF")
+    return SourceVerdict(ip, False, _("not in your IPs, MX, helo hosts or SPF"))
 
 
 async def classify_sources(
@@ -96,7 +99,7 @@ async def classify_sources(
     for ip in sources:
         address = ipaddress.ip_address(ip)
         if any(address in net for net in networks):
-            verdicts[ip] = SourceVerdict(ip, True, "in [monitor] ips")
+            verdicts[ip] = SourceVerdict(ip, True, _("in [monitor] ips"))
         elif ip in mx or ip in helo:
             verdicts[ip] = SourceVerdict(ip, True, mx.get(ip) or helo[ip])
         else:
@@ -104,6 +107,7 @@ async def classify_sources(
     gate = asyncio.Semaphore(CONCURRENCY)
     checked = await asyncio.gather(*(_spf(ip, sorted(set(sources[ip])), ctx, gate) for ip in pending[:MAX_SPF]))
     verdicts.update((v.ip, v) for v in checked)
+    unevaluated = _("not evaluated: more than {count} sources").format(count=number(MAX_SPF))
     for ip in pending[MAX_SPF:]:
-        verdicts[ip] = SourceVerdict(ip, False, f"not evaluated: more than {MAX_SPF} sources", decided=False)
+        verdicts[ip] = SourceVerdict(ip, False, unevaluated, decided=False)
     return verdicts
