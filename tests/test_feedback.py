@@ -319,4 +319,4 @@ def test_findings_in_the_operators_language() -> None:
     assert org.summary.endswith("; 3 en los últimos 7 días")
     assert by_subject["quiet.example"].summary == "0 quejas sobre correo de quiet.example en los últimos 7 días"
     assert later.summary.startswith("3 quejas sobre correo de example.org en los últimos 7 días; la más reciente: ")
-    assert org.advice.startswith("Busque la lista")
+    assert org.advice.startswith("Busca la lista")

@@ -82,8 +82,8 @@ def test_the_top_help_names_each_command_in_spanish(spanish: None, capsys: pytes
 @pytest.mark.parametrize(
     ("args", "spanish_words"),
     [
-        (["check"], "repbot check: se requieren los siguientes argumentos: TARGET (consulte repbot check --help)"),
-        (["nope"], "repbot: argumento COMMAND: opción no válida: 'nope' (elija entre 'check', "),
+        (["check"], "repbot check: se requieren los siguientes argumentos: TARGET (consulta repbot check --help)"),
+        (["nope"], "repbot: argumento COMMAND: opción no válida: 'nope' (elige entre 'check', "),
         (["check", "--timeout", "x", "192.0.2.1"], "argumento --timeout: 'x' no es un número"),
         (["check", "--timeout", "-1", "192.0.2.1"], "argumento --timeout: debe ser mayor que 0"),
         (["lists", "--bogus"], "repbot: argumentos no reconocidos: --bogus"),
@@ -138,7 +138,7 @@ def test_the_console_says_its_first_line_in_the_configured_language() -> None:
         {"bot": {"language": "es"}, "monitor": {"ips": ["192.0.2.1"], "domains": ["a.test", "b.test"]}}
     )
     assert (
-        start_line(config) == "repbot en la consola como @operator:console, vigilando 1 IP y 2 dominios; escriba !help"
+        start_line(config) == "repbot en la consola como @operator:console, vigilando 1 IP y 2 dominios; escribe !help"
     )
     english = replace(config, language="en")
     assert start_line(english) == "repbot in the console as @operator:console, watching 1 IP and 2 domains; type !help"

@@ -103,7 +103,7 @@ async def test_zone_health_says_an_unreachable_zone_in_spanish(dns_server: DnsSe
     with use_language("es"):
         assert {h.zone: h for h in await zone_health(ctx)} == health  # the cached probe, not a second one
         assert psbl.health == Health.UNREACHABLE and psbl.said().startswith("SERVFAIL desde 127.0.0.1:"), psbl.said()
-        assert needs_key.said() == "solo se sirve a través de Spamhaus DQS: configure dnsbl.dqs_key para usarla"
+        assert needs_key.said() == "solo se sirve a través de Spamhaus DQS: configura dnsbl.dqs_key para usarla"
         assert psbl.detail.startswith("SERVFAIL from 127.0.0.1:")  # the English, for the evidence and JSON
         assert psbl.to_json()["detail"] == psbl.detail
 

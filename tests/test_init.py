@@ -115,11 +115,11 @@ def test_the_wizard_speaks_spanish(tmp_path: Path) -> None:
     assert done.returncode == 0, (done.stdout, done.stderr)
     out = done.stdout
     assert "URL del servidor Matrix (p. ej. https://matrix.example.org; vacío: usar la terminal como sala): " in out
-    assert "indique la URL del servidor Matrix" in out and "'repbot' no es un id de usuario Matrix" in out
+    assert "indica la URL del servidor Matrix" in out and "'repbot' no es un id de usuario Matrix" in out
     assert "el bot necesita una contraseña para iniciar sesión" in out
     assert "r.toml: escrito (modo 0600), config check correcto" in out and "a continuación: repbot run -c r.toml" in out
     for english in ("Homeserver URL", "give the", "is not a Matrix", "needs a password", "written", "next:"):
         assert english not in out, english
     again = subprocess.run([sys.executable, "-m", "bot.cli", "init", "-o", "r.toml"], capture_output=True, text=True,
                            timeout=60, check=False, cwd=tmp_path, env=env)  # fmt: skip
-    assert again.returncode == 3 and "r.toml ya existe: use --force para reemplazarlo" in again.stderr
+    assert again.returncode == 3 and "r.toml ya existe: usa --force para reemplazarlo" in again.stderr

@@ -226,5 +226,5 @@ def test_said_is_the_line_in_the_operators_language_and_line_stays_english() -> 
     with use_language("es"):
         said = explanation.said()
         assert explanation.line() == english  # what goes into evidence and JSON
-    assert said.startswith("Outlook.com rechaza el correo de su IP") and " Dónde: el formulario de soporte" in said
+    assert said.startswith("Outlook.com rechaza el correo de tu IP") and " Dónde: el formulario de soporte" in said
     assert said.endswith("<https://olcsupport.office.com/>.")

@@ -387,7 +387,7 @@ def test_cli_table_in_spanish(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert "5.326 correctas / 303 fallidas" in out, out
     assert re.search(r"dmarc +\S+ +example\.com +2024-04-01  2\.286 mensajes \(2\.286 registros, 0 superaron", out)
-    assert f"problema (error) {empty}: empty file" in out  # the parser's own diagnosis stays as written
+    assert f"problema (error) {empty}: archivo vacío" in out  # the parser's diagnosis, in the reader's language
     assert re.search(r"\n\d+ informes nuevos guardados en ", out), out
     for english in (" messages (", " records", "passed DMARC", " ok / ", "problem (", "new reports stored"):
         assert english not in out, english

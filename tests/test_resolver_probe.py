@@ -78,7 +78,7 @@ async def test_a_lying_resolver_is_said_in_spanish(dns_server: DnsServer) -> Non
         finding.summary
         == f"no puedo comprobar: el resolvedor en {server.address} responde NXDOMAIN para nombres que existen"
     )
-    assert finding.advice.startswith("Haga que repbot use un resolvedor que responda con la verdad")
+    assert finding.advice.startswith("Haz que repbot use un resolvedor que responda con la verdad")
     assert finding.evidence["lies"] == [LIE_NXDOMAIN]  # the evidence keeps the English
     await ctx.aclose()
 

@@ -270,7 +270,7 @@ def test_findings_in_the_operators_language_and_evidence_unchanged() -> None:
         [spanish] = snds.findings_for_rows([row], [], SndsSettings(), NOW)
         [clear] = snds.findings_for_status([], ["192.0.2.7"], NOW)
     assert spanish.summary.startswith(f"{row.ip} el {row.day}: GREEN, tasa de quejas ")
-    assert spanish.advice == "2 impactos en trampas de spam: limpie la lista que llegó a ellas"
+    assert spanish.advice == "2 impactos en trampas de spam: limpia la lista que llegó a ellas"
     assert clear.summary == "Microsoft no bloquea 192.0.2.7"
     assert spanish.evidence == english.evidence and "trap hits" in english.summary
 

@@ -157,7 +157,7 @@ def test_reminders_in_the_operators_language() -> None:
     with use_language("es"):
         [due] = snds_rules.attestation_findings(date(2025, 10, 31), datetime(2026, 8, 1, 9, 0, tzinfo=UTC))
         never = snds_rules.expired_summary(None)
-    assert due.summary.startswith("vuelva a certificar la propiedad de las IP en SNDS antes del 2026-08-31 (quedan 30")
-    assert due.advice.startswith("Vuelva a certificar: inicie sesión en https://sendersupport")
+    assert due.summary.startswith("vuelve a certificar la propiedad de las IP en SNDS antes del 2026-08-31 (quedan 30")
+    assert due.advice.startswith("Vuelve a certificar: inicia sesión en https://sendersupport")
     assert never == "repbot nunca vio funcionar esta clave, así que no se sabe el día en que se creó"
     assert due.evidence["due"] == "2026-08-31"

@@ -250,6 +250,6 @@ async def test_summaries_and_advice_in_the_operators_language(server: DnsServer,
         plus.summary
         == f"+all (alcanzado por include desde {DOMAIN}): cualquier servidor de internet puede enviar como {DOMAIN}"
     )
-    assert plus.advice == "Sustituya +all por -all: v=spf1 -all"
+    assert plus.advice == "Sustituye +all por -all: v=spf1 -all"
     assert codes["lookups"].summary == "2 consultas DNS de las 10 permitidas"
     assert codes["lookups"].evidence["lookups"] == 2  # evidence keeps its values, not words

@@ -424,7 +424,7 @@ async def test_traffic_explains_a_refusal_in_spanish_before_and_after_a_restart(
                 replies.append(await run_command(services, "!traffic outlook"))
             english = await run_command(services, "!traffic outlook")
     for text in replies:
-        assert "550 5.7.1 S3150 ×1 — Outlook.com rechaza el correo de su IP porque parte de su red" in text, text
+        assert "550 5.7.1 S3150 ×1 — Outlook.com rechaza el correo de tu IP porque parte de su red" in text, text
         assert "Dónde:" in text and "refuses mail" not in text and "Where:" not in text
     assert "550 5.7.1 S3150 ×1 — Outlook.com refuses mail from your IP" in english and "Where:" in english
     stored = json.loads((tmp_path / "state" / STATE_FILE).read_text(encoding="utf-8"))
@@ -460,7 +460,7 @@ async def test_a_block_alert_and_the_digest_in_spanish(tmp_path: Path) -> None:
         alert = await room.wait_for("S3150", timeout=5.0)
     assert "rechazó correo con una respuesta de bloqueo (550 5.7.1 S3150): 2 mensajes afectados desde" in alert, alert
     assert "Microsoft para consumidores (Outlook.com, Hotmail, Live) rechazó" in alert  # the shipped name, translated
-    assert "Outlook.com rechaza el correo de su IP" in alert and "Registro: " in alert and "Dónde:" in alert
+    assert "Outlook.com rechaza el correo de tu IP" in alert and "Registro: " in alert and "Dónde:" in alert
     for english in ("refused mail", "messages affected", "refuses mail", "Log: ", "Where:"):
         assert english not in alert, english
     with use_language("es"):
