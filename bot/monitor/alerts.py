@@ -48,6 +48,9 @@ SIGNIFICANT_KEYS = (
 # traffic reads the MTA's own log (a block reply in it is as sure the first time as the second).
 ON_SIGHT = frozenset({"snds", "postmaster", "complaints", "traffic"})
 _PROBLEM = (Status.WARN.value, Status.FAIL.value)
+ALERT_LINES = 30  # events an alert lists one by one; a run with more says a line per kind of change
+ALERT_GROUPS = 20  # groups a grouped alert shows per kind of event, largest first
+_BY_SUBJECT = frozenset({"dnsbl"})  # checks whose changes are grouped by subject too (the blocklist zone)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Event:
     detail: str = ""
     at: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    code: str = ""  # the finding's code: what groups a run's thousands of changes (render_events)
 
     def history_entry(self, *, muted: bool) -> HistoryEntry:
         """What the history keeps of this event."""
@@ -260,6 +264,7 @@ def _event(kind: str, state: dict[str, Any], finding: Finding, stamp: str, **fie
         summary=finding.summary,
         advice=finding.advice,
         at=stamp,
+        code=finding.code,
         **fields,
     )
 
@@ -315,18 +320,51 @@ def _clock(stamp: str | None) -> str:
 
 
 def render_events(events: Sequence[Event]) -> Rendered:
-    """One message for the events of one run: a line each, advice under the problems."""
-    lines: list[str] = []
-    html_lines: list[str] = []
-    for event in events:
-        line = event_line(event)
-        lines.append(line)
-        advice = event.advice if event.kind in ("problem", "changed", "evidence") and event.status in _PROBLEM else ""
-        html_lines.append(html.escape(line) + (f"<br/><i>→ {html.escape(advice)}</i>" if advice else ""))
-        if advice:
-            lines.append(f"    → {advice}")
+    """One message for the events of one run: a line each, advice under the problems; past ALERT_LINES events,
+    a line per kind of change instead (5,496 lines, what the first problems of a /20 and 200 domains made,
+    help nobody)."""
     head = "repbot: " + ngettext("{count} change", "{count} changes", len(events)).format(count=number(len(events)))
-    return Rendered(plain="\n".join([head, *lines]), html=f"<b>{head}</b><br/>" + "<br/>".join(html_lines))
+    if len(events) <= ALERT_LINES:
+        said = [(event_line(event), _advice(event)) for event in events]
+    else:
+        said = [(_("grouped by kind: !status and !history TARGET have each one"), ""), *_grouped_lines(events)]
+    lines: list[str] = [head]
+    html_lines: list[str] = []
+    for line, advice in said:
+        lines.extend([line, f"    → {advice}"] if advice else [line])
+        html_lines.append(html.escape(line) + (f"<br/><i>→ {html.escape(advice)}</i>" if advice else ""))
+    return Rendered(plain="\n".join(lines), html=f"<b>{head}</b><br/>" + "<br/>".join(html_lines))
+
+
+def _advice(event: Event) -> str:
+    return event.advice if event.kind in ("problem", "changed", "evidence") and event.status in _PROBLEM else ""
+
+
+def _grouped_lines(events: Sequence[Event]) -> list[tuple[str, str]]:
+    """For each kind of event, in the order they came: a line (problem: 5,496 on 200 targets), then its groups."""
+    kinds: dict[str, dict[tuple[str, ...], list[Event]]] = {}
+    for event in events:
+        # A blocklist's name is the news ("listed on X"); elsewhere the subject is per target (mx.example.org).
+        key = (event.check, event.code, event.status, event.subject if event.check in _BY_SUBJECT else "")
+        kinds.setdefault(event.kind, {}).setdefault(key, []).append(event)
+    return [line for kind, groups in kinds.items() for line in _kind_lines(kind, list(groups.values()))]
+
+
+def _kind_lines(kind: str, groups: list[list[Event]]) -> list[tuple[str, str]]:
+    """The kind's line, then per group, largest first (at most ALERT_GROUPS), its first event's line and how many
+    more are like it."""
+    count, targets = sum(map(len, groups)), len({event.target for group in groups for event in group})
+    on = ngettext("on {count} targets", "on {count} targets", targets).format(count=number(targets))
+    said = [(f"{event_kind(kind)}: {number(count)} {on}", "")]
+    groups.sort(key=len, reverse=True)
+    for group in groups[:ALERT_GROUPS]:
+        more = " " + _("(and {count} more like it)").format(count=number(len(group) - 1)) if len(group) > 1 else ""
+        said.append(("  " + event_line(group[0]) + more, _advice(group[0])))
+    if len(groups) > ALERT_GROUPS:
+        rest, others = sum(map(len, groups[ALERT_GROUPS:])), len(groups) - ALERT_GROUPS
+        line = _("… and {count} more of {groups} other kinds").format(count=number(rest), groups=number(others))
+        said.append(("  " + line, ""))
+    return said
 
 
 def is_muted(event: Event, mutes: Iterable[str]) -> bool:
