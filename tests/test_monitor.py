@@ -7,6 +7,7 @@ Alerts go to a recording transport that deduplicates transaction ids the way a h
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from bot.config.loader import Config, ScheduleConfig, parse_config
+from bot.monitor import collector
 from bot.monitor.alerts import ALERT_GROUPS, ALERT_LINES, AlertRules, Event, observe, render_events
 from bot.monitor.core import Family, Job, Monitor, default_families
 from bot.monitor.store import Store
@@ -219,6 +221,18 @@ def test_a_grouped_alert_shows_the_largest_groups_and_counts_the_rest() -> None:
     groups = [line for line in lines if line.startswith("  ✗")]
     assert len(groups) == ALERT_GROUPS
     assert lines[-1] == "  … and 40 more of 5 other kinds"  # 5 codes of 8 events each did not fit
+
+
+async def test_full_collections_wait_for_the_end_of_a_run_and_the_stop_gives_them_back(world: Scenario) -> None:
+    before = gc.get_threshold()
+    await world.monitor.start(schedule=False)
+    try:
+        assert gc.get_threshold()[:2] == before[:2] and gc.get_threshold()[2] == collector.NEVER
+        await world.run(1)
+        assert gc.get_freeze_count() > 0  # what the run left is out of the collector's sight
+    finally:
+        await world.monitor.stop()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 async def test_a_muted_alert_is_recorded_but_not_posted(world: Scenario) -> None:
