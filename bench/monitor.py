@@ -421,8 +421,7 @@ async def soak(
     print(f"  state file {size:.1f} MiB; writes: {len(writes)}, max {max(writes):.2f} s, median {median:.2f} s")
     if stalls is not None:
         stalls.report()
-    if trace:
-        print("  RSS every 30 s, MiB: " + " ".join(f"{value:.0f}" for at, value in rss[::3]))
+    print("  RSS every minute, MiB: " + " ".join(f"{value:.0f}" for at, value in rss[::6]))
 
 
 def main() -> None:
