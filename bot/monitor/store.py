@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = 2
 KEEP_DEAD = 50  # dead letters kept for !status; the log has every one
-ROWS_AT_ONCE = 500  # state rows per json.dumps call: ~250 KiB, a few ms with the GIL held
+ROWS_AT_ONCE = 500  # state rows per json.dumps call: ~180 KiB, ~2 ms with the GIL held (73k rows: 0.25 s)
 
 
 class StoreError(Exception):
