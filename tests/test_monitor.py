@@ -18,8 +18,9 @@ import pytest
 
 from bot.config.loader import Config, ScheduleConfig, parse_config
 from bot.monitor import collector
-from bot.monitor.alerts import ALERT_GROUPS, ALERT_LINES, AlertRules, Event, observe, render_events
+from bot.monitor.alerts import ALERT_GROUPS, ALERT_LINES, AlertRules, Event, digest_message, observe, render_events
 from bot.monitor.core import Family, Job, Monitor, default_families
+from bot.monitor.state import AlertState
 from bot.monitor.store import Store
 from bot.render import Rendered
 from bot.transports.base import Incoming
@@ -221,6 +222,23 @@ def test_a_grouped_alert_shows_the_largest_groups_and_counts_the_rest() -> None:
     groups = [line for line in lines if line.startswith("  ✗")]
     assert len(groups) == ALERT_GROUPS
     assert lines[-1] == "  … and 40 more of 5 other kinds"  # 5 codes of 8 events each did not fit
+
+
+def test_a_digest_of_thousands_of_problems_is_a_line_per_kind() -> None:
+    now = datetime(2024, 5, 2, 6, 0, tzinfo=UTC)
+    since = (now - timedelta(days=1)).isoformat()
+
+    def wrong(target: str, check: str, subject: str) -> AlertState:
+        return AlertState(f"{target}|{check}|{subject}", target, check, subject, "fail", since=since, summary="bad")
+
+    states = [wrong(f"10.20.{n // 256}.{n % 256}", "ptr", f"10.20.{n // 256}.{n % 256}") for n in range(4_096)]
+    states += [wrong(f"d{n}.example", "dkim", "default") for n in range(200)]
+    lines = digest_message(states, [], now).plain.splitlines()
+    assert lines[0] == "repbot daily digest: 4,296 problem(s), 0 change(s) in 24 h"
+    assert lines[1:] == [
+        "✗ 10.20.0.0 ptr 10.20.0.0 for 1 d: bad (and 4,095 more like it)",
+        "✗ d0.example dkim default for 1 d: bad (and 199 more like it)",
+    ]
 
 
 async def test_full_collections_wait_for_the_end_of_a_run_and_the_stop_gives_them_back(world: Scenario) -> None:
