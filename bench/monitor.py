@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+import traceback
+import tracemalloc
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -140,6 +146,121 @@ def _rss_mib() -> float:
     return 0.0
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Stalls:
+    """A watchdog thread: while the event loop is late by more than `threshold`, it samples every thread's stack.
+
+    The lag probe only says that a turn was long; the samples say whose code ran meanwhile. A thread that holds
+    the GIL (json.dumps in the store's writer) blocks the loop as surely as a callback does, so all threads
+    are sampled, not only the main one."""
+
+    def __init__(self, threshold: float = 0.1, every: float = 0.01) -> None:
+        self.threshold, self.every = threshold, every
+        self.beat = time.perf_counter()
+        self.samples: Counter[str] = Counter()
+        self.busy: Counter[str] = Counter()  # what is under way now (a write, a comparison, !status)
+        self.late: dict[str, list[float]] = {}  # what was under way -> the lags above the threshold
+        self.collections: dict[int, list[float]] = {0: [], 1: [], 2: []}  # generation -> pauses, s
+        self._collecting = 0.0
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-stalls", daemon=True)
+
+    def start(self) -> None:
+        gc.callbacks.append(self._collection)
+        self._thread.start()
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._collection)
+        self._stopped.set()
+        self._thread.join()
+
+    def _collection(self, phase: str, info: dict[str, int]) -> None:
+        """The garbage collector holds the GIL from start to stop: no thread runs, the watchdog included."""
+        if phase == "start":
+            self._collecting = time.perf_counter()
+        else:
+            self.collections[info["generation"]].append(time.perf_counter() - self._collecting)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.every):
+            if time.perf_counter() - self.beat > self.threshold:
+                self._sample()
+
+    def _sample(self) -> None:
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            if ident == threading.get_ident():
+                continue
+            stack = traceback.extract_stack(frame)
+            ours = [f for f in stack if f.filename.startswith(str(ROOT))]
+            if not ours or _idle(ours[-1]):
+                continue
+            shown = ours[-6:] if stack[-1] is ours[-1] else [*ours[-5:], stack[-1]]
+            where = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(shown))
+            self.samples[f"[{names.get(ident, ident)}] {where}"] += 1
+
+    @contextlib.contextmanager
+    def during(self, what: str) -> Iterator[None]:
+        self.busy[what] += 1
+        try:
+            yield
+        finally:
+            self.busy[what] -= 1
+
+    def lag(self, seconds: float) -> None:
+        self.beat = time.perf_counter()
+        if seconds > self.threshold:
+            under_way = " + ".join(sorted(name for name, count in self.busy.items() if count > 0)) or "(nothing)"
+            self.late.setdefault(under_way, []).append(seconds)
+
+    def report(self) -> None:
+        for under_way, lags in sorted(self.late.items(), key=lambda item: -max(item[1])):
+            worst = max(lags) * 1000
+            print(f"  lags > {self.threshold * 1000:.0f} ms during {under_way}: {len(lags)}, max {worst:.0f} ms")
+        for generation, pauses in self.collections.items():
+            if pauses:
+                print(
+                    f"  gc generation {generation}: {len(pauses)} collections, max {max(pauses) * 1000:.0f} ms, "
+                    f"total {sum(pauses):.2f} s"
+                )
+        # The monitor's stop unfroze what it froze (bot.monitor.collector): what a full collection finds now was
+        # garbage the runs' collections did not find.
+        print(f"  after the stop, a full collection found {gc.collect():,} unreachable objects")
+        census = Counter(type(thing).__name__ for thing in gc.get_objects())
+        shown = ", ".join(f"{name} {count:,}" for name, count in census.most_common(8))
+        print(f"  objects the collector tracks at the end: {sum(census.values()):,} ({shown})")
+        total = sum(self.samples.values())
+        print(f"  stalls > {self.threshold * 1000:.0f} ms: {total} samples of {self.every * 1000:.0f} ms; the top:")
+        for where, count in self.samples.most_common(12):
+            print(f"    {count:5d}  {where}")
+
+
+def _idle(frame: traceback.FrameSummary) -> bool:
+    """A thread parked in its wait (the store's writer between commits, this bench's own sleeps)."""
+    return frame.name in ("_run", "probe", "commands", "memory") and "wait" in (frame.line or "")
+
+
+class Allocations:
+    """tracemalloc snapshots at each run's end, each diffed with the one before: what grew, by line."""
+
+    def __init__(self) -> None:
+        tracemalloc.start(8)
+        self.last = tracemalloc.take_snapshot()
+
+    def after(self, name: str) -> None:
+        snapshot = tracemalloc.take_snapshot()
+        diff = snapshot.compare_to(self.last, "traceback")
+        self.last = snapshot
+        current, peak = tracemalloc.get_traced_memory()
+        print(f"  after {name}: traced {current / 2**20:.0f} MiB (peak {peak / 2**20:.0f} MiB); grew most:")
+        for stat in diff[:6]:
+            frames = [f for f in stat.traceback if f.filename.startswith(str(ROOT))] or list(stat.traceback)
+            where = " < ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames[-4:]))
+            print(f"    {stat.size_diff / 2**20:+8.1f} MiB {stat.count_diff:+8d} blocks  {where}")
+
+
 def soak_zone(path: Path, ips: Sequence[str], domains: Sequence[str]) -> None:
     """Healthy blocklists (their test points listed, the IPs not), and each domain with SPF, DMARC and an MX."""
     from checks.dnsbl.catalog import load_catalog
@@ -156,8 +277,12 @@ def soak_zone(path: Path, ips: Sequence[str], domains: Sequence[str]) -> None:
     path.write_text(json.dumps({"records": records}), encoding="utf-8")
 
 
-async def soak(minutes: float, ips_count: int, domains_count: int, interval: str, directory: Path) -> None:
-    """The bot's monitor and command handling in one process, against a DNS server in its own process."""
+async def soak(
+    minutes: float, ips_count: int, domains_count: int, interval: str, directory: Path, *, trace: str = ""
+) -> None:
+    """The bot's monitor and command handling in one process, against a DNS server in its own process.
+
+    trace "stalls": sample who holds the loop when it is late; "memory": tracemalloc diffs between runs."""
     from bench.dnsbl_sweep import DnsServerProcess
     from bot.app import Bot, Permissions, RateLimiter
     from bot.commands.catalog import REGISTRY
@@ -195,9 +320,13 @@ async def soak(minutes: float, ips_count: int, domains_count: int, interval: str
         writes: list[float] = []
         original_write = store.files.write
 
+        stalls = Stalls() if trace == "stalls" else None
+        during = stalls.during if stalls is not None else lambda what: contextlib.nullcontext()
+
         def timed_write(commit: Any) -> None:
             started = time.perf_counter()
-            original_write(commit)
+            with during("write"):
+                original_write(commit)
             writes.append(time.perf_counter() - started)
 
         store.files.write = timed_write  # type: ignore[method-assign]
@@ -206,17 +335,23 @@ async def soak(minutes: float, ips_count: int, domains_count: int, interval: str
 
         async def timed_process(reports: Any) -> Any:
             started = time.perf_counter()
-            events = await original_process(reports)
+            with during("comparison"):
+                events = await original_process(reports)
             saves.append(time.perf_counter() - started)
             return events
 
         monitor.process_run = timed_process  # type: ignore[method-assign]
         original_run = monitor.run_family
 
+        allocations = Allocations() if trace == "memory" else None
+
         async def timed_run(name: str) -> Any:
             started = time.perf_counter()
-            events = await original_run(name)
+            with during(name):
+                events = await original_run(name)
             runs.append((name, time.perf_counter() - started, saves[-1] if saves else 0.0, len(events)))
+            if allocations is not None:
+                allocations.after(name)
             return events
 
         monitor.run_family = timed_run  # type: ignore[method-assign]
@@ -230,6 +365,12 @@ async def soak(minutes: float, ips_count: int, domains_count: int, interval: str
                 before = time.perf_counter()
                 await asyncio.sleep(0.02)
                 lags.append(time.perf_counter() - before - 0.02)
+                if stalls is not None:
+                    stalls.lag(lags[-1])
+
+        async def handle(incoming: Incoming) -> None:
+            with during(incoming.body):
+                await bot.handle(incoming)
 
         async def commands() -> None:
             number = 0
@@ -238,12 +379,13 @@ async def soak(minutes: float, ips_count: int, domains_count: int, interval: str
                 line = "!status" if number % 10 == 0 else "!ping"
                 incoming = Incoming("!soak", "@op:soak", line, f"$cmd{number}")
                 sent = time.perf_counter()
-                task = asyncio.create_task(bot.handle(incoming))
+                task = asyncio.create_task(handle(incoming))
                 await asyncio.sleep(2.0)
                 if line == "!ping":
                     answered = room.replies.get(incoming.event_id)
                     pings.append((answered - sent) if answered is not None else float("inf"))
-                await task if task.done() else asyncio.sleep(0)
+                if task.done():
+                    await task
 
         async def memory() -> None:
             begun = time.perf_counter()
@@ -252,8 +394,12 @@ async def soak(minutes: float, ips_count: int, domains_count: int, interval: str
                 await asyncio.sleep(10)
 
         await monitor.start()
+        if stalls is not None:
+            stalls.start()
         tasks = [asyncio.create_task(job()) for job in (probe, commands, memory)]
         await asyncio.sleep(minutes * 60)
+        if stalls is not None:
+            stalls.stop()  # before the probe stops beating
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await monitor.stop()
@@ -273,6 +419,9 @@ async def soak(minutes: float, ips_count: int, domains_count: int, interval: str
     print(f"  RSS: after the first run {after_first[0]:.0f} MiB, at the end {rss[-1][1]:.0f} MiB, max {peak:.0f} MiB")
     median = statistics.median(writes)
     print(f"  state file {size:.1f} MiB; writes: {len(writes)}, max {max(writes):.2f} s, median {median:.2f} s")
+    if stalls is not None:
+        stalls.report()
+    print("  RSS every minute, MiB: " + " ".join(f"{value:.0f}" for at, value in rss[::6]))
 
 
 def main() -> None:
@@ -284,12 +433,16 @@ def main() -> None:
     parser.add_argument("--soak-ips", type=int, default=4_096)
     parser.add_argument("--soak-domains", type=int, default=200)
     parser.add_argument("--soak-interval", default="2m")
+    parser.add_argument("--soak-trace", choices=("stalls", "memory"), default="", help="attribute lag or growth")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
         if args.soak is not None:
             logging.getLogger("repbot").setLevel(logging.ERROR)
-            asyncio.run(soak(args.soak, args.soak_ips, args.soak_domains, args.soak_interval, directory))
+            run = soak(
+                args.soak, args.soak_ips, args.soak_domains, args.soak_interval, directory, trace=args.soak_trace
+            )
+            asyncio.run(run)
             return
         if not args.no_synapse:
             bench_latency(2 if args.smoke else 5, directory)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
 
 from checks.context import CheckContext
+from checks.dmarc._parse import _parsed_psl, load_psl, organizational_domain_psl
 from checks.dmarc.policy import DMARC_TAGS, MESSAGES, check, interpret_walk, parse_dmarc, walk_names
 from checks.dns.resolver import Resolver
 from checks.model import Finding, Status, parse_target
@@ -245,3 +247,10 @@ async def test_alignment_unknown_when_the_spf_lookup_fails(dns_server: DnsServer
     ctx = replace(ctx, dkim_selectors={"example.test": ("s1",)})
     found = await run(ctx)
     assert found["alignment"].status is Status.OK
+
+
+async def test_the_public_suffix_list_is_parsed_once_however_many_ask_at_once() -> None:
+    _parsed_psl.cache_clear()
+    await asyncio.gather(*(load_psl() for _ in range(20)))  # each in its own thread: one parses, the others wait
+    assert _parsed_psl.cache_info().misses == 1
+    assert organizational_domain_psl("mail.example.co.uk") == "example.co.uk"

@@ -7,6 +7,7 @@ Alerts go to a recording transport that deduplicates transaction ids the way a h
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -16,8 +17,10 @@ from typing import Any
 import pytest
 
 from bot.config.loader import Config, ScheduleConfig, parse_config
-from bot.monitor.alerts import AlertRules, observe
+from bot.monitor import collector
+from bot.monitor.alerts import ALERT_GROUPS, ALERT_LINES, AlertRules, Event, digest_message, observe, render_events
 from bot.monitor.core import Family, Job, Monitor, default_families
+from bot.monitor.state import AlertState
 from bot.monitor.store import Store
 from bot.render import Rendered
 from bot.transports.base import Incoming
@@ -171,6 +174,83 @@ async def test_changes_of_one_run_are_grouped_into_one_message(dns_server: DnsSe
     texts = world.transport.texts()
     assert len(texts) == 1 and texts[0].startswith("repbot: 2 changes")
     assert f"{IP}: new listing" in texts[0] and f"{IP2}: new listing" in texts[0]
+
+
+async def test_a_run_of_many_new_listings_says_them_by_zone(dns_server: DnsServer, tmp_path: Path) -> None:
+    ips = [f"192.0.2.{number}" for number in range(1, ALERT_LINES + 11)]
+    world = Scenario(dns_server, tmp_path / "state.json", make_config(tmp_path, ips=ips), RecordingTransport())
+    await world.run(2)
+    for ip in ips:
+        world.listed(ip)
+    await world.run(1)
+    [text] = world.transport.texts()
+    lines = text.splitlines()
+    assert lines[0] == f"repbot: {len(ips)} changes" and "grouped by kind" in lines[1]
+    assert lines[2] == f"problem: {len(ips)} on {len(ips)} targets"
+    assert f"new listing on {ZONE}" in lines[3] and lines[3].endswith(f"(and {len(ips) - 1} more like it)")
+    assert lines[4].startswith("    → ") and len(lines) == 5
+    assert len(world.monitor.store.history()) == len(ips)  # the history keeps each one
+
+
+def _event(target: str, check: str, code: str, kind: str = "problem", subject: str = "") -> Event:
+    status = "ok" if kind == "resolved" else "fail"
+    return Event(kind, target, check, subject or target, status, f"{code} on {target}", advice=f"fix {code}", code=code)
+
+
+def test_an_alert_of_thousands_of_changes_is_a_line_per_kind_of_change() -> None:
+    ips = [f"10.20.{number // 256}.{number % 256}" for number in range(4_096)]
+    domains = [f"d{number}.example" for number in range(200)]
+    events = [_event(ip, "ptr", "missing") for ip in ips]
+    events += [_event(domain, check, check) for domain in domains for check in ("dkim", "mta-sts", "tlsrpt")]
+    events += [_event(ip, "dnsbl", "listed", subject=zone) for ip in ips[:3] for zone in ("zen", "spamcop")]
+    events += [_event(domain, "spf", "pass", kind="resolved") for domain in domains[:2]]
+    rendered = render_events(events)
+    lines = rendered.plain.splitlines()
+    assert lines[0] == "repbot: 4,704 changes"
+    assert lines[2] == "problem: 4,702 on 4,296 targets"
+    assert lines[3] == f"  ✗ ptr {ips[0]}: fail — missing on {ips[0]} (and 4,095 more like it)"
+    assert lines[4] == "    → fix missing"
+    assert "  ✗ 10.20.0.0: new listing on zen — listed on 10.20.0.0 (and 2 more like it)" in lines
+    assert "resolved: 2 on 2 targets" in lines
+    assert len(lines) == 3 + 2 * 6 + 2 * 1, lines  # the head, each kind and its groups with their advice
+    assert rendered.html.count("<br/>") < 40
+
+
+def test_a_grouped_alert_shows_the_largest_groups_and_counts_the_rest() -> None:
+    events = [_event(f"d{n}.example", "dmarc", f"code{n % (ALERT_GROUPS + 5)}") for n in range(ALERT_GROUPS * 10)]
+    lines = render_events(events).plain.splitlines()
+    groups = [line for line in lines if line.startswith("  ✗")]
+    assert len(groups) == ALERT_GROUPS
+    assert lines[-1] == "  … and 40 more of 5 other kinds"  # 5 codes of 8 events each did not fit
+
+
+def test_a_digest_of_thousands_of_problems_is_a_line_per_kind() -> None:
+    now = datetime(2024, 5, 2, 6, 0, tzinfo=UTC)
+    since = (now - timedelta(days=1)).isoformat()
+
+    def wrong(target: str, check: str, subject: str) -> AlertState:
+        return AlertState(f"{target}|{check}|{subject}", target, check, subject, "fail", since=since, summary="bad")
+
+    states = [wrong(f"10.20.{n // 256}.{n % 256}", "ptr", f"10.20.{n // 256}.{n % 256}") for n in range(4_096)]
+    states += [wrong(f"d{n}.example", "dkim", "default") for n in range(200)]
+    lines = digest_message(states, [], now).plain.splitlines()
+    assert lines[0] == "repbot daily digest: 4,296 problem(s), 0 change(s) in 24 h"
+    assert lines[1:] == [
+        "✗ 10.20.0.0 ptr 10.20.0.0 for 1 d: bad (and 4,095 more like it)",
+        "✗ d0.example dkim default for 1 d: bad (and 199 more like it)",
+    ]
+
+
+async def test_full_collections_wait_for_the_end_of_a_run_and_the_stop_gives_them_back(world: Scenario) -> None:
+    before = gc.get_threshold()
+    await world.monitor.start(schedule=False)
+    try:
+        assert gc.get_threshold()[:2] == before[:2] and gc.get_threshold()[2] == collector.NEVER
+        await world.run(1)
+        assert gc.get_freeze_count() > 0  # what the run left is out of the collector's sight
+    finally:
+        await world.monitor.stop()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 async def test_a_muted_alert_is_recorded_but_not_posted(world: Scenario) -> None:

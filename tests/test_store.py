@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bot.monitor.state import AlertState, HistoryEntry, OutboxItem
-from bot.monitor.store import Store, StoreError
+from bot.monitor.store import ROWS_AT_ONCE, Store, StoreError, _dumps, _dumps_rows
 
 FIXED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -275,6 +275,27 @@ async def test_the_writer_thread_merges_commits_and_flush_waits_for_them(tmp_pat
     store.close()
     again = Store(tmp_path / "monitor.json")
     assert len(again.states()) == 200
+    again.close()
+
+
+@pytest.mark.parametrize("count", [0, 1, ROWS_AT_ONCE, ROWS_AT_ONCE + 1, 3 * ROWS_AT_ONCE + 7])
+def test_the_state_file_written_in_pieces_is_the_one_document(count: int) -> None:
+    rows = [_state(f"k{number}|dnsbl|zön", "ok").to_row() for number in range(count)]
+    doc = {"schema": 2, "seq": 7, "mutes": {"x": "y"}}
+    pieces = list(_dumps_rows(doc, "state", iter(rows)))
+    assert b"".join(pieces) == _dumps({**doc, "state": rows})
+    assert len(pieces) == 2 + -(-count // ROWS_AT_ONCE)  # the head, a piece per ROWS_AT_ONCE rows, the tail
+
+
+def test_a_large_state_table_survives_reopening(tmp_path: Path) -> None:
+    store = Store(tmp_path / "monitor.json")
+    with store.batch():
+        for number in range(3 * ROWS_AT_ONCE + 7):
+            store.put_state(_state(f"k{number}", "fail" if number % 7 else "ok"))
+    store.close()
+    again = Store(tmp_path / "monitor.json")
+    assert [state.key for state in again.states()] == [f"k{number}" for number in range(3 * ROWS_AT_ONCE + 7)]
+    assert again.get_state("k7") == _state("k7", "ok")
     again.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC
 from difflib import get_close_matches
 
@@ -42,7 +43,9 @@ async def status(call: Call) -> Rendered:
     monitor = _monitor(call)
     now = monitor.clock()
     store = monitor.store
-    text = status_text(store.states(), store.mutes(now.isoformat()), now, monitor.rules.confirm, store.dead_letters())
+    states, mutes, dead = store.states(), store.mutes(now.isoformat()), store.dead_letters()
+    # Pure work on a snapshot, in a thread: 73k states (a /20 on every blocklist) take 0.28-0.44 s to word.
+    text = await asyncio.to_thread(status_text, states, mutes, now, monitor.rules.confirm, dead)
     identity = identity_line(call.services.transport)
     return pre(f"{text}\n{identity}" if identity else text)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import functools
 import html
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.durations import format_duration
 from bot.i18n import _, ngettext, number, timestamp
@@ -48,6 +48,10 @@ SIGNIFICANT_KEYS = (
 # traffic reads the MTA's own log (a block reply in it is as sure the first time as the second).
 ON_SIGHT = frozenset({"snds", "postmaster", "complaints", "traffic"})
 _PROBLEM = (Status.WARN.value, Status.FAIL.value)
+ALERT_LINES = 30  # events an alert lists one by one; a run with more says a line per kind of change
+ALERT_GROUPS = 20  # groups a grouped alert shows per kind of event, largest first
+_BY_SUBJECT = frozenset({"dnsbl"})  # checks whose changes are grouped by subject too (the blocklist zone)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Event:
     detail: str = ""
     at: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    code: str = ""  # the finding's code: what groups a run's thousands of changes (render_events)
 
     def history_entry(self, *, muted: bool) -> HistoryEntry:
         """What the history keeps of this event."""
@@ -260,6 +265,7 @@ def _event(kind: str, state: dict[str, Any], finding: Finding, stamp: str, **fie
         summary=finding.summary,
         advice=finding.advice,
         at=stamp,
+        code=finding.code,
         **fields,
     )
 
@@ -315,24 +321,88 @@ def _clock(stamp: str | None) -> str:
 
 
 def render_events(events: Sequence[Event]) -> Rendered:
-    """One message for the events of one run: a line each, advice under the problems."""
-    lines: list[str] = []
-    html_lines: list[str] = []
-    for event in events:
-        line = event_line(event)
-        lines.append(line)
-        advice = event.advice if event.kind in ("problem", "changed", "evidence") and event.status in _PROBLEM else ""
-        html_lines.append(html.escape(line) + (f"<br/><i>→ {html.escape(advice)}</i>" if advice else ""))
-        if advice:
-            lines.append(f"    → {advice}")
+    """One message for the events of one run: a line each, advice under the problems; past ALERT_LINES events,
+    a line per kind of change instead (5,496 lines, what the first problems of a /20 and 200 domains made,
+    help nobody)."""
     head = "repbot: " + ngettext("{count} change", "{count} changes", len(events)).format(count=number(len(events)))
-    return Rendered(plain="\n".join([head, *lines]), html=f"<b>{head}</b><br/>" + "<br/>".join(html_lines))
+    if len(events) <= ALERT_LINES:
+        said = [(event_line(event), _advice(event)) for event in events]
+    else:
+        said = [(_("grouped by kind: !status and !history TARGET have each one"), ""), *_grouped_lines(events)]
+    lines: list[str] = [head]
+    html_lines: list[str] = []
+    for line, advice in said:
+        lines.extend([line, f"    → {advice}"] if advice else [line])
+        html_lines.append(html.escape(line) + (f"<br/><i>→ {html.escape(advice)}</i>" if advice else ""))
+    return Rendered(plain="\n".join(lines), html=f"<b>{head}</b><br/>" + "<br/>".join(html_lines))
+
+
+def _advice(event: Event) -> str:
+    return event.advice if event.kind in ("problem", "changed", "evidence") and event.status in _PROBLEM else ""
+
+
+def _grouped_lines(events: Sequence[Event]) -> list[tuple[str, str]]:
+    """For each kind of event, in the order they came: a line (problem: 5,496 on 200 targets), then its groups."""
+    kinds: dict[str, list[Event]] = {}
+    for event in events:
+        kinds.setdefault(event.kind, []).append(event)
+    said: list[tuple[str, str]] = []
+    for kind, of_kind in kinds.items():
+        targets = len({event.target for event in of_kind})
+        on = ngettext("on {count} targets", "on {count} targets", targets).format(count=number(targets))
+        said.append((f"{event_kind(kind)}: {number(len(of_kind))} {on}", ""))
+        for line, first in _grouped(of_kind, _event_group, event_line):
+            said.append(("  " + line, _advice(first) if first is not None else ""))
+    return said
+
+
+def _event_group(event: Event) -> tuple[str, ...]:
+    # A blocklist's name is the news ("listed on X"); elsewhere the subject is per target (mx.example.org).
+    return event.check, event.code, event.status, event.subject if event.check in _BY_SUBJECT else ""
+
+
+def _grouped(
+    items: Sequence[T], key: Callable[[T], tuple[str, ...]], line: Callable[[T], str]
+) -> list[tuple[str, T | None]]:
+    """Items of one key together, the largest groups first (at most ALERT_GROUPS): each group's first item's line
+    and how many more are like it, with that item; then how many did not fit, with None."""
+    groups: dict[tuple[str, ...], list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    ordered = sorted(groups.values(), key=len, reverse=True)
+    said: list[tuple[str, T | None]] = []
+    for group in ordered[:ALERT_GROUPS]:
+        more = " " + _("(and {count} more like it)").format(count=number(len(group) - 1)) if len(group) > 1 else ""
+        said.append((line(group[0]) + more, group[0]))
+    if len(ordered) > ALERT_GROUPS:
+        rest, others = sum(map(len, ordered[ALERT_GROUPS:])), len(ordered) - ALERT_GROUPS
+        said.append(
+            (_("… and {count} more of {groups} other kinds").format(count=number(rest), groups=number(others)), None)
+        )
+    return said
 
 
 def is_muted(event: Event, mutes: Iterable[str]) -> bool:
     """True when a mute names the event's check, target or subject."""
     names = {event.check, event.target, event.subject}
     return any(what in names for what in mutes)
+
+
+def _wrong_line(state: AlertState, now: datetime) -> str:
+    since = now - datetime.fromisoformat(state.since) if state.since else None
+    lasting = " " + _("for {duration}").format(duration=format_duration(since)) if since is not None else ""
+    return f"{MARKS[Status(state.status)]} {state.target} {state.check} {state.subject}{lasting}: {state.summary}"
+
+
+def _wrong_lines(wrong: Sequence[AlertState], now: datetime) -> list[str]:
+    """A line per problem; past ALERT_LINES of them, as an alert does, a line per group of one check and status."""
+    if len(wrong) <= ALERT_LINES:
+        return [_wrong_line(state, now) for state in wrong]
+    return [line for line, _first in _grouped(wrong, _state_group, lambda state: _wrong_line(state, now))]
+
+
+def _state_group(state: AlertState) -> tuple[str, ...]:
+    return state.check, state.status or "", state.subject if state.check in _BY_SUBJECT else ""
 
 
 def digest_message(
@@ -353,11 +423,7 @@ def digest_message(
     problems = ngettext("{count} problem(s)", "{count} problem(s)", len(wrong)).format(count=number(len(wrong)))
     changed = ngettext("{count} change(s)", "{count} change(s)", len(changes)).format(count=number(len(changes)))
     lines = [_("repbot daily digest: {problems}, {changes} in 24 h").format(problems=problems, changes=changed)]
-    for state in sorted(wrong, key=lambda s: (s.target, s.check, s.subject)):
-        since = now - datetime.fromisoformat(state.since) if state.since else None
-        lasting = " " + _("for {duration}").format(duration=format_duration(since)) if since is not None else ""
-        mark = MARKS[Status(state.status)]
-        lines.append(f"{mark} {state.target} {state.check} {state.subject}{lasting}: {state.summary}")
+    lines.extend(_wrong_lines(sorted(wrong, key=lambda s: (s.target, s.check, s.subject)), now))
     for state in blind:
         what = f"{state.target} {state.check} {state.subject}"
         lines.append(f"{MARKS[Status.UNKNOWN]} " + _("cannot check {what}").format(what=what))

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from bot.config.loader import Config
 from bot.i18n import N_, _, use_language
 from bot.language import room_language
+from bot.monitor import collector
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
 from bot.monitor.state import OutboxItem
 from bot.monitor.store import Store, StoreError
@@ -179,6 +180,7 @@ class Monitor:
         with self.store.batch():
             self.store.prune_history((self.clock() - self.config.alerts.retention).isoformat())
         self.store.start_writer()
+        collector.take_over()
         self._deliverer = asyncio.create_task(self._deliver_forever(), name="repbot-outbox")
         if schedule:
             self._scheduler = self._build_scheduler()
@@ -206,6 +208,7 @@ class Monitor:
             await self.store.flush()
         except StoreError as error:  # the writer logged it; what stays unwritten is the last run, seen again
             log.error("the last changes were not written at stop: %s", error)
+        collector.give_back()
 
     async def _last_delivery(self) -> None:
         """One bounded try to send what a last run queued (`echo '!run' | repbot run --console` shows its alert);
@@ -238,7 +241,10 @@ class Monitor:
             with self.store.batch(), use_language(self.language()):  # the run's one write
                 events = await self.process_run(reports)
                 self.store.set_meta(f"last_run:{name}", self.clock().isoformat())
-        took, findings = round(time.monotonic() - started, 3), sum(len(r.findings) for r in reports)
+            findings = sum(len(report.findings) for report in reports)
+            del reports
+            collector.after_run()  # the run's findings are gone: what it left is frozen
+        took = round(time.monotonic() - started, 3)
         extra = {"job": name, "duration": took, "findings": findings, "changes": len(events)}
         log.info("ran %s: %d findings, %d changes in %.2f s", name, findings, len(events), took, extra=extra)
         self._wake.set()

@@ -5,8 +5,10 @@ checks.dmarc.policy re-exports every public name here and does the DNS and the f
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,6 +26,7 @@ __all__ = [
     "check_pct",
     "interpret_walk",
     "is_dmarc",
+    "load_psl",
     "one_record",
     "organizational_domain_psl",
     "parse_dmarc",
@@ -204,11 +207,26 @@ def walk_names(domain: str) -> list[str]:
     return names
 
 
+_PSL_LOCK = threading.Lock()
+
+
 @functools.cache
-def _psl() -> PublicSuffixList:
+def _parsed_psl() -> PublicSuffixList:
     from publicsuffixlist import PublicSuffixList
 
     return PublicSuffixList()
+
+
+def _psl() -> PublicSuffixList:
+    with _PSL_LOCK:  # one parse, however many threads ask at once
+        return _parsed_psl()
+
+
+async def load_psl() -> None:
+    """Parse the Public Suffix List in a thread, the first time: 55 ms of CPU here (more under load) that would
+    otherwise stop the event loop."""
+    if not _parsed_psl.cache_info().currsize:
+        await asyncio.to_thread(_psl)
 
 
 def organizational_domain_psl(domain: str) -> str:

@@ -21,6 +21,7 @@ from checks.dmarc._parse import (
     check_pct,
     interpret_walk,
     is_dmarc,
+    load_psl,
     one_record,
     organizational_domain_psl,
     parse_dmarc,
@@ -141,8 +142,9 @@ async def check(target: Target, ctx: CheckContext) -> list[Finding]:
         asyncio.gather(*(_txt(ctx, f"{sel}._domainkey.{domain}") for sel in selectors)),
     )
     answers = list(walk_answers)
-    # Parsing the Public Suffix List takes ~130 ms of CPU: only after the first round trip, so that it does
+    # The Public Suffix List is parsed (in a thread, once) only after the first round trip, so that it does
     # not hold back the other checks' first queries. Its answer is in the walk unless the name is very long.
+    await load_psl()
     org7489 = organizational_domain_psl(domain)
     if org7489 not in names:
         names.append(org7489)
