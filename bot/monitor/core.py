@@ -157,6 +157,7 @@ class Monitor:
         self._scheduler: Any = None
         self.jobs: dict[str, Job] = {}
         self._runs: set[asyncio.Task[Any]] = set()
+        self._stopping = False  # from `stop`: a cancelled scheduled run then ends quietly
 
     def language(self) -> str:
         """The language alerts and the digest are worded in: the first alert room's choice, else [bot] language.
@@ -172,6 +173,7 @@ class Monitor:
 
     async def start(self, *, schedule: bool = True) -> None:
         """Report a state file that had to be set aside, start delivering the outbox, schedule the jobs."""
+        self._stopping = False
         if self.store.recovered_from is not None:
             moved = self.store.recovered_from
             text = f"⚠ repbot: the state file was unreadable; it was moved to {moved} and the monitor starts afresh."
@@ -191,6 +193,7 @@ class Monitor:
 
         Once it returns, nothing of the monitor touches the store: the caller may close it.
         """
+        self._stopping = True
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -488,16 +491,23 @@ class Monitor:
             self._add_interval(self._scheduler, job.name, job.interval, len(self.families), self._scheduled_job)
 
     async def _scheduled_job(self, name: str) -> None:
-        try:
-            await self._in_flight(self.jobs[name].run(), f"repbot-job-{name}")
-        except Exception:
-            log.exception("the %s job failed; the next one is on schedule", name)
+        await self._scheduled(self._in_flight(self.jobs[name].run(), f"repbot-job-{name}"), "job", name)
 
     async def _scheduled_run(self, name: str) -> None:
+        await self._scheduled(self.run_family(name), "run", name)
+
+    async def _scheduled(self, work: Awaitable[Any], kind: str, name: str) -> None:
+        """What the scheduler runs: a failure is logged and the next run is on schedule; a run that `stop`
+        cancelled ends quietly (apscheduler would log its CancelledError as a traceback at every restart)."""
         try:
-            await self.run_family(name)
+            await work
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # Stopping: the scheduler's shutdown cancels this task too, and would log that as its error.
+            log.info("the %s %s was stopped before it ended", name, kind)
         except Exception:
-            log.exception("the %s run failed; the next one is on schedule", name)
+            log.exception("the %s %s failed; the next one is on schedule", name, kind)
 
     async def _scheduled_digest(self) -> None:
         try:
