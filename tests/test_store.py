@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -275,6 +276,28 @@ async def test_the_writer_thread_merges_commits_and_flush_waits_for_them(tmp_pat
     store.close()
     again = Store(tmp_path / "monitor.json")
     assert len(again.states()) == 200
+    again.close()
+
+
+async def test_flushes_wait_without_a_thread_each_and_a_failed_write_reaches_them(tmp_path: Path) -> None:
+    store = Store(tmp_path / "monitor.json")
+    store.start_writer()
+    store.put_state(_state("k", "ok"))
+    waiting = [asyncio.ensure_future(store.flush()) for _ in range(50)]
+    # The loop's executor (6 threads here) is not tied up by 50 waiting flushes: other work still gets a thread.
+    assert await asyncio.wait_for(asyncio.to_thread(lambda: "ran"), 5) == "ran"
+    await asyncio.wait_for(asyncio.gather(*waiting), 5)
+    (tmp_path / "monitor.json").unlink()
+    (tmp_path / "monitor.json").mkdir()  # the next write cannot replace the file
+    store.put_state(_state("k", "fail"))
+    with pytest.raises(StoreError):
+        await asyncio.wait_for(store.flush(), 5)
+    (tmp_path / "monitor.json").rmdir()
+    store.put_state(_state("k2", "ok"))  # the failed change is carried by the next commit
+    await asyncio.wait_for(store.flush(), 5)
+    store.close()
+    again = Store(tmp_path / "monitor.json")
+    assert again.get_state("k") == _state("k", "fail") and again.get_state("k2") is not None
     again.close()
 
 

@@ -25,6 +25,7 @@ flock) keeps a second process off the same files.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import errno
@@ -190,8 +191,12 @@ class _Writer:
         self.pending: _Commit | None = None
         self.written = written  # the last commit on disk: those before the writer started were written directly
         self.error: StoreError | None = None
+        self.error_seq = 0  # the last commit the failed write carried: a later one waits for its own try
         self._condition = threading.Condition()
         self._closing = False
+        # Futures of `flush` callers, settled from this thread: waiting for a write ties up no thread of the loop's
+        # executor (`!status` and the PSL run there), however many wait.
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._thread = threading.Thread(target=self._run, name="repbot-store-writer", daemon=True)
         self._thread.start()
 
@@ -200,20 +205,38 @@ class _Writer:
             self.pending = commit if self.pending is None else self.pending.merge(commit)
             self._condition.notify_all()
 
-    def wait(self, seq: int, timeout: float | None = None) -> None:
-        """Block until `seq` is on disk; StoreError when the last write failed."""
+    def when_written(self, seq: int) -> asyncio.Future[None]:
+        """A future of the running loop, done once `seq` is on disk; its exception the StoreError of a failed write."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         with self._condition:
-            while self.written < seq and self.error is None:
-                if not self._condition.wait(timeout):
-                    return
-            if self.written < seq and self.error is not None:
-                raise self.error
+            self._waiters.append((seq, loop, future))
+            self._wake(closed=False)
+        return future
+
+    def _wake(self, *, closed: bool) -> None:
+        """Settle the waiters this state of the files answers (called holding the condition)."""
+        keep = []
+        for waiter in self._waiters:
+            seq, loop, future = waiter
+            if self.written >= seq or closed:
+                error = None
+            elif self.error is not None and seq <= self.error_seq:
+                error = self.error
+            else:
+                keep.append(waiter)
+                continue
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, future, error)
+        self._waiters = keep
 
     def close(self) -> None:
         with self._condition:
             self._closing = True
             self._condition.notify_all()
         self._thread.join()
+        with self._condition:
+            self._wake(closed=True)  # every commit was written (or failed and logged): nothing left to wait for
 
     def _run(self) -> None:
         while True:
@@ -230,7 +253,8 @@ class _Writer:
                 with self._condition:
                     # Keep it, in front of whatever came in meanwhile, for the next commit to carry.
                     self.pending = commit if self.pending is None else commit.merge(self.pending)
-                    self.error = error
+                    self.error, self.error_seq = error, commit.seq
+                    self._wake(closed=False)
                     self._condition.notify_all()
                     if self._closing:
                         return
@@ -239,7 +263,17 @@ class _Writer:
             with self._condition:
                 self.written = max(self.written, commit.seq)
                 self.error = None
+                self._wake(closed=False)
                 self._condition.notify_all()
+
+
+def _settle(future: asyncio.Future[None], error: StoreError | None) -> None:
+    if future.done():  # its caller was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 class Store:
@@ -485,11 +519,9 @@ class Store:
             self._writer = _Writer(self.files, self._seq)
 
     async def flush(self) -> None:
-        """Wait (off the event loop) until every commit so far is on disk; StoreError when the last write failed."""
-        import asyncio
-
+        """Wait until every commit so far is on disk; StoreError when the write that carried the last one failed."""
         if self._writer is not None:
-            await asyncio.to_thread(self._writer.wait, self._seq)
+            await self._writer.when_written(self._seq)
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """A block whose changes are committed together (one write); an exception inside undoes them."""
