@@ -131,12 +131,16 @@ async def run_checks(target: Target, ctx: CheckContext, checks: Sequence[tuple[s
     """
     started = time.monotonic()
     health = _known_health(ctx)
+    if health is None and not target.is_ip:
+        # A domain's checks connect to what DNS names (its MX hosts, its MTA-STS host): not before the resolver
+        # is known to tell the truth, or they would talk to the addresses a lying resolver made up.
+        health = await resolver_health(ctx)
     if health is not None and not health.honest:
         return _lied_report(target, checks, health, ctx, started)
     work = asyncio.gather(*(_run_one(name, check, target, ctx) for name, check in checks))
     if health is None:
-        # The checks start beside the probe, not after it: its round trip (100 ms on a far resolver) is not
-        # added to every run. What they find waits for the probe's verdict, and is dropped if it lied.
+        # An IP's checks only ask DNS, so they start beside the probe, not after it: its round trip (100 ms on a
+        # far resolver) is not added to every sweep. What they find waits for its verdict, dropped if it lied.
         try:
             health = await resolver_health(ctx)
         except BaseException:

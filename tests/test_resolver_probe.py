@@ -64,6 +64,21 @@ async def test_nxdomain_for_everything_makes_every_finding_unknown(dns_server: D
     await ctx.aclose()
 
 
+async def test_a_domains_checks_wait_for_the_probe_and_an_ips_start_beside_it(dns_server: DnsServer) -> None:
+    # A domain's checks connect to what DNS names: with a lying resolver they must not even ask for it.
+    server = _world(dns_server)
+    _lie_nxdomain(server)
+    server.reset_counters()
+    await check_target(parse_target("example.org"), _ctx(server))
+    asked = {name for name, _rdtype, _transport in server.queries}
+    assert not any(name.endswith("example.org") for name in asked), asked
+    # An IP's checks only ask DNS: they go out with the probe, and what they found is dropped when it lied.
+    server.reset_counters()
+    report = await check_target(parse_target("192.0.2.25"), _ctx(server))
+    assert {f.code for f in report.findings} == {"resolver-lies"}
+    assert any(name.startswith("25.2.0.192.") for name, _rdtype, _transport in server.queries)
+
+
 async def test_a_lying_resolver_is_said_in_spanish(dns_server: DnsServer) -> None:
     import bot.context  # noqa: F401  # installs the bot's translation into the check library
     from bot.i18n import use_language
