@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from checks.context import CheckContext
@@ -242,6 +243,22 @@ def _rfc7489_findings(domain: str, org: str, walk: Walk, answers: Mapping[str, S
     return [_emit("walk-differs", domain, evidence)]
 
 
+@dataclass(frozen=True)
+class _Words:
+    """A sentence made twice from one template: English for the evidence (JSON, logs), the active language for the
+    summary; `said_fields` are the fields worded otherwise there (a DNS outcome's `said()`, a translated part)."""
+
+    template: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    said_fields: Mapping[str, str] = field(default_factory=dict)
+
+    def english(self) -> str:
+        return self.template.format_map(self.fields)
+
+    def said(self) -> str:
+        return _(self.template).format_map({**self.fields, **self.said_fields})
+
+
 def _alignment(
     domain: str, walk: Walk, apex: DnsAnswer, keys: Sequence[DnsAnswer], selectors: Sequence[str]
 ) -> Finding:
@@ -250,37 +267,27 @@ def _alignment(
     aspf, adkim = walk.record.get("aspf"), walk.record.get("adkim")
     spf = [t for t in apex.texts() if t.lower().startswith("v=spf1")]
     live = [sel for sel, key in zip(selectors, keys, strict=True) if _has_key(key)]
-    # Each text twice from one template: English in the evidence (JSON, logs), the active language in the summary.
-    where: tuple[str, dict[str, Any]]
-    spf_words: tuple[str, dict[str, Any]]
-    if aspf == "s":
-        where = (N_("exactly {domain}"), {"domain": domain})
-    else:
-        where = (N_("at {domain} or under {org}"), {"domain": domain, "org": walk.org_domain})
+    where = (_Words(N_("exactly {domain}"), {"domain": domain}) if aspf == "s"
+             else _Words(N_("at {domain} or under {org}"), {"domain": domain, "org": walk.org_domain}))  # fmt: skip
     if apex.failed:
-        spf_words = (N_("SPF not judged: TXT {domain} {outcome}"), {"domain": domain, "outcome": apex.describe()})
-        spf_said: dict[str, str] = {"outcome": apex.said()}
+        spf_words = _Words(N_("SPF not judged: TXT {domain} {outcome}"), {"domain": domain, "outcome": apex.describe()},
+                           {"outcome": apex.said()})  # fmt: skip
     elif len(spf) == 1:
-        spf_words = (N_("SPF can align if the envelope sender (MAIL FROM) is {where} (aspf={aspf})"),
-                     {"where": where[0].format_map(where[1]), "aspf": aspf})  # fmt: skip
-        spf_said = {"where": _(where[0]).format_map(where[1])}
+        spf_words = _Words(N_("SPF can align if the envelope sender (MAIL FROM) is {where} (aspf={aspf})"),
+                           {"where": where.english(), "aspf": aspf}, {"where": where.said()})  # fmt: skip
     else:
-        spf_words = (N_("SPF cannot align with {domain} itself ({count} SPF records there)"),
-                     {"domain": domain, "count": len(spf)})  # fmt: skip
-        spf_said = {}
+        spf_words = _Words(N_("SPF cannot align with {domain} itself ({count} SPF records there)"),
+                           {"domain": domain, "count": len(spf)})  # fmt: skip
     if not selectors:
-        dkim_words: tuple[str, dict[str, Any]] = (N_("DKIM not judged: no selector configured"), {})
+        dkim_words = _Words(N_("DKIM not judged: no selector configured"))
     elif live:
-        dkim_words = (N_("DKIM can align with d={domain} (adkim={adkim}; selectors with a key: {selectors})"),
-                      {"domain": domain, "adkim": adkim, "selectors": ", ".join(live)})  # fmt: skip
+        dkim_words = _Words(N_("DKIM can align with d={domain} (adkim={adkim}; selectors with a key: {selectors})"),
+                            {"domain": domain, "adkim": adkim, "selectors": ", ".join(live)})  # fmt: skip
     else:
-        dkim_words = (N_("DKIM cannot align: no key at the configured selectors {selectors}"),
-                      {"selectors": ", ".join(selectors)})  # fmt: skip
-    spf_text, dkim_text = (template.format_map(fields) for template, fields in (spf_words, dkim_words))
-    said = {
-        "spf": _(spf_words[0]).format_map({**spf_words[1], **spf_said}),
-        "dkim": _(dkim_words[0]).format_map(dkim_words[1]),
-    }
+        dkim_words = _Words(N_("DKIM cannot align: no key at the configured selectors {selectors}"),
+                            {"selectors": ", ".join(selectors)})  # fmt: skip
+    spf_text, dkim_text = spf_words.english(), dkim_words.english()
+    said = {"spf": spf_words.said(), "dkim": dkim_words.said()}
     if apex.failed:
         status = Status.OK if live else Status.UNKNOWN
     elif len(spf) == 1 and (live or not selectors):
