@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO
 
+import bot.context  # noqa: F401  # every command, not only those that build a context: the check library's words
 from bot.config.loader import Config, ConfigError, SecretError, insecure_secrets_problem, load_config
 from bot.i18n import _, environment_language, number, use_language
 from bot.secrets import mask

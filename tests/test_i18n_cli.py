@@ -169,3 +169,13 @@ def test_run_says_why_it_cannot_start_in_spanish(
     broken.write_text("x = [\n", encoding="utf-8")
     assert main(["run", "-c", str(broken)]) == 1
     assert capsys.readouterr().err.startswith(f"repbot: {broken}: no es TOML válido: ")
+
+
+def test_a_process_reading_reports_says_the_check_librarys_words_in_spanish(tmp_path: Path) -> None:
+    # A process of its own: in the test session another test may have installed the translation already.
+    junk = tmp_path / "junk.xml.gz"
+    junk.write_bytes(bytes(range(256)) * 4)  # neither XML nor JSON nor gzip
+    done = subprocess.run([sys.executable, "-m", "bot", "reports", str(junk)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "LANG": "es_ES.UTF-8", "LANGUAGE": ""})  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"problema (error) {junk}: no es un informe DMARC (XML) ni un informe TLS (JSON)" in done.stdout, done.stdout
