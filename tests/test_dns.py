@@ -290,12 +290,34 @@ async def test_concurrency_is_per_resolver(dns_server: DnsServer) -> None:
         Resolver(["127.0.0.1:53"], concurrency=0)
 
 
-async def test_each_query_gets_a_fresh_source_port(dns_server: DnsServer) -> None:
+async def test_a_remote_nameserver_gets_a_fresh_source_port_every_few_queries(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fixture listens on loopback; the policy for any other address is what this sweep must see.
+    monkeypatch.setattr(_transport, "queries_per_port", lambda host: _transport.QUERIES_PER_PORT)
     resolver = resolver_for(dns_server, cache=False)
     answers = await resolver.query_many(f"{i}.sweep.example.test" for i in range(1000))
     assert all(a.outcome == Outcome.NXDOMAIN for a in answers)
     assert len(dns_server.udp_ports) >= 1000  # more if a loaded machine made some retry
     assert len(set(dns_server.udp_ports)) >= 256, "an off-path spoofer must guess the port as well as the id"
+
+
+async def test_a_loopback_nameserver_keeps_its_port(dns_server: DnsServer) -> None:
+    resolver = resolver_for(dns_server, cache=False)
+    answers = await resolver.query_many(f"{i}.sweep.example.test" for i in range(1000))
+    assert all(a.outcome == Outcome.NXDOMAIN for a in answers)
+    assert len(set(dns_server.udp_ports)) == 1  # nobody off this host can send on loopback
+
+
+@pytest.mark.parametrize(
+    ("host", "per_port"),
+    [("127.0.0.1", _transport.LOOPBACK_QUERIES_PER_PORT), ("127.53.0.9", _transport.LOOPBACK_QUERIES_PER_PORT),
+     ("::1", _transport.LOOPBACK_QUERIES_PER_PORT), ("192.0.2.53", _transport.QUERIES_PER_PORT),
+     ("fe80::1%eth0", _transport.QUERIES_PER_PORT),
+     ("2001:db8::53", _transport.QUERIES_PER_PORT), ("resolver.example", _transport.QUERIES_PER_PORT)],
+)  # fmt: skip
+def test_only_loopback_addresses_keep_a_port(host: str, per_port: int) -> None:
+    assert _transport.queries_per_port(host) == per_port
 
 
 @pytest.mark.parametrize("watcher", ["epoll", "loop"])
