@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.config.credentials import credential
 from bot.config.reader import Secret
 from checks import CheckContext, Finding, Resolver, Status, parse_target
+from checks.dnsbl.lookup import zones_for
 from checks.errors import CredentialError, MailboxError, ServiceError
-from checks.runner import attempt, run_checks
+from checks.runner import QUEUED_PER_SLOT, _Budget, attempt, check_targets, run_checks
 from tests.fixtures.dnsserver import DnsServer
+from tests.test_dnsbl import publish_test_points
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DOMAIN = "broken.example"
@@ -96,3 +100,56 @@ async def test_a_secret_that_cannot_be_read_is_a_credential_error_naming_the_key
         assert "feedback.password_file" in str(error)
     else:
         raise AssertionError("a missing secret file must raise")
+
+
+async def test_the_budget_hands_out_units_in_order_and_takes_back_the_cancelled() -> None:
+    budget = _Budget(10)
+    await budget.take(6)
+    second = asyncio.ensure_future(budget.take(6))  # does not fit: waits
+    third = asyncio.ensure_future(budget.take(1))  # would fit, but never overtakes the second
+    await asyncio.sleep(0)
+    assert not second.done() and not third.done() and budget.free == 4
+    budget.give(6)
+    await asyncio.sleep(0)
+    assert second.done() and third.done() and budget.free == 3
+    budget.give(6)
+    budget.give(1)
+    await budget.take(50)  # more than the whole budget: it gets all of it, and runs alone
+    assert budget.free == 0
+    waiting = asyncio.ensure_future(budget.take(2))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    assert not budget.waiting
+    budget.give(50)
+    assert budget.free == 10
+
+
+async def test_a_sweep_keeps_the_queue_short_and_the_order(dns_server: DnsServer) -> None:
+    publish_test_points(dns_server)
+    dns_server.delay = 0.01
+    concurrency = 20
+    ctx = CheckContext(resolver=Resolver([dns_server.address], timeout=2.0, concurrency=concurrency), timeout=2.0)
+    targets = [parse_target(f"192.0.2.{n}") for n in range(1, 41)]
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            active, waiting = ctx.resolver.in_flight()
+            peak = max(peak, active + waiting)
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        reports = await check_targets(targets, ctx, only=("dnsbl",))
+    finally:
+        watcher.cancel()
+        await ctx.aclose()
+    assert [report.target for report in reports] == targets
+    assert all(f.status is Status.OK for report in reports for f in report.findings)
+    zones = len(zones_for(targets[0], ctx))
+    # Two waves of the slots, whole targets of one query a zone; the zones' test points come on top once.
+    assert peak <= concurrency * QUEUED_PER_SLOT + 2 * zones, peak
+    assert peak >= concurrency  # and the wire was kept full

@@ -37,7 +37,7 @@ from checks.i18n import N_, _
 from checks.model import Finding, Status, Target, TargetKind
 
 __all__ = ["CHECK_ID", "Catalog", "Health", "Zone", "ZoneHealth", "check_domain", "check_ip", "load_catalog",
-           "meanings", "probe_names", "zone_health"]  # fmt: skip
+           "meanings", "probe_names", "zone_health", "zones_for"]  # fmt: skip
 
 CHECK_ID = "dnsbl"
 # How many zones must deny their listed test point before "not listed" from an untested zone means nothing.
@@ -46,12 +46,17 @@ _CATALOG_CACHE = "dnsbl.catalog"
 _STATUS = {"ok": Status.OK, "warn": Status.WARN, "fail": Status.FAIL}
 
 
+def zones_for(target: Target, ctx: CheckContext) -> tuple[Zone, ...]:
+    """The zones in effect that `target`'s kind is asked of: one query each."""
+    family = "domain" if not target.is_ip else "ipv4" if target.kind is TargetKind.IPV4 else "ipv6"
+    return _catalog(ctx).for_family(family)
+
+
 async def check_ip(target: Target, ctx: CheckContext) -> list[Finding]:
     """One finding per IP zone that lists `target`'s family (IPv6 nibble-reversed, only to IPv6 zones)."""
     if not target.is_ip:
         raise TypeError(f"check_ip needs an IP address, not the domain {target.value}")
-    family = "ipv4" if target.kind is TargetKind.IPV4 else "ipv6"
-    zones = _catalog(ctx).for_family(family)
+    zones = zones_for(target, ctx)
     return _distrust_untested(zones, await _check_zones(zones, reverse_pointer(target.value), ctx), ctx)
 
 
@@ -59,7 +64,7 @@ async def check_domain(target: Target, ctx: CheckContext) -> list[Finding]:
     """One finding per domain zone (RHSBL) about `target`."""
     if target.is_ip:
         raise TypeError(f"check_domain needs a domain, not the address {target.value}")
-    zones = _catalog(ctx).for_family("domain")
+    zones = zones_for(target, ctx)
     return _distrust_untested(zones, await _check_zones(zones, target.value, ctx), ctx)
 
 
