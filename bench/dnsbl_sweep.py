@@ -93,8 +93,9 @@ def _reverse(ip: str) -> str:
 class DnsServerProcess:
     """The local DNS server in its own process (its Python must not share the client's GIL or CPU count)."""
 
-    def __init__(self, zone_file: Path, delay: float) -> None:
-        command = [sys.executable, "-m", "tests.fixtures.dnsserver", "--port", "0", "--delay", str(delay)]
+    def __init__(self, zone_file: Path, delay: float, host: str = "127.0.0.1") -> None:
+        command = [sys.executable, "-m", "tests.fixtures.dnsserver", "--host", host, "--port", "0", "--delay",
+                   str(delay)]  # fmt: skip
         command += ["--zone", str(zone_file)]
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         line = self.readline()
@@ -120,11 +121,11 @@ class DnsServerProcess:
 
 
 @contextmanager
-def dns_server(ips: Sequence[str], delay: float) -> Iterator[DnsServerProcess]:
+def dns_server(ips: Sequence[str], delay: float, host: str = "127.0.0.1") -> Iterator[DnsServerProcess]:
     with tempfile.TemporaryDirectory() as tmp:
         zone_file = Path(tmp) / "zones.json"
         zone_file.write_text(json.dumps(zone_data([*ips, *warmup_ips()])), encoding="utf-8")
-        server = DnsServerProcess(zone_file, delay)
+        server = DnsServerProcess(zone_file, delay, host)
         try:
             yield server
         finally:
@@ -283,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="number of IPs to sweep (default 256, a /24)")
     parser.add_argument("--delay", type=float, default=0.02, help="seconds the server waits per answer (0.02)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the server's address: another of this machine's own addresses (not loopback) makes "
+                             "repbot rotate its source ports as for a remote resolver")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating which side goes first (3)")
     parser.add_argument("--smoke", action="store_true", help="a tiny sweep (8 IPs, one round) to check it runs")
     parser.add_argument("--only", choices=["repbot", "pydnsbl"], help="run one side only")
@@ -302,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
     compile_project()
     rows: list[list[Result]] = []
-    with dns_server(ips, args.delay) as server:
+    with dns_server(ips, args.delay, args.host) as server:
         # Untimed: a fresh server answers its first queries slower; other addresses, so nothing is cached.
         one_round(argparse.Namespace(**{**vars(args), "in_process": True}), server, warmup_ips(), zones, "repbot")
         for index in range(rounds):

@@ -474,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
-    if argv is None and command == "check":
+    # Not under a profiler or a tracer (cProfile, coverage): they write their results at a normal exit.
+    if argv is None and command == "check" and sys.getprofile() is None and sys.gettrace() is None:
         _exit_now(code)
     return code
 
