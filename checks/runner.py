@@ -59,6 +59,9 @@ _PROBE_INFLIGHT = "runner.resolver-health.inflight"
 # /24's 4,600 queries were built in one 70 ms burst while the wire sat idle after the first 200
 # (bench/dnsbl_sweep.py); started all at once, a /20's last queries never left the queue in time.
 QUEUED_PER_SLOT = 2
+# Targets under way per query slot, at most, whatever their queries: domains ask few at once and wait on SMTP
+# and HTTPS, so the query budget alone would start every domain of a run together.
+TARGETS_PER_SLOT = 2
 
 
 def domain_checks() -> tuple[tuple[str, CheckFn], ...]:
@@ -119,21 +122,26 @@ async def check_plan(
     plan: Sequence[tuple[Target, Sequence[tuple[str, CheckFn]]]],
     ctx: CheckContext,
     on_done: Callable[[Report], None] | None = None,
+    *,
+    at_most: int | None = None,
 ) -> list[Report]:
     """The Report of each (target, its checks) of `plan`, in its order, started as the query budget allows.
 
     Targets start in order, each once its queries fit in `resolver.concurrency * QUEUED_PER_SLOT`, so every
     query slot stays busy while the queue stays short: each target's time limit counts from its own start.
+    At most `at_most` targets are under way (`resolver.concurrency * TARGETS_PER_SLOT` if not given).
     """
     budget = _Budget(ctx.resolver.concurrency * QUEUED_PER_SLOT)
+    under_way = asyncio.Semaphore(at_most or ctx.resolver.concurrency * TARGETS_PER_SLOT)
 
     async def one(target: Target, checks: Sequence[tuple[str, CheckFn]]) -> Report:
         units = _queries_at_once(target, checks, ctx)
-        await budget.take(units)
-        try:
-            report = await run_checks(target, ctx, checks)
-        finally:
-            budget.give(units)
+        async with under_way:
+            await budget.take(units)
+            try:
+                report = await run_checks(target, ctx, checks)
+            finally:
+                budget.give(units)
         if on_done is not None:
             on_done(report)
         return report
