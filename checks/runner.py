@@ -217,14 +217,29 @@ async def run_checks(target: Target, ctx: CheckContext, checks: Sequence[tuple[s
         try:
             health = await resolver_health(ctx)
         except BaseException:
-            work.cancel()
+            _abandon(work)
             raise
         if not health.honest:
-            work.cancel()
+            _abandon(work)
             return _lied_report(target, checks, health, ctx, started)
     results = await work
     findings = tuple(finding for result in results for finding in result)
     return Report(target, findings, duration=time.monotonic() - started)
+
+
+def _abandon(work: asyncio.Future[Any]) -> None:
+    """Cancel checks whose results nobody will read, and take their outcome when it comes.
+
+    A cancelled gather ends with CancelledError set as its exception; unread, asyncio logged it as "exception
+    was never retrieved", with a traceback, on the stderr of `repbot check` whenever the resolver lied.
+    """
+    work.cancel()
+    work.add_done_callback(_read_outcome)
+
+
+def _read_outcome(work: asyncio.Future[Any]) -> None:
+    if not work.cancelled():
+        work.exception()
 
 
 def _lied_report(
