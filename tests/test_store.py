@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.monitor.state import AlertState, HistoryEntry, OutboxItem
+from bot.monitor.state import AlertState, HistoryEntry, OutboxItem, json_text
 from bot.monitor.store import ROWS_AT_ONCE, Store, StoreError, _dumps, _dumps_rows
 
 FIXED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -466,3 +466,18 @@ def test_a_state_row_of_the_wrong_shape_is_dropped_and_the_others_load(tmp_path:
     doc["state"] += [[*good[:4], 7, *good[5:]], good[:3], "not a row"]  # status 7, a short row, a string
     path.write_text(json.dumps(doc))
     assert [state.key for state in Store(path).states()] == ["kept"]
+
+
+def test_equal_texts_of_loaded_states_are_one_object(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    store = Store(path)
+    for ip in ("192.0.2.1", "192.0.2.2"):
+        # Texts made apart, as each finding makes its own.
+        summary, significant = "".join(["listed ", "in zen"]), json_text({"answers": ["127.0.0.2"]})
+        store.put_state(
+            AlertState(f"{ip}|dnsbl|zen", ip, "dnsbl", "zen", summary=summary, significant_json=significant)
+        )
+    store.close()
+    first, second = Store(path).states()
+    assert first.summary is second.summary and first.significant_json is second.significant_json
+    assert first.significant == {"answers": ["127.0.0.2"]}
