@@ -69,7 +69,7 @@ def bench_store(entries: int, directory: Path) -> None:
                     store.put_state(dataclasses.replace(state, last_seen=datetime.now(UTC).isoformat()))
                 store.enqueue(OutboxItem(f"x{number}", "now", ("!r",)))
             run_ms = (time.perf_counter() - started) * 1000
-            size = sum(path.stat().st_size for path in directory.glob("store.*")) / 1024
+            size = sum(path.stat().st_size for path in directory.rglob("store.*") if path.is_file()) / 1024
             median = statistics.median(samples[-100:]) * 1000
             print(f"{number:>8} {median:>30.2f} {run_ms:>13.2f} {size:>9.0f}")
     store.close()
@@ -284,6 +284,7 @@ async def soak(
 
     trace "stalls": sample who holds the loop when it is late; "memory": tracemalloc diffs between runs."""
     from bench.dnsbl_sweep import DnsServerProcess
+    from bench.store import state_mib
     from bot.app import Bot, Permissions, RateLimiter
     from bot.commands.catalog import REGISTRY
     from bot.commands.registry import Services
@@ -407,7 +408,9 @@ async def soak(
         await ctx.aclose()
     finally:
         server.close()
-    size = (directory / "state" / "monitor.json").stat().st_size / 2**20
+    main = directory / "state" / "monitor.json"
+    size, main_kib = state_mib(main), main.stat().st_size / 1024
+    shards = len(list(main.with_name("monitor.states").iterdir()))
     print(f"soak: {ips_count} IPs, {domains_count} domains, every {interval}, {minutes:g} min, DNS 20 ms per answer")
     for name, took, save, changes in runs:
         print(f"  run {name:<10} {took:7.2f} s, {changes:5d} changes (comparison, in 20 ms turns: {save:.3f} s)")
@@ -418,7 +421,11 @@ async def soak(
     peak = max(value for _, value in rss)
     print(f"  RSS: after the first run {after_first[0]:.0f} MiB, at the end {rss[-1][1]:.0f} MiB, max {peak:.0f} MiB")
     median = statistics.median(writes)
-    print(f"  state file {size:.1f} MiB; writes: {len(writes)}, max {max(writes):.2f} s, median {median:.2f} s")
+    print(
+        f"  state files {size:.1f} MiB (main file {main_kib:.0f} KiB, {shards} shards); "
+        f"writes: {len(writes)}, max {max(writes):.2f} s, median {median:.2f} s"
+    )
+    print("  writes, s: " + " ".join(f"{took:.2f}" for took in writes))
     if stalls is not None:
         stalls.report()
     print("  RSS every minute, MiB: " + " ".join(f"{value:.0f}" for at, value in rss[::6]))
