@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -510,6 +511,23 @@ def test_a_run_that_sees_every_state_again_writes_no_shard(tmp_path: Path) -> No
     _seen(again, "T5", keys)
     again.close()
     assert {state.last_seen for state in Store(path).states()} == {"T5"}
+
+
+def test_a_state_put_again_with_only_a_new_last_seen_writes_no_shard(tmp_path: Path) -> None:
+    """An unknown seen again, still unknown, goes through put_state: the store tells it from a change itself."""
+    path = tmp_path / "monitor.json"
+    store = Store(path)
+    unknown = AlertState("k|dnsbl|zen", "k", "dnsbl", "zen", unknown_since="T0", last_seen="T1", last_status="unknown")
+    store.put_state(unknown)
+    first = _shard_files(path)
+    store.put_state(dataclasses.replace(unknown, last_seen="T2"))
+    assert _shard_files(path) == first
+    store.put_state(dataclasses.replace(unknown, last_seen="T3", unknown_summary="timeout"))
+    assert _shard_files(path) != first
+    store.close()
+    assert Store(path).get_state("k|dnsbl|zen") == dataclasses.replace(
+        unknown, last_seen="T3", unknown_summary="timeout"
+    )
 
 
 def test_a_seen_again_that_changes_the_status_is_a_change(tmp_path: Path) -> None:

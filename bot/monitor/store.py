@@ -237,6 +237,12 @@ def _parsed(parse: Callable[[Any], T], doc: Any, what: str, path: Path, *, table
         return None
 
 
+def _seen_only(old: AlertState, new: AlertState) -> bool:
+    """Whether `new` is `old` with another last_seen and nothing else."""
+    before, after = old.to_row(), new.to_row()
+    return before[:_LAST_SEEN] == after[:_LAST_SEEN] and before[_LAST_SEEN + 1 :] == after[_LAST_SEEN + 1 :]
+
+
 def _shard_name(state: AlertState) -> str:
     """The shard a new state joins: its check's (a run of one family sees all of them again), by a stable hash."""
     check = re.sub(r"[^a-z0-9-]+", "-", state.check.lower()).strip("-")[:40] or "state"
@@ -813,7 +819,12 @@ class Store:
         return self._states.get(key)
 
     def put_state(self, state: AlertState) -> None:
-        self._old_states.setdefault(state.key, self._states.get(state.key))
+        old = self._states.get(state.key)
+        if old is not None and state.key not in self._old_states and _seen_only(old, state):
+            # Only last_seen moved, though the caller could not tell (an unknown seen again, still unknown).
+            self._sighted(old, state)
+            return
+        self._old_states.setdefault(state.key, old)
         self._states[state.key] = state
         self._dirty_shards.add(self._place(state))
         self._change(None, main=True)
@@ -821,14 +832,19 @@ class Store:
     def seen_again(self, key: str, stamp: str, status: str) -> None:
         """The stored state of `key` seen once more at `stamp` with `status`, nothing else changed.
 
-        `put_state(state.seen_again(stamp, status))` in effect, but a floating row seen again at the same stamp as
-        the other floating rows of its shard leaves the shard's file as it is (see `_shard_changes`)."""
+        `put_state(state.seen_again(stamp, status))` in effect, without comparing the two states."""
         old = self._states[key]
         if status != old.last_status or key in self._old_states:
             self.put_state(old.seen_again(stamp, status))
-            return
+        else:
+            self._sighted(old, old.seen_again(stamp, status))
+
+    def _sighted(self, old: AlertState, new: AlertState) -> None:
+        """`new` is `old` seen again (first time in this batch, same last_status). A floating row seen again at
+        the same stamp as the other floating rows of its shard leaves the shard's file as it is (`_shard_changes`)."""
+        key, stamp = new.key, new.last_seen
         self._old_states[key] = old
-        self._states[key] = old.seen_again(stamp, status)
+        self._states[key] = new
         shard = self._shard_of[key]
         at, count = self._sightings.get(shard, (stamp, 0))
         if at == stamp and key in self._shards[shard].afloat:
