@@ -96,10 +96,6 @@ def _table_text(data: Mapping[str, Any], name: str) -> str:
     return json_text(_mapping({name: value}, name))
 
 
-def _shared(value: Any) -> Any:
-    return sys.intern(value) if type(value) is str else value
-
-
 @dataclass(frozen=True, slots=True)
 class AlertState:
     """What the monitor knows of one (target, check, subject): its confirmed status and the candidate change."""
@@ -154,7 +150,8 @@ class AlertState:
         Equal texts are shared: 73k states read from JSON would otherwise each hold their own copy of the same
         summary, advice and signature."""
         if len(row) == len(_STATE_FIELDS) and all(map(isinstance, row, _ROW_TYPES)) and row[0]:
-            return cls(*map(_shared, row))
+            values: list[Any] = [sys.intern(value) if value.__class__ is str else value for value in row]
+            return cls(*values)
         return cls.from_json(dict(zip(_STATE_FIELDS, row, strict=False)))
 
     @classmethod
