@@ -184,7 +184,7 @@ class Monitor:
             self.store.prune_history((self.clock() - self.config.alerts.retention).isoformat())
         self.store.start_writer()
         # The system's trust store, read once for the first TLS check: OpenSSL reads it without the GIL, so in
-        # a thread it no longer holds the loop (50-100 ms on the first tls run in the soak).
+        # a thread it no longer holds the loop (the soak's stall trace caught it there on the first tls run).
         await asyncio.to_thread(self.ctx.tls_context)
         collector.take_over()
         self._deliverer = asyncio.create_task(self._deliver_forever(), name="repbot-outbox")
