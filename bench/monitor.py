@@ -69,7 +69,7 @@ def bench_store(entries: int, directory: Path) -> None:
                     store.put_state(dataclasses.replace(state, last_seen=datetime.now(UTC).isoformat()))
                 store.enqueue(OutboxItem(f"x{number}", "now", ("!r",)))
             run_ms = (time.perf_counter() - started) * 1000
-            size = sum(path.stat().st_size for path in directory.glob("store.*")) / 1024
+            size = sum(path.stat().st_size for path in directory.rglob("store.*") if path.is_file()) / 1024
             median = statistics.median(samples[-100:]) * 1000
             print(f"{number:>8} {median:>30.2f} {run_ms:>13.2f} {size:>9.0f}")
     store.close()
@@ -163,6 +163,8 @@ class Stalls:
         self.busy: Counter[str] = Counter()  # what is under way now (a write, a comparison, !status)
         self.late: dict[str, list[float]] = {}  # what was under way -> the lags above the threshold
         self.collections: dict[int, list[float]] = {0: [], 1: [], 2: []}  # generation -> pauses, s
+        self.begun = time.perf_counter()
+        self.events: list[tuple[float, str]] = []  # (s since start, what): late wake-ups, full collections
         self._collecting = 0.0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="soak-stalls", daemon=True)
@@ -181,7 +183,11 @@ class Stalls:
         if phase == "start":
             self._collecting = time.perf_counter()
         else:
-            self.collections[info["generation"]].append(time.perf_counter() - self._collecting)
+            pause = time.perf_counter() - self._collecting
+            self.collections[info["generation"]].append(pause)
+            if info["generation"] == 2:
+                what = f"full collection {pause * 1000:.0f} ms, {info['collected']:,} freed"
+                self.events.append((self._collecting - self.begun, what))
 
     def _run(self) -> None:
         while not self._stopped.wait(self.every):
@@ -214,6 +220,7 @@ class Stalls:
         if seconds > self.threshold:
             under_way = " + ".join(sorted(name for name, count in self.busy.items() if count > 0)) or "(nothing)"
             self.late.setdefault(under_way, []).append(seconds)
+            self.events.append((self.beat - self.begun, f"late {seconds * 1000:.0f} ms during {under_way}"))
 
     def report(self) -> None:
         for under_way, lags in sorted(self.late.items(), key=lambda item: -max(item[1])):
@@ -231,6 +238,7 @@ class Stalls:
         census = Counter(type(thing).__name__ for thing in gc.get_objects())
         shown = ", ".join(f"{name} {count:,}" for name, count in census.most_common(8))
         print(f"  objects the collector tracks at the end: {sum(census.values()):,} ({shown})")
+        print("  in order (s since the start): " + "; ".join(f"{at:.1f} {what}" for at, what in self.events))
         total = sum(self.samples.values())
         print(f"  stalls > {self.threshold * 1000:.0f} ms: {total} samples of {self.every * 1000:.0f} ms; the top:")
         for where, count in self.samples.most_common(12):
@@ -284,6 +292,7 @@ async def soak(
 
     trace "stalls": sample who holds the loop when it is late; "memory": tracemalloc diffs between runs."""
     from bench.dnsbl_sweep import DnsServerProcess
+    from bench.store import state_mib
     from bot.app import Bot, Permissions, RateLimiter
     from bot.commands.catalog import REGISTRY
     from bot.commands.registry import Services
@@ -317,7 +326,7 @@ async def soak(
         services = Services(config, ctx, room, REGISTRY, datetime.now(UTC), monitor=monitor)  # type: ignore[arg-type]
         bot = Bot(services, Permissions(admins=("@op:soak",)), RateLimiter(None))
         runs: list[tuple[str, float, float, int]] = []  # (family, run s, comparison s, changes)
-        writes: list[float] = []
+        writes: list[tuple[float, int]] = []  # (s, shards written)
         original_write = store.files.write
 
         stalls = Stalls() if trace == "stalls" else None
@@ -327,7 +336,7 @@ async def soak(
             started = time.perf_counter()
             with during("write"):
                 original_write(commit)
-            writes.append(time.perf_counter() - started)
+            writes.append((time.perf_counter() - started, len(commit.shards)))
 
         store.files.write = timed_write  # type: ignore[method-assign]
         original_process = monitor.process_run
@@ -407,7 +416,9 @@ async def soak(
         await ctx.aclose()
     finally:
         server.close()
-    size = (directory / "state" / "monitor.json").stat().st_size / 2**20
+    main = directory / "state" / "monitor.json"
+    size, main_kib = state_mib(main), main.stat().st_size / 1024
+    shards = len(list(main.with_name("monitor.states").iterdir()))
     print(f"soak: {ips_count} IPs, {domains_count} domains, every {interval}, {minutes:g} min, DNS 20 ms per answer")
     for name, took, save, changes in runs:
         print(f"  run {name:<10} {took:7.2f} s, {changes:5d} changes (comparison, in 20 ms turns: {save:.3f} s)")
@@ -417,8 +428,12 @@ async def soak(
     after_first = [value for at, value in rss if runs and at > runs[0][1] + 5] or [value for _, value in rss]
     peak = max(value for _, value in rss)
     print(f"  RSS: after the first run {after_first[0]:.0f} MiB, at the end {rss[-1][1]:.0f} MiB, max {peak:.0f} MiB")
-    median = statistics.median(writes)
-    print(f"  state file {size:.1f} MiB; writes: {len(writes)}, max {max(writes):.2f} s, median {median:.2f} s")
+    median = statistics.median(took for took, _shards in writes)
+    print(
+        f"  state files {size:.1f} MiB (main file {main_kib:.0f} KiB, {shards} shards); "
+        f"writes: {len(writes)}, max {max(writes)[0]:.2f} s, median {median:.2f} s"
+    )
+    print("  writes, s (shards written): " + " ".join(f"{took:.2f} ({shards})" for took, shards in writes))
     if stalls is not None:
         stalls.report()
     print("  RSS every minute, MiB: " + " ".join(f"{value:.0f}" for at, value in rss[::6]))

@@ -38,6 +38,15 @@ from bot.transports.base import Incoming
 from checks import CheckContext, Finding, Report, Resolver, Status, parse_target
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def state_mib(path: Path) -> float:
+    """The state's files: the main file and the shards it names (`monitor.states/`), MiB."""
+    shards = path.with_name(f"{path.stem}.states")
+    files = [path, *(shards.iterdir() if shards.is_dir() else ())]
+    return sum(file.stat().st_size for file in files) / 2**20
+
+
 BASELINE_COMMIT = "f29556f"
 ZONES = 18
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -115,7 +124,7 @@ async def bench_sizes(sizes: Sequence[int], directory: Path) -> None:
         clock.now += timedelta(minutes=30)
         loop_s, write_s, cpu = await timed_run(mon, found)
         total = loop_s + write_s
-        mib = path.stat().st_size / 2**20
+        mib = state_mib(path)
         row = (
             f"{size:>7} {loop_s:>8.3f} {write_s:>8.3f} {total:>8.3f} {cpu:>7.3f} {cpu / size * 1e6:>13.1f} {mib:>9.1f}"
         )

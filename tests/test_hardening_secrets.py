@@ -94,7 +94,9 @@ def test_an_imap_no_echoing_login_leaks_the_password_nowhere(tmp_path: Path, dns
         assert any(b"LOGIN" in line for line in imap.seen), imap.seen
     assert done.returncode == 0, done.stderr
     done = subprocess.CompletedProcess(done.args, 0, ran.stdout + done.stdout, ran.stderr + done.stderr)
-    state = (tmp_path / "state" / "monitor.json").read_text(encoding="utf-8")
+    # The main state file and its shards (monitor.states/), where the states are.
+    files = [tmp_path / "state" / "monitor.json", *sorted((tmp_path / "state" / "monitor.states").iterdir())]
+    state = "".join(file.read_text(encoding="utf-8") for file in files)
     assert "rejected" in done.stdout and "rejected" in done.stderr and "rejected" in state  # the NO got through
     for where in (done.stdout, done.stderr, state):
         assert "Tr0ub4dor" not in where

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.monitor.state import AlertState, HistoryEntry, OutboxItem
-from bot.monitor.store import ROWS_AT_ONCE, Store, StoreError, _dumps, _dumps_rows
+from bot.monitor.state import AlertState, HistoryEntry, OutboxItem, json_text
+from bot.monitor.store import ROWS_AT_ONCE, SHARD_BUCKETS, Store, StoreError, _dumps, _dumps_rows, _history_line
 
 FIXED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -82,7 +83,7 @@ def test_a_crash_between_temp_file_and_rename_keeps_the_old_file(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(StoreError, match=r"state\.json"):
+    with pytest.raises(StoreError, match=r"state\.(json|states/)"):  # the new shard's file, or the main one
         store.put_state(_state("new", "fail"))
     monkeypatch.undo()
     store.close()
@@ -91,7 +92,7 @@ def test_a_crash_between_temp_file_and_rename_keeps_the_old_file(
     (tmp_path / ".state.json.999.tmp").write_text('{"torn": ')
     reopened = Store(path)
     assert [state.key for state in reopened.states()] == ["old"]
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("state.states/*.tmp"))
 
 
 WRITER = """
@@ -228,7 +229,7 @@ def test_a_schema_1_file_migrates_on_load_and_keeps_a_copy(tmp_path: Path) -> No
     assert store.get_meta("canary_pending") == {"tok2": {"canary": {"name": "outlook"}, "reply": None}}
     store.close()
     assert (tmp_path / "monitor.json.schema1").read_bytes() == OLD.read_bytes()
-    assert json.loads(path.read_bytes())["schema"] == 2
+    assert json.loads(path.read_bytes())["schema"] == 3
     again = Store(path)  # the migrated files load as they are
     assert len(again.states()) == 3 and len(again.history()) == 1 and len(again.pending()) == 3
     again.close()
@@ -245,6 +246,7 @@ def test_history_and_outbox_of_an_unfinished_commit_are_dropped(tmp_path: Path) 
         store.add_history(HistoryEntry("2024-01-01", "problem", "a", "dnsbl", "zen"))
     store.close()
     committed = path.read_bytes()
+    shards = {file.name: file.read_bytes() for file in (tmp_path / "monitor.states").iterdir()}
     store = Store(path)
     with store.batch():  # this run's state write "never happened": the old state file is put back below
         store.put_state(_state("k", "fail"))
@@ -252,7 +254,11 @@ def test_history_and_outbox_of_an_unfinished_commit_are_dropped(tmp_path: Path) 
         store.enqueue(OutboxItem("alert-of-the-lost-run", "2024-01-02", ("!r",)))
     store.enqueue(OutboxItem("a-notice", "2024-01-02", ("!r",)))  # on its own: needs no state write
     store.close()
+    # A crash before the main file's rename: the old main file, the shards it names (removed only after that
+    # rename) and the new shards no main file names.
     path.write_bytes(committed)
+    for name, data in shards.items():
+        (tmp_path / "monitor.states" / name).write_bytes(data)
     with (tmp_path / "monitor.history.jsonl").open("ab") as handle:
         handle.write(b'{"seq": 99, "at": "torn')  # and a torn last line
     store = Store(path)
@@ -317,7 +323,9 @@ def test_a_large_state_table_survives_reopening(tmp_path: Path) -> None:
             store.put_state(_state(f"k{number}", "fail" if number % 7 else "ok"))
     store.close()
     again = Store(tmp_path / "monitor.json")
-    assert [state.key for state in again.states()] == [f"k{number}" for number in range(3 * ROWS_AT_ONCE + 7)]
+    assert sorted(state.key for state in again.states()) == sorted(
+        f"k{number}" for number in range(3 * ROWS_AT_ONCE + 7)
+    )
     assert again.get_state("k7") == _state("k7", "ok")
     again.close()
 
@@ -461,8 +469,194 @@ def test_a_state_row_of_the_wrong_shape_is_dropped_and_the_others_load(tmp_path:
     store = Store(path)
     store.put_state(_state("kept", "ok"))
     store.close()
-    doc = json.loads(path.read_bytes())
+    [shard] = (tmp_path / "monitor.states").iterdir()
+    doc = json.loads(shard.read_bytes())
     good = doc["state"][0]
     doc["state"] += [[*good[:4], 7, *good[5:]], good[:3], "not a row"]  # status 7, a short row, a string
-    path.write_text(json.dumps(doc))
+    shard.write_text(json.dumps(doc))
     assert [state.key for state in Store(path).states()] == ["kept"]
+
+
+# -- shards: a commit writes the shards that changed; a state seen again changes none ----------------------
+
+
+def _seen(store: Store, stamp: str, keys: list[str]) -> None:
+    with store.batch():
+        for key in keys:
+            store.seen_again(key, stamp, "ok")
+
+
+def _shard_files(path: Path) -> set[str]:
+    return {file.name for file in path.with_name(f"{path.stem}.states").iterdir()}
+
+
+def test_a_run_that_sees_every_state_again_writes_no_shard(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    store = Store(path)
+    keys = [f"192.0.2.{number}|dnsbl|zen" for number in range(200)]
+    with store.batch():
+        for key in keys:
+            store.put_state(AlertState(key, key.split("|")[0], "dnsbl", "zen", "ok", last_seen="T1", last_status="ok"))
+    first = _shard_files(path)
+    assert len(first) == SHARD_BUCKETS  # one check: its buckets
+    _seen(store, "T2", keys)
+    assert _shard_files(path) == first  # the main file's stamps moved, no shard was written
+    _seen(store, "T3", keys[1:])  # one state not seen: its shard is written, with that state's own last_seen
+    assert len(_shard_files(path) - first) == 1
+    store.close()
+    again = Store(path)
+    assert again.get_state(keys[0]) == store.get_state(keys[0]) and again.get_state(keys[0]).last_seen == "T2"  # type: ignore[union-attr]
+    assert {state.last_seen for state in again.states() if state.key != keys[0]} == {"T3"}
+    _seen(again, "T4", keys)  # the materialised state floats again once its shard is written
+    _seen(again, "T5", keys)
+    again.close()
+    assert {state.last_seen for state in Store(path).states()} == {"T5"}
+
+
+def test_a_state_put_again_with_only_a_new_last_seen_writes_no_shard(tmp_path: Path) -> None:
+    """An unknown seen again, still unknown, goes through put_state: the store tells it from a change itself."""
+    path = tmp_path / "monitor.json"
+    store = Store(path)
+    unknown = AlertState("k|dnsbl|zen", "k", "dnsbl", "zen", unknown_since="T0", last_seen="T1", last_status="unknown")
+    store.put_state(unknown)
+    first = _shard_files(path)
+    store.put_state(dataclasses.replace(unknown, last_seen="T2"))
+    assert _shard_files(path) == first
+    store.put_state(dataclasses.replace(unknown, last_seen="T3", unknown_summary="timeout"))
+    assert _shard_files(path) != first
+    store.close()
+    assert Store(path).get_state("k|dnsbl|zen") == dataclasses.replace(
+        unknown, last_seen="T3", unknown_summary="timeout"
+    )
+
+
+def test_a_seen_again_that_changes_the_status_is_a_change(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    store = Store(path)
+    store.put_state(AlertState("k|dnsbl|zen", "k", "dnsbl", "zen", "ok", last_seen="T1", last_status="ok"))
+    with pytest.raises(RuntimeError), store.batch():  # rolled back: nothing of it stays
+        store.seen_again("k|dnsbl|zen", "T2", "ok")
+        raise RuntimeError("boom")
+    assert store.get_state("k|dnsbl|zen").last_seen == "T1"  # type: ignore[union-attr]
+    store.seen_again("k|dnsbl|zen", "T3", "unknown")
+    store.close()
+    state = Store(path).get_state("k|dnsbl|zen")
+    assert state is not None and (state.last_seen, state.last_status) == ("T3", "unknown")
+
+
+SEER = """
+import sys
+from bot.monitor.state import AlertState
+from bot.monitor.store import Store
+store = Store(sys.argv[1])
+found = store.get_state("counter|c|s")
+n = found.candidate_count if found is not None else 0
+if found is None:
+    with store.batch():
+        store.put_state(AlertState("counter|c|s", "t", "c", "s"))
+        for i in range(300):
+            store.put_state(AlertState(f"{i}|dnsbl|z", str(i), "dnsbl", "z", "ok", last_seen="0" * 9, last_status="ok"))
+print("ready", flush=True)
+while True:
+    n += 1
+    with store.batch():  # every third run misses a seventh of the states: their shards are written, not the others
+        for i in range(300):
+            if not (n % 3 == 0 and i % 7 == 0):
+                store.seen_again(f"{i}|dnsbl|z", str(n).zfill(9), "ok")
+        store.put_state(AlertState("counter|c|s", "t", "c", "s", candidate_count=n))
+"""
+
+
+def test_kill_9_between_shard_and_main_writes_keeps_one_commit(tmp_path: Path) -> None:
+    """Whatever a kill interrupts, each state's last_seen is that of the last committed run that saw it."""
+    path = tmp_path / "state.json"
+    for kill in range(12):
+        process = subprocess.Popen(
+            [sys.executable, "-c", SEER, str(path)], stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == b"ready"
+        time.sleep(0.05 + (kill % 5) * 0.021)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+        store = Store(path)
+        assert store.recovered_from is None
+        counter = store.get_state("counter|c|s")
+        assert counter is not None
+        done = counter.candidate_count
+        for i in range(300):
+            seen = max((m for m in range(done + 1) if not (m % 3 == 0 and i % 7 == 0 and m)), default=0)
+            assert store.get_state(f"{i}|dnsbl|z").last_seen == str(seen).zfill(9), (i, done)  # type: ignore[union-attr]
+        named = {entry[0] for entry in json.loads(path.read_bytes())["shards"].values()}
+        store.close()
+        assert _shard_files(path) == named  # what the kill left unnamed went at the load
+    assert done > 3
+
+
+# -- schema 2 (every state in the main file) migrates on load; equal texts are shared -----------------------
+
+SCHEMA_2_FIELDS = [
+    "key", "target", "check", "subject", "status", "signature", "since", "candidate", "candidate_count",
+    "candidate_since", "unknown_since", "unknown_alerted", "unknown_summary", "last_seen", "last_status", "summary",
+    "advice", "evidence", "significant", "candidate_summary",
+]  # fmt: skip
+
+
+def _schema_2_row(ip: str) -> list[object]:
+    evidence = {"answers": ["127.0.0.2"], "txt": [], "query": f"{ip}.zen", "kind": "block"}
+    return [f"{ip}|dnsbl|zen", ip, "dnsbl", "zen", "fail", '["fail", "listed", {"answers": ["127.0.0.2"]}]',
+            "2026-01-01", None, 0, None, None, False, "", "2026-02-01", "fail", "listed in zen", "see zen",
+            evidence, {"answers": ["127.0.0.2"]}, ""]  # fmt: skip
+
+
+def test_a_schema_2_file_migrates_on_load_and_keeps_a_copy(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    doc = {"schema": 2, "seq": 4, "mutes": {"zen": "2036-01-01"}, "meta": {"last_run:blocklists": "2026-02-01"}}
+    doc.update(fields=SCHEMA_2_FIELDS, state=[_schema_2_row("192.0.2.1"), _schema_2_row("192.0.2.2")])
+    old = json.dumps(doc).encode()
+    path.write_bytes(old)
+    (tmp_path / "monitor.history.jsonl").write_bytes(
+        _history_line(4, HistoryEntry("2026-01-01", "problem", "a", "dnsbl", "zen"))
+    )
+    store = Store(path)
+    state = store.get_state("192.0.2.1|dnsbl|zen")
+    assert (
+        state is not None
+        and state.evidence["query"] == "192.0.2.1.zen"
+        and state.significant == {"answers": ["127.0.0.2"]}
+    )
+    assert state.evidence_json == '{"answers":["127.0.0.2"],"kind":"block","query":"192.0.2.1.zen","txt":[]}'
+    assert store.mutes("2030-01-01") == {"zen": "2036-01-01"} and len(store.history()) == 1
+    store.close()
+    assert (tmp_path / "monitor.json.schema2").read_bytes() == old
+    assert json.loads(path.read_bytes())["schema"] == 3
+    again = Store(path)
+    assert again.get_state("192.0.2.1|dnsbl|zen") == state and len(again.states()) == 2 and len(again.history()) == 1
+    again.close()
+
+
+def test_equal_texts_of_loaded_states_are_one_object(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    store = Store(path)
+    for ip in ("192.0.2.1", "192.0.2.2"):
+        # Texts made apart, as each finding makes its own.
+        summary, significant = "".join(["listed ", "in zen"]), json_text({"answers": ["127.0.0.2"]})
+        store.put_state(
+            AlertState(f"{ip}|dnsbl|zen", ip, "dnsbl", "zen", summary=summary, significant_json=significant)
+        )
+    store.close()
+    first, second = Store(path).states()
+    assert first.summary is second.summary and first.significant_json is second.significant_json
+    assert first.significant == {"answers": ["127.0.0.2"]}
+
+
+def test_shards_without_a_main_file_are_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.json"
+    store = Store(path)
+    store.put_state(_state("a|dnsbl|zen", "ok"))
+    store.close()
+    path.unlink()
+    store = Store(path, clock=lambda: FIXED)
+    assert store.states() == [] and store.recovered_from == tmp_path / "monitor.states.corrupt-20240501T120000Z"
+    store.close()

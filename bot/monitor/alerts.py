@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,11 +22,14 @@ from typing import Any, TypeVar
 
 from bot.durations import format_duration
 from bot.i18n import _, ngettext, number, timestamp
-from bot.monitor.state import AlertState, HistoryEntry
+from bot.monitor.state import AlertState, HistoryEntry, json_text
 from bot.render import MARKS, Rendered, event_kind, status_name
 from checks import Finding, Status
 
-__all__ = ["AlertRules", "Event", "observe", "render_events", "significant_evidence", "state_key"]
+__all__ = [
+    "AlertRules", "Event", "observe", "render_events", "run_stamp", "seen_unchanged", "significant_evidence",
+    "state_key",
+]  # fmt: skip
 
 CERT_WARN_DAYS = 21
 # Evidence keys whose change inside one status is worth a message; days_left is reduced to a threshold bucket.
@@ -115,7 +119,8 @@ def significant_evidence(evidence: Mapping[str, Any], rules: AlertRules) -> dict
 def _signature(status: str, code: str, evidence: Mapping[str, Any]) -> str:
     if not evidence:
         return _plain_signature(status, code)  # most findings: the same few strings, run after run
-    return json.dumps([status, code, evidence], sort_keys=True, default=str)
+    # Shared: a /20's 73k clean listings have the same few signatures, each state would hold its own copy.
+    return sys.intern(json.dumps([status, code, evidence], sort_keys=True, default=str))
 
 
 @functools.lru_cache(maxsize=256)
@@ -124,8 +129,8 @@ def _plain_signature(status: str, code: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _stamp(now: datetime) -> str:
-    """now.isoformat(), once per run rather than once per finding."""
+def run_stamp(now: datetime) -> str:
+    """now.isoformat(), once per run rather than once per finding: a run's states share one last_seen."""
     return now.isoformat()
 
 
@@ -137,8 +142,8 @@ def observe(
     state: AlertState | None, target: str, finding: Finding, now: datetime, rules: AlertRules
 ) -> tuple[AlertState, list[Event]]:
     """The updated state for one finding, and the events it confirms (usually none)."""
-    if state is not None and _unchanged(state, finding, rules):
-        return state.seen_again(_stamp(now), finding.status.value), []
+    if state is not None and seen_unchanged(state, finding, rules):
+        return state.seen_again(run_stamp(now), finding.status.value), []
     key = state_key(target, finding)
     # One working copy per finding; the stored AlertState is never changed in place.
     work = state.to_json() if state is not None else _new_state(key, target, finding)
@@ -146,7 +151,7 @@ def observe(
     return AlertState(**work), events
 
 
-def _unchanged(state: AlertState, finding: Finding, rules: AlertRules) -> bool:
+def seen_unchanged(state: AlertState, finding: Finding, rules: AlertRules) -> bool:
     """The same confirmed finding as last time, word for word: only last_seen moves (most findings, most runs)."""
     if finding.status is Status.UNKNOWN or state.unknown_since is not None or state.candidate is not None:
         return False
@@ -155,12 +160,12 @@ def _unchanged(state: AlertState, finding: Finding, rules: AlertRules) -> bool:
         state.signature == _signature(finding.status.value, finding.code, significant)
         and state.summary == finding.summary
         and state.advice == finding.advice
-        and ((not finding.evidence and not state.evidence) or state.evidence == _jsonable(finding.evidence))
+        and state.evidence_json == json_text(finding.evidence)
     )
 
 
 def _observe(state: dict[str, Any], finding: Finding, now: datetime, rules: AlertRules) -> list[Event]:
-    stamp = _stamp(now)
+    stamp = run_stamp(now)
     state["last_seen"] = stamp
     state["last_status"] = finding.status.value
     if finding.status is Status.UNKNOWN:
@@ -172,21 +177,22 @@ def _observe(state: dict[str, Any], finding: Finding, now: datetime, rules: Aler
     state.update(unknown_since=None, unknown_alerted=False)
     significant = significant_evidence(finding.evidence, rules)
     signature = _signature(finding.status.value, finding.code, significant)
+    summary, advice = sys.intern(finding.summary), sys.intern(finding.advice)  # shared by the states that say it
     if signature == state["signature"]:
-        state.update(candidate=None, candidate_count=0, candidate_since=None, summary=finding.summary)
-        state.update(advice=finding.advice, evidence=_jsonable(finding.evidence))
+        state.update(candidate=None, candidate_count=0, candidate_since=None, summary=summary)
+        state.update(advice=advice, evidence_json=json_text(finding.evidence))
         return events
     if state["candidate"] == signature:
         state["candidate_count"] += 1
     else:
         state.update(candidate=signature, candidate_count=1, candidate_since=stamp)
-    state["candidate_summary"] = finding.summary  # !status shows what waits for confirmation
+    state["candidate_summary"] = summary  # !status shows what waits for confirmation
     if state["candidate_count"] < _needed(state, finding, rules):
         return events
     event = _confirmed(state, finding, significant, stamp)
     state.update(status=finding.status.value, signature=signature, since=state["candidate_since"])
-    state.update(candidate=None, candidate_count=0, candidate_since=None, summary=finding.summary)
-    state.update(advice=finding.advice, evidence=_jsonable(finding.evidence), significant=significant)
+    state.update(candidate=None, candidate_count=0, candidate_since=None, summary=summary)
+    state.update(advice=advice, evidence_json=json_text(finding.evidence), significant_json=json_text(significant))
     if event is not None:
         events.append(event)
     return events
@@ -220,7 +226,8 @@ def _confirmed(state: dict[str, Any], finding: Finding, significant: dict[str, A
         # The first confirmed state is the baseline: only a problem is news.
         return _event("problem", state, finding, stamp, since=started) if new in _PROBLEM else None
     if old == new:
-        detail = _evidence_detail(state.get("significant") or {}, significant)
+        # Both as JSON reads them: a tuple in a fresh finding is the list the stored text holds.
+        detail = _evidence_detail(_table(state["significant_json"]), _table(json_text(significant)))
         if not detail and new not in _PROBLEM:
             return None  # an ok finding whose wording changed is no news
         return _event("evidence", state, finding, stamp, detail=detail or "details changed", since=state["since"])
@@ -270,10 +277,8 @@ def _event(kind: str, state: dict[str, Any], finding: Finding, stamp: str, **fie
     )
 
 
-def _jsonable(evidence: Mapping[str, Any]) -> dict[str, Any]:
-    if not evidence:
-        return {}
-    loaded: dict[str, Any] = json.loads(json.dumps(dict(evidence), default=str))
+def _table(text: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(text) if text else {}
     return loaded
 
 

@@ -8,15 +8,19 @@ value of the wrong type raises ValueError, so the store can drop that one record
 from __future__ import annotations
 
 import dataclasses
+import json
 import operator
 import re
+import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bot.transports.base import Incoming
 
-__all__ = ["STATE_FIELDS", "AlertState", "DeadLetter", "HistoryEntry", "OutboxItem", "short_reason"]
+__all__ = [
+    "STATE_FIELDS", "AlertState", "DeadLetter", "HistoryEntry", "OutboxItem", "json_text", "short_reason"
+]  # fmt: skip
 
 
 def short_reason(reason: str) -> str:
@@ -31,7 +35,7 @@ def _text(data: Mapping[str, Any], name: str, default: str | None = "") -> Any:
         return None
     if not isinstance(value, str):
         raise ValueError(f"{name} is {type(value).__name__}, not text")
-    return value
+    return sys.intern(value)  # shared: thousands of records read from JSON repeat the same few texts
 
 
 def _required(data: Mapping[str, Any], name: str) -> str:
@@ -57,6 +61,41 @@ def _mapping(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
+def json_text(value: Mapping[str, Any]) -> str:
+    """A table as its canonical JSON text (sorted keys, no spaces; "" when empty), one shared str per text.
+
+    An AlertState keeps its evidence so: one str instead of a dict and its lists per state (73k states of a /20
+    on every blocklist held 73k dicts and 146k lists, which the collector walked), equal texts shared through
+    sys.intern (whose table lets a text go once nothing holds it), parsed only when read."""
+    if not value:
+        return ""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    except TypeError:  # keys of mixed types cannot be sorted: sort them as the text they become
+        text = json_text(json.loads(json.dumps(value, default=str)))
+    return sys.intern(text)
+
+
+def _table(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        loaded = json.loads(text)
+    except ValueError:  # a hand-edited file: the state reads as if it had no evidence
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _table_text(data: Mapping[str, Any], name: str) -> str:
+    """A table field as its JSON text: today's files keep the text, older ones the table itself."""
+    value = data.get(f"{name}_json", data.get(name))
+    if isinstance(value, str):
+        if value and not isinstance(json.loads(value), dict):
+            raise ValueError(f"{name} is not the text of a table")
+        return sys.intern(value)
+    return json_text(_mapping({name: value}, name))
+
+
 @dataclass(frozen=True, slots=True)
 class AlertState:
     """What the monitor knows of one (target, check, subject): its confirmed status and the candidate change."""
@@ -78,9 +117,18 @@ class AlertState:
     last_status: str | None = None
     summary: str = ""
     advice: str = ""
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-    significant: Mapping[str, Any] = field(default_factory=dict)
+    evidence_json: str = ""  # the evidence as json_text(): read it as `evidence`
+    significant_json: str = ""  # the part of the evidence whose change is news, the same way
     candidate_summary: str = ""  # what a candidate status said, for !status while it waits for confirmation
+
+    @property
+    def evidence(self) -> Mapping[str, Any]:
+        """The finding's evidence, parsed now: a copy of its own for the caller."""
+        return _table(self.evidence_json)
+
+    @property
+    def significant(self) -> Mapping[str, Any]:
+        return _table(self.significant_json)
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _STATE_FIELDS}
@@ -97,9 +145,13 @@ class AlertState:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> AlertState:
-        """A row in STATE_FIELDS order, as the state file keeps it; each value's type is checked."""
+        """A row in STATE_FIELDS order, as the state file keeps it; each value's type is checked.
+
+        Equal texts are shared: 73k states read from JSON would otherwise each hold their own copy of the same
+        summary, advice and signature."""
         if len(row) == len(_STATE_FIELDS) and all(map(isinstance, row, _ROW_TYPES)) and row[0]:
-            return cls(*row)
+            values: list[Any] = [sys.intern(value) if value.__class__ is str else value for value in row]
+            return cls(*values)
         return cls.from_json(dict(zip(_STATE_FIELDS, row, strict=False)))
 
     @classmethod
@@ -124,8 +176,8 @@ class AlertState:
             last_status=_text(data, "last_status", None),
             summary=_text(data, "summary"),
             advice=_text(data, "advice"),
-            evidence=dict(_mapping(data, "evidence")),
-            significant=dict(_mapping(data, "significant")),
+            evidence_json=_table_text(data, "evidence"),
+            significant_json=_table_text(data, "significant"),
             candidate_summary=_text(data, "candidate_summary"),
         )
 
@@ -135,7 +187,7 @@ STATE_FIELDS = _STATE_FIELDS
 _state_row = operator.attrgetter(*_STATE_FIELDS)
 _LAST_SEEN, _LAST_STATUS = _STATE_FIELDS.index("last_seen"), _STATE_FIELDS.index("last_status")
 _TYPES: dict[str, type | tuple[type, ...]] = {
-    "str": str, "str | None": (str, type(None)), "int": int, "bool": bool, "Mapping[str, Any]": dict
+    "str": str, "str | None": (str, type(None)), "int": int, "bool": bool
 }  # fmt: skip
 _ROW_TYPES = tuple(_TYPES[str(f.type)] for f in dataclasses.fields(AlertState))
 
