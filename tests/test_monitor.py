@@ -535,3 +535,29 @@ async def test_only_a_run_of_dns_checks_says_the_resolver_is_honest_again(world:
     await world.monitor.deliver()
     texts = world.transport.texts()
     assert len(texts) == 1 and "cannot check: the resolver" in texts[0], texts
+
+
+def _spf(code: str, status: Status, summary: str, **evidence: Any) -> Finding:
+    return Finding("spf", "example.org", status, summary, evidence, code=code)
+
+
+async def test_findings_of_one_check_about_one_subject_share_a_state_and_its_problems_are_said(
+    world: Scenario,
+) -> None:
+    # SPF says several things of one domain under the domain's name. Kept apart, each overwrote the other's state
+    # at every run, and the warning never held for the two runs that confirm it.
+    domain = parse_target("example.org")
+    record = _spf("record", Status.OK, "v=spf1 mx -all", record="v=spf1 mx -all")
+    too_many = _spf("lookups", Status.WARN, "11 DNS lookups (limit 10)", lookups=11)
+    no_all = _spf("no-all", Status.WARN, "the record has no 'all'")
+    kinds = []
+    for findings in ([record, too_many], [record, too_many], [record, too_many, no_all], [record, too_many, no_all],
+                     [record], [record]):  # fmt: skip
+        events = world.monitor.process([Report(domain, tuple(findings))])
+        kinds.append([(event.kind, event.status) for event in events])
+        world.clock.now += STEP
+    assert kinds[0] == [] and kinds[1] == [("problem", "warn")]  # confirmed on its second run, as any problem
+    assert kinds[3] == [("evidence", "warn")]  # another of them going wrong is news
+    assert kinds[5] == [("resolved", "ok")]
+    [state] = [s for s in world.monitor.store.states() if s.check == "spf"]
+    assert state.status == "ok" and state.summary == "v=spf1 mx -all"

@@ -11,6 +11,7 @@ probe the network: a reading is as sure the first time as the second, so it is c
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import json
@@ -27,8 +28,8 @@ from bot.render import MARKS, Rendered, event_kind, status_name
 from checks import Finding, Status
 
 __all__ = [
-    "AlertRules", "Event", "observe", "render_events", "run_stamp", "seen_unchanged", "significant_evidence",
-    "state_key",
+    "AlertRules", "Event", "observe", "one_per_state", "render_events", "run_stamp", "seen_unchanged",
+    "significant_evidence", "state_key",
 ]  # fmt: skip
 
 CERT_WARN_DAYS = 21
@@ -47,6 +48,7 @@ SIGNIFICANT_KEYS = (
     "newest",  # complaints: the newest recorded complaint of a domain; it changes when a new one arrives
     "reputation",  # postmaster: HIGH -> MEDIUM is a drop worth saying, though both are ok
     "failing",  # spf: the sending IPs that do not pass; another IP failing is news inside the same fail
+    "problems",  # findings joined into one state (one_per_state): another of them going wrong is news
 )
 # Records, not probes: SNDS and Postmaster publish a day's data, complaints come from the durable journal,
 # traffic reads the MTA's own log (a block reply in it is as sure the first time as the second).
@@ -99,6 +101,36 @@ class Event:
 
 def state_key(target: str, finding: Finding) -> str:
     return f"{target}|{finding.check}|{finding.subject}"
+
+
+def one_per_state(findings: Sequence[Finding]) -> Sequence[Finding]:
+    """The findings, those that share a check and a subject joined into one: a state keeps one finding.
+
+    SPF says several things of one domain (the record, its lookups, its `all`), DMARC two (the record, the
+    alignment), all under the domain's name. Kept apart, each overwrote the other's state in the same run, so
+    its candidate changed at every run and a problem among them was never confirmed, never said. Joined, the
+    state's status is the worst of theirs, and another of them going wrong is news (`problems`).
+    """
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for finding in findings:
+        groups.setdefault((finding.check, finding.subject), []).append(finding)
+    if len(groups) == len(findings):
+        return findings
+    return [group[0] if len(group) == 1 else _joined(group) for group in groups.values()]
+
+
+def _joined(group: Sequence[Finding]) -> Finding:
+    worst = max(group, key=lambda finding: finding.status.severity)  # the first of the worst
+    wrong = [finding for finding in group if finding.status is not Status.OK]
+    if not wrong:
+        return group[0]  # all well: the first (the record) says it
+    evidence: dict[str, Any] = {}
+    for finding in wrong:
+        evidence.update(finding.evidence)
+    evidence["problems"] = [finding.code for finding in wrong]
+    summary = "; ".join(dict.fromkeys(finding.summary for finding in wrong))
+    advice = " ".join(dict.fromkeys(finding.advice for finding in wrong if finding.advice))
+    return dataclasses.replace(worst, summary=summary, evidence=evidence, advice=advice)
 
 
 def significant_evidence(evidence: Mapping[str, Any], rules: AlertRules) -> dict[str, Any]:

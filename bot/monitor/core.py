@@ -262,7 +262,7 @@ class Monitor:
             events = [
                 event
                 for report in reports
-                for finding in report.findings
+                for finding in alerts.one_per_state(report.findings)
                 for event in self._observe(report, finding, now)
             ]
             if events:
@@ -299,7 +299,7 @@ class Monitor:
         turn = time.perf_counter() + STEP
         reports = [mask_report(report) for report in reports]
         for report in reports:
-            for finding in report.findings:
+            for finding in alerts.one_per_state(report.findings):
                 events.extend(self._observe(report, finding, now))
                 if time.perf_counter() > turn:  # by time, not count: a domain's finding can carry a large tree
                     await asyncio.sleep(0)
@@ -313,7 +313,7 @@ class Monitor:
         target = report.target.value
         # A lying resolver is said once, for the whole run, not as "cannot check" for each check after a while.
         rules = self._blind_rules if finding.code == RESOLVER_LIES else self.rules
-        key = f"{target}|{finding.check}|{finding.subject}"
+        key = alerts.state_key(target, finding)
         old = self.store.get_state(key)
         if old is not None and alerts.seen_unchanged(old, finding, rules):
             # Only its last_seen moves: the store then writes no row (a run's 73k states would be 38 MiB).
