@@ -180,7 +180,7 @@ class _Budget:
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
                 self.give(units)  # granted, then cancelled before it could start: the units go back
-            else:
+            elif (units, turn) in self.waiting:  # a wake-up may already have dropped the cancelled turn
                 self.waiting.remove((units, turn))
                 self._wake()
             raise
