@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from bot.durations import format_duration
 from bot.i18n import _, ngettext, number, timestamp
-from bot.monitor.state import AlertState, HistoryEntry, json_text
+from bot.monitor.state import AlertState, HistoryEntry, json_table, json_text
 from bot.render import MARKS, Rendered, event_kind, status_name
 from checks import Finding, Status
 
@@ -259,7 +259,7 @@ def _confirmed(state: dict[str, Any], finding: Finding, significant: dict[str, A
         return _event("problem", state, finding, stamp, since=started) if new in _PROBLEM else None
     if old == new:
         # Both as JSON reads them: a tuple in a fresh finding is the list the stored text holds.
-        detail = _evidence_detail(_table(state["significant_json"]), _table(json_text(significant)))
+        detail = _evidence_detail(json_table(state["significant_json"]), json_table(json_text(significant)))
         if not detail and new not in _PROBLEM:
             return None  # an ok finding whose wording changed is no news
         return _event("evidence", state, finding, stamp, detail=detail or "details changed", since=state["since"])
@@ -307,11 +307,6 @@ def _event(kind: str, state: dict[str, Any], finding: Finding, stamp: str, **fie
         code=finding.code,
         **fields,
     )
-
-
-def _table(text: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(text) if text else {}
-    return loaded
 
 
 # -- words ---------------------------------------------------------------------------------------------------

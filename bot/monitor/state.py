@@ -19,7 +19,8 @@ from typing import Any
 from bot.transports.base import Incoming
 
 __all__ = [
-    "STATE_FIELDS", "AlertState", "DeadLetter", "HistoryEntry", "OutboxItem", "json_text", "short_reason"
+    "STATE_FIELDS", "AlertState", "DeadLetter", "HistoryEntry", "OutboxItem", "json_table", "json_text",
+    "short_reason",
 ]  # fmt: skip
 
 
@@ -76,7 +77,8 @@ def json_text(value: Mapping[str, Any]) -> str:
     return sys.intern(text)
 
 
-def _table(text: str) -> dict[str, Any]:
+def json_table(text: str) -> dict[str, Any]:
+    """The table a json_text holds ({} for "", or for a text that is not a table's)."""
     if not text:
         return {}
     try:
@@ -124,11 +126,11 @@ class AlertState:
     @property
     def evidence(self) -> Mapping[str, Any]:
         """The finding's evidence, parsed now: a copy of its own for the caller."""
-        return _table(self.evidence_json)
+        return json_table(self.evidence_json)
 
     @property
     def significant(self) -> Mapping[str, Any]:
-        return _table(self.significant_json)
+        return json_table(self.significant_json)
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _STATE_FIELDS}
