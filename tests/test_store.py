@@ -119,19 +119,24 @@ while True:
 """
 
 
+def _kill_9_after(script: str, path: Path, seconds: float) -> None:
+    """Run `script` on the state file at `path`, and kill -9 it `seconds` after it says it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == b"ready"
+    time.sleep(seconds)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+
+
 def test_kill_9_mid_write_never_leaves_a_torn_file(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     last = 0
     for kill in range(20):
-        process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent
-        )
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == b"ready"
-        time.sleep(0.02 + (kill % 7) * 0.013)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        process.stdout.close()
+        _kill_9_after(WRITER, path, 0.02 + (kill % 7) * 0.013)
         data = json.loads(path.read_bytes())  # raises on a torn file
         store = Store(path)
         assert store.recovered_from is None
@@ -571,15 +576,7 @@ def test_kill_9_between_shard_and_main_writes_keeps_one_commit(tmp_path: Path) -
     """Whatever a kill interrupts, each state's last_seen is that of the last committed run that saw it."""
     path = tmp_path / "state.json"
     for kill in range(12):
-        process = subprocess.Popen(
-            [sys.executable, "-c", SEER, str(path)], stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent
-        )
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == b"ready"
-        time.sleep(0.05 + (kill % 5) * 0.021)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        process.stdout.close()
+        _kill_9_after(SEER, path, 0.05 + (kill % 5) * 0.021)
         store = Store(path)
         assert store.recovered_from is None
         counter = store.get_state("counter|c|s")
