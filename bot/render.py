@@ -6,9 +6,10 @@ JSON is written by bot/cli.py, which streams it target by target.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -233,6 +234,7 @@ def canary_history_text(history: Mapping[str, Sequence[Mapping[str, Any]]], name
 
 HISTORY_LINES = 25
 DEAD_LINES = 5  # dead letters !status shows; the log has every one
+_STATES_A_PIECE = 1024  # states grouped by target per piece of status_pieces (~1 ms)
 _PROBLEMS = (Status.WARN.value, Status.FAIL.value)
 
 
@@ -256,14 +258,30 @@ def status_text(
 ) -> str:
     """The stored state: a line per target with its worst status, a line per problem, pending or blind check;
     the mutes; the messages a room refused for good."""
+    return "\n".join(itertools.chain.from_iterable(status_pieces(states, mutes, now, confirm, dead)))
+
+
+def status_pieces(
+    states: Sequence[AlertState],
+    mutes: Mapping[str, str],
+    now: datetime,
+    confirm: int = 2,
+    dead: Sequence[DeadLetter] = (),
+) -> Iterator[list[str]]:
+    """`status_text`'s lines, in pieces of a few (none while the states are sorted by target): what `!status`
+    words between turns of the event loop (`bot.pacing`), 73k states taking 0.3-0.4 s."""
     by_target: dict[str, list[AlertState]] = {}
-    for state in states:
+    for count, state in enumerate(states, 1):
         by_target.setdefault(state.target, []).append(state)
-    lines: list[str] = [] if states else [_("no results yet: the first scheduled run has not finished (try !run)")]
+        if not count % _STATES_A_PIECE:
+            yield []
+    yield [] if states else [_("no results yet: the first scheduled run has not finished (try !run)")]
     for target, group in sorted(by_target.items()):
-        lines.extend(_target_status_lines(target, group, now, confirm))
-    for what, until in sorted(mutes.items()):
-        lines.append(_("muted: {what} until {time} UTC").format(what=what, time=until[:16].replace("T", " ")))
+        yield _target_status_lines(target, group, now, confirm)
+    lines = [
+        _("muted: {what} until {time} UTC").format(what=what, time=until[:16].replace("T", " "))
+        for what, until in sorted(mutes.items())
+    ]
     if dead:
         lines.append(
             ngettext(
@@ -275,7 +293,7 @@ def status_text(
         for letter in dead[-DEAD_LINES:]:
             first = letter.item.plain.split("\n", 1)[0][:60] or letter.item.kind
             lines.append(f"    {letter.at[:16].replace('T', ' ')} {letter.room}: {letter.short_reason} — {first}")
-    return "\n".join(lines)
+    yield lines
 
 
 def _target_status_lines(target: str, group: Sequence[AlertState], now: datetime, confirm: int) -> list[str]:

@@ -254,6 +254,33 @@ async def test_full_collections_wait_for_the_end_of_a_run_and_the_stop_gives_the
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
+def test_the_full_collection_waits_for_the_last_of_the_runs_under_way() -> None:
+    full: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full.append(1)
+
+    collector.take_over()
+    gc.callbacks.append(count)
+    try:
+        collector.run_begins()  # blocklists: its findings so far are alive until it ends
+        collector.run_begins()  # domains
+        collector.after_run()  # domains ends first: walking blocklists' findings now would stall the loop
+        assert full == []
+        collector.after_run()
+        assert full == [1]
+        collector.run_begins()  # a family that never ends (one always under way) still gets collected
+        for _ in range(collector.MAX_DEFERRED):
+            collector.run_begins()
+            collector.after_run()
+        assert full == [1, 1]
+    finally:
+        gc.callbacks.remove(count)
+        collector.after_run()
+        collector.give_back()
+
+
 async def test_a_muted_alert_is_recorded_but_not_posted(world: Scenario) -> None:
     await world.run(2)
     world.monitor.store.mute(ZONE, (world.clock.now + timedelta(hours=1)).isoformat())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import os
 import shutil
@@ -26,6 +27,33 @@ FIXED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 def _state(key: str, status: str) -> AlertState:
     return AlertState(key, "a", "dnsbl", "zen", status=status)
+
+
+def _alert_states() -> int:
+    gc.collect()
+    return sum(isinstance(thing, AlertState) for thing in gc.get_objects())
+
+
+def test_states_are_a_snapshot_of_rows_the_collector_does_not_walk(tmp_path: Path) -> None:
+    already = _alert_states()  # what earlier tests left
+    store = Store(tmp_path / "state.json")
+    with store.batch():
+        for n in range(2_000):
+            store.put_state(AlertState(f"192.0.2.{n}|dnsbl|zen", f"192.0.2.{n}", "dnsbl", "zen", status="ok"))
+        store.put_state(AlertState("d.test|snds|x", "d.test", "snds", "x", status="warn"))
+    before = store.states()
+    store.put_state(_state("192.0.2.1|dnsbl|zen", "fail"))
+    store.seen_again("192.0.2.2|dnsbl|zen", "T9", "ok")
+    assert len(before) == 2_001 and before[1].status == "ok" and before[2].last_seen == ""  # taken before the changes
+    assert [state.key for state in store.states(check="snds")] == ["d.test|snds|x"]
+    assert store.get_state("192.0.2.2|dnsbl|zen") == AlertState(
+        "192.0.2.2|dnsbl|zen", "192.0.2.2", "dnsbl", "zen", status="ok", last_seen="T9", last_status="ok"
+    )
+    del before
+    # The full collection after each run walks what the store keeps: rows of strings are nothing to walk.
+    assert _alert_states() == already
+    assert sum(map(gc.is_tracked, store._states.values())) == 0
+    store.close()
 
 
 def test_values_survive_reopening(tmp_path: Path) -> None:
@@ -66,7 +94,8 @@ def test_an_exception_inside_a_batch_writes_nothing(tmp_path: Path) -> None:
         store.enqueue(OutboxItem("x", "2024", ("!r",)))
         store.set_meta("digest_day", "today")
         raise RuntimeError("boom")
-    assert store.states() == [_state("kept", "ok")] and store.pending() == [] and store.get_meta("digest_day") is None
+    assert list(store.states()) == [_state("kept", "ok")]
+    assert store.pending() == [] and store.get_meta("digest_day") is None
     store.close()
     assert [state.key for state in Store(path).states()] == ["kept"]
 
@@ -157,7 +186,7 @@ def test_a_corrupt_file_is_set_aside_and_the_store_starts_fresh(tmp_path: Path, 
     store = Store(path, clock=lambda: FIXED)
     assert store.recovered_from == tmp_path / "state.json.corrupt-20240501T120000Z"
     assert store.recovered_from.read_bytes() == content
-    assert store.states() == []
+    assert list(store.states()) == []
     store.put_state(_state("fresh", "ok"))
     store.close()
     again = Store(path, clock=lambda: FIXED)  # no second move: the fresh file is fine
@@ -446,7 +475,7 @@ def test_a_directory_or_deeply_nested_json_is_set_aside(tmp_path: Path, make: st
         path.write_text("[" * 100_000 + "]" * 100_000)
     store = Store(path, clock=lambda: FIXED)
     assert store.recovered_from == tmp_path / "monitor.json.corrupt-20240501T120000Z"
-    assert store.states() == []
+    assert list(store.states()) == []
     store.put_state(_state("fresh", "ok"))
     store.close()
     assert [state.key for state in Store(path).states()] == ["fresh"]
@@ -655,5 +684,5 @@ def test_shards_without_a_main_file_are_set_aside(tmp_path: Path) -> None:
     store.close()
     path.unlink()
     store = Store(path, clock=lambda: FIXED)
-    assert store.states() == [] and store.recovered_from == tmp_path / "monitor.states.corrupt-20240501T120000Z"
+    assert list(store.states()) == [] and store.recovered_from == tmp_path / "monitor.states.corrupt-20240501T120000Z"
     store.close()

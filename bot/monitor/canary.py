@@ -189,8 +189,8 @@ class CanaryRunner:
     def _snds_findings(self) -> list[Finding]:
         """The latest SNDS findings in the monitor's state, as Findings (empty without SNDS)."""
         found = []
-        for state in self.store.states():
-            if state.check == "snds" and state.status in (Status.WARN.value, Status.FAIL.value):
+        for state in self.store.states(check="snds"):
+            if state.status in (Status.WARN.value, Status.FAIL.value):
                 found.append(Finding("snds", state.subject, Status(state.status), state.summary))
         return found
 

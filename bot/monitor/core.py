@@ -28,6 +28,7 @@ from bot.monitor import alerts, collector
 from bot.monitor.alerts import AlertRules, Event, digest_message, is_muted, observe, render_events
 from bot.monitor.state import OutboxItem
 from bot.monitor.store import Store, StoreError
+from bot.pacing import paced
 from bot.render import MARKS, Rendered, plain_and_html
 from bot.secrets import mask, mask_value, registered
 from bot.transports.base import DeliveryError, Incoming, Transport
@@ -47,7 +48,6 @@ T = TypeVar("T")
 _RESOLVER_META = "resolver_lies"
 STOP_DELIVERY = 5.0  # seconds a clean stop gives the outbox to send what the last run queued
 TARGETS_AT_ONCE = 64  # targets under way in a run: the loop also answers the room's commands
-STEP = 0.02  # seconds of comparing between two turns of the event loop
 REPORTS_AT_ONCE = 256  # reports freed per turn of the event loop at a run's end (~4,600 findings, a few ms)
 # A room that refuses an item this many times in a row (M_FORBIDDEN, M_TOO_LARGE, another 4xx) never takes it.
 MAX_REFUSALS = 3
@@ -238,14 +238,17 @@ class Monitor:
         family = self.families[name]
         async with self._locks[name]:
             started = time.monotonic()
-            with use_language(self.language()):  # the findings' summaries and advice, as the alert will say them
-                reports = list(await family.run(self.ctx))
-            with self.store.batch(), use_language(self.language()):  # the run's one write
-                events = await self.process_run(reports)
-                self.store.set_meta(f"last_run:{name}", self.clock().isoformat())
-            findings = sum(len(report.findings) for report in reports)
-            await _let_go(reports)
-            collector.after_run()  # the run's findings are gone: what it left is frozen
+            collector.run_begins()
+            try:
+                with use_language(self.language()):  # the findings' summaries and advice, as the alert says them
+                    reports = list(await family.run(self.ctx))
+                with self.store.batch(), use_language(self.language()):  # the run's one write
+                    events = await self.process_run(reports)
+                    self.store.set_meta(f"last_run:{name}", self.clock().isoformat())
+                findings = sum(len(report.findings) for report in reports)
+                await _let_go(reports)
+            finally:
+                collector.after_run()  # the run's findings are gone: what the runs left is frozen
         took = round(time.monotonic() - started, 3)
         extra = {"job": name, "duration": took, "findings": findings, "changes": len(events)}
         log.info("ran %s: %d findings, %d changes in %.2f s", name, findings, len(events), took, extra=extra)
@@ -291,19 +294,15 @@ class Monitor:
             self._enqueue(plain_and_html(text), alert_id=f"resolver-honest-{uuid.uuid4().hex[:12]}")
 
     async def process_run(self, reports: Sequence[Report]) -> list[Event]:
-        """`process` for a whole run, giving the event loop a turn every STEP seconds (73k findings take ~1 s).
+        """`process` for a whole run, giving the event loop a turn every `pacing.STEP` (73k findings take ~1 s).
 
         Call inside a batch: what other tasks change meanwhile joins this run's one write."""
         now = self.clock()
         events: list[Event] = []
-        turn = time.perf_counter() + STEP
         reports = [mask_report(report) for report in reports]
-        for report in reports:
-            for finding in alerts.one_per_state(report.findings):
-                events.extend(self._observe(report, finding, now))
-                if time.perf_counter() > turn:  # by time, not count: a domain's finding can carry a large tree
-                    await asyncio.sleep(0)
-                    turn = time.perf_counter() + STEP
+        pairs = ((report, finding) for report in reports for finding in alerts.one_per_state(report.findings))
+        async for report, finding in paced(pairs):
+            events.extend(self._observe(report, finding, now))
         if events:
             self._record(events, now)
         self._resolver_alert(reports)

@@ -48,16 +48,17 @@ import operator
 import os
 import re
 import threading
+import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from bot.monitor.state import STATE_FIELDS, AlertState, DeadLetter, HistoryEntry, OutboxItem
 
-__all__ = ["SCHEMA", "Store", "StoreError"]
+__all__ = ["SCHEMA", "StateView", "Store", "StoreError"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ RACES = 10  # reads of the files another process is writing (read-only) before a
 SHARD_BUCKETS = 16  # shards per check: ~4,600 of a /20's 73k blocklist states each, ~1.6 MiB of file
 KEEP_DEAD = 50  # dead letters kept for !status; the log has every one
 ROWS_AT_ONCE = 100  # state rows per json.dumps call: ~50 KiB, ~0.4 ms with the GIL held (73k rows: 0.3 s)
+HISTORY_AT_ONCE = 200  # history lines made per piece of an append (~2 ms)
+# What the writer thread sleeps after each piece it made. A thread that computes keeps the GIL for the whole
+# switch interval (5 ms) once it has it, and the event loop gives the GIL up at each socket call: without these
+# pauses every datagram the loop read during a 73k-state write could cost it 5 ms (the soak's loop was late by
+# 0.1-0.4 s). Asleep, the writer lets the loop take the GIL back at once; 730 pieces add ~0.15 s to that write.
+WRITER_PAUSE = 0.0002
 
 
 class StoreError(Exception):
@@ -109,6 +116,14 @@ def _replace_atomically(path: Path, payload: bytes | Iterable[bytes], *, sync_di
         _fsync_dir(path.parent)
 
 
+def _paused(pieces: Iterable[bytes], pause: float) -> Iterator[bytes]:
+    """The pieces, with the GIL let go for `pause` seconds after each (nothing when 0: no loop in this thread)."""
+    for piece in pieces:
+        yield piece
+        if pause:
+            time.sleep(pause)
+
+
 def _dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -130,7 +145,40 @@ def _dumps_rows(doc: Mapping[str, Any], name: str, rows: Iterable[Any]) -> Itera
 
 
 _LAST_SEEN = STATE_FIELDS.index("last_seen")
-ShardRows = tuple[str, tuple[AlertState, ...]]  # a shard to write: its seen stamp and its states
+_LAST_STATUS, _CHECK = STATE_FIELDS.index("last_status"), STATE_FIELDS.index("check")
+# A state as the store keeps it: its values in STATE_FIELDS order (AlertState.to_row). A tuple of strings, numbers
+# and None is one the garbage collector stops tracking at its first young collection; 73k AlertStates were 73k
+# objects that the full collection after each run walked (85-250 ms with the GIL held, the soak's worst stalls).
+StateRow = tuple[Any, ...]
+ShardRows = tuple[str, tuple[StateRow, ...]]  # a shard to write: its seen stamp and its states' rows
+
+
+class StateView(Sequence[AlertState]):
+    """A snapshot of the states, each made when it is read: `!status` takes one on the event loop (a copy of
+    73k references) and reads it in a thread, and nothing the store does later changes it."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: tuple[StateRow, ...]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> AlertState: ...
+    @overload
+    def __getitem__(self, index: slice) -> StateView: ...
+    def __getitem__(self, index: int | slice) -> AlertState | StateView:
+        if isinstance(index, slice):
+            return StateView(self._rows[index])
+        return AlertState(*self._rows[index])
+
+    def __iter__(self) -> Iterator[AlertState]:
+        return itertools.starmap(AlertState, self._rows)
+
+    def __repr__(self) -> str:
+        return f"<StateView of {len(self._rows)} states>"
 
 
 @dataclass
@@ -158,15 +206,15 @@ class _Commit:
 
 # A shard's rows have no last_seen: it is the shard's stamp, or the shard's `seen` table has it (few rows).
 SHARD_FIELDS = tuple(name for name in STATE_FIELDS if name != "last_seen")
-_shard_row = operator.attrgetter(*SHARD_FIELDS)
-_last_seen, _key = operator.attrgetter("last_seen"), operator.attrgetter("key")
+_shard_row = operator.itemgetter(*(index for index, name in enumerate(STATE_FIELDS) if name != "last_seen"))
+_last_seen, _key = operator.itemgetter(_LAST_SEEN), operator.itemgetter(STATE_FIELDS.index("key"))
 
 
-def _shard_doc(stamp: str, states: tuple[AlertState, ...]) -> Iterator[bytes]:
+def _shard_doc(stamp: str, rows: tuple[StateRow, ...]) -> Iterator[bytes]:
     """A shard file: the last_seen of each state that is not the stamp, then the rows (in C: 73k in ~0.3 s)."""
-    seen = tuple(map(_last_seen, states))
-    own = dict(itertools.compress(zip(map(_key, states), seen, strict=True), map(stamp.__ne__, seen)))
-    return _dumps_rows({"fields": SHARD_FIELDS, "seen": own}, "state", map(_shard_row, states))
+    seen = tuple(map(_last_seen, rows))
+    own = dict(itertools.compress(zip(map(_key, rows), seen, strict=True), map(stamp.__ne__, seen)))
+    return _dumps_rows({"fields": SHARD_FIELDS, "seen": own}, "state", map(_shard_row, rows))
 
 
 class _Files:
@@ -179,11 +227,12 @@ class _Files:
         self.history = path.with_name(f"{path.stem}.history.jsonl")
         self.writes = 0
         self.shard_files: dict[str, str] = {}  # shard -> its file in `states`, as the main file on disk names it
+        self.pause = 0.0  # WRITER_PAUSE once the writer thread is the only one that writes
 
     def write(self, commit: _Commit) -> None:
         if commit.history_rewrite is not None:
-            lines = b"".join(_history_line(seq, entry) for seq, entry in commit.history_rewrite)
-            _replace_atomically(self.history, lines + b"".join(_history_line(s, e) for s, e in commit.history_append))
+            entries = itertools.chain(commit.history_rewrite, commit.history_append)
+            _replace_atomically(self.history, self._history_pieces(entries))
         elif commit.history_append:
             self._append_history(commit.history_append)
         if commit.outbox is not None:
@@ -212,19 +261,29 @@ class _Files:
             with contextlib.suppress(OSError):  # a file left over is removed at the next start
                 (self.states / name).unlink()
 
-    def _write_shard(self, shard: str, seq: int, stamp: str, states: tuple[AlertState, ...]) -> str:
+    def _write_shard(self, shard: str, seq: int, stamp: str, states: tuple[StateRow, ...]) -> str:
         name = f"{shard}.{seq}.json"
         try:
             self.states.mkdir(exist_ok=True)
         except OSError as error:
             raise StoreError(f"cannot create the state directory {self.states}: {_why(error)}") from error
-        _replace_atomically(self.states / name, _shard_doc(stamp, states), sync_dir=False)
+        _replace_atomically(self.states / name, _paused(_shard_doc(stamp, states), self.pause), sync_dir=False)
         return name
+
+    def _history_pieces(self, entries: Iterable[tuple[int, HistoryEntry]]) -> Iterator[bytes]:
+        """The lines of `entries`, HISTORY_AT_ONCE a piece."""
+
+        def pieces() -> Iterator[bytes]:
+            rest = iter(entries)
+            while chunk := list(itertools.islice(rest, HISTORY_AT_ONCE)):
+                yield b"".join(itertools.starmap(_history_line, chunk))
+
+        return _paused(pieces(), self.pause)
 
     def _append_history(self, entries: Iterable[tuple[int, HistoryEntry]]) -> None:
         try:
             with open(self.history, "ab") as handle:
-                handle.write(b"".join(_history_line(seq, entry) for seq, entry in entries))
+                handle.writelines(self._history_pieces(entries))
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as error:
@@ -242,9 +301,8 @@ def _parsed(parse: Callable[[Any], T], doc: Any, what: str, path: Path, *, table
         return None
 
 
-def _seen_only(old: AlertState, new: AlertState) -> bool:
-    """Whether `new` is `old` with another last_seen and nothing else."""
-    before, after = old.to_row(), new.to_row()
+def _seen_only(before: StateRow, after: StateRow) -> bool:
+    """Whether `after` is `before` with another last_seen and nothing else."""
     return before[:_LAST_SEEN] == after[:_LAST_SEEN] and before[_LAST_SEEN + 1 :] == after[_LAST_SEEN + 1 :]
 
 
@@ -286,6 +344,7 @@ class _Writer:
         # executor (`!status` and the PSL run there), however many wait.
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._thread = threading.Thread(target=self._run, name="repbot-store-writer", daemon=True)
+        files.pause = WRITER_PAUSE
         self._thread.start()
 
     def submit(self, commit: _Commit) -> None:
@@ -323,6 +382,7 @@ class _Writer:
             self._closing = True
             self._condition.notify_all()
         self._thread.join()
+        self.files.pause = 0.0
         with self._condition:
             self._wake(closed=True)  # every commit was written (or failed and logged): nothing left to wait for
 
@@ -379,7 +439,7 @@ class Store:
         self._undo: list[Callable[[], None]] = []
         # Each state's value before the batch, for a rollback: one table, not a closure per state (a run puts
         # 73k states, and each closure was objects for the garbage collector to walk until the commit).
-        self._old_states: dict[str, AlertState | None] = {}
+        self._old_states: dict[str, StateRow | None] = {}
         self._dirty_main = self._dirty_outbox = self._rewrite_history = False
         self._new_history: list[HistoryEntry] = []
         self._new_items: set[str] = set()
@@ -395,7 +455,7 @@ class Store:
             raise
 
     def _empty(self) -> None:
-        self._states: dict[str, AlertState] = {}
+        self._states: dict[str, StateRow] = {}  # key -> its row: get_state makes the AlertState
         self._shards: dict[str, _Shard] = {}
         self._shard_of: dict[str, str] = {}
         self._history: list[tuple[int, HistoryEntry]] = []
@@ -569,7 +629,7 @@ class Store:
         """A state read from a file joins the table (the first of a key wins): in `shard`, or the one it hashes to."""
         if state.key in self._states:
             return
-        self._states[state.key] = state
+        self._states[state.key] = state.to_row()
         if shard is None:
             self._place(state)
             return
@@ -805,11 +865,11 @@ class Store:
         written: dict[str, ShardRows] = {}
         for shard in self._dirty_shards:  # in C: a /20's first runs write 73k states, in one turn of the loop
             info = self._shards[shard]
-            states = tuple(map(self._states.__getitem__, info.keys))
-            seen = tuple(map(_last_seen, states))
+            rows = tuple(map(self._states.__getitem__, info.keys))
+            seen = tuple(map(_last_seen, rows))
             info.stamp = max(seen, default="")
             info.afloat = set(itertools.compress(info.keys, map(info.stamp.__eq__, seen)))
-            written[shard] = (info.stamp, states)
+            written[shard] = (info.stamp, rows)
         return {name: info.stamp for name, info in self._shards.items()}, written
 
     def _outbox_snapshot(self) -> tuple[tuple[OutboxItem, ...], tuple[DeadLetter, ...]]:
@@ -827,33 +887,36 @@ class Store:
     # -- state: one AlertState per (target, check, subject) ------------------------------------------------
 
     def get_state(self, key: str) -> AlertState | None:
-        return self._states.get(key)
+        row = self._states.get(key)
+        return None if row is None else AlertState(*row)
 
     def put_state(self, state: AlertState) -> None:
-        old = self._states.get(state.key)
-        if old is not None and state.key not in self._old_states and _seen_only(old, state):
+        key, row = state.key, state.to_row()
+        old = self._states.get(key)
+        if old is not None and key not in self._old_states and _seen_only(old, row):
             # Only last_seen moved, though the caller could not tell (an unknown seen again, still unknown).
-            self._sighted(old, state)
+            self._sighted(key, old, row)
             return
-        self._old_states.setdefault(state.key, old)
-        self._states[state.key] = state
+        self._old_states.setdefault(key, old)
+        self._states[key] = row
         self._dirty_shards.add(self._place(state))
         self._change(None, main=True)
 
     def seen_again(self, key: str, stamp: str, status: str) -> None:
         """The stored state of `key` seen once more at `stamp` with `status`, nothing else changed.
 
-        `put_state(state.seen_again(stamp, status))` in effect, without comparing the two states."""
+        `put_state(state.seen_again(stamp, status))` in effect, without comparing the two states (nor making one:
+        a blocklists run of a /20 sees 73k states again)."""
         old = self._states[key]
-        if status != old.last_status or key in self._old_states:
-            self.put_state(old.seen_again(stamp, status))
+        if status != old[_LAST_STATUS] or key in self._old_states:
+            self.put_state(AlertState(*old).seen_again(stamp, status))
         else:
-            self._sighted(old, old.seen_again(stamp, status))
+            self._sighted(key, old, (*old[:_LAST_SEEN], stamp, *old[_LAST_SEEN + 1 :]))
 
-    def _sighted(self, old: AlertState, new: AlertState) -> None:
+    def _sighted(self, key: str, old: StateRow, new: StateRow) -> None:
         """`new` is `old` seen again (first time in this batch, same last_status). A floating row seen again at
         the same stamp as the other floating rows of its shard leaves the shard's file as it is (`_shard_changes`)."""
-        key, stamp = new.key, new.last_seen
+        stamp = new[_LAST_SEEN]
         self._old_states[key] = old
         self._states[key] = new
         shard = self._shard_of[key]
@@ -878,8 +941,12 @@ class Store:
             self._shards[shard].keys.pop(key, None)
             self._shards[shard].afloat.discard(key)
 
-    def states(self) -> list[AlertState]:
-        return list(self._states.values())
+    def states(self, check: str | None = None) -> StateView:
+        """Every state (of one check), as they are now: a snapshot that makes each AlertState when it is read."""
+        rows = tuple(self._states.values())
+        if check is not None:
+            rows = tuple(row for row in rows if row[_CHECK] == check)
+        return StateView(rows)
 
     @staticmethod
     def _restore(table: dict[str, Any], key: str, old: Any) -> None:
