@@ -74,9 +74,9 @@ class StoreCollector(Collector):
         monitor = self.monitor
         if monitor is None:
             return
-        states = monitor.store.states()
-        yield from _check_metrics(states)
-        yield from _provider_metrics(states)
+        yield from _check_metrics(monitor.store.states())
+        # Only these two checks' evidence is read: parsing every state's (73k with a /20) took the scrape 0.4 s.
+        yield from _provider_metrics([*monitor.store.states(check="snds"), *monitor.store.states(check="complaints")])
         yield from _canary_metrics(monitor.store.get_meta("canary_history", {}) or {})
         yield from _report_metrics(monitor.config, monitor.clock())
         outbox = GaugeMetricFamily("repbot_outbox_messages", "alerts waiting to be accepted by a room")

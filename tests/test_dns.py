@@ -339,6 +339,19 @@ async def test_every_port_is_read_and_closed_with_either_watcher(
     assert not client.open and client.watcher is None
 
 
+async def test_answers_past_a_wake_ups_budget_are_read_at_the_next(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two answers a wake-up: the rest stay in the socket (still readable), and each later turn reads two more.
+    monkeypatch.setattr(_transport, "READS_PER_TURN", 2)
+    dns_server.add("listed.example.test", "A", "127.0.0.2")
+    resolver = resolver_for(dns_server, cache=False)
+    names = [f"{i}.sweep.example.test" if i % 10 else "listed.example.test" for i in range(300)]
+    answers = await resolver.query_many(names)
+    assert [a.outcome for a in answers] == [Outcome.NXDOMAIN if i % 10 else Outcome.ANSWER for i in range(300)]
+    resolver.close()
+
+
 async def test_trace_keeps_every_try_with_its_server_and_outcome(dns_server: DnsServer) -> None:
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers: a timeout, not ICMP
     silent.bind(("127.0.0.1", 0))

@@ -23,6 +23,7 @@ from bot.monitor.alerts import ALERT_GROUPS, ALERT_LINES, AlertRules, Event, dig
 from bot.monitor.core import Family, Job, Monitor, default_families
 from bot.monitor.state import AlertState
 from bot.monitor.store import Store
+from bot.pacing import paced
 from bot.render import Rendered
 from bot.transports.base import Incoming
 from checks import CheckContext, DnsblSettings, Finding, Report, Resolver, Status, parse_target
@@ -252,6 +253,23 @@ async def test_full_collections_wait_for_the_end_of_a_run_and_the_stop_gives_the
     finally:
         await world.monitor.stop()
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+async def test_paced_work_gives_the_loop_turns_between_its_items() -> None:
+    seen: list[str] = []
+
+    async def other() -> None:
+        for _ in range(3):
+            seen.append("other")
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)  # the other task starts
+    async for item in paced(range(3), step=0):  # a turn after every item
+        seen.append(f"item {item}")
+    await task
+    assert seen == ["other", "item 0", "other", "item 1", "other", "item 2"]
+    assert [item async for item in paced(iter(range(5)))] == [0, 1, 2, 3, 4]  # in order, every one
 
 
 def test_the_full_collection_waits_for_the_last_of_the_runs_under_way() -> None:
