@@ -293,6 +293,7 @@ async def soak(
     trace "stalls": sample who holds the loop when it is late; "memory": tracemalloc diffs between runs."""
     from bench.dnsbl_sweep import DnsServerProcess
     from bench.store import state_mib
+    from bot import pacing
     from bot.app import Bot, Permissions, RateLimiter
     from bot.commands.catalog import REGISTRY
     from bot.commands.registry import Services
@@ -421,7 +422,8 @@ async def soak(
     shards = len(list(main.with_name("monitor.states").iterdir()))
     print(f"soak: {ips_count} IPs, {domains_count} domains, every {interval}, {minutes:g} min, DNS 20 ms per answer")
     for name, took, save, changes in runs:
-        print(f"  run {name:<10} {took:7.2f} s, {changes:5d} changes (comparison, in 20 ms turns: {save:.3f} s)")
+        turns = f"in {pacing.STEP * 1000:g} ms turns"
+        print(f"  run {name:<10} {took:7.2f} s, {changes:5d} changes (comparison, {turns}: {save:.3f} s)")
     print(f"  event-loop lag: max {max(lags) * 1000:.0f} ms, p99 {sorted(lags)[int(len(lags) * 0.99)] * 1000:.0f} ms")
     answered = [p for p in pings if p != float("inf")]
     print(f"  !ping: {len(pings)} sent, {len(answered)} answered within 2 s, max {max(answered) * 1000:.0f} ms")

@@ -223,8 +223,23 @@ class Finding:
             "summary": self.summary,
             "evidence": dict(self.evidence),
             "advice": self.advice,
-            "observed_at": self.observed_at.isoformat(timespec="seconds"),
+            "observed_at": _stamp(self.observed_at),
         }
+
+
+_last_stamp: tuple[datetime | None, str] = (None, "")
+
+
+def _stamp(moment: datetime) -> str:
+    """`moment.isoformat(timespec="seconds")`, said once for the findings of one check, which share one clock read
+    (73k findings of a /20 took 0.1 s of isoformat). By identity, not equality: equal instants in two zones
+    are two texts. The tuple keeps the object alive, so its identity is never reused."""
+    global _last_stamp
+    last, text = _last_stamp
+    if moment is not last:
+        text = moment.isoformat(timespec="seconds")
+        _last_stamp = (moment, text)
+    return text
 
 
 @dataclass(frozen=True)
