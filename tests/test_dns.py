@@ -339,11 +339,14 @@ async def test_every_port_is_read_and_closed_with_either_watcher(
     assert not client.open and client.watcher is None
 
 
+@pytest.mark.parametrize("watcher", ["epoll", "loop"])
 async def test_answers_past_a_wake_ups_budget_are_read_at_the_next(
-    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch, watcher: str
 ) -> None:
     # Two answers a wake-up: the rest stay in the socket (still readable), and each later turn reads two more.
     monkeypatch.setattr(_transport, "READS_PER_TURN", 2)
+    if watcher == "loop":
+        monkeypatch.setattr(_transport, "_watcher", _transport._LoopWatcher)
     dns_server.add("listed.example.test", "A", "127.0.0.2")
     resolver = resolver_for(dns_server, cache=False)
     names = [f"{i}.sweep.example.test" if i % 10 else "listed.example.test" for i in range(300)]

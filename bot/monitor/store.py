@@ -154,8 +154,8 @@ ShardRows = tuple[str, tuple[StateRow, ...]]  # a shard to write: its seen stamp
 
 
 class StateView(Sequence[AlertState]):
-    """A snapshot of the states, each made when it is read: `!status` takes one on the event loop (a copy of
-    73k references) and reads it in a thread, and nothing the store does later changes it."""
+    """A snapshot of the states, each made when it is read: `!status` takes one (a copy of 73k references) and
+    words it in slices of the event loop, and nothing the store does meanwhile changes it."""
 
     __slots__ = ("_rows",)
 
@@ -347,7 +347,7 @@ class _Writer:
         self._condition = threading.Condition()
         self._closing = False
         # Futures of `flush` callers, settled from this thread: waiting for a write ties up no thread of the loop's
-        # executor (`!status` and the PSL run there), however many wait.
+        # executor (the PSL parse and the providers' secret commands run there), however many wait.
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._thread = threading.Thread(target=self._run, name="repbot-store-writer", daemon=True)
         files.pause = WRITER_PAUSE

@@ -204,14 +204,13 @@ class _UdpPort:
         for _query_id, entry in due:
             entry.done(TimeoutError())
 
-    def read_ready(self, budget: int = 0) -> int:
-        """Read the waiting answers, at most `budget` (0: all); the budget left. The socket stays readable for
-        the rest: the next turn of the event loop reads them, after the callbacks that waited meanwhile."""
+    def read_ready(self, budget: int | None = None) -> int:
+        """Read at most `budget` waiting datagrams (READS_PER_TURN); the budget left. The socket stays readable
+        for the rest: the next turn of the event loop reads them, after the callbacks that waited meanwhile."""
         recv = self.sock.recv
         pending = self.pending
-        limit = budget or -1
-        while not self.closed and limit:
-            limit -= 1
+        left = READS_PER_TURN if budget is None else budget
+        while left > 0 and not self.closed:
             try:
                 data = recv(65535)
             except (BlockingIOError, InterruptedError):
@@ -220,6 +219,7 @@ class _UdpPort:
                 # ICMP port unreachable applies to the whole server, so every query to it has failed.
                 self._fail_all(error)
                 break
+            left -= 1
             if len(data) < _HEADER:
                 continue
             query_id = int.from_bytes(data[:2], "big")
@@ -231,7 +231,7 @@ class _UdpPort:
             del pending[query_id]
             self._close_if_spent()
             entry.done(data)
-        return max(limit, 0)
+        return left
 
     def _close_if_spent(self) -> None:
         if not self.pending and self.timer is not None:
